@@ -1,0 +1,12 @@
+module github.com/hsmsh/hsmsh
+
+go 1.26.0
+
+require (
+	github.com/BurntSushi/toml v1.6.0
+	go.etcd.io/bbolt v1.5.0
+	golang.org/x/crypto v0.58.0
+	golang.org/x/term v0.47.0
+)
+
+require golang.org/x/sys v0.49.0 // indirect

@@ -1,0 +1,99 @@
+package hsmcore
+
+import (
+	"context"
+	"time"
+)
+
+// Cluster is an HSM cluster as a client sees it. The command layer uses
+// only this interface; the embedded cluster implements it with in-process
+// HSMs, and a remote cluster implements it with HSM servers.
+//
+// Every operation on behalf of a user takes the Caller that the login
+// returned; the cluster checks what that user may do.
+type Cluster interface {
+	// ID is the cluster's id from the configuration.
+	ID() string
+	// HSMs describes every HSM of the cluster, in id order.
+	HSMs(ctx context.Context) []HSMInfo
+
+	// Activate sets the built-in admin's password on a new cluster.
+	Activate(ctx context.Context, password string) error
+	// Login checks a user's password and opens a login session.
+	Login(ctx context.Context, username string, role Role, password string) (Caller, error)
+	// Logout ends a login session; its session keys are destroyed.
+	Logout(ctx context.Context, c Caller) error
+
+	CreateUser(ctx context.Context, c Caller, username string, role Role, password string) (User, error)
+	DeleteUser(ctx context.Context, c Caller, username string, role Role) error
+	Users(ctx context.Context, c Caller) ([]User, error)
+	ChangePassword(ctx context.Context, c Caller, username string, role Role, password string) error
+
+	// GenerateKey makes a key (symmetric: one Key; pair: public, private).
+	GenerateKey(ctx context.Context, c Caller, spec KeySpec) ([]Key, error)
+	ImportKey(ctx context.Context, c Caller, spec ImportSpec) (Key, error)
+	// Keys lists the keys the caller may see that match f, by reference.
+	Keys(ctx context.Context, c Caller, f Filter) ([]Key, error)
+	DeleteKey(ctx context.Context, c Caller, ref Ref) error
+	// ShareKey shares (share true) or unshares a key with a crypto user.
+	ShareKey(ctx context.Context, c Caller, ref Ref, username string, share bool) (Key, error)
+	SetAttribute(ctx context.Context, c Caller, ref Ref, name, value string) (Key, error)
+	Sign(ctx context.Context, c Caller, req SignRequest) ([]byte, error)
+	Verify(ctx context.Context, c Caller, req SignRequest, sig []byte) error
+	// PublicKeyPEM is the public key of a public or private key, as PEM.
+	PublicKeyPEM(ctx context.Context, c Caller, ref Ref) ([]byte, error)
+
+	// Durability is the client key-durability settings in force.
+	Durability() Durability
+	// SetDurability changes them for this client.
+	SetDurability(d Durability) error
+
+	Close() error
+}
+
+// Durability are the client key-durability settings of SPEC §1.
+type Durability struct {
+	// MinimumNodes is create_object_minimum_nodes (SDK 3): how many HSMs a
+	// new token key must reach for its creation to count.
+	MinimumNodes int
+	// AvailabilityCheck is the SDK 5 key availability quorum: a token key
+	// is usable only once it is on at least 2 HSMs.
+	AvailabilityCheck bool
+	// ServerSyncInterval is how often HSMs replicate keys among themselves.
+	ServerSyncInterval time.Duration
+	// RetryOnMissingKey is how many other HSMs a call is retried on when
+	// the HSM it was routed to does not hold the key.
+	RetryOnMissingKey int
+}
+
+// HSMInfo is what cluster hsm-info reports of one HSM.
+type HSMInfo struct {
+	ID            string   `json:"id"`
+	State         HSMState `json:"state"`
+	Address       string   `json:"address"`
+	TokenKeyCount int      `json:"token-key-count"`
+	UserCount     int      `json:"user-count"`
+	TLS           string   `json:"tls"`
+}
+
+// Filter selects keys: by reference, and by attributes (all must match).
+type Filter struct {
+	Ref   *Ref
+	Attrs map[string]string
+}
+
+func (f Filter) match(r *keyRecord) bool {
+	if f.Ref != nil && *f.Ref != r.Ref {
+		return false
+	}
+	if len(f.Attrs) == 0 {
+		return true
+	}
+	m := r.Attrs.Map()
+	for k, v := range f.Attrs {
+		if got, ok := m[k]; !ok || got != v {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,944 @@
+package hsmcore
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Options configure an embedded cluster.
+type Options struct {
+	ID   string
+	HSMs int
+	// DataDir is the folder that holds this cluster's HSM stores, one
+	// sub-folder per HSM; "" keeps everything in memory (--ephemeral).
+	DataDir    string
+	Durability Durability
+}
+
+// Embedded is a cluster of in-process HSMs. It plays both parts: the HSMs,
+// and the client library that routes operations to them and replicates new
+// keys (client-side sync).
+type Embedded struct {
+	id   string
+	hsms []*hsm
+	lock *dirLock
+	next atomic.Uint64 // round-robin cursor
+
+	mu       sync.RWMutex
+	dur      Durability
+	sessions map[string]Caller // live login sessions
+}
+
+var _ Cluster = (*Embedded)(nil)
+
+// builtinAdmin is the admin every new cluster has, unactivated until
+// cluster activate gives it a password.
+const builtinAdmin = "admin"
+
+// OpenEmbedded opens (or creates) an embedded cluster.
+func OpenEmbedded(opts Options) (*Embedded, error) {
+	if opts.HSMs < 1 {
+		return nil, fmt.Errorf("%w: a cluster needs at least one HSM", ErrInvalid)
+	}
+	e := &Embedded{id: opts.ID, dur: opts.Durability, sessions: map[string]Caller{}}
+	if e.dur.MinimumNodes < 1 {
+		e.dur.MinimumNodes = 1
+	}
+	if opts.DataDir != "" {
+		l, err := lockDir(opts.DataDir)
+		if err != nil {
+			return nil, err
+		}
+		e.lock = l
+	}
+	for i := 1; i <= opts.HSMs; i++ {
+		id := fmt.Sprintf("hsm-%d", i)
+		var st store
+		if opts.DataDir != "" {
+			s, err := openBoltStore(filepath.Join(opts.DataDir, id))
+			if err != nil {
+				e.Close()
+				return nil, fmt.Errorf("open %s: %w", id, err)
+			}
+			st = s
+		}
+		h, err := newHSM(id, st)
+		if err != nil {
+			if st != nil {
+				st.close()
+			}
+			e.Close()
+			return nil, fmt.Errorf("open %s: %w", id, err)
+		}
+		e.hsms = append(e.hsms, h)
+	}
+	if err := e.ensureAdmin(); err != nil {
+		e.Close()
+		return nil, err
+	}
+	return e, nil
+}
+
+// ensureAdmin gives a brand-new cluster its unactivated admin.
+func (e *Embedded) ensureAdmin() error {
+	for _, h := range e.hsms {
+		if len(h.userList()) > 0 {
+			return nil
+		}
+	}
+	for _, h := range e.hsms {
+		if err := h.putUser(&userRecord{Username: builtinAdmin, Role: RoleUnactivatedAdmin}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (e *Embedded) ID() string { return e.id }
+
+func (e *Embedded) Close() error {
+	var errs []error
+	for _, h := range e.hsms {
+		if err := h.close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	e.lock.release()
+	return errors.Join(errs...)
+}
+
+func (e *Embedded) Durability() Durability {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	return e.dur
+}
+
+func (e *Embedded) SetDurability(d Durability) error {
+	if d.MinimumNodes < 1 {
+		return fmt.Errorf("%w: create_object_minimum_nodes must be at least 1", ErrInvalid)
+	}
+	if d.RetryOnMissingKey < 0 {
+		return fmt.Errorf("%w: retry_on_missing_key must not be negative", ErrInvalid)
+	}
+	e.mu.Lock()
+	e.dur = d
+	e.mu.Unlock()
+	return nil
+}
+
+func (e *Embedded) HSMs(ctx context.Context) []HSMInfo {
+	out := make([]HSMInfo, 0, len(e.hsms))
+	for _, h := range e.hsms {
+		info := HSMInfo{ID: h.id, State: StateDown, Address: "in-process", TLS: "none: embedded HSMs are called in-process"}
+		if h.isUp() {
+			info.State = StateActive
+			info.TokenKeyCount = h.tokenKeyCount()
+			info.UserCount = len(h.userList())
+		}
+		out = append(out, info)
+	}
+	return out
+}
+
+// up returns the HSMs that answer, starting at the round-robin cursor, so
+// that successive operations spread over the cluster.
+func (e *Embedded) up() []*hsm {
+	n := len(e.hsms)
+	start := int(e.next.Add(1) % uint64(n))
+	out := make([]*hsm, 0, n)
+	for i := 0; i < n; i++ {
+		if h := e.hsms[(start+i)%n]; h.isUp() {
+			out = append(out, h)
+		}
+	}
+	return out
+}
+
+// session checks that c is a live login session.
+func (e *Embedded) session(c Caller) error {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	if c.Session == "" {
+		return ErrNotLoggedIn
+	}
+	if _, ok := e.sessions[c.Session]; !ok {
+		return fmt.Errorf("%w (the login session has ended)", ErrNotLoggedIn)
+	}
+	return nil
+}
+
+func (e *Embedded) requireRole(c Caller, roles ...Role) error {
+	if err := e.session(c); err != nil {
+		return err
+	}
+	for _, r := range roles {
+		if c.Role == r {
+			return nil
+		}
+	}
+	names := make([]string, len(roles))
+	for i, r := range roles {
+		names[i] = string(r)
+	}
+	return fmt.Errorf("%w: this needs the %s role; you are logged in as %s", ErrPermission, strings.Join(names, " or "), c.Role)
+}
+
+// findUser looks a user up on the HSMs that answer.
+func (e *Embedded) findUser(name string) (*userRecord, error) {
+	hs := e.up()
+	if len(hs) == 0 {
+		return nil, ErrNoHSM
+	}
+	var last error
+	for _, h := range hs {
+		u, err := h.user(name)
+		if err == nil {
+			return u, nil
+		}
+		last = err
+	}
+	return nil, last
+}
+
+// putUserAll writes a user record to every HSM that answers; it succeeds
+// if at least one took it.
+func (e *Embedded) putUserAll(u *userRecord) error {
+	hs := e.up()
+	if len(hs) == 0 {
+		return ErrNoHSM
+	}
+	var errs []error
+	for _, h := range hs {
+		if err := h.putUser(u); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) == len(hs) {
+		return errors.Join(errs...)
+	}
+	return nil
+}
+
+func (e *Embedded) Activate(ctx context.Context, password string) error {
+	u, err := e.findUser(builtinAdmin)
+	if err != nil {
+		return err
+	}
+	if u.Role != RoleUnactivatedAdmin {
+		return fmt.Errorf("the cluster %s is already activated", e.id)
+	}
+	if err := ValidatePassword(password); err != nil {
+		return err
+	}
+	return e.putUserAll(&userRecord{Username: builtinAdmin, Role: RoleAdmin, Hash: hashPassword(password)})
+}
+
+func (e *Embedded) Login(ctx context.Context, username string, role Role, password string) (Caller, error) {
+	name, err := NormalizeUsername(username)
+	if err != nil {
+		return Caller{}, err
+	}
+	if admin, err := e.findUser(builtinAdmin); err == nil && admin.Role == RoleUnactivatedAdmin {
+		return Caller{}, ErrNotActivated
+	}
+	u, err := e.findUser(name)
+	if errors.Is(err, ErrUserNotFound) {
+		return Caller{}, ErrBadCredentials
+	}
+	if err != nil {
+		return Caller{}, err
+	}
+	if u.locked() {
+		return Caller{}, ErrLocked
+	}
+	if u.Role != role || !checkPassword(u.Hash, password) {
+		// Every HSM records the failure, so the count is cluster-wide.
+		u.Failed++
+		if err := e.putUserAll(u); err != nil {
+			return Caller{}, fmt.Errorf("record failed login: %w", err)
+		}
+		if u.locked() {
+			return Caller{}, fmt.Errorf("%w; %w", ErrBadCredentials, ErrLocked)
+		}
+		return Caller{}, fmt.Errorf("%w (%d of %d attempts left before the user is locked)", ErrBadCredentials, MaxFailedLogins-u.Failed, MaxFailedLogins)
+	}
+	if u.Failed > 0 {
+		u.Failed = 0
+		if err := e.putUserAll(u); err != nil {
+			return Caller{}, err
+		}
+	}
+	c := Caller{Username: name, Role: role, Session: newSessionID()}
+	e.mu.Lock()
+	e.sessions[c.Session] = c
+	e.mu.Unlock()
+	return c, nil
+}
+
+func newSessionID() string {
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		panic("hsmcore: crypto/rand failed: " + err.Error())
+	}
+	return hex.EncodeToString(b)
+}
+
+func (e *Embedded) Logout(ctx context.Context, c Caller) error {
+	if err := e.session(c); err != nil {
+		return err
+	}
+	for _, h := range e.hsms {
+		h.destroySession(c.Session)
+	}
+	e.mu.Lock()
+	delete(e.sessions, c.Session)
+	e.mu.Unlock()
+	return nil
+}
+
+func (e *Embedded) CreateUser(ctx context.Context, c Caller, username string, role Role, password string) (User, error) {
+	if err := e.requireRole(c, RoleAdmin); err != nil {
+		return User{}, err
+	}
+	name, err := NormalizeUsername(username)
+	if err != nil {
+		return User{}, err
+	}
+	if role != RoleAdmin && role != RoleCryptoUser {
+		return User{}, fmt.Errorf("%w: a new user's role must be admin or crypto-user", ErrInvalid)
+	}
+	if err := ValidatePassword(password); err != nil {
+		return User{}, err
+	}
+	if _, err := e.findUser(name); err == nil {
+		return User{}, fmt.Errorf("%w: %s", ErrUserExists, name)
+	} else if !errors.Is(err, ErrUserNotFound) {
+		return User{}, err
+	}
+	u := &userRecord{Username: name, Role: role, Hash: hashPassword(password)}
+	if err := e.putUserAll(u); err != nil {
+		return User{}, err
+	}
+	return e.userView(u), nil
+}
+
+// userView reports a user with its coverage over the whole cluster.
+func (e *Embedded) userView(u *userRecord) User {
+	held := 0
+	for _, h := range e.hsms {
+		if _, err := h.user(u.Username); err == nil {
+			held++
+		}
+	}
+	cov := CoverageFull
+	if held < len(e.hsms) {
+		cov = CoveragePartial
+	}
+	return User{Username: u.Username, Role: u.Role, Locked: fmt.Sprint(u.locked()), MFA: []string{}, Quorum: []string{}, ClusterCoverage: cov}
+}
+
+func (e *Embedded) DeleteUser(ctx context.Context, c Caller, username string, role Role) error {
+	if err := e.requireRole(c, RoleAdmin); err != nil {
+		return err
+	}
+	name, err := NormalizeUsername(username)
+	if err != nil {
+		return err
+	}
+	u, err := e.findUser(name)
+	if err != nil {
+		return err
+	}
+	if u.Role != role {
+		return fmt.Errorf("%w: %s has role %s, not %s", ErrUserNotFound, name, u.Role, role)
+	}
+	if name == c.Username {
+		return fmt.Errorf("%w: you cannot delete the user you are logged in as", ErrPermission)
+	}
+	for _, h := range e.hsms {
+		if h.owns(name) {
+			return fmt.Errorf("%w: user %s owns keys on %s; the keys must be deleted first", ErrPermission, name, h.id)
+		}
+	}
+	var errs []error
+	hs := e.up()
+	for _, h := range hs {
+		if err := h.deleteUser(name); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (e *Embedded) Users(ctx context.Context, c Caller) ([]User, error) {
+	seen := map[string]*userRecord{}
+	hs := e.up()
+	if len(hs) == 0 {
+		return nil, ErrNoHSM
+	}
+	for _, h := range hs {
+		for _, u := range h.userList() {
+			if _, ok := seen[u.Username]; !ok {
+				seen[u.Username] = u
+			}
+		}
+	}
+	out := make([]User, 0, len(seen))
+	for _, u := range seen {
+		out = append(out, e.userView(u))
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Username < out[j].Username })
+	return out, nil
+}
+
+func (e *Embedded) ChangePassword(ctx context.Context, c Caller, username string, role Role, password string) error {
+	if err := e.session(c); err != nil {
+		return err
+	}
+	name, err := NormalizeUsername(username)
+	if err != nil {
+		return err
+	}
+	if c.Role != RoleAdmin && name != c.Username {
+		return fmt.Errorf("%w: only an admin may change another user's password", ErrPermission)
+	}
+	if err := ValidatePassword(password); err != nil {
+		return err
+	}
+	u, err := e.findUser(name)
+	if err != nil {
+		return err
+	}
+	if u.Role != role {
+		return fmt.Errorf("%w: %s has role %s, not %s", ErrUserNotFound, name, u.Role, role)
+	}
+	if u.locked() && c.Role != RoleAdmin {
+		return ErrLocked
+	}
+	u.Hash, u.Failed = hashPassword(password), 0
+	return e.putUserAll(u)
+}
+
+// checkCryptoUsers checks that each name is an existing crypto user other
+// than the owner, and returns the names normalised.
+func (e *Embedded) checkCryptoUsers(owner string, names []string) ([]string, error) {
+	out := make([]string, 0, len(names))
+	for _, n := range names {
+		name, err := NormalizeUsername(n)
+		if err != nil {
+			return nil, err
+		}
+		u, err := e.findUser(name)
+		if err != nil {
+			return nil, err
+		}
+		if u.Role != RoleCryptoUser {
+			return nil, fmt.Errorf("%w: keys can be shared only with crypto users; %s is %s", ErrInvalid, name, u.Role)
+		}
+		if name == owner {
+			return nil, fmt.Errorf("%w: %s owns the key; it cannot also be shared with them", ErrInvalid, name)
+		}
+		out = append(out, name)
+	}
+	return out, nil
+}
+
+// checkKeyQuorum applies CloudHSM's limit: a key quorum value is 0 to 8
+// and never more than the users associated with the key.
+func checkKeyQuorum(value, users int, name string) error {
+	if value < 0 || value > 8 {
+		return fmt.Errorf("%w: %s must be 0 to 8", ErrInvalid, name)
+	}
+	if value > users {
+		return fmt.Errorf("%w: %s %d is more than the %d users associated with the key", ErrInvalid, name, value, users)
+	}
+	return nil
+}
+
+func (e *Embedded) GenerateKey(ctx context.Context, c Caller, spec KeySpec) ([]Key, error) {
+	if err := e.requireRole(c, RoleCryptoUser); err != nil {
+		return nil, err
+	}
+	shared, err := e.checkCryptoUsers(c.Username, spec.ShareWith)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkKeyQuorum(spec.UseQuorum, 1+len(shared), "use-key-quorum-value"); err != nil {
+		return nil, err
+	}
+	if err := checkKeyQuorum(spec.ManageQuorum, 1+len(shared), "manage-key-quorum-value"); err != nil {
+		return nil, err
+	}
+	recs, err := generate(spec)
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range recs {
+		r.Owner, r.Shared = c.Username, shared
+		r.UseQuorum, r.ManageQuorum = spec.UseQuorum, spec.ManageQuorum
+	}
+	return e.create(ctx, c, recs, spec.Session, spec.MinServers)
+}
+
+func (e *Embedded) ImportKey(ctx context.Context, c Caller, spec ImportSpec) (Key, error) {
+	if err := e.requireRole(c, RoleCryptoUser); err != nil {
+		return Key{}, err
+	}
+	rec, err := parseImport(spec)
+	if err != nil {
+		return Key{}, err
+	}
+	rec.Owner = c.Username
+	keys, err := e.create(ctx, c, []*keyRecord{rec}, spec.Session, spec.MinServers)
+	if err != nil {
+		return Key{}, err
+	}
+	return keys[0], nil
+}
+
+// create gives new records their references and stores them: a session
+// key on one HSM, a token key on one HSM and then, by client-side sync, on
+// every other HSM that answers.
+func (e *Embedded) create(ctx context.Context, c Caller, recs []*keyRecord, session bool, minServers int) ([]Key, error) {
+	now := time.Now().UTC()
+	for _, r := range recs {
+		r.Ref = e.freshRef()
+		r.Created = now
+		if session {
+			r.Session = c.Session
+		}
+	}
+	hs := e.up()
+	if len(hs) == 0 {
+		return nil, ErrNoHSM
+	}
+	if session {
+		if err := hs[0].putKeys(recs); err != nil {
+			return nil, err
+		}
+	} else if err := e.replicate(ctx, hs, recs, minServers); err != nil {
+		return nil, err
+	}
+	out := make([]Key, len(recs))
+	for i, r := range recs {
+		out[i] = e.view(r, e.holders(r.Ref))
+	}
+	return out, nil
+}
+
+// freshRef draws a reference no HSM uses or has used.
+func (e *Embedded) freshRef() Ref {
+	for {
+		r := newRef()
+		clash := false
+		for _, h := range e.hsms {
+			h.mu.RLock()
+			_, a := h.keys[r]
+			_, b := h.sessionKeys[r]
+			_, t := h.tombstones[r]
+			h.mu.RUnlock()
+			if a || b || t {
+				clash = true
+				break
+			}
+		}
+		if !clash {
+			return r
+		}
+	}
+}
+
+// SyncError is a token key creation that reached too few HSMs.
+type SyncError struct {
+	Needed    int
+	Succeeded []string
+	Failed    map[string]error
+	// Leftover lists HSMs where cleanup failed and key material remains.
+	Leftover map[string]error
+	Refs     []Ref
+}
+
+func (e *SyncError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "key creation needed %d HSMs but succeeded on %d", e.Needed, len(e.Succeeded))
+	if len(e.Succeeded) > 0 {
+		fmt.Fprintf(&b, " (%s)", strings.Join(e.Succeeded, ", "))
+	}
+	ids := make([]string, 0, len(e.Failed))
+	for id := range e.Failed {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	for _, id := range ids {
+		fmt.Fprintf(&b, "; %s failed: %v", id, e.Failed[id])
+	}
+	if len(e.Leftover) == 0 {
+		b.WriteString("; the copies made were cleaned up, so the command can be retried")
+		return b.String()
+	}
+	left := make([]string, 0, len(e.Leftover))
+	for id := range e.Leftover {
+		left = append(left, id)
+	}
+	sort.Strings(left)
+	refs := make([]string, len(e.Refs))
+	for i, r := range e.Refs {
+		refs[i] = r.String()
+	}
+	fmt.Fprintf(&b, "; cleanup failed, key material %s is left on %s: find it with key list --verbose and delete it with key delete", strings.Join(refs, ", "), strings.Join(left, ", "))
+	return b.String()
+}
+
+// replicate makes a token key on the first HSM and copies it to the others
+// in parallel (client-side sync, best effort on all of them). The creation
+// counts only if at least max(create_object_minimum_nodes, min-srv) HSMs
+// hold it; otherwise the copies are removed so the caller can retry.
+func (e *Embedded) replicate(ctx context.Context, hs []*hsm, recs []*keyRecord, minServers int) error {
+	dur := e.Durability()
+	needed := max(dur.MinimumNodes, minServers, 1)
+	if err := hs[0].putKeys(recs); err != nil {
+		return fmt.Errorf("create key on %s: %w", hs[0].id, err)
+	}
+	succeeded := []string{hs[0].id}
+	failed := map[string]error{}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, h := range hs[1:] {
+		wg.Add(1)
+		go func(h *hsm) {
+			defer wg.Done()
+			err := ctx.Err()
+			if err == nil {
+				err = h.putKeys(recs)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				failed[h.id] = err
+			} else {
+				succeeded = append(succeeded, h.id)
+			}
+		}(h)
+	}
+	wg.Wait()
+	// HSMs that were down count as failed too: the admin asked for copies.
+	for _, h := range e.hsms {
+		if !h.isUp() {
+			failed[h.id] = h.errDown()
+		}
+	}
+	sort.Strings(succeeded)
+	if len(succeeded) >= needed && (!dur.AvailabilityCheck || len(succeeded) >= 2) {
+		return nil
+	}
+	se := &SyncError{Needed: needed, Succeeded: succeeded, Failed: failed}
+	for _, r := range recs {
+		se.Refs = append(se.Refs, r.Ref)
+	}
+	for _, id := range succeeded {
+		h := e.hsm(id)
+		for _, r := range recs {
+			if err := h.deleteKey(r.Ref); err != nil {
+				if se.Leftover == nil {
+					se.Leftover = map[string]error{}
+				}
+				se.Leftover[id] = err
+			}
+		}
+	}
+	if len(succeeded) >= needed {
+		// Only the availability quorum failed.
+		return fmt.Errorf("%s (%w)", availabilityMessage(recs[0].Ref), se)
+	}
+	return se
+}
+
+// availabilityMessage is the SDK 5 client's message, word for word.
+func availabilityMessage(ref Ref) string {
+	return fmt.Sprintf("Key %s does not meet the availability requirements - The key must be available on at least 2 HSMs before being used.", ref)
+}
+
+func (e *Embedded) hsm(id string) *hsm {
+	for _, h := range e.hsms {
+		if h.id == id {
+			return h
+		}
+	}
+	return nil
+}
+
+// holders returns, for every HSM, whether it holds ref.
+func (e *Embedded) holders(ref Ref) map[string]bool {
+	m := make(map[string]bool, len(e.hsms))
+	for _, h := range e.hsms {
+		m[h.id] = h.has(ref)
+	}
+	return m
+}
+
+// view reports a key with its coverage.
+func (e *Embedded) view(r *keyRecord, holders map[string]bool) Key {
+	n := 0
+	for _, ok := range holders {
+		if ok {
+			n++
+		}
+	}
+	cov := CoverageFull
+	if r.Session == "" && n < len(e.hsms) {
+		cov = CoveragePartial
+	}
+	shared := make([]Owner, 0, len(r.Shared))
+	for _, u := range r.Shared {
+		shared = append(shared, Owner{Username: u, KeyCoverage: cov})
+	}
+	return Key{
+		Ref:     r.Ref,
+		Attrs:   r.Attrs,
+		Session: r.Session != "",
+		Info: KeyInfo{
+			Owners:          []Owner{{Username: r.Owner, KeyCoverage: cov}},
+			SharedUsers:     shared,
+			QuorumValues:    KeyQuorumValues{Manage: r.ManageQuorum, Use: r.UseQuorum},
+			ClusterCoverage: cov,
+			HSMCoverage:     holders,
+		},
+	}
+}
+
+func (e *Embedded) Keys(ctx context.Context, c Caller, f Filter) ([]Key, error) {
+	if err := e.requireRole(c, RoleAdmin, RoleCryptoUser); err != nil {
+		return nil, err
+	}
+	hs := e.up()
+	if len(hs) == 0 {
+		return nil, ErrNoHSM
+	}
+	type entry struct {
+		rec     *keyRecord
+		holders map[string]bool
+	}
+	found := map[Ref]*entry{}
+	for _, h := range e.hsms {
+		for _, r := range h.snapshot() {
+			en, ok := found[r.Ref]
+			if !ok {
+				if !r.visibleTo(c) || !f.match(r) {
+					continue
+				}
+				en = &entry{rec: r, holders: map[string]bool{}}
+				for _, x := range e.hsms {
+					en.holders[x.id] = false
+				}
+				found[r.Ref] = en
+			}
+			en.holders[h.id] = true
+		}
+	}
+	out := make([]Key, 0, len(found))
+	for _, en := range found {
+		out = append(out, e.view(en.rec, en.holders))
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Ref < out[j].Ref })
+	return out, nil
+}
+
+// ownKey finds a key the caller owns, for the commands that change keys.
+func (e *Embedded) ownKey(ctx context.Context, c Caller, ref Ref) (Key, error) {
+	keys, err := e.Keys(ctx, c, Filter{Ref: &ref})
+	if err != nil {
+		return Key{}, err
+	}
+	if len(keys) == 0 {
+		return Key{}, fmt.Errorf("%w: no key %s that you can see", ErrKeyNotFound, ref)
+	}
+	k := keys[0]
+	if k.Info.Owners[0].Username != c.Username {
+		return Key{}, fmt.Errorf("%w: only the key's owner (%s) may do this", ErrPermission, k.Info.Owners[0].Username)
+	}
+	return k, nil
+}
+
+func (e *Embedded) DeleteKey(ctx context.Context, c Caller, ref Ref) error {
+	k, err := e.ownKey(ctx, c, ref)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, h := range e.hsms {
+		if k.Info.HSMCoverage[h.id] {
+			if err := h.deleteKey(ref); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// update changes a key's record on every HSM that holds it.
+func (e *Embedded) update(ref Ref, holders map[string]bool, change func(r *keyRecord) error) (Key, error) {
+	var last *keyRecord
+	for _, h := range e.hsms {
+		if !holders[h.id] {
+			continue
+		}
+		r, err := h.key(ref)
+		if err != nil {
+			return Key{}, err
+		}
+		if err := change(r); err != nil {
+			return Key{}, err
+		}
+		if err := h.putKeys([]*keyRecord{r}); err != nil {
+			return Key{}, err
+		}
+		last = r
+	}
+	if last == nil {
+		return Key{}, fmt.Errorf("%w: %s", ErrKeyNotFound, ref)
+	}
+	return e.view(last, e.holders(ref)), nil
+}
+
+func (e *Embedded) ShareKey(ctx context.Context, c Caller, ref Ref, username string, share bool) (Key, error) {
+	k, err := e.ownKey(ctx, c, ref)
+	if err != nil {
+		return Key{}, err
+	}
+	names, err := e.checkCryptoUsers(c.Username, []string{username})
+	if err != nil {
+		return Key{}, err
+	}
+	name := names[0]
+	return e.update(ref, k.Info.HSMCoverage, func(r *keyRecord) error {
+		i := sort.SearchStrings(r.Shared, name)
+		has := i < len(r.Shared) && r.Shared[i] == name
+		switch {
+		case share && has:
+			return fmt.Errorf("%w: key %s is already shared with %s", ErrInvalid, ref, name)
+		case !share && !has:
+			return fmt.Errorf("%w: key %s is not shared with %s", ErrInvalid, ref, name)
+		case share:
+			r.Shared = append(r.Shared[:i], append([]string{name}, r.Shared[i:]...)...)
+		default:
+			r.Shared = append(r.Shared[:i], r.Shared[i+1:]...)
+			users := 1 + len(r.Shared)
+			if r.UseQuorum > users || r.ManageQuorum > users {
+				return fmt.Errorf("%w: unsharing would leave fewer users than the key's quorum value", ErrInvalid)
+			}
+		}
+		return nil
+	})
+}
+
+func (e *Embedded) SetAttribute(ctx context.Context, c Caller, ref Ref, name, value string) (Key, error) {
+	k, err := e.ownKey(ctx, c, ref)
+	if err != nil {
+		return Key{}, err
+	}
+	probe := k.Attrs
+	if err := probe.set(name, value, false); err != nil {
+		return Key{}, err
+	}
+	return e.update(ref, k.Info.HSMCoverage, func(r *keyRecord) error {
+		return r.Attrs.set(name, value, false)
+	})
+}
+
+// use runs fn on one HSM that holds the key: the session key's own HSM,
+// or for a token key the next HSM in turn, retrying on the next ones up to
+// retry_on_missing_key times when the HSM does not hold the key.
+func (e *Embedded) use(ctx context.Context, c Caller, ref Ref, fn func(h *hsm, r *keyRecord) error) error {
+	if err := e.requireRole(c, RoleCryptoUser); err != nil {
+		return err
+	}
+	for _, h := range e.hsms {
+		h.mu.RLock()
+		r, ok := h.sessionKeys[ref]
+		h.mu.RUnlock()
+		if ok {
+			if r.Session != c.Session {
+				break // another session's key: not found for this caller
+			}
+			if !h.isUp() {
+				return fmt.Errorf("%w: session key %s was on %s, which is down", ErrKeyNotFound, ref, h.id)
+			}
+			rec, err := h.key(ref)
+			if err != nil {
+				return err
+			}
+			return fn(h, rec)
+		}
+	}
+	dur := e.Durability()
+	hs := e.up()
+	if len(hs) == 0 {
+		return ErrNoHSM
+	}
+	if dur.AvailabilityCheck {
+		n := 0
+		for _, h := range hs {
+			if h.has(ref) {
+				n++
+			}
+		}
+		if n == 1 {
+			return errors.New(availabilityMessage(ref))
+		}
+	}
+	attempts := min(1+dur.RetryOnMissingKey, len(hs))
+	var last error
+	for _, h := range hs[:attempts] {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		r, err := h.key(ref)
+		if errors.Is(err, ErrKeyNotFound) {
+			last = err
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if (r.Session != "" && r.Session != c.Session) || !r.usableBy(c) {
+			return fmt.Errorf("%w: key %s", ErrKeyNotFound, ref)
+		}
+		return fn(h, r)
+	}
+	return last
+}
+
+func (e *Embedded) Sign(ctx context.Context, c Caller, req SignRequest) ([]byte, error) {
+	var sig []byte
+	err := e.use(ctx, c, req.Ref, func(h *hsm, r *keyRecord) error {
+		var err error
+		sig, err = sign(r, req)
+		return err
+	})
+	return sig, err
+}
+
+func (e *Embedded) Verify(ctx context.Context, c Caller, req SignRequest, sig []byte) error {
+	return e.use(ctx, c, req.Ref, func(h *hsm, r *keyRecord) error {
+		return verify(r, req, sig)
+	})
+}
+
+func (e *Embedded) PublicKeyPEM(ctx context.Context, c Caller, ref Ref) ([]byte, error) {
+	var out []byte
+	err := e.use(ctx, c, ref, func(h *hsm, r *keyRecord) error {
+		var err error
+		out, err = publicPEM(r)
+		return err
+	})
+	return out, err
+}

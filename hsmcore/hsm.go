@@ -1,0 +1,263 @@
+package hsmcore
+
+import (
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+)
+
+// hsm is one in-process HSM: its own users, its own token keys (kept in
+// its store when it has one) and its volatile session keys.
+type hsm struct {
+	id    string
+	store store // nil: nothing persisted (--ephemeral)
+
+	mu          sync.RWMutex
+	up          bool
+	keys        map[Ref]*keyRecord // token keys
+	sessionKeys map[Ref]*keyRecord // volatile: never written, gone on restart
+	users       map[string]*userRecord
+	tombstones  map[Ref]time.Time
+}
+
+func newHSM(id string, st store) (*hsm, error) {
+	h := &hsm{
+		id: id, store: st, up: true,
+		keys: map[Ref]*keyRecord{}, sessionKeys: map[Ref]*keyRecord{},
+		users: map[string]*userRecord{}, tombstones: map[Ref]time.Time{},
+	}
+	if st == nil {
+		return h, nil
+	}
+	c, err := st.load()
+	if err != nil {
+		return nil, err
+	}
+	for _, k := range c.keys {
+		h.keys[k.Ref] = k
+	}
+	for _, u := range c.users {
+		h.users[u.Username] = u
+	}
+	h.tombstones = c.tombstones
+	return h, nil
+}
+
+// errDown is what an HSM that does not answer gives.
+func (h *hsm) errDown() error { return fmt.Errorf("%s is down", h.id) }
+
+func (h *hsm) isUp() bool {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return h.up
+}
+
+// putKeys stores records (copies), durably first for token keys, so a key
+// is never visible before it is on disk.
+func (h *hsm) putKeys(recs []*keyRecord) error {
+	h.mu.RLock()
+	up := h.up
+	h.mu.RUnlock()
+	if !up {
+		return h.errDown()
+	}
+	copies := make([]*keyRecord, len(recs))
+	var token []*keyRecord
+	for i, r := range recs {
+		copies[i] = r.clone()
+		if r.Session == "" {
+			token = append(token, copies[i])
+		}
+	}
+	if h.store != nil && len(token) > 0 {
+		if err := h.store.putKeys(token); err != nil {
+			return fmt.Errorf("%s: write key store: %w", h.id, err)
+		}
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, r := range copies {
+		if r.Session != "" {
+			h.sessionKeys[r.Ref] = r
+		} else {
+			h.keys[r.Ref] = r
+			delete(h.tombstones, r.Ref)
+		}
+	}
+	return nil
+}
+
+// key returns a copy of the key with ref, token or session.
+func (h *hsm) key(ref Ref) (*keyRecord, error) {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	if !h.up {
+		return nil, h.errDown()
+	}
+	if r, ok := h.keys[ref]; ok {
+		return r.clone(), nil
+	}
+	if r, ok := h.sessionKeys[ref]; ok {
+		return r.clone(), nil
+	}
+	return nil, fmt.Errorf("%w: key %s not found on %s", ErrKeyNotFound, ref, h.id)
+}
+
+// has says whether the HSM holds the key, without copying it.
+func (h *hsm) has(ref Ref) bool {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	if !h.up {
+		return false
+	}
+	_, tok := h.keys[ref]
+	_, ses := h.sessionKeys[ref]
+	return tok || ses
+}
+
+func (h *hsm) deleteKey(ref Ref) error {
+	h.mu.RLock()
+	up := h.up
+	_, isSession := h.sessionKeys[ref]
+	h.mu.RUnlock()
+	if !up {
+		return h.errDown()
+	}
+	now := time.Now()
+	if !isSession && h.store != nil {
+		if err := h.store.deleteKey(ref, now); err != nil {
+			return fmt.Errorf("%s: delete key %s: %w", h.id, ref, err)
+		}
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if isSession {
+		delete(h.sessionKeys, ref)
+		return nil
+	}
+	delete(h.keys, ref)
+	h.tombstones[ref] = now
+	return nil
+}
+
+// snapshot returns copies of every key the HSM holds, token keys and
+// session keys, without material, sorted by reference.
+func (h *hsm) snapshot() []*keyRecord {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	if !h.up {
+		return nil
+	}
+	out := make([]*keyRecord, 0, len(h.keys)+len(h.sessionKeys))
+	for _, m := range []map[Ref]*keyRecord{h.keys, h.sessionKeys} {
+		for _, r := range m {
+			c := *r
+			c.Material = nil
+			c.Shared = append([]string(nil), r.Shared...)
+			out = append(out, &c)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Ref < out[j].Ref })
+	return out
+}
+
+// destroySession deletes the session keys of one login session.
+func (h *hsm) destroySession(session string) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	n := 0
+	for ref, r := range h.sessionKeys {
+		if r.Session == session {
+			delete(h.sessionKeys, ref)
+			n++
+		}
+	}
+	return n
+}
+
+func (h *hsm) tokenKeyCount() int {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return len(h.keys)
+}
+
+func (h *hsm) user(name string) (*userRecord, error) {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	if !h.up {
+		return nil, h.errDown()
+	}
+	u, ok := h.users[name]
+	if !ok {
+		return nil, fmt.Errorf("%w: %s", ErrUserNotFound, name)
+	}
+	c := *u
+	return &c, nil
+}
+
+func (h *hsm) userList() []*userRecord {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	if !h.up {
+		return nil
+	}
+	out := make([]*userRecord, 0, len(h.users))
+	for _, u := range h.users {
+		c := *u
+		out = append(out, &c)
+	}
+	return out
+}
+
+func (h *hsm) putUser(u *userRecord) error {
+	if !h.isUp() {
+		return h.errDown()
+	}
+	if h.store != nil {
+		if err := h.store.putUser(u); err != nil {
+			return fmt.Errorf("%s: write user %s: %w", h.id, u.Username, err)
+		}
+	}
+	c := *u
+	h.mu.Lock()
+	h.users[u.Username] = &c
+	h.mu.Unlock()
+	return nil
+}
+
+func (h *hsm) deleteUser(name string) error {
+	if !h.isUp() {
+		return h.errDown()
+	}
+	if h.store != nil {
+		if err := h.store.deleteUser(name); err != nil {
+			return fmt.Errorf("%s: delete user %s: %w", h.id, name, err)
+		}
+	}
+	h.mu.Lock()
+	delete(h.users, name)
+	h.mu.Unlock()
+	return nil
+}
+
+// owns says whether a user owns any key on this HSM.
+func (h *hsm) owns(username string) bool {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	for _, m := range []map[Ref]*keyRecord{h.keys, h.sessionKeys} {
+		for _, r := range m {
+			if r.Owner == username {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func (h *hsm) close() error {
+	if h.store != nil {
+		return h.store.close()
+	}
+	return nil
+}

@@ -1,0 +1,396 @@
+package hsmcore
+
+import (
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// store is where one HSM keeps its token keys and users. Writes return
+// only once they are on disk (fsync), so an acknowledged key survives a
+// crash. The embedded cluster with --ephemeral has no store at all.
+type store interface {
+	load() (*storeContents, error)
+	putKeys(recs []*keyRecord) error
+	deleteKey(ref Ref, at time.Time) error
+	putUser(u *userRecord) error
+	deleteUser(username string) error
+	close() error
+}
+
+type storeContents struct {
+	keys       []*keyRecord
+	users      []*userRecord
+	tombstones map[Ref]time.Time
+}
+
+var (
+	bucketKeys       = []byte("keys")
+	bucketUsers      = []byte("users")
+	bucketTombstones = []byte("tombstones")
+	bucketMeta       = []byte("meta")
+)
+
+const (
+	storeFile     = "keys.db"
+	masterKeyFile = "master.key"
+	storeFormat   = "1"
+)
+
+// boltStore keeps one HSM's state in a bbolt file, with secret key
+// material sealed under the HSM's master key (AES-256-GCM).
+type boltStore struct {
+	path string
+	db   *bolt.DB
+	aead cipher.AEAD
+}
+
+// storedKey is a key record as written: material sealed, never in clear.
+type storedKey struct {
+	keyRecord
+	Sealed []byte `json:"sealed"`
+}
+
+// openBoltStore opens (or creates) the store in dir. A store that cannot
+// be read is reported with the file's name and left exactly as it is.
+func openBoltStore(dir string) (s *boltStore, err error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("create HSM folder %s: %w", dir, err)
+	}
+	path := filepath.Join(dir, storeFile)
+	_, statErr := os.Stat(path)
+	existed := statErr == nil
+	master, err := loadMasterKey(filepath.Join(dir, masterKeyFile), existed)
+	if err != nil {
+		return nil, err
+	}
+	block, err := aes.NewCipher(master)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", filepath.Join(dir, masterKeyFile), err)
+	}
+	aead, err := cipher.NewGCM(block)
+	if err != nil {
+		return nil, err
+	}
+	// bbolt panics on some kinds of corruption; turn that into an error
+	// that names the file rather than a crash.
+	defer func() {
+		if r := recover(); r != nil {
+			err = corruptErr(path, fmt.Errorf("%v", r))
+		}
+	}()
+	if existed {
+		if err := checkBoltHeader(path); err != nil {
+			return nil, err
+		}
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 200 * time.Millisecond})
+	if err != nil {
+		if errors.Is(err, bolt.ErrTimeout) {
+			return nil, fmt.Errorf("%s is in use by another process", path)
+		}
+		return nil, corruptErr(path, err)
+	}
+	db.MaxBatchDelay = 2 * time.Millisecond
+	s = &boltStore{path: path, db: db, aead: aead}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketKeys, bucketUsers, bucketTombstones, bucketMeta} {
+			if tx.Bucket(b) == nil {
+				if existed && tx.Bucket(bucketMeta) != nil {
+					// A store we wrote always has every bucket.
+					return fmt.Errorf("bucket %q is missing", b)
+				}
+				if _, err := tx.CreateBucket(b); err != nil {
+					return err
+				}
+			}
+		}
+		meta := tx.Bucket(bucketMeta)
+		if v := meta.Get([]byte("format")); v == nil {
+			return meta.Put([]byte("format"), []byte(storeFormat))
+		} else if string(v) != storeFormat {
+			return fmt.Errorf("store format %q is not one this hsmsh reads (%s)", v, storeFormat)
+		}
+		return nil
+	})
+	if err != nil {
+		db.Close()
+		return nil, corruptErr(path, err)
+	}
+	return s, nil
+}
+
+// checkBoltHeader refuses a file that is not a bbolt database before bbolt
+// opens it read-write, so hsmsh never writes into somebody else's file.
+func checkBoltHeader(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("open HSM store %s: %w", path, err)
+	}
+	defer f.Close()
+	hdr := make([]byte, 32)
+	n, _ := f.Read(hdr)
+	if n == 0 {
+		return nil // an empty file: bbolt initialises it
+	}
+	// bbolt's first page holds its meta; the magic sits at offset 16.
+	if n < 24 || binary.LittleEndian.Uint32(hdr[16:20]) != 0xED0CDAED {
+		return corruptErr(path, errors.New("not an hsmsh key store (bad header)"))
+	}
+	return nil
+}
+
+func corruptErr(path string, err error) error {
+	return fmt.Errorf("HSM store %s is unreadable (%v); hsmsh has left it untouched: restore it from a backup, or move it aside to start that HSM empty", path, err)
+}
+
+// loadMasterKey reads the HSM's master key, making one for a new store.
+// A store whose master key is gone cannot be unsealed, so a missing key
+// for an existing store is an error, never a new key.
+func loadMasterKey(path string, storeExists bool) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	switch {
+	case err == nil:
+		if len(b) != 32 {
+			return nil, fmt.Errorf("master key %s is %d bytes, not 32: the file is damaged; restore it from a backup", path, len(b))
+		}
+		return b, nil
+	case !errors.Is(err, os.ErrNotExist):
+		return nil, fmt.Errorf("read master key %s: %w", path, err)
+	case storeExists:
+		return nil, fmt.Errorf("master key %s is missing, so the HSM store beside it cannot be unsealed: restore the file from a backup", path)
+	}
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		return nil, err
+	}
+	if err := writeFileSync(path, key, 0o600); err != nil {
+		return nil, fmt.Errorf("write master key: %w", err)
+	}
+	return key, nil
+}
+
+// writeFileSync writes a file atomically and durably: temp file, fsync,
+// rename, fsync of the folder.
+func writeFileSync(path string, data []byte, mode os.FileMode) error {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	if err := f.Chmod(mode); err != nil {
+		f.Close()
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(f.Name(), path); err != nil {
+		return err
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+func refKey(r Ref) []byte {
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], uint64(r))
+	return b[:]
+}
+
+func (s *boltStore) seal(rec *keyRecord) []byte {
+	nonce := make([]byte, s.aead.NonceSize(), s.aead.NonceSize()+len(rec.Material)+s.aead.Overhead())
+	if _, err := rand.Read(nonce); err != nil {
+		panic("hsmcore: crypto/rand failed: " + err.Error())
+	}
+	// The reference is the associated data: sealed material moved onto
+	// another key's record does not open.
+	return s.aead.Seal(nonce, nonce, rec.Material, refKey(rec.Ref))
+}
+
+func (s *boltStore) unseal(ref Ref, sealed []byte) ([]byte, error) {
+	n := s.aead.NonceSize()
+	if len(sealed) < n {
+		return nil, errors.New("sealed material is truncated")
+	}
+	return s.aead.Open(nil, sealed[:n], sealed[n:], refKey(ref))
+}
+
+func (s *boltStore) load() (c *storeContents, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = corruptErr(s.path, fmt.Errorf("%v", r))
+		}
+	}()
+	c = &storeContents{tombstones: map[Ref]time.Time{}}
+	err = s.db.View(func(tx *bolt.Tx) error {
+		err := tx.Bucket(bucketKeys).ForEach(func(k, v []byte) error {
+			var sk storedKey
+			if err := json.Unmarshal(v, &sk); err != nil {
+				return fmt.Errorf("key record %x: %w", k, err)
+			}
+			if len(k) != 8 || Ref(binary.BigEndian.Uint64(k)) != sk.Ref {
+				return fmt.Errorf("key record %x does not match its reference %s", k, sk.Ref)
+			}
+			m, err := s.unseal(sk.Ref, sk.Sealed)
+			if err != nil {
+				return fmt.Errorf("key %s: material does not unseal under this HSM's master key: %w", sk.Ref, err)
+			}
+			rec := sk.keyRecord
+			rec.Material = m
+			c.keys = append(c.keys, &rec)
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		err = tx.Bucket(bucketUsers).ForEach(func(k, v []byte) error {
+			var u userRecord
+			if err := json.Unmarshal(v, &u); err != nil {
+				return fmt.Errorf("user record %q: %w", k, err)
+			}
+			c.users = append(c.users, &u)
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		return tx.Bucket(bucketTombstones).ForEach(func(k, v []byte) error {
+			if len(k) != 8 {
+				return fmt.Errorf("tombstone %x is malformed", k)
+			}
+			t, err := strconv.ParseInt(string(v), 10, 64)
+			if err != nil {
+				return fmt.Errorf("tombstone %x: %w", k, err)
+			}
+			c.tombstones[Ref(binary.BigEndian.Uint64(k))] = time.Unix(0, t)
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, corruptErr(s.path, err)
+	}
+	return c, nil
+}
+
+// putKeys writes records in one transaction. bbolt's Batch folds
+// concurrent calls into one commit, so many keys share one fsync, and
+// none returns before that fsync.
+func (s *boltStore) putKeys(recs []*keyRecord) error {
+	vals := make([][]byte, len(recs))
+	for i, rec := range recs {
+		v, err := json.Marshal(storedKey{keyRecord: *rec, Sealed: s.seal(rec)})
+		if err != nil {
+			return err
+		}
+		vals[i] = v
+	}
+	return s.db.Batch(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketKeys)
+		for i, rec := range recs {
+			if err := b.Put(refKey(rec.Ref), vals[i]); err != nil {
+				return err
+			}
+			if err := tx.Bucket(bucketTombstones).Delete(refKey(rec.Ref)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// deleteKey removes a key and leaves a tombstone, so server-side sync can
+// tell a deleted key from one not yet replicated.
+func (s *boltStore) deleteKey(ref Ref, at time.Time) error {
+	return s.db.Batch(func(tx *bolt.Tx) error {
+		if err := tx.Bucket(bucketKeys).Delete(refKey(ref)); err != nil {
+			return err
+		}
+		return tx.Bucket(bucketTombstones).Put(refKey(ref), []byte(strconv.FormatInt(at.UnixNano(), 10)))
+	})
+}
+
+func (s *boltStore) putUser(u *userRecord) error {
+	v, err := json.Marshal(u)
+	if err != nil {
+		return err
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketUsers).Put([]byte(u.Username), v)
+	})
+}
+
+func (s *boltStore) deleteUser(username string) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketUsers).Delete([]byte(username))
+	})
+}
+
+func (s *boltStore) close() error { return s.db.Close() }
+
+// dirLock holds a cluster's data folder for one process, so two hsmsh
+// processes never write the same stores.
+type dirLock struct{ f *os.File }
+
+const lockFile = "LOCK"
+
+// lockDir takes the folder's lock or says which process holds it.
+func lockDir(dir string) (*dirLock, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("create data folder %s: %w", dir, err)
+	}
+	path := filepath.Join(dir, lockFile)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open lock %s: %w", path, err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		b := make([]byte, 32)
+		n, _ := f.ReadAt(b, 0)
+		f.Close()
+		pid := strings.TrimSpace(string(b[:n]))
+		if pid == "" {
+			pid = "unknown"
+		}
+		return nil, fmt.Errorf("data folder %s is in use by process %s (another hsmsh): close it, or use another --data-dir or --ephemeral", dir, pid)
+	}
+	if err := f.Truncate(0); err == nil {
+		f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	}
+	return &dirLock{f: f}, nil
+}
+
+func (l *dirLock) release() {
+	if l == nil || l.f == nil {
+		return
+	}
+	// Emptying the file first means a stale pid is never shown.
+	l.f.Truncate(0)
+	syscall.Flock(int(l.f.Fd()), syscall.LOCK_UN)
+	l.f.Close()
+}

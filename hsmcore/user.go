@@ -1,0 +1,107 @@
+package hsmcore
+
+import (
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/base64"
+	"fmt"
+	"strings"
+	"unicode/utf8"
+
+	"golang.org/x/crypto/argon2"
+)
+
+// MaxFailedLogins is how many wrong passwords lock a user, as in CloudHSM.
+const MaxFailedLogins = 5
+
+// userRecord is a user as one HSM stores it. Hash is an argon2id hash;
+// the password itself is never stored or logged.
+type userRecord struct {
+	Username string `json:"username"`
+	Role     Role   `json:"role"`
+	Hash     string `json:"hash,omitempty"`
+	// Failed counts wrong passwords across the cluster: every HSM records
+	// each failure, so spreading guesses over HSMs gains nothing.
+	Failed int `json:"failed"`
+}
+
+func (u *userRecord) locked() bool { return u.Failed >= MaxFailedLogins }
+
+// User is a user as user list reports it.
+type User struct {
+	Username string `json:"username"`
+	Role     Role   `json:"role"`
+	// Locked is "true" or "false", a string as CloudHSM CLI prints it.
+	Locked          string   `json:"locked"`
+	MFA             []string `json:"mfa"`
+	Quorum          []string `json:"quorum"`
+	ClusterCoverage string   `json:"cluster-coverage"`
+}
+
+// NormalizeUsername applies CloudHSM's username rule: up to 31 characters
+// of letters, digits and underscores, case-insensitive, kept lowercase.
+func NormalizeUsername(name string) (string, error) {
+	n := strings.ToLower(name)
+	if n == "" {
+		return "", fmt.Errorf("%w: username must not be empty", ErrInvalid)
+	}
+	if len(n) > 31 {
+		return "", fmt.Errorf("%w: username %q is %d characters long; the limit is 31", ErrInvalid, name, len(n))
+	}
+	for _, r := range n {
+		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '_') {
+			return "", fmt.Errorf("%w: username %q may hold only letters, digits and _", ErrInvalid, name)
+		}
+	}
+	return n, nil
+}
+
+// ValidatePassword applies CloudHSM's password rule: 7 to 32 characters.
+func ValidatePassword(pw string) error {
+	if n := utf8.RuneCountInString(pw); n < 7 || n > 32 {
+		return fmt.Errorf("%w: a password must be 7 to 32 characters long (this one has %d)", ErrInvalid, n)
+	}
+	return nil
+}
+
+// argon2id parameters: OWASP's recommended minimum (19 MiB, 2 passes), so
+// a login costs tens of milliseconds, not a second.
+const (
+	argonTime    = 2
+	argonMemory  = 19 * 1024
+	argonThreads = 1
+	argonKeyLen  = 32
+)
+
+// hashPassword returns a PHC-style argon2id string with a fresh salt.
+func hashPassword(pw string) string {
+	salt := make([]byte, 16)
+	if _, err := rand.Read(salt); err != nil {
+		panic("hsmcore: crypto/rand failed: " + err.Error())
+	}
+	sum := argon2.IDKey([]byte(pw), salt, argonTime, argonMemory, argonThreads, argonKeyLen)
+	enc := base64.RawStdEncoding
+	return fmt.Sprintf("$argon2id$v=%d$m=%d,t=%d,p=%d$%s$%s", argon2.Version, argonMemory, argonTime, argonThreads, enc.EncodeToString(salt), enc.EncodeToString(sum))
+}
+
+// checkPassword compares pw with a stored hash in constant time.
+func checkPassword(hash, pw string) bool {
+	parts := strings.Split(hash, "$")
+	if len(parts) != 6 || parts[1] != "argon2id" {
+		return false
+	}
+	var m uint32
+	var t uint32
+	var p uint8
+	if _, err := fmt.Sscanf(parts[3], "m=%d,t=%d,p=%d", &m, &t, &p); err != nil {
+		return false
+	}
+	enc := base64.RawStdEncoding
+	salt, err1 := enc.DecodeString(parts[4])
+	want, err2 := enc.DecodeString(parts[5])
+	if err1 != nil || err2 != nil || len(want) == 0 {
+		return false
+	}
+	got := argon2.IDKey([]byte(pw), salt, t, m, p, uint32(len(want)))
+	return subtle.ConstantTimeCompare(got, want) == 1
+}
