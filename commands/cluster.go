@@ -1,0 +1,204 @@
+package commands
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/hsmsh/hsmsh/hsmcore"
+)
+
+// password returns --password, or asks for it on the terminal.
+func password(env *Env, a *Args, prompt string) (string, error) {
+	if a.Has("password") {
+		return a.String("password"), nil
+	}
+	if env.ReadPassword == nil {
+		return "", errors.New("--password is required: there is no terminal to ask for it on")
+	}
+	return env.ReadPassword(prompt)
+}
+
+// newPassword asks twice when it has to ask, as a new password deserves.
+func newPassword(env *Env, a *Args) (string, error) {
+	if a.Has("password") || env.ReadPassword == nil {
+		return password(env, a, "")
+	}
+	p1, err := env.ReadPassword("New password: ")
+	if err != nil {
+		return "", err
+	}
+	p2, err := env.ReadPassword("Confirm password: ")
+	if err != nil {
+		return "", err
+	}
+	if p1 != p2 {
+		return "", errors.New("the two passwords differ; nothing was changed")
+	}
+	return p1, nil
+}
+
+var passwordFlag = Flag{Name: "password", Kind: String, Secret: true, Help: "the password (asked for on the terminal when left out)"}
+
+func roleFlag(values ...string) Flag {
+	return Flag{Name: "role", Kind: String, Required: true, Values: values, Help: "the user's role"}
+}
+
+func clusterCommands() []*Command {
+	return []*Command{
+		{
+			Path: []string{"cluster", "activate"}, Who: Anyone,
+			Summary: "activate a new cluster by setting the built-in admin's password",
+			Flags:   []Flag{passwordFlag},
+			Run: func(ctx context.Context, env *Env, a *Args) (any, error) {
+				pw, err := newPassword(env, a)
+				if err != nil {
+					return nil, err
+				}
+				if err := env.Session.Cluster().Activate(ctx, pw); err != nil {
+					return nil, err
+				}
+				return "Cluster activation successful", nil
+			},
+		},
+		{
+			Path: []string{"cluster", "hsm-info"}, Who: Anyone,
+			Summary: "show each HSM of the cluster: state, address, key count, TLS",
+			Run: func(ctx context.Context, env *Env, a *Args) (any, error) {
+				c := env.Session.Cluster()
+				return map[string]any{"cluster-id": c.ID(), "hsms": c.HSMs(ctx)}, nil
+			},
+		},
+		{
+			Path: []string{"login"}, Who: Anyone,
+			Summary: "log in to the cluster",
+			Flags: []Flag{
+				{Name: "username", Kind: String, Required: true, Help: "the user to log in as"},
+				roleFlag(string(hsmcore.RoleAdmin), string(hsmcore.RoleCryptoUser)),
+				passwordFlag,
+			},
+			Run: func(ctx context.Context, env *Env, a *Args) (any, error) {
+				role, err := hsmcore.ParseRole(a.String("role"))
+				if err != nil {
+					return nil, err
+				}
+				if env.Session.LoggedIn() {
+					c, _ := env.Session.Caller()
+					return nil, fmt.Errorf("already logged in as %s (%s): log out first", c.Username, c.Role)
+				}
+				pw, err := password(env, a, "Enter password: ")
+				if err != nil {
+					return nil, err
+				}
+				c, err := env.Session.Login(ctx, a.String("username"), role, pw)
+				if err != nil {
+					return nil, err
+				}
+				return userResult{Username: c.Username, Role: c.Role}, nil
+			},
+		},
+		{
+			Path: []string{"logout"}, Who: LoggedIn,
+			Summary: "log out; the session keys of this login are destroyed",
+			Run: func(ctx context.Context, env *Env, a *Args) (any, error) {
+				if err := env.Session.Logout(ctx); err != nil {
+					return nil, err
+				}
+				return "Logout successful", nil
+			},
+		},
+	}
+}
+
+func userCommands() []*Command {
+	userFlag := Flag{Name: "username", Kind: String, Required: true, Help: "the user's name: up to 31 letters, digits and _"}
+	roles := roleFlag(string(hsmcore.RoleAdmin), string(hsmcore.RoleCryptoUser))
+	result := func(name string, role hsmcore.Role) userResult {
+		n, _ := hsmcore.NormalizeUsername(name)
+		return userResult{Username: n, Role: role}
+	}
+	return []*Command{
+		{
+			Path: []string{"user", "create"}, Who: AdminOnly,
+			Summary: "create a user",
+			Flags:   []Flag{userFlag, roles, passwordFlag},
+			Run: func(ctx context.Context, env *Env, a *Args) (any, error) {
+				c, role, err := callerAndRole(env, a)
+				if err != nil {
+					return nil, err
+				}
+				pw, err := newPassword(env, a)
+				if err != nil {
+					return nil, err
+				}
+				u, err := env.Session.Cluster().CreateUser(ctx, c, a.String("username"), role, pw)
+				if err != nil {
+					return nil, err
+				}
+				return result(u.Username, u.Role), nil
+			},
+		},
+		{
+			Path: []string{"user", "delete"}, Who: AdminOnly,
+			Summary: "delete a user who owns no keys",
+			Flags:   []Flag{userFlag, roles},
+			Run: func(ctx context.Context, env *Env, a *Args) (any, error) {
+				c, role, err := callerAndRole(env, a)
+				if err != nil {
+					return nil, err
+				}
+				if err := env.Session.Cluster().DeleteUser(ctx, c, a.String("username"), role); err != nil {
+					return nil, err
+				}
+				return result(a.String("username"), role), nil
+			},
+		},
+		{
+			Path: []string{"user", "list"}, Who: Anyone,
+			Summary: "list the users of the cluster",
+			Run: func(ctx context.Context, env *Env, a *Args) (any, error) {
+				c, _ := env.Session.Caller()
+				users, err := env.Session.Cluster().Users(ctx, c)
+				if err != nil {
+					return nil, err
+				}
+				return map[string]any{"users": users}, nil
+			},
+		},
+		{
+			Path: []string{"user", "change-password"}, Who: LoggedIn,
+			Summary: "change a user's password (admins: any user, and it unlocks them; others: their own)",
+			Flags:   []Flag{userFlag, roles, passwordFlag},
+			Run: func(ctx context.Context, env *Env, a *Args) (any, error) {
+				c, role, err := callerAndRole(env, a)
+				if err != nil {
+					return nil, err
+				}
+				pw, err := newPassword(env, a)
+				if err != nil {
+					return nil, err
+				}
+				if err := env.Session.Cluster().ChangePassword(ctx, c, a.String("username"), role, pw); err != nil {
+					return nil, err
+				}
+				return result(a.String("username"), role), nil
+			},
+		},
+	}
+}
+
+func callerAndRole(env *Env, a *Args) (hsmcore.Caller, hsmcore.Role, error) {
+	c, err := env.Session.Caller()
+	if err != nil {
+		return c, "", err
+	}
+	role, err := hsmcore.ParseRole(a.String("role"))
+	return c, role, err
+}
+
+// userResult is what login and the user commands report, in CloudHSM
+// CLI's field order.
+type userResult struct {
+	Username string       `json:"username"`
+	Role     hsmcore.Role `json:"role"`
+}

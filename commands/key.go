@@ -1,0 +1,416 @@
+package commands
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/hsmsh/hsmsh/hsmcore"
+)
+
+// keyOut is a key as CloudHSM CLI prints it.
+type keyOut struct {
+	Ref   string           `json:"key-reference"`
+	Info  *hsmcore.KeyInfo `json:"key-info,omitempty"`
+	Attrs any              `json:"attributes"`
+}
+
+func fullKey(k hsmcore.Key) keyOut {
+	info := k.Info
+	return keyOut{Ref: k.Ref.String(), Info: &info, Attrs: k.Attrs}
+}
+
+func briefKey(k hsmcore.Key) keyOut {
+	return keyOut{Ref: k.Ref.String(), Attrs: map[string]string{"label": k.Attrs.Label}}
+}
+
+// parseFilter reads CloudHSM CLI's filter words: attr.NAME=VALUE (several
+// are ANDed) and key-reference=0x….
+func parseFilter(words []string) (hsmcore.Filter, error) {
+	f := hsmcore.Filter{Attrs: map[string]string{}}
+	for _, w := range words {
+		k, v, ok := strings.Cut(w, "=")
+		if !ok {
+			return f, fmt.Errorf("filter %q is not NAME=VALUE: write attr.label=my-key or key-reference=0x…", w)
+		}
+		switch {
+		case k == "key-reference":
+			r, err := hsmcore.ParseRef(v)
+			if err != nil {
+				return f, err
+			}
+			f.Ref = &r
+		case strings.HasPrefix(k, "attr."):
+			name := strings.TrimPrefix(k, "attr.")
+			if !contains(hsmcore.AttributeNames(), name) {
+				return f, fmt.Errorf("filter %q: unknown attribute %q (known: %s)", w, name, strings.Join(hsmcore.AttributeNames(), ", "))
+			}
+			f.Attrs[name] = v
+		default:
+			return f, fmt.Errorf("filter %q: the name must be attr.ATTRIBUTE or key-reference", w)
+		}
+	}
+	return f, nil
+}
+
+// oneKey resolves a filter that must match exactly one key.
+func oneKey(ctx context.Context, env *Env, words []string) (hsmcore.Caller, hsmcore.Key, error) {
+	c, err := env.Session.Caller()
+	if err != nil {
+		return c, hsmcore.Key{}, err
+	}
+	f, err := parseFilter(words)
+	if err != nil {
+		return c, hsmcore.Key{}, err
+	}
+	keys, err := env.Session.Cluster().Keys(ctx, c, f)
+	if err != nil {
+		return c, hsmcore.Key{}, err
+	}
+	switch len(keys) {
+	case 0:
+		return c, hsmcore.Key{}, fmt.Errorf("no key matches the filter %s among the keys you can see", strings.Join(words, " "))
+	case 1:
+		return c, keys[0], nil
+	}
+	refs := make([]string, 0, 3)
+	for _, k := range keys[:min(3, len(keys))] {
+		refs = append(refs, k.Ref.String())
+	}
+	return c, hsmcore.Key{}, fmt.Errorf("the filter %s matches %d keys (%s…); it must match exactly one: add attributes such as attr.class=private-key, or use key-reference=0x…", strings.Join(words, " "), len(keys), strings.Join(refs, ", "))
+}
+
+// parseAttrs reads NAME=VALUE words.
+func parseAttrs(flag string, words []string) (map[string]string, error) {
+	m := map[string]string{}
+	for _, w := range words {
+		k, v, ok := strings.Cut(w, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("--%s: %q is not NAME=VALUE (for example sign=true)", flag, w)
+		}
+		m[k] = v
+	}
+	return m, nil
+}
+
+var (
+	filterFlag  = Flag{Name: "filter", Kind: List, Required: true, Help: "attr.NAME=VALUE (several are ANDed) or key-reference=0x…"}
+	sessionFlag = Flag{Name: "session", Kind: Bool, Help: "make a session key: on one HSM only, destroyed at logout"}
+	shareFlag   = Flag{Name: "share-crypto-users", Kind: List, Help: "crypto users to share the key with"}
+	minSrvFlag  = Flag{Name: "min-srv", Kind: Int, Help: "HSMs the key must reach; the larger of this and create_object_minimum_nodes applies"}
+)
+
+func keyCommands() []*Command {
+	symmetric := func(kind string, lengths string) *Command {
+		return &Command{
+			Path: []string{"key", "generate-symmetric", kind}, Who: CryptoUserOnly,
+			Summary: "generate a " + kind + " key",
+			Flags: []Flag{
+				{Name: "label", Kind: String, Required: true, Help: "the key's label (up to 127 characters)"},
+				{Name: "key-length-bytes", Kind: Int, Required: true, Help: "key length in bytes: " + lengths},
+				sessionFlag,
+				{Name: "attributes", Kind: List, Help: "NAME=VALUE attributes to set, e.g. sign=true"},
+				shareFlag, minSrvFlag,
+				{Name: "use-key-quorum-value", Kind: Int, Help: "approvals needed to use the key (0 = none)"},
+				{Name: "manage-key-quorum-value", Kind: Int, Help: "approvals needed to manage the key (0 = none)"},
+			},
+			Run: func(ctx context.Context, env *Env, a *Args) (any, error) {
+				attrs, err := parseAttrs("attributes", a.List("attributes"))
+				if err != nil {
+					return nil, err
+				}
+				keys, err := generate(ctx, env, hsmcore.KeySpec{
+					Type: kind, Label: a.String("label"), LengthBytes: a.Int("key-length-bytes"),
+					Session: a.Bool("session"), Attributes: attrs, ShareWith: a.List("share-crypto-users"),
+					MinServers: a.Int("min-srv"), UseQuorum: a.Int("use-key-quorum-value"), ManageQuorum: a.Int("manage-key-quorum-value"),
+				})
+				if err != nil {
+					return nil, err
+				}
+				return map[string]any{"key": fullKey(keys[0])}, nil
+			},
+		}
+	}
+	pairFlags := func(extra ...Flag) []Flag {
+		fl := []Flag{
+			{Name: "public-label", Kind: String, Required: true, Help: "label of the public key"},
+			{Name: "private-label", Kind: String, Required: true, Help: "label of the private key"},
+		}
+		fl = append(fl, extra...)
+		return append(fl,
+			sessionFlag,
+			Flag{Name: "public-attributes", Kind: List, Help: "NAME=VALUE attributes of the public key"},
+			Flag{Name: "private-attributes", Kind: List, Help: "NAME=VALUE attributes of the private key"},
+			shareFlag, minSrvFlag,
+			Flag{Name: "use-private-key-quorum-value", Kind: Int, Help: "approvals needed to use the private key"},
+			Flag{Name: "manage-private-key-quorum-value", Kind: Int, Help: "approvals needed to manage the private key"},
+		)
+	}
+	pair := func(ctx context.Context, env *Env, a *Args, spec hsmcore.KeySpec) (any, error) {
+		var err error
+		if spec.PublicAttributes, err = parseAttrs("public-attributes", a.List("public-attributes")); err != nil {
+			return nil, err
+		}
+		if spec.PrivateAttributes, err = parseAttrs("private-attributes", a.List("private-attributes")); err != nil {
+			return nil, err
+		}
+		spec.PublicLabel, spec.PrivateLabel = a.String("public-label"), a.String("private-label")
+		spec.Session, spec.ShareWith, spec.MinServers = a.Bool("session"), a.List("share-crypto-users"), a.Int("min-srv")
+		spec.UseQuorum, spec.ManageQuorum = a.Int("use-private-key-quorum-value"), a.Int("manage-private-key-quorum-value")
+		keys, err := generate(ctx, env, spec)
+		if err != nil {
+			return nil, err
+		}
+		return map[string]any{"public_key": fullKey(keys[0]), "private_key": fullKey(keys[1])}, nil
+	}
+	return []*Command{
+		symmetric(hsmcore.TypeAES, "16, 24 or 32"),
+		symmetric(hsmcore.TypeGenericSecret, "1 to 800"),
+		{
+			Path: []string{"key", "generate-asymmetric-pair", "rsa"}, Who: CryptoUserOnly,
+			Summary: "generate an RSA key pair",
+			Flags: pairFlags(
+				Flag{Name: "modulus-size-bits", Kind: Int, Required: true, Help: "2048 to 8192, a multiple of 256"},
+				Flag{Name: "public-exponent", Kind: Int, Required: true, Help: "65537"},
+			),
+			Run: func(ctx context.Context, env *Env, a *Args) (any, error) {
+				return pair(ctx, env, a, hsmcore.KeySpec{Type: hsmcore.TypeRSA, ModulusBits: a.Int("modulus-size-bits"), Exponent: a.Int("public-exponent")})
+			},
+		},
+		{
+			Path: []string{"key", "generate-asymmetric-pair", "ec"}, Who: CryptoUserOnly,
+			Summary: "generate an EC key pair",
+			Flags: pairFlags(
+				Flag{Name: "curve", Kind: String, Required: true, Values: hsmcore.CurveNames(), Help: "the elliptic curve"},
+			),
+			Run: func(ctx context.Context, env *Env, a *Args) (any, error) {
+				return pair(ctx, env, a, hsmcore.KeySpec{Type: hsmcore.TypeEC, Curve: a.String("curve")})
+			},
+		},
+		{
+			Path: []string{"key", "list"}, Who: AdminOrCryptoUser,
+			Summary: "list the keys you can see, optionally filtered",
+			Flags: []Flag{
+				{Name: "filter", Kind: List, Help: "attr.NAME=VALUE (several are ANDed) or key-reference=0x…"},
+				{Name: "max-items", Kind: Int, Help: "at most this many keys; next_token pages on"},
+				{Name: "starting-token", Kind: String, Help: "the next_token of the previous page"},
+				{Name: "verbose", Kind: Bool, Help: "all attributes, owners, coverage and which HSMs hold each key"},
+			},
+			Run: keyList,
+		},
+		{
+			Path: []string{"key", "delete"}, Who: CryptoUserOnly,
+			Summary: "delete the one key the filter matches (owner only)",
+			Flags:   []Flag{filterFlag},
+			Run: func(ctx context.Context, env *Env, a *Args) (any, error) {
+				c, k, err := oneKey(ctx, env, a.List("filter"))
+				if err != nil {
+					return nil, err
+				}
+				if err := env.Session.Cluster().DeleteKey(ctx, c, k.Ref); err != nil {
+					return nil, err
+				}
+				return "Key deleted successfully", nil
+			},
+		},
+		shareCommand(true), shareCommand(false),
+		{
+			Path: []string{"key", "set-attribute"}, Who: CryptoUserOnly,
+			Summary: "set one attribute of the one key the filter matches (owner only)",
+			Flags: []Flag{filterFlag,
+				{Name: "name", Kind: String, Required: true, Values: settableAttributes(), Help: "the attribute"},
+				{Name: "value", Kind: String, Required: true, Help: "its new value"},
+			},
+			Run: func(ctx context.Context, env *Env, a *Args) (any, error) {
+				c, k, err := oneKey(ctx, env, a.List("filter"))
+				if err != nil {
+					return nil, err
+				}
+				if _, err := env.Session.Cluster().SetAttribute(ctx, c, k.Ref, a.String("name"), a.String("value")); err != nil {
+					return nil, err
+				}
+				return "Attribute set successfully", nil
+			},
+		},
+		{
+			Path: []string{"key", "import", "pem"}, Who: CryptoUserOnly,
+			Summary: "import a public key from a PEM file",
+			Flags: []Flag{
+				{Name: "path", Kind: String, Required: true, Path: true, Help: "the PEM file"},
+				{Name: "label", Kind: String, Required: true, Help: "the key's label"},
+				{Name: "key-type-class", Kind: String, Required: true, Values: []string{"ec-public", "rsa-public"}, Help: "what the PEM holds"},
+				{Name: "attributes", Kind: List, Help: "NAME=VALUE attributes to set"},
+				sessionFlag, minSrvFlag,
+			},
+			Run: func(ctx context.Context, env *Env, a *Args) (any, error) {
+				c, err := env.Session.Caller()
+				if err != nil {
+					return nil, err
+				}
+				data, err := readLimited(env.path(a.String("path")), 64<<10)
+				if err != nil {
+					return nil, err
+				}
+				attrs, err := parseAttrs("attributes", a.List("attributes"))
+				if err != nil {
+					return nil, err
+				}
+				k, err := env.Session.Cluster().ImportKey(ctx, c, hsmcore.ImportSpec{
+					PEM: data, Label: a.String("label"), Class: a.String("key-type-class"),
+					Attributes: attrs, Session: a.Bool("session"), MinServers: a.Int("min-srv"),
+				})
+				if err != nil {
+					return nil, err
+				}
+				return map[string]any{"key": fullKey(k)}, nil
+			},
+		},
+		{
+			Path: []string{"key", "generate-file"}, Who: CryptoUserOnly,
+			Summary: "write the public key of the one key the filter matches to a PEM file",
+			Flags: []Flag{
+				{Name: "encoding", Kind: String, Required: true, Values: []string{"pem"}, Help: "the file format"},
+				{Name: "path", Kind: String, Required: true, Path: true, Help: "the file to write (must not exist)"},
+				filterFlag,
+			},
+			Run: func(ctx context.Context, env *Env, a *Args) (any, error) {
+				c, k, err := oneKey(ctx, env, a.List("filter"))
+				if err != nil {
+					return nil, err
+				}
+				pem, err := env.Session.Cluster().PublicKeyPEM(ctx, c, k.Ref)
+				if err != nil {
+					return nil, err
+				}
+				p := env.path(a.String("path"))
+				f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+				if errors.Is(err, os.ErrExist) {
+					return nil, fmt.Errorf("%s already exists: choose another --path or remove it first", a.String("path"))
+				}
+				if err != nil {
+					return nil, err
+				}
+				if _, err := f.Write(pem); err != nil {
+					f.Close()
+					return nil, err
+				}
+				if err := f.Close(); err != nil {
+					return nil, err
+				}
+				return map[string]string{"message": "Successfully wrote public key to " + a.String("path"), "key-reference": k.Ref.String()}, nil
+			},
+		},
+	}
+}
+
+func settableAttributes() []string {
+	return []string{"decrypt", "derive", "encrypt", "id", "label", "sign", "unwrap", "verify", "wrap"}
+}
+
+func generate(ctx context.Context, env *Env, spec hsmcore.KeySpec) ([]hsmcore.Key, error) {
+	c, err := env.Session.Caller()
+	if err != nil {
+		return nil, err
+	}
+	if spec.MinServers < 0 {
+		return nil, errors.New("--min-srv must not be negative")
+	}
+	return env.Session.Cluster().GenerateKey(ctx, c, spec)
+}
+
+func shareCommand(share bool) *Command {
+	verb, done := "share", "Key shared successfully"
+	if !share {
+		verb, done = "unshare", "Key unshared successfully"
+	}
+	return &Command{
+		Path: []string{"key", verb}, Who: CryptoUserOnly,
+		Summary: verb + " the one key the filter matches with a crypto user (owner only)",
+		Flags: []Flag{filterFlag,
+			{Name: "username", Kind: String, Required: true, Help: "the crypto user"},
+			roleFlag(string(hsmcore.RoleCryptoUser)),
+		},
+		Run: func(ctx context.Context, env *Env, a *Args) (any, error) {
+			c, k, err := oneKey(ctx, env, a.List("filter"))
+			if err != nil {
+				return nil, err
+			}
+			if _, err := env.Session.Cluster().ShareKey(ctx, c, k.Ref, a.String("username"), share); err != nil {
+				return nil, err
+			}
+			return done, nil
+		},
+	}
+}
+
+func keyList(ctx context.Context, env *Env, a *Args) (any, error) {
+	c, err := env.Session.Caller()
+	if err != nil {
+		return nil, err
+	}
+	f, err := parseFilter(a.List("filter"))
+	if err != nil {
+		return nil, err
+	}
+	keys, err := env.Session.Cluster().Keys(ctx, c, f)
+	if err != nil {
+		return nil, err
+	}
+	start := 0
+	if t := a.String("starting-token"); t != "" {
+		start, err = strconv.Atoi(t)
+		if err != nil || start < 0 || start > len(keys) {
+			return nil, fmt.Errorf("--starting-token %q is not a token this listing gave: use the next_token of the previous page", t)
+		}
+	}
+	end := len(keys)
+	if a.Has("max-items") {
+		n := a.Int("max-items")
+		if n < 1 {
+			return nil, fmt.Errorf("--max-items must be at least 1")
+		}
+		end = min(end, start+n)
+	}
+	out := make([]keyOut, 0, end-start)
+	for _, k := range keys[start:end] {
+		if a.Bool("verbose") {
+			out = append(out, fullKey(k))
+		} else {
+			out = append(out, briefKey(k))
+		}
+	}
+	res := struct {
+		Keys      []keyOut `json:"matched_keys"`
+		Total     int      `json:"total_key_count"`
+		Returned  int      `json:"returned_key_count"`
+		NextToken string   `json:"next_token,omitempty"`
+	}{Keys: out, Total: len(keys), Returned: len(out)}
+	if end < len(keys) {
+		res.NextToken = strconv.Itoa(end)
+	}
+	return res, nil
+}
+
+// readLimited reads a file the user named, refusing one larger than max.
+func readLimited(path string, max int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if st, err := f.Stat(); err == nil && st.IsDir() {
+		return nil, fmt.Errorf("%s is a folder, not a file", path)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, max+1))
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	if int64(len(b)) > max {
+		return nil, fmt.Errorf("%s is larger than the %d bytes allowed here", path, max)
+	}
+	return b, nil
+}

@@ -1,0 +1,195 @@
+package commands
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+
+	"github.com/hsmsh/hsmsh/config"
+	"github.com/hsmsh/hsmsh/hsmcore"
+	"github.com/hsmsh/hsmsh/session"
+)
+
+// Env is what commands run against: the login session, and the settings
+// in force.
+type Env struct {
+	Session *session.Session
+	Config  *config.Config
+	// ReadPassword asks for a password without echo. It is nil when there
+	// is no terminal to ask on; then --password is required.
+	ReadPassword func(prompt string) (string, error)
+	// Dir is the folder relative file paths are read from and written to;
+	// "" is the process's working folder.
+	Dir string
+}
+
+// Open opens the cluster the configuration describes and returns an Env
+// with nobody logged in. dataDir is the folder under which the embedded
+// cluster keeps its stores ("" for memory only).
+func Open(cfg *config.Config, dataDir string) (*Env, error) {
+	if cfg.Cluster.Mode != "embedded" {
+		return nil, fmt.Errorf("cluster mode %q is not available in this build: use mode = \"embedded\"", cfg.Cluster.Mode)
+	}
+	dir := ""
+	if dataDir != "" {
+		dir = filepath.Join(dataDir, "clusters", cfg.Cluster.ID)
+	}
+	c, err := hsmcore.OpenEmbedded(hsmcore.Options{
+		ID:         cfg.Cluster.ID,
+		HSMs:       cfg.Cluster.HSMs,
+		DataDir:    dir,
+		Durability: durability(cfg),
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &Env{Session: session.New(c), Config: cfg}, nil
+}
+
+// Close logs out (destroying session keys) and closes the cluster.
+func (e *Env) Close(ctx context.Context) error {
+	return errors.Join(e.Session.Close(ctx), e.Session.Cluster().Close())
+}
+
+// durability maps the configuration onto the cluster's settings.
+func durability(cfg *config.Config) hsmcore.Durability {
+	return hsmcore.Durability{
+		MinimumNodes:       cfg.Durability.CreateObjectMinimumNodes,
+		AvailabilityCheck:  cfg.Durability.KeyAvailabilityCheck,
+		ServerSyncInterval: cfg.Durability.ServerSyncInterval,
+		RetryOnMissingKey:  cfg.Client.RetryOnMissingKey,
+	}
+}
+
+func (e *Env) path(p string) string {
+	if e.Dir == "" || filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(e.Dir, p)
+}
+
+// Runner runs commands.
+type Runner struct {
+	Env  *Env
+	Tree *Tree
+}
+
+// NewRunner returns a runner with hsmsh's whole command set.
+func NewRunner(env *Env) *Runner { return &Runner{Env: env, Tree: Default()} }
+
+// RunLine splits a command line as a POSIX shell would and runs it. An
+// empty line (or one holding only a comment) gives ok false.
+func (r *Runner) RunLine(ctx context.Context, line string) (res Result, ok bool) {
+	words, err := Split(line)
+	if err != nil {
+		return failure(err), true
+	}
+	if len(words) == 0 {
+		return Result{}, false
+	}
+	return r.Run(ctx, words), true
+}
+
+// Run runs one command given as words.
+func (r *Runner) Run(ctx context.Context, words []string) Result {
+	if len(words) == 0 {
+		return failure(errors.New("no command given; run help to list the commands"))
+	}
+	if words[0] == "quit" || words[0] == "exit" {
+		return Result{Data: Message{Message: "bye"}, Quit: true}
+	}
+	if words[0] == "help" {
+		return r.help(words[1:])
+	}
+	cmd, rest, err := r.Tree.Find(words)
+	if err != nil {
+		return failure(err)
+	}
+	args, err := cmd.parse(rest)
+	var h errHelp
+	if errors.As(err, &h) {
+		return success(helpFor(h.cmd))
+	}
+	if err != nil {
+		return failure(err)
+	}
+	if err := cmd.allowed(r.Env); err != nil {
+		return failure(err)
+	}
+	if err := ctx.Err(); err != nil {
+		return failure(fmt.Errorf("%s: cancelled", cmd.Name()))
+	}
+	data, err := cmd.Run(ctx, r.Env, args)
+	if err != nil {
+		if errors.Is(err, context.Canceled) {
+			return failure(fmt.Errorf("%s: cancelled", cmd.Name()))
+		}
+		return failure(err)
+	}
+	return success(data)
+}
+
+// CommandHelp is help's result for one command.
+type CommandHelp struct {
+	Command string     `json:"command"`
+	Summary string     `json:"summary"`
+	Who     string     `json:"who"`
+	Usage   string     `json:"usage"`
+	Flags   []FlagHelp `json:"flags,omitempty"`
+}
+
+// FlagHelp describes one flag in help.
+type FlagHelp struct {
+	Flag     string   `json:"flag"`
+	Required bool     `json:"required"`
+	Help     string   `json:"help"`
+	Values   []string `json:"values,omitempty"`
+}
+
+func helpFor(c *Command) CommandHelp {
+	h := CommandHelp{Command: c.Name(), Summary: c.Summary, Who: c.Who.String(), Usage: c.Usage()}
+	for _, f := range c.Flags {
+		h.Flags = append(h.Flags, FlagHelp{Flag: "--" + f.Name, Required: f.Required, Help: f.Help, Values: f.Values})
+	}
+	return h
+}
+
+// CommandSummary is one line of the command list.
+type CommandSummary struct {
+	Command string `json:"command"`
+	Summary string `json:"summary"`
+}
+
+func (r *Runner) help(words []string) Result {
+	if len(words) > 0 {
+		cmd, rest, err := r.Tree.Find(words)
+		if err == nil && len(rest) == 0 {
+			return success(helpFor(cmd))
+		}
+		// A group such as "help key": list what is under it.
+		if kids := r.Tree.Children(words); len(kids) > 0 {
+			return success(r.summaries(strings.Join(words, " ") + " "))
+		}
+		if err == nil {
+			err = fmt.Errorf("%s takes no further words", cmd.Name())
+		}
+		return failure(err)
+	}
+	return success(r.summaries(""))
+}
+
+func (r *Runner) summaries(prefix string) map[string]any {
+	var list []CommandSummary
+	for _, c := range r.Tree.Commands() {
+		if strings.HasPrefix(c.Name()+" ", prefix) {
+			list = append(list, CommandSummary{Command: c.Name(), Summary: c.Summary})
+		}
+	}
+	if prefix == "" {
+		list = append(list, CommandSummary{Command: "help", Summary: "list the commands, or describe one: help key list, or key list --help"},
+			CommandSummary{Command: "quit", Summary: "leave the shell"})
+	}
+	return map[string]any{"commands": list}
+}

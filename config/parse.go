@@ -1,0 +1,261 @@
+package config
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+// parser turns a decoded file into a Config, collecting every problem with
+// the line it is on.
+type parser struct {
+	path string
+	doc  *doc
+	c    *Config
+	errs []*Error
+}
+
+// parse decodes the file contents data, named path, on top of the defaults.
+func parse(path string, data []byte) (*Config, *doc, error) {
+	var raw map[string]any
+	if _, err := toml.Decode(string(data), &raw); err != nil {
+		var pe toml.ParseError
+		if errors.As(err, &pe) {
+			return nil, nil, &Error{File: path, Line: pe.Position.Line, Msg: "syntax error: " + pe.Message}
+		}
+		return nil, nil, &Error{File: path, Msg: err.Error()}
+	}
+
+	c := Default()
+	c.Path = path
+	// Relative paths in the file are relative to the file, wherever the
+	// shell was started from.
+	if abs, err := filepath.Abs(path); err == nil {
+		c.base = filepath.Dir(abs)
+	} else {
+		c.base = filepath.Dir(path)
+	}
+	c.resolveTLS()
+
+	p := &parser{path: path, doc: scan(string(data)), c: c}
+	for _, table := range sortedKeys(raw) {
+		p.table(table, raw[table])
+	}
+	if len(p.errs) > 0 {
+		// Report problems in file order, whatever order the map gave them.
+		slices.SortStableFunc(p.errs, func(a, b *Error) int {
+			return cmp.Or(cmp.Compare(a.Line, b.Line), strings.Compare(a.Key, b.Key))
+		})
+		if len(p.errs) == 1 {
+			return nil, nil, p.errs[0]
+		}
+		errs := make([]error, len(p.errs))
+		for i, e := range p.errs {
+			errs[i] = e
+		}
+		return nil, nil, errors.Join(errs...)
+	}
+	return c, p.doc, nil
+}
+
+func (p *parser) errorf(key, format string, args ...any) {
+	p.errs = append(p.errs, &Error{
+		File: p.path,
+		Line: p.doc.line(p.doc.locate(key)),
+		Key:  key,
+		Msg:  fmt.Sprintf(format, args...),
+	})
+}
+
+// table checks one top-level table.
+func (p *parser) table(name string, v any) {
+	keys, known := tables[name]
+	if !known {
+		what := "key"
+		if _, ok := v.(map[string]any); ok {
+			what = "table"
+		}
+		p.errorf(name, "unknown %s (known tables: %s)", what, strings.Join(tableNames(), ", "))
+		return
+	}
+	m, ok := v.(map[string]any)
+	if !ok {
+		p.errorf(name, "must be a table ([%s]), got %s", name, describe(v))
+		return
+	}
+	for _, k := range sortedKeys(m) {
+		full := name + "." + k
+		if full == "cluster.servers" {
+			p.servers(m[k])
+			continue
+		}
+		s, ok := lookupSetting(full)
+		if !ok {
+			p.errorf(full, "unknown key (known keys in [%s]: %s)", name, strings.Join(keys, ", "))
+			continue
+		}
+		p.setting(s, m[k])
+	}
+}
+
+// setting checks the TOML type of v and stores it.
+func (p *parser) setting(s *setting, v any) {
+	var str string
+	switch x := v.(type) {
+	case string:
+		if s.kind == kindInt || s.kind == kindBool {
+			p.typeError(s, v)
+			return
+		}
+		str = x
+	case int64:
+		if s.kind != kindInt {
+			p.typeError(s, v)
+			return
+		}
+		str = strconv.FormatInt(x, 10)
+	case bool:
+		if s.kind != kindBool {
+			p.typeError(s, v)
+			return
+		}
+		str = strconv.FormatBool(x)
+	default:
+		p.typeError(s, v)
+		return
+	}
+	if err := p.c.apply(s, str, p.c.base); err != nil {
+		p.errorf(s.name, "%v", err)
+		return
+	}
+	p.c.setSource(s.name, SourceFile)
+}
+
+func (p *parser) typeError(s *setting, v any) {
+	var want string
+	switch s.kind {
+	case kindInt:
+		want = "an integer"
+	case kindBool:
+		want = "true or false"
+	case kindDuration:
+		want = `a duration string such as "5s"`
+	default:
+		want = "a string"
+	}
+	p.errorf(s.name, "must be %s, got %s", want, describe(v))
+}
+
+// servers checks the [[cluster.servers]] tables.
+func (p *parser) servers(v any) {
+	var list []map[string]any
+	switch x := v.(type) {
+	case []map[string]any:
+		list = x
+	case []any:
+		for _, e := range x {
+			m, ok := e.(map[string]any)
+			if !ok {
+				p.errorf("cluster.servers", "must be an array of tables ([[cluster.servers]]), got an array holding %s", describe(e))
+				return
+			}
+			list = append(list, m)
+		}
+	default:
+		p.errorf("cluster.servers", "must be an array of tables ([[cluster.servers]]), got %s", describe(v))
+		return
+	}
+	ids := make(map[string]string) // id -> key where it was first used
+	var servers []Server
+	for i, m := range list {
+		key := fmt.Sprintf("cluster.servers[%d]", i)
+		var srv Server
+		ok := true
+		for _, k := range sortedKeys(m) {
+			var dst *string
+			switch k {
+			case "id":
+				dst = &srv.ID
+			case "address":
+				dst = &srv.Address
+			default:
+				p.errorf(key+"."+k, "unknown key (known keys in [[cluster.servers]]: %s)", strings.Join(serverKeys, ", "))
+				ok = false
+				continue
+			}
+			s, isString := m[k].(string)
+			if !isString {
+				p.errorf(key+"."+k, "must be a string, got %s", describe(m[k]))
+				ok = false
+				continue
+			}
+			*dst = s
+		}
+		if _, has := m["id"]; !has {
+			p.errorf(key, "server has no id; add id = %q to this [[cluster.servers]] table", fmt.Sprintf("hsm-%d", i+1))
+			ok = false
+		} else if _, isString := m["id"].(string); isString {
+			if err := checkID(srv.ID); err != nil {
+				p.errorf(key+".id", "%v", err)
+				ok = false
+			}
+		}
+		if _, has := m["address"]; !has {
+			p.errorf(key, "server has no address; add address = \"HOST:PORT\" to this [[cluster.servers]] table")
+			ok = false
+		} else if _, isString := m["address"].(string); isString {
+			if err := checkAddress(srv.Address); err != nil {
+				p.errorf(key+".address", "%v", err)
+				ok = false
+			}
+		}
+		if !ok {
+			continue
+		}
+		if first, dup := ids[srv.ID]; dup {
+			p.errorf(key+".id", "duplicate server id %q (also used at line %d); give each server its own id",
+				srv.ID, p.doc.line(p.doc.locate(first)))
+			continue
+		}
+		ids[srv.ID] = key + ".id"
+		servers = append(servers, srv)
+	}
+	p.c.Cluster.Servers = servers
+}
+
+// describe names the TOML type of v and shows it, for type errors.
+func describe(v any) string {
+	switch x := v.(type) {
+	case string:
+		return fmt.Sprintf("string %q", x)
+	case int64:
+		return fmt.Sprintf("integer %d", x)
+	case float64:
+		return fmt.Sprintf("float %v", x)
+	case bool:
+		return fmt.Sprintf("boolean %v", x)
+	case time.Time:
+		return "datetime " + x.Format(time.RFC3339)
+	case []any, []map[string]any:
+		return "an array"
+	case map[string]any:
+		return "a table"
+	}
+	return fmt.Sprintf("%T", v)
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}

@@ -1,0 +1,378 @@
+// Package shell is hsmsh's front end: it reads the command line, sets up
+// the configuration and the cluster, and runs commands in one of the modes
+// a user asks for (single command, batch file, interactive).
+package shell
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"golang.org/x/term"
+
+	"github.com/hsmsh/hsmsh/commands"
+	"github.com/hsmsh/hsmsh/config"
+)
+
+// Version is hsmsh's version.
+const Version = "0.1.0"
+
+const usage = `hsmsh — an HSM administration shell in the style of AWS CloudHSM CLI
+
+Usage:
+  hsmsh [global flags]                     interactive on a terminal; otherwise commands from stdin
+  hsmsh [global flags] interactive         interactive line mode
+  hsmsh [global flags] batch FILE|-  [--keep-going] [--events]
+  hsmsh [global flags] COMMAND...          run one command (credentials from HSMSH_ROLE, HSMSH_PIN=user:password)
+  hsmsh [global flags] configure [--disable-key-availability-check | --enable-key-availability-check]
+                                 [--create-object-minimum-nodes N] [-a HOST:PORT...]
+                                 [--hsm-ca-cert F] [--client-cert-file F --client-key-file F]
+
+Global flags:
+  --config FILE     the config file (default $HSMSH_CONFIG, then the user config dir's hsmsh/hsmsh.toml)
+  --data-dir DIR    where the embedded cluster keeps its HSM stores (default $XDG_DATA_HOME/hsmsh)
+  --ephemeral       keep the embedded cluster in memory only: nothing is written
+  --theme NAME      the colour theme of the interactive shell
+  --no-color        no colours (NO_COLOR is honoured too)
+  --help, --version
+
+Run "hsmsh help" for the command list, "hsmsh help key list" for one command.
+`
+
+// globals are the flags that come before the mode or command.
+type globals struct {
+	configPath string
+	dataDir    string
+	ephemeral  bool
+	theme      string
+	noColor    bool
+}
+
+func parseGlobals(args []string) (globals, []string, error) {
+	var g globals
+	for len(args) > 0 {
+		a := args[0]
+		name, val, hasVal := strings.Cut(a, "=")
+		takeValue := func() (string, error) {
+			if hasVal {
+				return val, nil
+			}
+			if len(args) < 2 {
+				return "", fmt.Errorf("%s needs a value", name)
+			}
+			args = args[1:]
+			return args[0], nil
+		}
+		var err error
+		switch name {
+		case "--config":
+			g.configPath, err = takeValue()
+		case "--data-dir":
+			g.dataDir, err = takeValue()
+		case "--theme":
+			g.theme, err = takeValue()
+		case "--ephemeral":
+			g.ephemeral = true
+		case "--no-color":
+			g.noColor = true
+		default:
+			return g, args, nil
+		}
+		if err != nil {
+			return g, nil, err
+		}
+		args = args[1:]
+	}
+	return g, args, nil
+}
+
+// Main runs hsmsh with the given arguments (without the program name) and
+// returns the exit status.
+func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	g, rest, err := parseGlobals(args)
+	if err != nil {
+		fmt.Fprintf(stderr, "hsmsh: %v\n%s", err, usage)
+		return 2
+	}
+	if len(rest) > 0 {
+		switch rest[0] {
+		case "--help", "-h":
+			fmt.Fprint(stdout, usage)
+			return 0
+		case "--version", "version":
+			fmt.Fprintf(stdout, "hsmsh %s\n", Version)
+			return 0
+		case "configure":
+			return configure(g, rest[1:], stdout, stderr)
+		}
+		if strings.HasPrefix(rest[0], "--") {
+			fmt.Fprintf(stderr, "hsmsh: unknown global flag %s\n%s", rest[0], usage)
+			return 2
+		}
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	cfg, err := loadConfig(g)
+	if err != nil {
+		fmt.Fprintf(stderr, "hsmsh: %v\n", err)
+		return 1
+	}
+	dataDir, err := dataDir(g)
+	if err != nil {
+		fmt.Fprintf(stderr, "hsmsh: %v\n", err)
+		return 1
+	}
+	env, err := commands.Open(cfg, dataDir)
+	if err != nil {
+		fmt.Fprintf(stderr, "hsmsh: %v\n", err)
+		return 1
+	}
+	defer func() {
+		if err := env.Close(context.Background()); err != nil {
+			fmt.Fprintf(stderr, "hsmsh: close: %v\n", err)
+		}
+	}()
+	runner := commands.NewRunner(env)
+
+	stdinTTY := isTerminal(stdin)
+	if stdinTTY {
+		env.ReadPassword = readPassword(stdin, stderr)
+	}
+	switch {
+	case len(rest) == 0 && stdinTTY && isTerminal(stdout):
+		return lineLoop(ctx, runner, stdin, stdout, stderr)
+	case len(rest) == 0:
+		return batch(ctx, runner, "-", stdin, stdout, stderr, false)
+	case rest[0] == "interactive":
+		return lineLoop(ctx, runner, stdin, stdout, stderr)
+	case rest[0] == "batch":
+		return batchCommand(ctx, runner, rest[1:], stdin, stdout, stderr)
+	}
+	return single(ctx, runner, rest, stdout, stderr)
+}
+
+func loadConfig(g globals) (*config.Config, error) {
+	path, mustExist := g.configPath, g.configPath != ""
+	if path == "" {
+		mustExist = os.Getenv("HSMSH_CONFIG") != ""
+		path = config.DefaultPath(os.Getenv)
+	}
+	cfg, err := config.Load(path, mustExist, os.Getenv)
+	if err != nil {
+		return nil, err
+	}
+	if g.theme != "" {
+		if err := cfg.Set("ui.theme", g.theme, config.SourceFlag); err != nil {
+			return nil, err
+		}
+	}
+	return cfg, nil
+}
+
+// dataDir is where the embedded cluster's stores live: --data-dir, else
+// HSMSH_DATA_DIR, else the user's data folder; "" with --ephemeral.
+func dataDir(g globals) (string, error) {
+	if g.ephemeral {
+		if g.dataDir != "" {
+			return "", errors.New("--ephemeral and --data-dir exclude each other: choose one")
+		}
+		return "", nil
+	}
+	if g.dataDir != "" {
+		return filepath.Abs(g.dataDir)
+	}
+	if d := os.Getenv("HSMSH_DATA_DIR"); d != "" {
+		return filepath.Abs(d)
+	}
+	if d := os.Getenv("XDG_DATA_HOME"); d != "" {
+		return filepath.Join(d, "hsmsh"), nil
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return "", fmt.Errorf("no data folder: set --data-dir or HSMSH_DATA_DIR, or use --ephemeral (%w)", err)
+	}
+	return filepath.Join(home, ".local", "share", "hsmsh"), nil
+}
+
+func isTerminal(f any) bool {
+	if f, ok := f.(*os.File); ok {
+		return term.IsTerminal(int(f.Fd()))
+	}
+	return false
+}
+
+// readPassword asks on the terminal without echo.
+func readPassword(stdin io.Reader, stderr io.Writer) func(string) (string, error) {
+	return func(prompt string) (string, error) {
+		f := stdin.(*os.File)
+		if prompt == "" {
+			prompt = "Password: "
+		}
+		fmt.Fprint(stderr, prompt)
+		b, err := term.ReadPassword(int(f.Fd()))
+		fmt.Fprintln(stderr)
+		if err != nil {
+			return "", fmt.Errorf("read password: %w", err)
+		}
+		return string(b), nil
+	}
+}
+
+// single runs one command, logging in first from HSMSH_ROLE and HSMSH_PIN
+// as CloudHSM CLI does with CLOUDHSM_ROLE and CLOUDHSM_PIN.
+func single(ctx context.Context, r *commands.Runner, words []string, stdout, stderr io.Writer) int {
+	if pin := os.Getenv("HSMSH_PIN"); pin != "" && words[0] != "login" {
+		user, pw, ok := strings.Cut(pin, ":")
+		if !ok {
+			fmt.Fprintln(stderr, "hsmsh: HSMSH_PIN must be username:password")
+			return 1
+		}
+		role := os.Getenv("HSMSH_ROLE")
+		if role == "" {
+			fmt.Fprintln(stderr, "hsmsh: HSMSH_PIN is set but HSMSH_ROLE is not: set it to admin or crypto-user")
+			return 1
+		}
+		res := r.Run(ctx, []string{"login", "--username", user, "--role", role, "--password", pw})
+		if !res.OK() {
+			stdout.Write(res.JSON())
+			fmt.Fprintf(stderr, "hsmsh: login from HSMSH_ROLE/HSMSH_PIN failed\n")
+			return 1
+		}
+	}
+	res := r.Run(ctx, words)
+	stdout.Write(res.JSON())
+	if !res.OK() {
+		return 1
+	}
+	return 0
+}
+
+func batchCommand(ctx context.Context, r *commands.Runner, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	keepGoing := false
+	var file string
+	for _, a := range args {
+		switch {
+		case a == "--keep-going":
+			keepGoing = true
+		case file == "" && (a == "-" || !strings.HasPrefix(a, "--")):
+			file = a
+		default:
+			fmt.Fprintf(stderr, "hsmsh: batch: unexpected %q; usage: hsmsh batch FILE|- [--keep-going]\n", a)
+			return 2
+		}
+	}
+	if file == "" {
+		fmt.Fprintln(stderr, "hsmsh: batch needs a file (or - for stdin); usage: hsmsh batch FILE|- [--keep-going]")
+		return 2
+	}
+	in := stdin
+	if file != "-" {
+		f, err := os.Open(file)
+		if err != nil {
+			fmt.Fprintf(stderr, "hsmsh: batch: %v\n", err)
+			return 1
+		}
+		defer f.Close()
+		in = f
+	}
+	return batch(ctx, r, file, in, stdout, stderr, keepGoing)
+}
+
+// maxLine bounds one line of a batch file.
+const maxLine = 1 << 20
+
+// batch runs a file's commands in order in one session. It stops at the
+// first failure, naming FILE:LINE, unless keepGoing.
+func batch(ctx context.Context, r *commands.Runner, name string, in io.Reader, stdout, stderr io.Writer, keepGoing bool) int {
+	if name == "-" {
+		name = "stdin"
+	}
+	sc := bufio.NewScanner(in)
+	sc.Buffer(make([]byte, 64<<10), maxLine)
+	status, lineNo := 0, 0
+	for {
+		line, start, ok := nextLine(sc, &lineNo)
+		if !ok {
+			break
+		}
+		if ctx.Err() != nil {
+			fmt.Fprintf(stderr, "%s:%d: interrupted; the commands before this line have run\n", name, start)
+			return 1
+		}
+		res, ran := r.RunLine(ctx, line)
+		if !ran {
+			continue
+		}
+		stdout.Write(res.JSON())
+		if res.Quit {
+			break
+		}
+		if !res.OK() {
+			status = 1
+			fmt.Fprintf(stderr, "%s:%d: %v\n", name, start, res.Data)
+			if !keepGoing {
+				return 1
+			}
+		}
+	}
+	if err := sc.Err(); err != nil {
+		fmt.Fprintf(stderr, "%s:%d: %v\n", name, lineNo+1, err)
+		return 1
+	}
+	return status
+}
+
+// nextLine reads one logical line: physical lines ending in a backslash
+// continue on the next. It returns the number of the first line.
+func nextLine(sc *bufio.Scanner, lineNo *int) (string, int, bool) {
+	var b strings.Builder
+	start := 0
+	for sc.Scan() {
+		*lineNo++
+		if start == 0 {
+			start = *lineNo
+		}
+		t := sc.Text()
+		if strings.HasSuffix(t, "\\") && !strings.HasSuffix(t, "\\\\") {
+			b.WriteString(strings.TrimSuffix(t, "\\"))
+			b.WriteByte(' ')
+			continue
+		}
+		b.WriteString(t)
+		return b.String(), start, true
+	}
+	if start != 0 {
+		return b.String(), start, true
+	}
+	return "", 0, false
+}
+
+// lineLoop is the plain interactive loop: a prompt, a command, its result.
+func lineLoop(ctx context.Context, r *commands.Runner, stdin io.Reader, stdout, stderr io.Writer) int {
+	sc := bufio.NewScanner(stdin)
+	sc.Buffer(make([]byte, 64<<10), maxLine)
+	for {
+		fmt.Fprint(stdout, "hsmsh > ")
+		if !sc.Scan() {
+			fmt.Fprintln(stdout)
+			return 0
+		}
+		res, ran := r.RunLine(ctx, sc.Text())
+		if !ran {
+			continue
+		}
+		stdout.Write(res.JSON())
+		if res.Quit {
+			return 0
+		}
+	}
+}
