@@ -43,6 +43,10 @@ type Cluster interface {
 	// PublicKeyPEM is the public key of a public or private key, as PEM.
 	PublicKeyPEM(ctx context.Context, c Caller, ref Ref) ([]byte, error)
 
+	// Subscribe follows the cluster's events; cancel ends it. A slow
+	// subscriber loses events rather than blocking the cluster.
+	Subscribe(buffer int) (events <-chan Event, cancel func())
+
 	// Durability is the client key-durability settings in force.
 	Durability() Durability
 	// SetDurability changes them for this client.
@@ -73,6 +77,7 @@ type HSMInfo struct {
 	Address       string   `json:"address"`
 	TokenKeyCount int      `json:"token-key-count"`
 	UserCount     int      `json:"user-count"`
+	LatencyMS     float64  `json:"latency-ms"`
 	TLS           string   `json:"tls"`
 }
 

@@ -33,12 +33,26 @@ type Embedded struct {
 	lock *dirLock
 	next atomic.Uint64 // round-robin cursor
 
+	dir  string // the cluster's data folder; "" in memory
+
 	mu       sync.RWMutex
 	dur      Durability
 	sessions map[string]Caller // live login sessions
+
+	events      bus
+	sync        syncer
+	failCleanup atomic.Bool // lab cleanup fail-next
 }
 
 var _ Cluster = (*Embedded)(nil)
+
+// members returns the cluster's HSMs; lab hsm add and remove change the
+// list, so callers work on a copy.
+func (e *Embedded) members() []*hsm {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	return append([]*hsm(nil), e.hsms...)
+}
 
 // builtinAdmin is the admin every new cluster has, unactivated until
 // cluster activate gives it a password.
@@ -49,7 +63,7 @@ func OpenEmbedded(opts Options) (*Embedded, error) {
 	if opts.HSMs < 1 {
 		return nil, fmt.Errorf("%w: a cluster needs at least one HSM", ErrInvalid)
 	}
-	e := &Embedded{id: opts.ID, dur: opts.Durability, sessions: map[string]Caller{}}
+	e := &Embedded{id: opts.ID, dir: opts.DataDir, dur: opts.Durability, sessions: map[string]Caller{}}
 	if e.dur.MinimumNodes < 1 {
 		e.dur.MinimumNodes = 1
 	}
@@ -85,7 +99,14 @@ func OpenEmbedded(opts Options) (*Embedded, error) {
 		e.Close()
 		return nil, err
 	}
+	e.startSync()
 	return e, nil
+}
+
+// Subscribe follows the cluster's events. A subscriber that falls behind
+// loses events; cancel ends the subscription.
+func (e *Embedded) Subscribe(buffer int) (<-chan Event, func()) {
+	return e.events.subscribe(buffer)
 }
 
 // ensureAdmin gives a brand-new cluster its unactivated admin.
@@ -106,8 +127,15 @@ func (e *Embedded) ensureAdmin() error {
 func (e *Embedded) ID() string { return e.id }
 
 func (e *Embedded) Close() error {
+	if e.sync.stop != nil {
+		e.sync.stop()
+		<-e.sync.done
+		e.sync.pass.Lock() // let a pass in flight finish
+		defer e.sync.pass.Unlock()
+	}
+	defer e.events.closeAll()
 	var errs []error
-	for _, h := range e.hsms {
+	for _, h := range e.members() {
 		if err := h.close(); err != nil {
 			errs = append(errs, err)
 		}
@@ -126,19 +154,28 @@ func (e *Embedded) SetDurability(d Durability) error {
 	if d.MinimumNodes < 1 {
 		return fmt.Errorf("%w: create_object_minimum_nodes must be at least 1", ErrInvalid)
 	}
+	if d.ServerSyncInterval < 0 {
+		return fmt.Errorf("%w: server_sync_interval must not be negative", ErrInvalid)
+	}
 	if d.RetryOnMissingKey < 0 {
 		return fmt.Errorf("%w: retry_on_missing_key must not be negative", ErrInvalid)
 	}
 	e.mu.Lock()
+	changed := e.dur.ServerSyncInterval != d.ServerSyncInterval
 	e.dur = d
 	e.mu.Unlock()
+	if changed && e.sync.kick != nil {
+		e.rescheduleSync()
+	}
 	return nil
 }
 
 func (e *Embedded) HSMs(ctx context.Context) []HSMInfo {
-	out := make([]HSMInfo, 0, len(e.hsms))
-	for _, h := range e.hsms {
-		info := HSMInfo{ID: h.id, State: StateDown, Address: "in-process", TLS: "none: embedded HSMs are called in-process"}
+	all := e.members()
+	out := make([]HSMInfo, 0, len(all))
+	for _, h := range all {
+		info := HSMInfo{ID: h.id, State: StateDown, Address: "in-process", TLS: "none: embedded HSMs are called in-process",
+			LatencyMS: float64(h.latency.Load()) / float64(time.Millisecond)}
 		if h.isUp() {
 			info.State = StateActive
 			info.TokenKeyCount = h.tokenKeyCount()
@@ -152,11 +189,15 @@ func (e *Embedded) HSMs(ctx context.Context) []HSMInfo {
 // up returns the HSMs that answer, starting at the round-robin cursor, so
 // that successive operations spread over the cluster.
 func (e *Embedded) up() []*hsm {
-	n := len(e.hsms)
+	all := e.members()
+	n := len(all)
+	if n == 0 {
+		return nil
+	}
 	start := int(e.next.Add(1) % uint64(n))
 	out := make([]*hsm, 0, n)
 	for i := 0; i < n; i++ {
-		if h := e.hsms[(start+i)%n]; h.isUp() {
+		if h := all[(start+i)%n]; h.isUp() {
 			out = append(out, h)
 		}
 	}
@@ -296,8 +337,10 @@ func (e *Embedded) Logout(ctx context.Context, c Caller) error {
 	if err := e.session(c); err != nil {
 		return err
 	}
-	for _, h := range e.hsms {
-		h.destroySession(c.Session)
+	for _, h := range e.members() {
+		if n := h.destroySession(c.Session); n > 0 {
+			e.events.publish(Event{Kind: EventSessionKeys, HSM: h.id, Count: n, Detail: "logout of " + c.Username})
+		}
 	}
 	e.mu.Lock()
 	delete(e.sessions, c.Session)
@@ -333,14 +376,14 @@ func (e *Embedded) CreateUser(ctx context.Context, c Caller, username string, ro
 
 // userView reports a user with its coverage over the whole cluster.
 func (e *Embedded) userView(u *userRecord) User {
-	held := 0
-	for _, h := range e.hsms {
+	held, all := 0, e.members()
+	for _, h := range all {
 		if _, err := h.user(u.Username); err == nil {
 			held++
 		}
 	}
 	cov := CoverageFull
-	if held < len(e.hsms) {
+	if held < len(all) {
 		cov = CoveragePartial
 	}
 	return User{Username: u.Username, Role: u.Role, Locked: fmt.Sprint(u.locked()), MFA: []string{}, Quorum: []string{}, ClusterCoverage: cov}
@@ -364,7 +407,7 @@ func (e *Embedded) DeleteUser(ctx context.Context, c Caller, username string, ro
 	if name == c.Username {
 		return fmt.Errorf("%w: you cannot delete the user you are logged in as", ErrPermission)
 	}
-	for _, h := range e.hsms {
+	for _, h := range e.members() {
 		if h.owns(name) {
 			return fmt.Errorf("%w: user %s owns keys on %s; the keys must be deleted first", ErrPermission, name, h.id)
 		}
@@ -525,6 +568,9 @@ func (e *Embedded) create(ctx context.Context, c Caller, recs []*keyRecord, sess
 		if err := hs[0].putKeys(recs); err != nil {
 			return nil, err
 		}
+		for _, r := range recs {
+			e.events.publish(Event{Kind: EventKeyCreated, HSM: hs[0].id, Ref: r.Ref.String(), Detail: "session key " + r.Attrs.Label})
+		}
 	} else if err := e.replicate(ctx, hs, recs, minServers); err != nil {
 		return nil, err
 	}
@@ -540,7 +586,7 @@ func (e *Embedded) freshRef() Ref {
 	for {
 		r := newRef()
 		clash := false
-		for _, h := range e.hsms {
+		for _, h := range e.members() {
 			h.mu.RLock()
 			_, a := h.keys[r]
 			_, b := h.sessionKeys[r]
@@ -608,6 +654,9 @@ func (e *Embedded) replicate(ctx context.Context, hs []*hsm, recs []*keyRecord, 
 	if err := hs[0].putKeys(recs); err != nil {
 		return fmt.Errorf("create key on %s: %w", hs[0].id, err)
 	}
+	for _, r := range recs {
+		e.events.publish(Event{Kind: EventKeyCreated, HSM: hs[0].id, Ref: r.Ref.String(), Detail: r.Attrs.Label})
+	}
 	succeeded := []string{hs[0].id}
 	failed := map[string]error{}
 	var mu sync.Mutex
@@ -624,14 +673,17 @@ func (e *Embedded) replicate(ctx context.Context, hs []*hsm, recs []*keyRecord, 
 			defer mu.Unlock()
 			if err != nil {
 				failed[h.id] = err
-			} else {
-				succeeded = append(succeeded, h.id)
+				return
+			}
+			succeeded = append(succeeded, h.id)
+			for _, r := range recs {
+				e.events.publish(Event{Kind: EventKeyReplicated, HSM: h.id, Ref: r.Ref.String(), Detail: "client-side sync from " + hs[0].id})
 			}
 		}(h)
 	}
 	wg.Wait()
-	// HSMs that were down count as failed too: the admin asked for copies.
-	for _, h := range e.hsms {
+	// HSMs that were down count as failed too: the client tries them all.
+	for _, h := range e.members() {
 		if !h.isUp() {
 			failed[h.id] = h.errDown()
 		}
@@ -644,22 +696,40 @@ func (e *Embedded) replicate(ctx context.Context, hs []*hsm, recs []*keyRecord, 
 	for _, r := range recs {
 		se.Refs = append(se.Refs, r.Ref)
 	}
-	for _, id := range succeeded {
-		h := e.hsm(id)
-		for _, r := range recs {
-			if err := h.deleteKey(r.Ref); err != nil {
-				if se.Leftover == nil {
-					se.Leftover = map[string]error{}
-				}
-				se.Leftover[id] = err
-			}
-		}
-	}
+	e.cleanup(se, recs)
 	if len(succeeded) >= needed {
 		// Only the availability quorum failed.
 		return fmt.Errorf("%s (%w)", availabilityMessage(recs[0].Ref), se)
 	}
 	return se
+}
+
+// cleanup removes the copies of a creation that did not count. It is best
+// effort: what it cannot remove is recorded in se.Leftover for the admin.
+func (e *Embedded) cleanup(se *SyncError, recs []*keyRecord) {
+	injected := e.failCleanup.Swap(false)
+	for _, id := range se.Succeeded {
+		h := e.hsm(id)
+		for _, r := range recs {
+			var err error
+			if injected {
+				err = fmt.Errorf("cleanup on %s failed (lab cleanup fail-next)", id)
+			} else if h == nil {
+				err = fmt.Errorf("%s left the cluster", id)
+			} else {
+				err = h.deleteKey(r.Ref)
+			}
+			if err != nil {
+				if se.Leftover == nil {
+					se.Leftover = map[string]error{}
+				}
+				se.Leftover[id] = err
+				e.events.publish(Event{Kind: EventCleanupFailed, HSM: id, Ref: r.Ref.String(), Detail: err.Error()})
+				continue
+			}
+			e.events.publish(Event{Kind: EventCleanupDone, HSM: id, Ref: r.Ref.String()})
+		}
+	}
 }
 
 // availabilityMessage is the SDK 5 client's message, word for word.
@@ -668,7 +738,7 @@ func availabilityMessage(ref Ref) string {
 }
 
 func (e *Embedded) hsm(id string) *hsm {
-	for _, h := range e.hsms {
+	for _, h := range e.members() {
 		if h.id == id {
 			return h
 		}
@@ -678,8 +748,9 @@ func (e *Embedded) hsm(id string) *hsm {
 
 // holders returns, for every HSM, whether it holds ref.
 func (e *Embedded) holders(ref Ref) map[string]bool {
-	m := make(map[string]bool, len(e.hsms))
-	for _, h := range e.hsms {
+	all := e.members()
+	m := make(map[string]bool, len(all))
+	for _, h := range all {
 		m[h.id] = h.has(ref)
 	}
 	return m
@@ -694,7 +765,7 @@ func (e *Embedded) view(r *keyRecord, holders map[string]bool) Key {
 		}
 	}
 	cov := CoverageFull
-	if r.Session == "" && n < len(e.hsms) {
+	if r.Session == "" && n < len(holders) {
 		cov = CoveragePartial
 	}
 	shared := make([]Owner, 0, len(r.Shared))
@@ -728,7 +799,8 @@ func (e *Embedded) Keys(ctx context.Context, c Caller, f Filter) ([]Key, error) 
 		holders map[string]bool
 	}
 	found := map[Ref]*entry{}
-	for _, h := range e.hsms {
+	all := e.members()
+	for _, h := range all {
 		for _, r := range h.snapshot() {
 			en, ok := found[r.Ref]
 			if !ok {
@@ -736,7 +808,7 @@ func (e *Embedded) Keys(ctx context.Context, c Caller, f Filter) ([]Key, error) 
 					continue
 				}
 				en = &entry{rec: r, holders: map[string]bool{}}
-				for _, x := range e.hsms {
+				for _, x := range all {
 					en.holders[x.id] = false
 				}
 				found[r.Ref] = en
@@ -774,11 +846,13 @@ func (e *Embedded) DeleteKey(ctx context.Context, c Caller, ref Ref) error {
 		return err
 	}
 	var errs []error
-	for _, h := range e.hsms {
+	for _, h := range e.members() {
 		if k.Info.HSMCoverage[h.id] {
 			if err := h.deleteKey(ref); err != nil {
 				errs = append(errs, err)
+				continue
 			}
+			e.events.publish(Event{Kind: EventKeyDeleted, HSM: h.id, Ref: ref.String()})
 		}
 	}
 	return errors.Join(errs...)
@@ -787,7 +861,7 @@ func (e *Embedded) DeleteKey(ctx context.Context, c Caller, ref Ref) error {
 // update changes a key's record on every HSM that holds it.
 func (e *Embedded) update(ref Ref, holders map[string]bool, change func(r *keyRecord) error) (Key, error) {
 	var last *keyRecord
-	for _, h := range e.hsms {
+	for _, h := range e.members() {
 		if !holders[h.id] {
 			continue
 		}
@@ -861,7 +935,7 @@ func (e *Embedded) use(ctx context.Context, c Caller, ref Ref, fn func(h *hsm, r
 	if err := e.requireRole(c, RoleCryptoUser); err != nil {
 		return err
 	}
-	for _, h := range e.hsms {
+	for _, h := range e.members() {
 		h.mu.RLock()
 		r, ok := h.sessionKeys[ref]
 		h.mu.RUnlock()

@@ -2,8 +2,10 @@ package hsmcore
 
 import (
 	"fmt"
+	"os"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -19,6 +21,8 @@ type hsm struct {
 	sessionKeys map[Ref]*keyRecord // volatile: never written, gone on restart
 	users       map[string]*userRecord
 	tombstones  map[Ref]time.Time
+	destroyed   bool
+	latency     atomic.Int64 // time.Duration added to each operation
 }
 
 func newHSM(id string, st store) (*hsm, error) {
@@ -56,6 +60,7 @@ func (h *hsm) isUp() bool {
 // putKeys stores records (copies), durably first for token keys, so a key
 // is never visible before it is on disk.
 func (h *hsm) putKeys(recs []*keyRecord) error {
+	h.delay()
 	h.mu.RLock()
 	up := h.up
 	h.mu.RUnlock()
@@ -90,6 +95,7 @@ func (h *hsm) putKeys(recs []*keyRecord) error {
 
 // key returns a copy of the key with ref, token or session.
 func (h *hsm) key(ref Ref) (*keyRecord, error) {
+	h.delay()
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	if !h.up {
@@ -101,7 +107,7 @@ func (h *hsm) key(ref Ref) (*keyRecord, error) {
 	if r, ok := h.sessionKeys[ref]; ok {
 		return r.clone(), nil
 	}
-	return nil, fmt.Errorf("%w: key %s not found on %s", ErrKeyNotFound, ref, h.id)
+	return nil, &notFoundError{ref: ref, hsm: h.id}
 }
 
 // has says whether the HSM holds the key, without copying it.
@@ -261,3 +267,79 @@ func (h *hsm) close() error {
 	}
 	return nil
 }
+
+// The lab's faults. They model what happens to a real HSM: it stops
+// answering, loses its volatile memory, or is lost altogether.
+
+// fail stops the HSM answering. With destroy its store is erased too, as
+// when the hardware is lost; it returns the token keys it held.
+func (h *hsm) fail(destroy bool, dir string) ([]Ref, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.up = false
+	h.sessionKeys = map[Ref]*keyRecord{}
+	if !destroy {
+		return nil, nil
+	}
+	held := make([]Ref, 0, len(h.keys))
+	for ref := range h.keys {
+		held = append(held, ref)
+	}
+	h.keys = map[Ref]*keyRecord{}
+	h.users = map[string]*userRecord{}
+	h.tombstones = map[Ref]time.Time{}
+	h.destroyed = true
+	if h.store != nil {
+		if err := h.store.close(); err != nil {
+			return held, fmt.Errorf("%s: close store: %w", h.id, err)
+		}
+		h.store = nil
+		if err := os.RemoveAll(dir); err != nil {
+			return held, fmt.Errorf("%s: erase store: %w", h.id, err)
+		}
+	}
+	return held, nil
+}
+
+// recover brings the HSM back; a destroyed one comes back empty, with a
+// new store, for server-side sync to fill.
+func (h *hsm) recover(open func() (store, error)) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.destroyed && open != nil {
+		st, err := open()
+		if err != nil {
+			return err
+		}
+		h.store = st
+	}
+	h.destroyed = false
+	h.up = true
+	return nil
+}
+
+// restart wipes volatile memory: session keys die, token keys stay.
+func (h *hsm) restart() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	n := len(h.sessionKeys)
+	h.sessionKeys = map[Ref]*keyRecord{}
+	return n
+}
+
+// delay applies the lab's latency to one operation.
+func (h *hsm) delay() {
+	if d := time.Duration(h.latency.Load()); d > 0 {
+		time.Sleep(d)
+	}
+}
+
+// notFoundError is a key missing on one HSM, which the client may retry
+// on another.
+type notFoundError struct {
+	ref Ref
+	hsm string
+}
+
+func (e *notFoundError) Error() string     { return fmt.Sprintf("key %s not found on %s", e.ref, e.hsm) }
+func (e *notFoundError) Is(err error) bool { return err == ErrKeyNotFound }

@@ -6,6 +6,7 @@ package shell
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +14,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 
 	"golang.org/x/term"
@@ -257,16 +259,18 @@ func single(ctx context.Context, r *commands.Runner, words []string, stdout, std
 }
 
 func batchCommand(ctx context.Context, r *commands.Runner, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	keepGoing := false
+	keepGoing, events := false, false
 	var file string
 	for _, a := range args {
 		switch {
 		case a == "--keep-going":
 			keepGoing = true
+		case a == "--events":
+			events = true
 		case file == "" && (a == "-" || !strings.HasPrefix(a, "--")):
 			file = a
 		default:
-			fmt.Fprintf(stderr, "hsmsh: batch: unexpected %q; usage: hsmsh batch FILE|- [--keep-going]\n", a)
+			fmt.Fprintf(stderr, "hsmsh: batch: unexpected %q; usage: hsmsh batch FILE|- [--keep-going] [--events]\n", a)
 			return 2
 		}
 	}
@@ -284,7 +288,35 @@ func batchCommand(ctx context.Context, r *commands.Runner, args []string, stdin 
 		defer f.Close()
 		in = f
 	}
+	if events {
+		// Events go to stderr as JSON lines, beside the diagnostics, so
+		// stdout keeps only the command results.
+		w := &lockedWriter{w: stderr}
+		stderr = w
+		ch, cancel := r.Env.Subscribe(4096)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for ev := range ch {
+				b, _ := json.Marshal(ev)
+				w.Write(append(b, '\n'))
+			}
+		}()
+		defer func() { cancel(); <-done }()
+	}
 	return batch(ctx, r, file, in, stdout, stderr, keepGoing)
+}
+
+// lockedWriter serialises writes from the event follower and the batch.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
 
 // maxLine bounds one line of a batch file.

@@ -1,0 +1,213 @@
+package hsmcore
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"time"
+)
+
+// Lab is the fault injection a teacher uses to show key-sync behaviour.
+// The embedded cluster implements it; a remote cluster's HSMs are real
+// processes and are failed by stopping them.
+type Lab interface {
+	// FailHSM stops an HSM answering; destroy also erases its store.
+	FailHSM(id string, destroy bool) error
+	// RecoverHSM makes it answer again (empty after a destroy).
+	RecoverHSM(id string) error
+	// RestartHSM wipes its volatile memory: session keys die.
+	RestartHSM(id string) error
+	// AddHSM grows the cluster by one empty HSM and returns its id.
+	AddHSM() (string, error)
+	// RemoveHSM takes an HSM out of the cluster, erasing its store.
+	RemoveHSM(id string) error
+	// SetLatency slows every operation on one HSM down.
+	SetLatency(id string, d time.Duration) error
+	// FailNextCleanup makes the next cleanup of a failed client-side sync
+	// fail, leaving key material behind.
+	FailNextCleanup()
+	PauseSync()
+	ResumeSync()
+	SyncNow(ctx context.Context) SyncStats
+	SyncStatus() SyncStatus
+}
+
+var _ Lab = (*Embedded)(nil)
+
+func (e *Embedded) member(id string) (*hsm, error) {
+	if h := e.hsm(id); h != nil {
+		return h, nil
+	}
+	ids := ""
+	for i, h := range e.members() {
+		if i > 0 {
+			ids += ", "
+		}
+		ids += h.id
+	}
+	return nil, fmt.Errorf("%w: no HSM %q in cluster %s (HSMs: %s)", ErrInvalid, id, e.id, ids)
+}
+
+func (e *Embedded) hsmDir(id string) string {
+	if e.dir == "" {
+		return ""
+	}
+	return filepath.Join(e.dir, id)
+}
+
+func (e *Embedded) storeOpener(id string) func() (store, error) {
+	dir := e.hsmDir(id)
+	if dir == "" {
+		return nil
+	}
+	return func() (store, error) { return openBoltStore(dir) }
+}
+
+func (e *Embedded) FailHSM(id string, destroy bool) error {
+	h, err := e.member(id)
+	if err != nil {
+		return err
+	}
+	if !h.isUp() && !destroy {
+		return fmt.Errorf("%s is already down", id)
+	}
+	held, err := h.fail(destroy, e.hsmDir(id))
+	if err != nil {
+		return err
+	}
+	e.events.publish(Event{Kind: EventHSMDown, HSM: id})
+	if !destroy {
+		return nil
+	}
+	e.events.publish(Event{Kind: EventHSMDestroyed, HSM: id, Count: len(held)})
+	// A key whose only copy was on this HSM is gone for good.
+	others := e.members()
+	for _, ref := range held {
+		alive := false
+		for _, o := range others {
+			if o == h {
+				continue
+			}
+			o.mu.RLock()
+			_, ok := o.keys[ref]
+			o.mu.RUnlock()
+			if ok {
+				alive = true
+				break
+			}
+		}
+		if !alive {
+			e.events.publish(Event{Kind: EventKeyLost, HSM: id, Ref: ref.String(), Detail: "its only copy was on " + id})
+		}
+	}
+	return nil
+}
+
+func (e *Embedded) RecoverHSM(id string) error {
+	h, err := e.member(id)
+	if err != nil {
+		return err
+	}
+	if h.isUp() {
+		return fmt.Errorf("%s is not down", id)
+	}
+	if err := h.recover(e.storeOpener(id)); err != nil {
+		return fmt.Errorf("recover %s: %w", id, err)
+	}
+	e.events.publish(Event{Kind: EventHSMUp, HSM: id})
+	return nil
+}
+
+func (e *Embedded) RestartHSM(id string) error {
+	h, err := e.member(id)
+	if err != nil {
+		return err
+	}
+	if !h.isUp() {
+		return fmt.Errorf("%s is down: recover it first", id)
+	}
+	n := h.restart()
+	e.events.publish(Event{Kind: EventHSMRestarted, HSM: id, Count: n, Detail: fmt.Sprintf("%d session keys destroyed", n)})
+	return nil
+}
+
+// maxHSMs is CloudHSM's limit on HSMs in a cluster.
+const maxHSMs = 28
+
+func (e *Embedded) AddHSM() (string, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if len(e.hsms) >= maxHSMs {
+		return "", fmt.Errorf("%w: a cluster has at most %d HSMs", ErrInvalid, maxHSMs)
+	}
+	n := len(e.hsms) + 1
+	id := ""
+	for {
+		id = fmt.Sprintf("hsm-%d", n)
+		clash := false
+		for _, h := range e.hsms {
+			clash = clash || h.id == id
+		}
+		if !clash {
+			break
+		}
+		n++
+	}
+	var st store
+	if open := e.storeOpener(id); open != nil {
+		s, err := open()
+		if err != nil {
+			return "", fmt.Errorf("add %s: %w", id, err)
+		}
+		st = s
+	}
+	h, err := newHSM(id, st)
+	if err != nil {
+		return "", err
+	}
+	e.hsms = append(e.hsms, h)
+	e.events.publish(Event{Kind: EventHSMAdded, HSM: id})
+	return id, nil
+}
+
+func (e *Embedded) RemoveHSM(id string) error {
+	h, err := e.member(id)
+	if err != nil {
+		return err
+	}
+	e.mu.Lock()
+	if len(e.hsms) == 1 {
+		e.mu.Unlock()
+		return fmt.Errorf("%w: %s is the cluster's last HSM", ErrInvalid, id)
+	}
+	for i, x := range e.hsms {
+		if x == h {
+			e.hsms = append(e.hsms[:i:i], e.hsms[i+1:]...)
+			break
+		}
+	}
+	e.mu.Unlock()
+	if _, err := h.fail(true, e.hsmDir(id)); err != nil {
+		return err
+	}
+	e.events.publish(Event{Kind: EventHSMRemoved, HSM: id})
+	return nil
+}
+
+// maxLatency keeps a mistyped latency from hanging the shell.
+const maxLatency = 10 * time.Second
+
+func (e *Embedded) SetLatency(id string, d time.Duration) error {
+	h, err := e.member(id)
+	if err != nil {
+		return err
+	}
+	if d < 0 || d > maxLatency {
+		return fmt.Errorf("%w: latency must be 0 to %v", ErrInvalid, maxLatency)
+	}
+	h.latency.Store(int64(d))
+	e.events.publish(Event{Kind: EventHSMLatency, HSM: id, Detail: d.String()})
+	return nil
+}
+
+func (e *Embedded) FailNextCleanup() { e.failCleanup.Store(true) }

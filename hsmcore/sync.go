@@ -1,0 +1,256 @@
+package hsmcore
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"sort"
+	"sync"
+	"time"
+)
+
+// SyncStats is what one server-side sync pass did.
+type SyncStats struct {
+	Copied  int           `json:"keys-copied"`
+	Deleted int           `json:"keys-deleted"`
+	Users   int           `json:"users-copied"`
+	Failed  int           `json:"failures"`
+	Took    time.Duration `json:"-"`
+	TookMS  float64       `json:"took-ms"`
+}
+
+// SyncStatus is the state of server-side sync, for status bars.
+type SyncStatus struct {
+	Paused   bool          `json:"paused"`
+	Interval time.Duration `json:"-"`
+	// Next is when the next pass is due (zero while paused).
+	Next time.Time `json:"next,omitempty"`
+	Last SyncStats `json:"last"`
+}
+
+// syncer runs server-side sync: every interval (with jitter, as real HSMs
+// do not sync in lockstep) and on demand.
+type syncer struct {
+	mu     sync.Mutex
+	paused bool
+	next   time.Time
+	last   SyncStats
+	kick   chan struct{} // reschedule (interval changed, resumed)
+	pass   sync.Mutex    // one pass at a time
+	stop   context.CancelFunc
+	done   chan struct{}
+}
+
+func (e *Embedded) startSync() {
+	ctx, cancel := context.WithCancel(context.Background())
+	e.sync.stop = cancel
+	e.sync.kick = make(chan struct{}, 1)
+	e.sync.done = make(chan struct{})
+	go e.syncLoop(ctx)
+}
+
+func (e *Embedded) syncLoop(ctx context.Context) {
+	defer close(e.sync.done)
+	for {
+		wait := e.scheduleSync()
+		var tick <-chan time.Time
+		var t *time.Timer
+		if wait > 0 {
+			t = time.NewTimer(wait)
+			tick = t.C
+		}
+		select {
+		case <-ctx.Done():
+			if t != nil {
+				t.Stop()
+			}
+			return
+		case <-e.sync.kick:
+			if t != nil {
+				t.Stop()
+			}
+		case <-tick:
+			e.SyncNow(ctx)
+		}
+	}
+}
+
+// scheduleSync picks the next pass's time: the interval, ±10% jitter.
+// It returns 0 while sync is paused.
+func (e *Embedded) scheduleSync() time.Duration {
+	iv := e.Durability().ServerSyncInterval
+	e.sync.mu.Lock()
+	defer e.sync.mu.Unlock()
+	if e.sync.paused || iv <= 0 {
+		e.sync.next = time.Time{}
+		return 0
+	}
+	jitter := time.Duration(rand.Int64N(int64(iv)/5+1)) - iv/10
+	d := max(iv+jitter, time.Millisecond)
+	e.sync.next = time.Now().Add(d)
+	return d
+}
+
+func (e *Embedded) rescheduleSync() {
+	select {
+	case e.sync.kick <- struct{}{}:
+	default:
+	}
+}
+
+// SyncStatus reports the state of server-side sync.
+func (e *Embedded) SyncStatus() SyncStatus {
+	e.sync.mu.Lock()
+	defer e.sync.mu.Unlock()
+	return SyncStatus{Paused: e.sync.paused, Interval: e.Durability().ServerSyncInterval, Next: e.sync.next, Last: e.sync.last}
+}
+
+// PauseSync stops server-side sync until ResumeSync: the window in which a
+// key lives on fewer HSMs stays open.
+func (e *Embedded) PauseSync() {
+	e.sync.mu.Lock()
+	e.sync.paused = true
+	e.sync.mu.Unlock()
+	e.rescheduleSync()
+	e.events.publish(Event{Kind: EventSyncPaused})
+}
+
+func (e *Embedded) ResumeSync() {
+	e.sync.mu.Lock()
+	e.sync.paused = false
+	e.sync.mu.Unlock()
+	e.rescheduleSync()
+	e.events.publish(Event{Kind: EventSyncResumed})
+}
+
+// SyncNow runs one server-side sync pass at once: deletions first (a key
+// deleted anywhere is deleted everywhere, so it never comes back), then
+// every token key an HSM lacks is copied from an HSM that holds it.
+// Session keys are never copied. HSMs left with no users at all (new or
+// destroyed ones) get the cluster's users.
+func (e *Embedded) SyncNow(ctx context.Context) SyncStats {
+	e.sync.pass.Lock()
+	defer e.sync.pass.Unlock()
+	start := time.Now()
+	hs := e.up()
+	e.events.publish(Event{Kind: EventSyncStarted, Count: len(hs)})
+	var st SyncStats
+
+	// Deletions.
+	dead := map[Ref]bool{}
+	for _, h := range hs {
+		h.mu.RLock()
+		for ref := range h.tombstones {
+			dead[ref] = true
+		}
+		h.mu.RUnlock()
+	}
+	for _, h := range hs {
+		var doomed []Ref
+		h.mu.RLock()
+		for ref := range h.keys {
+			if dead[ref] {
+				doomed = append(doomed, ref)
+			}
+		}
+		h.mu.RUnlock()
+		for _, ref := range doomed {
+			if err := h.deleteKey(ref); err != nil {
+				st.Failed++
+				continue
+			}
+			st.Deleted++
+			e.events.publish(Event{Kind: EventKeyDeleted, HSM: h.id, Ref: ref.String(), Detail: "server-side sync"})
+		}
+	}
+
+	// Copies: for each HSM, the token keys it lacks, taken from a holder,
+	// written in one transaction per HSM.
+	source := map[Ref]*hsm{}
+	for _, h := range hs {
+		h.mu.RLock()
+		for ref := range h.keys {
+			if _, ok := source[ref]; !ok {
+				source[ref] = h
+			}
+		}
+		h.mu.RUnlock()
+	}
+	for _, h := range hs {
+		if ctx.Err() != nil {
+			break
+		}
+		var missing []Ref
+		h.mu.RLock()
+		for ref := range source {
+			_, has := h.keys[ref]
+			_, gone := h.tombstones[ref]
+			if !has && !gone && !dead[ref] {
+				missing = append(missing, ref)
+			}
+		}
+		h.mu.RUnlock()
+		if len(missing) == 0 {
+			continue
+		}
+		sort.Slice(missing, func(i, j int) bool { return missing[i] < missing[j] })
+		const chunk = 1000
+		for i := 0; i < len(missing); i += chunk {
+			part := missing[i:min(i+chunk, len(missing))]
+			recs := make([]*keyRecord, 0, len(part))
+			for _, ref := range part {
+				src := source[ref]
+				src.mu.RLock()
+				r, ok := src.keys[ref]
+				if ok {
+					recs = append(recs, r.clone())
+				}
+				src.mu.RUnlock()
+			}
+			if err := h.putKeys(recs); err != nil {
+				st.Failed += len(recs)
+				continue
+			}
+			st.Copied += len(recs)
+			for _, r := range recs {
+				e.events.publish(Event{Kind: EventKeySynced, HSM: h.id, Ref: r.Ref.String()})
+			}
+		}
+	}
+
+	// Users, for HSMs that have none.
+	var donor *hsm
+	for _, h := range hs {
+		if len(h.userList()) > 0 {
+			donor = h
+			break
+		}
+	}
+	if donor != nil {
+		for _, h := range hs {
+			if len(h.userList()) > 0 {
+				continue
+			}
+			for _, u := range donor.userList() {
+				if err := h.putUser(u); err != nil {
+					st.Failed++
+				} else {
+					st.Users++
+				}
+			}
+		}
+	}
+
+	st.Took = time.Since(start)
+	st.TookMS = float64(st.Took.Microseconds()) / 1000
+	e.sync.mu.Lock()
+	e.sync.last = st
+	e.sync.mu.Unlock()
+	e.events.publish(Event{Kind: EventSyncFinished, Count: st.Copied + st.Deleted,
+		Detail: syncDetail(st)})
+	return st
+}
+
+func syncDetail(st SyncStats) string {
+	return fmt.Sprintf("copied %d, deleted %d, users %d, failures %d", st.Copied, st.Deleted, st.Users, st.Failed)
+}
