@@ -33,7 +33,7 @@ type Embedded struct {
 	lock *dirLock
 	next atomic.Uint64 // round-robin cursor
 
-	dir  string // the cluster's data folder; "" in memory
+	dir string // the cluster's data folder; "" in memory
 
 	mu       sync.RWMutex
 	dur      Durability
