@@ -38,6 +38,7 @@ type Embedded struct {
 	mu       sync.RWMutex
 	dur      Durability
 	sessions map[string]Caller // live login sessions
+	deleted  map[Ref]bool      // token keys this client deleted
 
 	events      bus
 	sync        syncer
@@ -63,7 +64,7 @@ func OpenEmbedded(opts Options) (*Embedded, error) {
 	if opts.HSMs < 1 {
 		return nil, fmt.Errorf("%w: a cluster needs at least one HSM", ErrInvalid)
 	}
-	e := &Embedded{id: opts.ID, dir: opts.DataDir, dur: opts.Durability, sessions: map[string]Caller{}}
+	e := &Embedded{id: opts.ID, dir: opts.DataDir, dur: opts.Durability, sessions: map[string]Caller{}, deleted: map[Ref]bool{}}
 	if e.dur.MinimumNodes < 1 {
 		e.dur.MinimumNodes = 1
 	}
@@ -564,19 +565,32 @@ func (e *Embedded) create(ctx context.Context, c Caller, recs []*keyRecord, sess
 	if len(hs) == 0 {
 		return nil, ErrNoHSM
 	}
+	holders := map[string]bool{}
+	for _, h := range e.members() {
+		holders[h.id] = false
+	}
 	if session {
 		if err := hs[0].putKeys(recs); err != nil {
 			return nil, err
 		}
+		holders[hs[0].id] = true
 		for _, r := range recs {
 			e.events.publish(Event{Kind: EventKeyCreated, HSM: hs[0].id, Ref: r.Ref.String(), Detail: "session key " + r.Attrs.Label})
 		}
-	} else if err := e.replicate(ctx, hs, recs, minServers); err != nil {
-		return nil, err
+	} else {
+		// Report where the key was acknowledged, not a later look that a
+		// concurrent fault could change.
+		ok, err := e.replicate(ctx, hs, recs, minServers)
+		if err != nil {
+			return nil, err
+		}
+		for _, id := range ok {
+			holders[id] = true
+		}
 	}
 	out := make([]Key, len(recs))
 	for i, r := range recs {
-		out[i] = e.view(r, e.holders(r.Ref))
+		out[i] = e.view(r, holders)
 	}
 	return out, nil
 }
@@ -648,11 +662,11 @@ func (e *SyncError) Error() string {
 // in parallel (client-side sync, best effort on all of them). The creation
 // counts only if at least max(create_object_minimum_nodes, min-srv) HSMs
 // hold it; otherwise the copies are removed so the caller can retry.
-func (e *Embedded) replicate(ctx context.Context, hs []*hsm, recs []*keyRecord, minServers int) error {
+func (e *Embedded) replicate(ctx context.Context, hs []*hsm, recs []*keyRecord, minServers int) ([]string, error) {
 	dur := e.Durability()
 	needed := max(dur.MinimumNodes, minServers, 1)
 	if err := hs[0].putKeys(recs); err != nil {
-		return fmt.Errorf("create key on %s: %w", hs[0].id, err)
+		return nil, fmt.Errorf("create key on %s: %w", hs[0].id, err)
 	}
 	for _, r := range recs {
 		e.events.publish(Event{Kind: EventKeyCreated, HSM: hs[0].id, Ref: r.Ref.String(), Detail: r.Attrs.Label})
@@ -690,7 +704,7 @@ func (e *Embedded) replicate(ctx context.Context, hs []*hsm, recs []*keyRecord, 
 	}
 	sort.Strings(succeeded)
 	if len(succeeded) >= needed && (!dur.AvailabilityCheck || len(succeeded) >= 2) {
-		return nil
+		return succeeded, nil
 	}
 	se := &SyncError{Needed: needed, Succeeded: succeeded, Failed: failed}
 	for _, r := range recs {
@@ -699,9 +713,9 @@ func (e *Embedded) replicate(ctx context.Context, hs []*hsm, recs []*keyRecord, 
 	e.cleanup(se, recs)
 	if len(succeeded) >= needed {
 		// Only the availability quorum failed.
-		return fmt.Errorf("%s (%w)", availabilityMessage(recs[0].Ref), se)
+		return nil, fmt.Errorf("%s (%w)", availabilityMessage(recs[0].Ref), se)
 	}
-	return se
+	return nil, se
 }
 
 // cleanup removes the copies of a creation that did not count. It is best
@@ -845,17 +859,35 @@ func (e *Embedded) DeleteKey(ctx context.Context, c Caller, ref Ref) error {
 	if err != nil {
 		return err
 	}
+	if !k.Session {
+		e.mu.Lock()
+		e.deleted[ref] = true
+		e.mu.Unlock()
+	}
+	// Once one HSM has deleted the key (and kept a tombstone), the key is
+	// deleted: server-side sync removes the copies on HSMs that did not
+	// answer. So the delete fails only if no HSM took it.
 	var errs []error
+	done := 0
 	for _, h := range e.members() {
 		if k.Info.HSMCoverage[h.id] {
 			if err := h.deleteKey(ref); err != nil {
 				errs = append(errs, err)
 				continue
 			}
+			done++
 			e.events.publish(Event{Kind: EventKeyDeleted, HSM: h.id, Ref: ref.String()})
 		}
 	}
-	return errors.Join(errs...)
+	if done == 0 && len(errs) > 0 {
+		if !k.Session {
+			e.mu.Lock()
+			delete(e.deleted, ref)
+			e.mu.Unlock()
+		}
+		return fmt.Errorf("delete key %s: %w", ref, errors.Join(errs...))
+	}
+	return nil
 }
 
 // update changes a key's record on every HSM that holds it.

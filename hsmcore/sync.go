@@ -136,8 +136,16 @@ func (e *Embedded) SyncNow(ctx context.Context) SyncStats {
 	e.events.publish(Event{Kind: EventSyncStarted, Count: len(hs)})
 	var st SyncStats
 
-	// Deletions.
+	// Deletions: every HSM learns every tombstone (so a destroyed HSM
+	// refilled from the others also learns what was deleted), and drops
+	// the keys they name. The client's own record of what it deleted
+	// covers the case where every HSM holding a tombstone was destroyed.
 	dead := map[Ref]bool{}
+	e.mu.RLock()
+	for ref := range e.deleted {
+		dead[ref] = true
+	}
+	e.mu.RUnlock()
 	for _, h := range hs {
 		h.mu.RLock()
 		for ref := range h.tombstones {
@@ -147,20 +155,26 @@ func (e *Embedded) SyncNow(ctx context.Context) SyncStats {
 	}
 	for _, h := range hs {
 		var doomed []Ref
+		var held []bool
 		h.mu.RLock()
-		for ref := range h.keys {
-			if dead[ref] {
+		for ref := range dead {
+			_, has := h.keys[ref]
+			_, known := h.tombstones[ref]
+			if has || !known {
 				doomed = append(doomed, ref)
+				held = append(held, has)
 			}
 		}
 		h.mu.RUnlock()
-		for _, ref := range doomed {
+		for i, ref := range doomed {
 			if err := h.deleteKey(ref); err != nil {
 				st.Failed++
 				continue
 			}
-			st.Deleted++
-			e.events.publish(Event{Kind: EventKeyDeleted, HSM: h.id, Ref: ref.String(), Detail: "server-side sync"})
+			if held[i] {
+				st.Deleted++
+				e.events.publish(Event{Kind: EventKeyDeleted, HSM: h.id, Ref: ref.String(), Detail: "server-side sync"})
+			}
 		}
 	}
 
