@@ -625,13 +625,22 @@ type SyncError struct {
 	// Leftover lists HSMs where cleanup failed and key material remains.
 	Leftover map[string]error
 	Refs     []Ref
+	// Availability says the creation met the minimum but not the SDK 5
+	// key availability quorum.
+	Availability bool
 }
 
 func (e *SyncError) Error() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "key creation needed %d HSMs but succeeded on %d", e.Needed, len(e.Succeeded))
-	if len(e.Succeeded) > 0 {
-		fmt.Fprintf(&b, " (%s)", strings.Join(e.Succeeded, ", "))
+	end := ""
+	if e.Availability {
+		fmt.Fprintf(&b, "%s (the key reached only %s", availabilityMessage(e.Refs[0]), strings.Join(e.Succeeded, ", "))
+		end = ")"
+	} else {
+		fmt.Fprintf(&b, "key creation needed %d HSMs but succeeded on %d", e.Needed, len(e.Succeeded))
+		if len(e.Succeeded) > 0 {
+			fmt.Fprintf(&b, " (%s)", strings.Join(e.Succeeded, ", "))
+		}
 	}
 	ids := make([]string, 0, len(e.Failed))
 	for id := range e.Failed {
@@ -643,7 +652,7 @@ func (e *SyncError) Error() string {
 	}
 	if len(e.Leftover) == 0 {
 		b.WriteString("; the copies made were cleaned up, so the command can be retried")
-		return b.String()
+		return b.String() + end
 	}
 	left := make([]string, 0, len(e.Leftover))
 	for id := range e.Leftover {
@@ -655,7 +664,7 @@ func (e *SyncError) Error() string {
 		refs[i] = r.String()
 	}
 	fmt.Fprintf(&b, "; cleanup failed, key material %s is left on %s: find it with key list --verbose and delete it with key delete", strings.Join(refs, ", "), strings.Join(left, ", "))
-	return b.String()
+	return b.String() + end
 }
 
 // replicate makes a token key on the first HSM and copies it to the others
@@ -710,11 +719,8 @@ func (e *Embedded) replicate(ctx context.Context, hs []*hsm, recs []*keyRecord, 
 	for _, r := range recs {
 		se.Refs = append(se.Refs, r.Ref)
 	}
+	se.Availability = len(succeeded) >= needed
 	e.cleanup(se, recs)
-	if len(succeeded) >= needed {
-		// Only the availability quorum failed.
-		return nil, fmt.Errorf("%s (%w)", availabilityMessage(recs[0].Ref), se)
-	}
 	return nil, se
 }
 

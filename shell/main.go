@@ -340,6 +340,12 @@ func batch(ctx context.Context, r *commands.Runner, name string, in io.Reader, s
 			fmt.Fprintf(stderr, "%s:%d: interrupted; the commands before this line have run\n", name, start)
 			return 1
 		}
+		// A line starting with "! " is expected to fail, as in testscript:
+		// demos show errors without stopping.
+		expectFail := false
+		if t := strings.TrimLeft(line, " \t"); strings.HasPrefix(t, "! ") {
+			expectFail, line = true, t[2:]
+		}
 		res, ran := r.RunLine(ctx, line)
 		if !ran {
 			continue
@@ -348,9 +354,16 @@ func batch(ctx context.Context, r *commands.Runner, name string, in io.Reader, s
 		if res.Quit {
 			break
 		}
-		if !res.OK() {
+		var problem string
+		switch {
+		case expectFail && res.OK():
+			problem = "expected this command to fail (the line starts with !), but it succeeded"
+		case !expectFail && !res.OK():
+			problem = fmt.Sprint(res.Data)
+		}
+		if problem != "" {
 			status = 1
-			fmt.Fprintf(stderr, "%s:%d: %v\n", name, start, res.Data)
+			fmt.Fprintf(stderr, "%s:%d: %s\n", name, start, problem)
 			if !keepGoing {
 				return 1
 			}
