@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strconv"
+	"sort"
 	"strings"
 
 	"github.com/hsmsh/hsmsh/hsmcore"
@@ -360,12 +360,15 @@ func keyList(ctx context.Context, env *Env, a *Args) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The token names the last key of the previous page, not a position,
+	// so keys deleted or added meanwhile neither hide nor repeat a key.
 	start := 0
 	if t := a.String("starting-token"); t != "" {
-		start, err = strconv.Atoi(t)
-		if err != nil || start < 0 || start > len(keys) {
+		after, err := hsmcore.ParseRef(t)
+		if err != nil {
 			return nil, fmt.Errorf("--starting-token %q is not a token this listing gave: use the next_token of the previous page", t)
 		}
+		start = sort.Search(len(keys), func(i int) bool { return keys[i].Ref > after })
 	}
 	end := len(keys)
 	if a.Has("max-items") {
@@ -389,8 +392,8 @@ func keyList(ctx context.Context, env *Env, a *Args) (any, error) {
 		Returned  int      `json:"returned_key_count"`
 		NextToken string   `json:"next_token,omitempty"`
 	}{Keys: out, Total: len(keys), Returned: len(out)}
-	if end < len(keys) {
-		res.NextToken = strconv.Itoa(end)
+	if end < len(keys) && end > start {
+		res.NextToken = keys[end-1].Ref.String()
 	}
 	return res, nil
 }
