@@ -149,13 +149,25 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if stdinTTY {
 		env.ReadPassword = readPassword(stdin, stderr)
 	}
+	terminal := stdinTTY && isTerminal(stdout)
 	switch {
-	case len(rest) == 0 && stdinTTY && isTerminal(stdout):
-		return lineLoop(ctx, runner, stdin, stdout, stderr)
+	case len(rest) == 0 && terminal:
+		return fullScreen(ctx, env, runner, g, dataDir, stdin, stdout, stderr)
 	case len(rest) == 0:
 		return batch(ctx, runner, "-", stdin, stdout, stderr, false)
 	case rest[0] == "interactive":
-		return lineLoop(ctx, runner, stdin, stdout, stderr)
+		line := false
+		for _, a := range rest[1:] {
+			if a != "--line" {
+				fmt.Fprintf(stderr, "hsmsh: interactive: unknown flag %q; usage: hsmsh interactive [--line]\n", a)
+				return 2
+			}
+			line = true
+		}
+		if line || !terminal {
+			return lineLoop(ctx, runner, stdin, stdout, stderr)
+		}
+		return fullScreen(ctx, env, runner, g, dataDir, stdin, stdout, stderr)
 	case rest[0] == "batch":
 		return batchCommand(ctx, runner, rest[1:], stdin, stdout, stderr)
 	}
@@ -401,7 +413,8 @@ func nextLine(sc *bufio.Scanner, lineNo *int) (string, int, bool) {
 	return "", 0, false
 }
 
-// lineLoop is the plain interactive loop: a prompt, a command, its result.
+// lineLoop is the inline REPL: results flow into the terminal's own
+// scrollback, and a one-line status follows each command.
 func lineLoop(ctx context.Context, r *commands.Runner, stdin io.Reader, stdout, stderr io.Writer) int {
 	sc := bufio.NewScanner(stdin)
 	sc.Buffer(make([]byte, 64<<10), maxLine)
@@ -419,5 +432,20 @@ func lineLoop(ctx context.Context, r *commands.Runner, stdin io.Reader, stdout, 
 		if res.Quit {
 			return 0
 		}
+		fmt.Fprintln(stderr, statusLine(r.Env))
 	}
+}
+
+// statusLine sums up the session in one line.
+func statusLine(env *commands.Env) string {
+	who := "not logged in"
+	if u, role, ok := env.Who(); ok {
+		who = u + "@" + role
+	}
+	d := env.Durability()
+	s := fmt.Sprintf("[%s · %s · min nodes %d · availability check %v", env.ClusterID(), who, d.MinimumNodes, d.AvailabilityCheck)
+	if st, ok := env.Sync(); ok && st.Paused {
+		s += " · sync paused"
+	}
+	return s + "]"
 }

@@ -1,0 +1,41 @@
+package shell
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+
+	tea "github.com/charmbracelet/bubbletea"
+
+	"github.com/hsmsh/hsmsh/commands"
+	"github.com/hsmsh/hsmsh/themes"
+)
+
+// theme picks the theme from --theme / [ui] theme, honouring --no-color
+// and NO_COLOR.
+func theme(env *commands.Env, g globals) (themes.Theme, error) {
+	noColor := g.noColor || os.Getenv("NO_COLOR") != ""
+	return themes.Load(env.Config.UI.Theme, noColor)
+}
+
+// fullScreen runs the bubbletea shell on the alternate screen. bubbletea
+// restores the terminal when the program ends, panics or gets SIGTERM.
+func fullScreen(ctx context.Context, env *commands.Env, runner *commands.Runner, g globals, dataDir string, stdin io.Reader, stdout, stderr io.Writer) int {
+	th, err := theme(env, g)
+	if err != nil {
+		fmt.Fprintf(stderr, "hsmsh: %v\n", err)
+		return 1
+	}
+	// The shell asks for passwords in its own masked field; a terminal
+	// read underneath bubbletea would fight it for the keyboard.
+	env.ReadPassword = nil
+	m := NewModel(env, runner, th, dataDir)
+	p := tea.NewProgram(m, tea.WithAltScreen(), tea.WithMouseCellMotion(), tea.WithContext(ctx),
+		tea.WithInput(stdin), tea.WithOutput(stdout))
+	if _, err := p.Run(); err != nil && ctx.Err() == nil {
+		fmt.Fprintf(stderr, "hsmsh: %v\n", err)
+		return 1
+	}
+	return 0
+}

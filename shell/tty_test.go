@@ -1,0 +1,78 @@
+package shell
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestTerminalStartAndQuit starts the real binary in a real terminal
+// (tmux), waits for the full-screen shell, quits it, and checks the
+// terminal came back: the alternate screen is gone and the shell's frame
+// is no longer on it. Driving more than start-and-quit through a pty is
+// flaky; the model tests cover the rest.
+func TestTerminalStartAndQuit(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	if _, err := exec.LookPath("tmux"); err != nil {
+		t.Skip("tmux is not installed: apt-get install tmux")
+	}
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "hsmsh")
+	build := exec.Command("go", "build", "-o", bin, "../cmd/hsmsh")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	sock := filepath.Join(dir, "tmux.sock")
+	tmux := func(args ...string) (string, error) {
+		out, err := exec.Command("tmux", append([]string{"-S", sock}, args...)...).CombinedOutput()
+		return string(out), err
+	}
+	t.Cleanup(func() { tmux("kill-server") })
+	// A shell that prints a marker once hsmsh has exited, so we know the
+	// terminal is ours again.
+	script := bin + " --ephemeral; echo hsmsh-exited-$?; sleep 30"
+	if out, err := tmux("new-session", "-d", "-x", "120", "-y", "40", "-s", "t", "env", "NO_COLOR=1", "sh", "-c", script); err != nil {
+		t.Fatalf("tmux: %v %s", err, out)
+	}
+	waitScreen := func(want string) string {
+		deadline := time.Now().Add(15 * time.Second)
+		for {
+			screen, _ := tmux("capture-pane", "-p", "-t", "t")
+			if strings.Contains(screen, want) {
+				return screen
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("never saw %q; screen:\n%s", want, screen)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	waitScreen("hsmsh >")
+	waitScreen("? help")
+	// The first keys can reach the terminal before the program reads its
+	// input; type quit until the shell has gone.
+	var screen string
+	for try := 0; ; try++ {
+		tmux("send-keys", "-t", "t", "quit", "Enter")
+		time.Sleep(time.Second)
+		screen, _ = tmux("capture-pane", "-p", "-t", "t")
+		if strings.Contains(screen, "hsmsh-exited-") {
+			break
+		}
+		if try == 5 {
+			t.Fatalf("quit did not end the shell; screen:\n%s", screen)
+		}
+	}
+	if !strings.Contains(screen, "hsmsh-exited-0") {
+		t.Errorf("hsmsh exited with an error:\n%s", screen)
+	}
+	if strings.Contains(screen, "Output") || strings.Contains(screen, "? help") {
+		t.Errorf("the shell's screen was left behind:\n%s", screen)
+	}
+	_ = os.Remove(bin)
+}

@@ -1,0 +1,723 @@
+package shell
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/charmbracelet/bubbles/spinner"
+	"github.com/charmbracelet/bubbles/textinput"
+	tea "github.com/charmbracelet/bubbletea"
+	prompt "github.com/c-bata/go-prompt"
+
+	"github.com/hsmsh/hsmsh/commands"
+	"github.com/hsmsh/hsmsh/shell/completion"
+	"github.com/hsmsh/hsmsh/themes"
+)
+
+// Limits that keep the shell's memory bounded however long it stays open.
+const (
+	maxOutputLines = 5000
+	maxEvents      = 500
+	refreshEvery   = 500 * time.Millisecond
+	// recentFor is how long a fresh copy of a key shows as "syncing".
+	recentFor = 2 * time.Second
+)
+
+// Messages of the shell's model.
+type (
+	// resultMsg is a command that finished.
+	resultMsg struct {
+		res  commands.Result
+		took time.Duration
+	}
+	eventsMsg   []commands.Event
+	snapshotMsg struct {
+		hsms []commands.HSMInfo
+		keys []commands.KeyView
+		err  error
+	}
+	tickMsg time.Time
+)
+
+// mode is what the input line is being used for.
+type mode int
+
+const (
+	modeCommand mode = iota
+	modeSecret       // a masked password
+	modeSearch       // Ctrl+R history search
+	modeFilter       // the key pane's filter
+)
+
+// lostKey is a key the cluster reported lost, kept on the key pane so the
+// class sees it die.
+type lostKey struct {
+	ref, label string
+	at         time.Time
+}
+
+// Model is the full-screen shell. Commands run in the background (tea.Cmd),
+// so the panes keep updating from the cluster's events while one runs.
+type Model struct {
+	env     *commands.Env
+	runner  *commands.Runner
+	theme   themes.Theme
+	comp    *completion.Completer
+	dataDir string
+	hist    *History
+	histFor string // the user the loaded history belongs to
+
+	width, height int
+	input         textinput.Model
+	mode          mode
+	spin          spinner.Model
+
+	out       []string // rendered output lines, oldest first
+	outScroll int      // lines scrolled up from the bottom
+
+	running  bool
+	cancel   context.CancelFunc
+	runLine  string
+	runStart time.Time
+
+	// secret entry: the words waiting for a password, and what was typed.
+	pending    []string
+	secretFlag string
+	confirm    bool
+	firstEntry string
+
+	histPos     int // position while browsing history with Up/Down
+	searchQuery string
+	searchHit   int
+	draft       string
+
+	suggestions []prompt.Suggest
+	sugSel      int
+	sugStart    int
+
+	events     []commands.Event // newest first
+	evCh       <-chan commands.Event
+	evCancel   func()
+	hsms       []commands.HSMInfo
+	keys       []commands.KeyView
+	lost       []lostKey
+	recent     map[string]time.Time // ref+"@"+hsm → when a copy arrived
+	keyScroll  int
+	keyFilter  string
+	dirty      bool
+	refreshing bool
+	snapErr    error
+
+	showPanes bool
+	showHelp  bool
+	quitArmed bool
+	quitting  bool
+}
+
+// NewModel makes the shell's model. dataDir holds the per-user history
+// ("" keeps it in memory).
+func NewModel(env *commands.Env, runner *commands.Runner, th themes.Theme, dataDir string) *Model {
+	in := textinput.New()
+	in.Focus()
+	in.CharLimit = 4096
+	in.Prompt = ""
+	sp := spinner.New()
+	sp.Spinner = spinner.Dot
+	m := &Model{
+		env: env, runner: runner, theme: th, dataDir: dataDir,
+		comp:      &completion.Completer{Tree: runner.Tree, Source: &liveSource{env: env}, Dir: env.Dir},
+		input:     in,
+		spin:      sp,
+		recent:    map[string]time.Time{},
+		showPanes: true,
+		width:     100, height: 30,
+		dirty: true,
+	}
+	m.loadHistory()
+	m.out = append(m.out, th.Title.Render("hsmsh "+Version)+th.Dim.Render("  — type help for commands, ? for keys, Ctrl+L toggles panes, quit to leave"))
+	return m
+}
+
+// liveSource gives completion the values the cluster knows now.
+type liveSource struct{ env *commands.Env }
+
+func (s *liveSource) HSMIDs() []string { return commands.SortedHSMIDs(s.env.HSMs(context.Background())) }
+func (s *liveSource) Usernames() []string {
+	return s.env.Usernames(context.Background())
+}
+func (s *liveSource) KeyLabels() []string {
+	keys, _ := s.env.Keys(context.Background())
+	seen := map[string]bool{}
+	var out []string
+	for _, k := range keys {
+		if !seen[k.Label] {
+			seen[k.Label] = true
+			out = append(out, k.Label)
+		}
+	}
+	return out
+}
+func (s *liveSource) KeyRefs() []string {
+	keys, _ := s.env.Keys(context.Background())
+	out := make([]string, len(keys))
+	for i, k := range keys {
+		out[i] = k.Ref
+	}
+	return out
+}
+func (s *liveSource) SettingNames() []string {
+	var out []string
+	for _, st := range s.env.Config.Settings() {
+		out = append(out, st.Name)
+	}
+	return out
+}
+
+func (m *Model) loadHistory() {
+	user, _, _ := m.env.Who()
+	if m.hist != nil && m.histFor == user {
+		return
+	}
+	h, err := LoadHistory(historyPath(m.dataDir, m.env.ClusterID(), user))
+	if err != nil {
+		m.appendOut(m.theme.Warn.Render("history: " + err.Error()))
+	}
+	m.hist, m.histFor = h, user
+	m.histPos = len(h.Lines())
+}
+
+// Init starts following the cluster's events and the refresh tick.
+func (m *Model) Init() tea.Cmd {
+	m.evCh, m.evCancel = m.env.Subscribe(4096)
+	return tea.Batch(textinput.Blink, waitEvents(m.evCh), tick(), m.refresh())
+}
+
+func tick() tea.Cmd {
+	return tea.Tick(refreshEvery, func(t time.Time) tea.Msg { return tickMsg(t) })
+}
+
+// waitEvents returns the next batch of events: one blocking read, then
+// whatever else is already queued, so a burst costs one redraw.
+func waitEvents(ch <-chan commands.Event) tea.Cmd {
+	return func() tea.Msg {
+		ev, ok := <-ch
+		if !ok {
+			return nil
+		}
+		batch := eventsMsg{ev}
+		for len(batch) < 1024 {
+			select {
+			case ev, ok := <-ch:
+				if !ok {
+					return batch
+				}
+				batch = append(batch, ev)
+			default:
+				return batch
+			}
+		}
+		return batch
+	}
+}
+
+// refresh reads the cluster's state for the panes in the background.
+func (m *Model) refresh() tea.Cmd {
+	if m.refreshing {
+		return nil
+	}
+	m.refreshing, m.dirty = true, false
+	env := m.env
+	return func() tea.Msg {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		keys, err := env.Keys(ctx)
+		return snapshotMsg{hsms: env.HSMs(ctx), keys: keys, err: err}
+	}
+}
+
+func (m *Model) appendOut(lines ...string) {
+	for _, l := range lines {
+		m.out = append(m.out, strings.Split(l, "\n")...)
+	}
+	if over := len(m.out) - maxOutputLines; over > 0 {
+		m.out = append(m.out[:0], m.out[over:]...)
+	}
+}
+
+// promptText is the prompt: hsmsh [user@role] > .
+func (m *Model) promptText() string {
+	switch m.mode {
+	case modeSecret:
+		if m.firstEntry != "" {
+			return "Confirm password: "
+		}
+		return "Password: "
+	case modeSearch:
+		return fmt.Sprintf("(history search) '%s': ", m.searchQuery)
+	case modeFilter:
+		return "filter keys > "
+	}
+	if user, role, ok := m.env.Who(); ok {
+		return fmt.Sprintf("hsmsh [%s@%s] > ", user, role)
+	}
+	return "hsmsh > "
+}
+
+// Update handles one message.
+func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
+	switch msg := msg.(type) {
+	case tea.WindowSizeMsg:
+		m.width, m.height = msg.Width, msg.Height
+		return m, nil
+	case tea.KeyMsg:
+		return m.key(msg)
+	case tea.MouseMsg:
+		switch msg.Button {
+		case tea.MouseButtonWheelUp:
+			m.scrollOut(3)
+		case tea.MouseButtonWheelDown:
+			m.scrollOut(-3)
+		}
+		return m, nil
+	case resultMsg:
+		return m.finished(msg)
+	case eventsMsg:
+		m.takeEvents(msg)
+		return m, tea.Batch(waitEvents(m.evCh), m.refreshIfDirty())
+	case snapshotMsg:
+		m.refreshing = false
+		m.hsms, m.keys, m.snapErr = msg.hsms, msg.keys, msg.err
+		m.clampKeyScroll()
+		return m, nil
+	case tickMsg:
+		return m, tea.Batch(tick(), m.refreshIfDirty())
+	case spinner.TickMsg:
+		if !m.running {
+			return m, nil
+		}
+		var cmd tea.Cmd
+		m.spin, cmd = m.spin.Update(msg)
+		return m, cmd
+	}
+	return m, nil
+}
+
+func (m *Model) refreshIfDirty() tea.Cmd {
+	if m.dirty {
+		return m.refresh()
+	}
+	return nil
+}
+
+func (m *Model) takeEvents(evs eventsMsg) {
+	for _, ev := range evs {
+		switch ev.Kind {
+		case "key-synced", "key-replicated":
+			m.recent[ev.Ref+"@"+ev.HSM] = ev.Time
+		case "key-lost":
+			m.lost = append(m.lost, lostKey{ref: ev.Ref, at: ev.Time, label: m.labelOf(ev.Ref)})
+		}
+	}
+	// Newest first: the batch reversed, then what came before, cut to
+	// the newest maxEvents.
+	next := make([]commands.Event, 0, min(len(evs)+len(m.events), maxEvents))
+	for i := len(evs) - 1; i >= 0 && len(next) < maxEvents; i-- {
+		next = append(next, evs[i])
+	}
+	for _, ev := range m.events {
+		if len(next) == maxEvents {
+			break
+		}
+		next = append(next, ev)
+	}
+	m.events = next
+	for k, t := range m.recent {
+		if time.Since(t) > recentFor {
+			delete(m.recent, k)
+		}
+	}
+	m.dirty = true
+}
+
+func (m *Model) labelOf(ref string) string {
+	for _, k := range m.keys {
+		if k.Ref == ref {
+			return k.Label
+		}
+	}
+	return ""
+}
+
+func (m *Model) scrollOut(n int) {
+	m.outScroll = max(0, min(m.outScroll+n, len(m.out)-1))
+}
+
+func (m *Model) key(k tea.KeyMsg) (tea.Model, tea.Cmd) {
+	if m.showHelp {
+		m.showHelp = false
+		if k.String() != "ctrl+c" {
+			return m, nil
+		}
+	}
+	switch k.String() {
+	case "ctrl+c":
+		return m.interrupt()
+	case "ctrl+l":
+		m.showPanes = !m.showPanes
+		return m, nil
+	case "f1":
+		m.showHelp = true
+		return m, nil
+	case "pgup":
+		m.scrollOut(m.outHeight() - 1)
+		return m, nil
+	case "pgdown":
+		m.scrollOut(-(m.outHeight() - 1))
+		return m, nil
+	case "shift+up", "ctrl+up":
+		m.keyScroll--
+		m.clampKeyScroll()
+		return m, nil
+	case "shift+down", "ctrl+down":
+		m.keyScroll++
+		m.clampKeyScroll()
+		return m, nil
+	}
+	m.quitArmed = false
+	switch m.mode {
+	case modeSecret:
+		return m.secretKey(k)
+	case modeSearch:
+		return m.searchKey(k)
+	case modeFilter:
+		return m.filterKey(k)
+	}
+	return m.commandKey(k)
+}
+
+// interrupt is Ctrl+C: cancel the running command; clear a typed line; on
+// an empty line, warn once and quit on the second.
+func (m *Model) interrupt() (tea.Model, tea.Cmd) {
+	switch {
+	case m.running:
+		if m.cancel != nil {
+			m.cancel()
+		}
+		m.appendOut(m.theme.Warn.Render("^C cancelling " + m.runLine))
+		return m, nil
+	case m.mode != modeCommand:
+		m.leaveMode()
+		return m, nil
+	case m.input.Value() != "":
+		m.input.SetValue("")
+		m.suggestions = nil
+		return m, nil
+	case m.quitArmed:
+		return m.quit()
+	}
+	m.quitArmed = true
+	m.appendOut(m.theme.Dim.Render("press Ctrl+C again (or type quit) to leave hsmsh"))
+	return m, nil
+}
+
+func (m *Model) quit() (tea.Model, tea.Cmd) {
+	m.quitting = true
+	if m.evCancel != nil {
+		m.evCancel()
+	}
+	return m, tea.Quit
+}
+
+func (m *Model) leaveMode() {
+	if m.mode == modeSecret {
+		m.appendOut(m.theme.Dim.Render("password entry cancelled; nothing was run"))
+	}
+	m.mode = modeCommand
+	m.pending, m.firstEntry = nil, ""
+	m.input.EchoMode = textinput.EchoNormal
+	m.input.SetValue(m.draft)
+	m.input.CursorEnd()
+}
+
+func (m *Model) commandKey(k tea.KeyMsg) (tea.Model, tea.Cmd) {
+	switch k.String() {
+	case "tab":
+		m.complete()
+		return m, nil
+	case "esc":
+		m.suggestions = nil
+		return m, nil
+	case "?":
+		if m.input.Value() == "" {
+			m.showHelp = true
+			return m, nil
+		}
+	case "ctrl+r":
+		m.mode, m.searchQuery, m.searchHit = modeSearch, "", len(m.hist.Lines())
+		m.draft = m.input.Value()
+		m.input.SetValue("")
+		return m, nil
+	case "ctrl+f":
+		m.mode = modeFilter
+		m.draft = m.input.Value()
+		m.input.SetValue(m.keyFilter)
+		m.input.CursorEnd()
+		return m, nil
+	case "up":
+		if len(m.suggestions) > 0 {
+			m.sugSel = (m.sugSel + len(m.suggestions) - 1) % len(m.suggestions)
+			return m, nil
+		}
+		m.browse(-1)
+		return m, nil
+	case "down":
+		if len(m.suggestions) > 0 {
+			m.sugSel = (m.sugSel + 1) % len(m.suggestions)
+			return m, nil
+		}
+		m.browse(1)
+		return m, nil
+	case "enter":
+		if len(m.suggestions) > 0 {
+			m.accept()
+			return m, nil
+		}
+		return m.submit()
+	}
+	var cmd tea.Cmd
+	before := m.input.Value()
+	m.input, cmd = m.input.Update(k)
+	if m.input.Value() != before && len(m.suggestions) > 0 {
+		m.complete() // keep the list in step with typing
+	}
+	return m, cmd
+}
+
+// complete shows the candidates for the word under the cursor; a single
+// candidate is taken at once, and Tab on an open list moves the selection.
+func (m *Model) complete() {
+	line := m.input.Value()[:m.input.Position()]
+	sugs, start := m.comp.Complete(line)
+	if len(m.suggestions) > 0 && sameTexts(sugs, m.suggestions) {
+		m.sugSel = (m.sugSel + 1) % len(m.suggestions)
+		return
+	}
+	m.suggestions, m.sugSel, m.sugStart = sugs, 0, start
+	if len(sugs) == 1 {
+		m.accept()
+	}
+}
+
+func sameTexts(a, b []prompt.Suggest) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i].Text != b[i].Text {
+			return false
+		}
+	}
+	return true
+}
+
+// accept puts the selected candidate in place of the word under the cursor.
+func (m *Model) accept() {
+	if len(m.suggestions) == 0 {
+		return
+	}
+	s := m.suggestions[m.sugSel].Text
+	v := m.input.Value()
+	pos := m.input.Position()
+	tail := v[pos:]
+	sep := " "
+	if strings.HasSuffix(s, "/") || strings.HasSuffix(s, "=") {
+		sep = "" // a folder or an attr.NAME= goes on being typed
+	}
+	m.input.SetValue(v[:m.sugStart] + s + sep + tail)
+	m.input.SetCursor(m.sugStart + len(s) + len(sep))
+	m.suggestions = nil
+}
+
+// browse walks the history with Up (-1) and Down (+1).
+func (m *Model) browse(dir int) {
+	lines := m.hist.Lines()
+	if m.histPos == len(lines) && dir < 0 {
+		m.draft = m.input.Value()
+	}
+	m.histPos = max(0, min(m.histPos+dir, len(lines)))
+	if m.histPos == len(lines) {
+		m.input.SetValue(m.draft)
+	} else {
+		m.input.SetValue(lines[m.histPos])
+	}
+	m.input.CursorEnd()
+}
+
+func (m *Model) searchKey(k tea.KeyMsg) (tea.Model, tea.Cmd) {
+	lines := m.hist.Lines()
+	switch k.String() {
+	case "esc":
+		m.leaveMode()
+		return m, nil
+	case "enter":
+		hit := ""
+		if m.searchHit >= 0 && m.searchHit < len(lines) {
+			hit = lines[m.searchHit]
+		}
+		m.mode = modeCommand
+		m.input.SetValue(hit)
+		m.input.CursorEnd()
+		return m, nil
+	case "ctrl+r":
+		if i := m.hist.Search(m.searchQuery, m.searchHit); i >= 0 {
+			m.searchHit = i
+		}
+	case "backspace":
+		if m.searchQuery != "" {
+			m.searchQuery = m.searchQuery[:len(m.searchQuery)-1]
+		}
+		m.searchHit = m.hist.Search(m.searchQuery, len(lines))
+	default:
+		if k.Type == tea.KeyRunes || k.Type == tea.KeySpace {
+			m.searchQuery += string(k.Runes)
+			if k.Type == tea.KeySpace {
+				m.searchQuery += " "
+			}
+			m.searchHit = m.hist.Search(m.searchQuery, len(lines))
+		}
+	}
+	if m.searchHit >= 0 && m.searchHit < len(lines) {
+		m.input.SetValue(lines[m.searchHit])
+	} else {
+		m.input.SetValue("")
+	}
+	return m, nil
+}
+
+func (m *Model) filterKey(k tea.KeyMsg) (tea.Model, tea.Cmd) {
+	switch k.String() {
+	case "esc":
+		m.keyFilter = ""
+		m.leaveMode()
+		return m, nil
+	case "enter":
+		m.keyFilter = strings.TrimSpace(m.input.Value())
+		m.keyScroll = 0
+		m.leaveMode()
+		return m, nil
+	}
+	var cmd tea.Cmd
+	m.input, cmd = m.input.Update(k)
+	m.keyFilter = m.input.Value()
+	m.keyScroll = 0
+	return m, cmd
+}
+
+// submit runs the typed line, asking for a password first when the
+// command would ask for one on a terminal.
+func (m *Model) submit() (tea.Model, tea.Cmd) {
+	line := strings.TrimSpace(m.input.Value())
+	m.input.SetValue("")
+	m.suggestions = nil
+	m.outScroll = 0
+	if line == "" {
+		return m, nil
+	}
+	if m.running {
+		m.appendOut(m.theme.Warn.Render("a command is still running (Ctrl+C cancels it)"))
+		m.input.SetValue(line)
+		return m, nil
+	}
+	redacted := m.runner.Tree.Redact(line)
+	if err := m.hist.Add(redacted); err != nil {
+		m.appendOut(m.theme.Warn.Render("history: " + err.Error()))
+	}
+	m.histPos = len(m.hist.Lines())
+	words, err := commands.Split(line)
+	if err != nil {
+		m.echo(redacted)
+		m.appendOut(renderResult(m.theme, commands.Result{ErrorCode: 1, Data: err.Error()})...)
+		return m, nil
+	}
+	if len(words) == 0 {
+		return m, nil
+	}
+	if flag, confirm := m.runner.Tree.AsksSecret(words); flag != "" {
+		m.echo(redacted)
+		m.mode, m.pending, m.secretFlag, m.confirm, m.draft = modeSecret, words, flag, confirm, ""
+		m.input.EchoMode = textinput.EchoPassword
+		m.input.EchoCharacter = '•'
+		return m, nil
+	}
+	m.echo(redacted)
+	return m, m.run(words, redacted)
+}
+
+func (m *Model) echo(redacted string) {
+	m.appendOut("", m.theme.Prompt.Render(m.promptText())+m.theme.Input.Render(redacted))
+}
+
+func (m *Model) secretKey(k tea.KeyMsg) (tea.Model, tea.Cmd) {
+	switch k.String() {
+	case "esc":
+		m.leaveMode()
+		return m, nil
+	case "enter":
+		pw := m.input.Value()
+		m.input.SetValue("")
+		if m.confirm && m.firstEntry == "" {
+			m.firstEntry = pw
+			return m, nil
+		}
+		if m.confirm && pw != m.firstEntry {
+			m.appendOut(m.theme.Error.Render("✗ the two passwords differ; nothing was run"))
+			m.leaveMode()
+			return m, nil
+		}
+		words := append(append([]string(nil), m.pending...), "--"+m.secretFlag, pw)
+		line := m.runner.Tree.Redact(strings.Join(quoteAll(m.pending), " "))
+		m.mode, m.pending, m.firstEntry = modeCommand, nil, ""
+		m.input.EchoMode = textinput.EchoNormal
+		return m, m.run(words, line)
+	}
+	var cmd tea.Cmd
+	m.input, cmd = m.input.Update(k)
+	return m, cmd
+}
+
+func quoteAll(words []string) []string {
+	out := make([]string, len(words))
+	for i, w := range words {
+		out[i] = commands.Quote(w)
+	}
+	return out
+}
+
+// run starts a command in the background.
+func (m *Model) run(words []string, shown string) tea.Cmd {
+	ctx, cancel := context.WithCancel(context.Background())
+	m.running, m.cancel, m.runLine, m.runStart = true, cancel, shown, time.Now()
+	runner := m.runner
+	start := m.runStart
+	return tea.Batch(m.spin.Tick, func() tea.Msg {
+		res := runner.Run(ctx, words)
+		cancel()
+		return resultMsg{res: res, took: time.Since(start)}
+	})
+}
+
+func (m *Model) finished(msg resultMsg) (tea.Model, tea.Cmd) {
+	m.running, m.cancel = false, nil
+	m.appendOut(renderResult(m.theme, msg.res)...)
+	if msg.took > time.Second {
+		m.appendOut(m.theme.Dim.Render(fmt.Sprintf("(%.1fs)", msg.took.Seconds())))
+	}
+	m.loadHistory() // the user may have changed (login, logout)
+	m.dirty = true
+	if msg.res.Quit {
+		return m.quit()
+	}
+	return m, m.refresh()
+}

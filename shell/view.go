@@ -1,0 +1,395 @@
+package shell
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/charmbracelet/lipgloss"
+	"github.com/charmbracelet/x/ansi"
+
+	"github.com/hsmsh/hsmsh/commands"
+)
+
+// Layout thresholds: below them the panes collapse so an 80×24 terminal
+// still has room for the output and the input line.
+const (
+	wideMinWidth  = 110
+	wideMinHeight = 20
+	maxSuggest    = 6
+	eventRows     = 8
+)
+
+// View draws the whole screen.
+func (m *Model) View() string {
+	if m.quitting {
+		return ""
+	}
+	if m.showHelp {
+		return m.helpView()
+	}
+	w, h := max(m.width, 20), max(m.height, 6)
+	bottom := []string{m.inputView(w)}
+	bottom = append(m.suggestView(w), bottom...)
+	bottom = append(bottom, m.statusView(w))
+	bodyH := h - len(bottom)
+
+	var body string
+	switch {
+	case m.showPanes && w >= wideMinWidth && bodyH >= wideMinHeight:
+		rightW := w * 45 / 100
+		leftW := w - rightW
+		hsmH := min(len(m.hsms)+4, bodyH/3)
+		evH := min(eventRows+2, bodyH/4)
+		keyH := bodyH - hsmH - evH
+		right := lipgloss.JoinVertical(lipgloss.Left,
+			m.box("HSMs", m.hsmLines(rightW-2, hsmH-2), rightW, hsmH),
+			m.box(m.keyTitle(), m.keyLines(rightW-2, keyH-2), rightW, keyH),
+			m.box("Events", m.eventLines(rightW-2, evH-2), rightW, evH),
+		)
+		body = lipgloss.JoinHorizontal(lipgloss.Top, m.box("Output", m.outLines(leftW-2, bodyH-2), leftW, bodyH), right)
+	case m.showPanes:
+		// Narrow: the output, and one line that sums up the HSMs.
+		body = lipgloss.JoinVertical(lipgloss.Left,
+			m.box("Output", m.outLines(w-2, bodyH-3), w, bodyH-1),
+			ansi.Truncate(m.hsmSummary(), w, "…"))
+	default:
+		body = m.box("Output", m.outLines(w-2, bodyH-2), w, bodyH)
+	}
+	return lipgloss.JoinVertical(lipgloss.Left, body, strings.Join(bottom, "\n"))
+}
+
+// box draws a pane of exactly w×h cells with a title in its top border.
+func (m *Model) box(title string, lines []string, w, h int) string {
+	inner := max(h-2, 0)
+	for len(lines) < inner {
+		lines = append(lines, "")
+	}
+	lines = lines[:inner]
+	for i, l := range lines {
+		lines[i] = ansi.Truncate(l, max(w-2, 0), "…")
+	}
+	b := m.theme.Pane.Width(max(w-2, 0)).Height(inner).Render(strings.Join(lines, "\n"))
+	// Put the title into the top border.
+	first, rest, _ := strings.Cut(b, "\n")
+	t := " " + title + " "
+	if ansi.StringWidth(t)+4 <= w {
+		first = ansi.Truncate(first, 2, "") + m.theme.PaneTitle.Render(t) + ansi.TruncateLeft(first, 2+ansi.StringWidth(t), "")
+	}
+	return first + "\n" + rest
+}
+
+func (m *Model) inputView(w int) string {
+	p := m.theme.Prompt.Render(m.promptText())
+	s := p + m.input.View()
+	if m.running {
+		s = m.spin.View() + " " + s
+	}
+	return ansi.Truncate(s, w, "…")
+}
+
+func (m *Model) suggestView(w int) []string {
+	if len(m.suggestions) == 0 || m.mode != modeCommand {
+		return nil
+	}
+	first := max(0, min(m.sugSel-maxSuggest/2, len(m.suggestions)-maxSuggest))
+	var out []string
+	for i := first; i < min(first+maxSuggest, len(m.suggestions)); i++ {
+		s := m.suggestions[i]
+		line := fmt.Sprintf(" %-28s %s", s.Text, m.theme.Dim.Render(s.Description))
+		if i == m.sugSel {
+			line = m.theme.Selected.Render(fmt.Sprintf(" %-28s %s", s.Text, s.Description))
+		}
+		out = append(out, ansi.Truncate(line, w, "…"))
+	}
+	if len(m.suggestions) > maxSuggest {
+		out = append(out, m.theme.Dim.Render(fmt.Sprintf(" %d candidates: Tab or ↑↓ to choose, Enter to take", len(m.suggestions))))
+	}
+	return out
+}
+
+// outLines is the visible part of the output, wrapped to the pane.
+func (m *Model) outLines(w, h int) []string {
+	if h <= 0 {
+		return nil
+	}
+	var rev []string
+	skip := m.outScroll
+	for i := len(m.out) - 1; i >= 0 && len(rev) < h+skip; i-- {
+		wrapped := strings.Split(ansi.Hardwrap(m.out[i], max(w, 1), true), "\n")
+		for j := len(wrapped) - 1; j >= 0; j-- {
+			rev = append(rev, wrapped[j])
+		}
+	}
+	if skip > len(rev) {
+		skip = len(rev)
+	}
+	rev = rev[skip:]
+	if len(rev) > h {
+		rev = rev[:h]
+	}
+	out := make([]string, len(rev))
+	for i, l := range rev {
+		out[len(rev)-1-i] = l
+	}
+	if m.outScroll > 0 && len(out) > 0 {
+		out[0] = m.theme.Dim.Render(fmt.Sprintf("↑ scrolled %d lines (PgDn to return)", m.outScroll))
+	}
+	return out
+}
+
+func (m *Model) outHeight() int { return max(m.height-4, 3) }
+
+func (m *Model) stateStyle(state string) string {
+	word := fmt.Sprintf("%-8s", state)
+	switch state {
+	case "active":
+		return m.theme.Present.Render("● " + word)
+	case "down":
+		return m.theme.Down.Render("✗ " + word)
+	}
+	return m.theme.Warn.Render("◐ " + word)
+}
+
+func (m *Model) hsmLines(w, h int) []string {
+	var out []string
+	for _, x := range m.hsms {
+		count := fmt.Sprint(x.TokenKeyCount)
+		if x.State != "active" {
+			count = "?" // a down HSM cannot say what it holds
+		}
+		line := fmt.Sprintf("%-7s %s  keys %-5s lat %4.0fms", x.ID, m.stateStyle(string(x.State)), count, x.LatencyMS)
+		out = append(out, line)
+	}
+	// The nested TLS layers belong to the remote mode; the embedded
+	// cluster calls its HSMs in-process and says so plainly.
+	out = append(out, m.theme.Dim.Render("TLS outer: n/a · inner: n/a — embedded HSMs are in-process (no network, no TLS)"))
+	if m.snapErr != nil {
+		out = append(out, m.theme.Error.Render("refresh: "+m.snapErr.Error()))
+	}
+	return out
+}
+
+func (m *Model) hsmSummary() string {
+	parts := make([]string, 0, len(m.hsms))
+	for _, x := range m.hsms {
+		sym := m.theme.Present.Render("●")
+		if x.State != "active" {
+			sym = m.theme.Down.Render("✗")
+		}
+		parts = append(parts, fmt.Sprintf("%s %s:%d", sym, x.ID, x.TokenKeyCount))
+	}
+	return " " + strings.Join(parts, "  ") + m.theme.Dim.Render(fmt.Sprintf("   keys %d · Ctrl+L panes", len(m.keys)))
+}
+
+func (m *Model) keyTitle() string {
+	t := fmt.Sprintf("Keys (%d)", len(m.visibleKeys()))
+	if m.keyFilter != "" {
+		t += " filter: " + m.keyFilter
+	}
+	return t
+}
+
+func (m *Model) visibleKeys() []commands.KeyView {
+	if m.keyFilter == "" {
+		return m.keys
+	}
+	f := strings.ToLower(m.keyFilter)
+	var out []commands.KeyView
+	for _, k := range m.keys {
+		if strings.Contains(strings.ToLower(k.Label), f) || strings.Contains(k.Ref, f) || strings.Contains(k.Type, f) {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+func (m *Model) clampKeyScroll() {
+	m.keyScroll = max(0, min(m.keyScroll, len(m.visibleKeys())-1))
+}
+
+func shortType(k commands.KeyView) string {
+	switch k.Class {
+	case "public-key":
+		return k.Type + "/pub"
+	case "private-key":
+		return k.Type + "/prv"
+	}
+	if k.Type == "generic-secret" {
+		return "secret"
+	}
+	return k.Type
+}
+
+// keyLines draws the key-presence grid: a row per key, a column per HSM.
+// Only the rows that fit are drawn, so thousands of keys cost nothing.
+func (m *Model) keyLines(w, h int) []string {
+	if _, _, ok := m.env.Who(); !ok {
+		return []string{m.theme.Dim.Render("log in to see keys (admins see every key, crypto users their own)")}
+	}
+	ids := commands.SortedHSMIDs(m.hsms)
+	state := map[string]string{}
+	for _, x := range m.hsms {
+		state[x.ID] = string(x.State)
+	}
+	dur := m.env.Durability()
+	var head strings.Builder
+	head.WriteString(fmt.Sprintf("%-14s %-18s %-7s  ", "label", "key-reference", "type"))
+	for _, id := range ids {
+		head.WriteString(fmt.Sprintf("%-2s", strings.TrimPrefix(id, "hsm-")))
+	}
+	head.WriteString(" cov")
+	out := []string{m.theme.Dim.Render(head.String())}
+	for _, l := range m.lost {
+		if len(out) >= h {
+			return out
+		}
+		row := fmt.Sprintf("%-14s %-18s %-7s  ", trunc(l.label, 14), l.ref, "")
+		for range ids {
+			row += m.theme.Lost.Render("✗") + " "
+		}
+		out = append(out, row+m.theme.Lost.Render("LOST"))
+	}
+	keys := m.visibleKeys()
+	if len(keys) == 0 && len(m.lost) == 0 {
+		out = append(out, m.theme.Dim.Render("no keys"))
+	}
+	end := min(len(keys), m.keyScroll+h-len(out))
+	for _, k := range keys[min(m.keyScroll, len(keys)):end] {
+		var row strings.Builder
+		kind := shortType(k)
+		if k.Session {
+			kind += "*"
+		}
+		row.WriteString(fmt.Sprintf("%-14s %-18s %-7s  ", trunc(k.Label, 14), k.Ref, kind))
+		for _, id := range ids {
+			row.WriteString(m.cell(k, id, state[id]))
+			row.WriteByte(' ')
+		}
+		held := k.Held()
+		cov := fmt.Sprintf("%d/%d", held, len(ids))
+		breach := !k.Session && ((dur.AvailabilityCheck && held < 2) || held < dur.MinimumNodes)
+		if breach {
+			cov = m.theme.Breach.Render(cov + " !")
+		}
+		out = append(out, row.String()+cov)
+	}
+	if end < len(keys) {
+		out = append(out, m.theme.Dim.Render(fmt.Sprintf("… %d more (Shift+↓ scrolls, Ctrl+F filters)", len(keys)-end)))
+	}
+	return out
+}
+
+// cell is one key × HSM: present, syncing (a copy just arrived), missing,
+// or unknown because the HSM is down.
+func (m *Model) cell(k commands.KeyView, id, state string) string {
+	switch {
+	case state != "active":
+		return m.theme.Down.Render("-")
+	case k.Holders[id] && !m.recent[k.Ref+"@"+id].IsZero():
+		return m.theme.Syncing.Render("◆")
+	case k.Holders[id]:
+		return m.theme.Present.Render("●")
+	}
+	return m.theme.Missing.Render("○")
+}
+
+func trunc(s string, n int) string {
+	if ansi.StringWidth(s) <= n {
+		return s
+	}
+	return ansi.Truncate(s, n, "…")
+}
+
+func (m *Model) eventLines(w, h int) []string {
+	var out []string
+	for _, ev := range m.events {
+		if len(out) >= h {
+			break
+		}
+		if ev.Kind == "sync-started" || (ev.Kind == "sync-finished" && ev.Count == 0) {
+			continue // a pass that changed nothing is not news
+		}
+		style := m.theme.Output
+		switch ev.Kind {
+		case "key-lost", "hsm-destroyed", "cleanup-failed":
+			style = m.theme.Error
+		case "hsm-down", "hsm-restarted", "session-keys-destroyed":
+			style = m.theme.Warn
+		case "key-synced", "key-replicated", "hsm-up":
+			style = m.theme.OK
+		}
+		text := fmt.Sprintf("%s %s", ev.Time.Format("15:04:05"), ev.Kind)
+		for _, f := range []string{ev.HSM, ev.Ref, ev.Detail} {
+			if f != "" {
+				text += " " + f
+			}
+		}
+		out = append(out, style.Render(text))
+	}
+	if len(out) == 0 {
+		out = append(out, m.theme.Dim.Render("no events yet"))
+	}
+	return out
+}
+
+func (m *Model) statusView(w int) string {
+	who := "not logged in"
+	if user, role, ok := m.env.Who(); ok {
+		who = user + "@" + role
+	}
+	d := m.env.Durability()
+	check := "off"
+	if d.AvailabilityCheck {
+		check = "on"
+	}
+	parts := []string{
+		" " + m.env.ClusterID(),
+		who,
+		fmt.Sprintf("min nodes %d · availability check %s · retry %d", d.MinimumNodes, check, d.RetryOnMissingKey),
+	}
+	if st, ok := m.env.Sync(); ok {
+		switch {
+		case st.Paused:
+			parts = append(parts, "sync paused")
+		case !st.Next.IsZero():
+			parts = append(parts, fmt.Sprintf("sync in %.0fs", max(time.Until(st.Next).Seconds(), 0)))
+		}
+	}
+	s := strings.Join(parts, " │ ")
+	right := "? help "
+	if m.running {
+		right = fmt.Sprintf("running %s (%.0fs) · Ctrl+C cancels ", trunc(m.runLine, 30), time.Since(m.runStart).Seconds())
+	}
+	pad := w - ansi.StringWidth(s) - ansi.StringWidth(right)
+	if pad < 1 {
+		s = ansi.Truncate(s, max(w-ansi.StringWidth(right)-1, 0), "…")
+		pad = max(w-ansi.StringWidth(s)-ansi.StringWidth(right), 0)
+	}
+	return m.theme.Status.Render(ansi.Truncate(s+strings.Repeat(" ", pad)+right, w, ""))
+}
+
+var keyHelp = [][2]string{
+	{"Enter", "run the command"},
+	{"Tab", "complete; again to move through the candidates"},
+	{"↑ ↓", "history (or move through candidates)"},
+	{"Ctrl+R", "search the history"},
+	{"PgUp PgDn / wheel", "scroll the output"},
+	{"Shift+↑ Shift+↓", "scroll the key pane"},
+	{"Ctrl+F", "filter the key pane (Esc clears)"},
+	{"Ctrl+L", "show or hide the panes"},
+	{"Ctrl+C", "cancel the running command; clear the line; twice on an empty line quits"},
+	{"? or F1", "this help"},
+	{"help [COMMAND]", "the commands, or one command's flags"},
+	{"quit", "leave hsmsh"},
+}
+
+func (m *Model) helpView() string {
+	lines := []string{m.theme.Title.Render("hsmsh key bindings"), ""}
+	for _, k := range keyHelp {
+		lines = append(lines, fmt.Sprintf("  %-20s %s", m.theme.Prompt.Render(k[0]), k[1]))
+	}
+	lines = append(lines, "", m.theme.Dim.Render("Key pane: ● present  ○ missing  ◆ just copied (syncing)  - HSM down  ✗ LOST  ! breaks the availability quorum or minimum nodes  * session key"),
+		"", m.theme.Dim.Render("press any key to return"))
+	return m.box("Help", lines, max(m.width, 20), max(m.height, 6))
+}
