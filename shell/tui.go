@@ -6,10 +6,10 @@ import (
 	"strings"
 	"time"
 
+	prompt "github.com/c-bata/go-prompt"
 	"github.com/charmbracelet/bubbles/spinner"
 	"github.com/charmbracelet/bubbles/textinput"
 	tea "github.com/charmbracelet/bubbletea"
-	prompt "github.com/c-bata/go-prompt"
 
 	"github.com/hsmsh/hsmsh/commands"
 	"github.com/hsmsh/hsmsh/shell/completion"
@@ -143,7 +143,9 @@ func NewModel(env *commands.Env, runner *commands.Runner, th themes.Theme, dataD
 // liveSource gives completion the values the cluster knows now.
 type liveSource struct{ env *commands.Env }
 
-func (s *liveSource) HSMIDs() []string { return commands.SortedHSMIDs(s.env.HSMs(context.Background())) }
+func (s *liveSource) HSMIDs() []string {
+	return commands.SortedHSMIDs(s.env.HSMs(context.Background()))
+}
 func (s *liveSource) Usernames() []string {
 	return s.env.Usernames(context.Background())
 }

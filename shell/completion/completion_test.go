@@ -11,11 +11,13 @@ import (
 
 type fakeSource struct{}
 
-func (fakeSource) HSMIDs() []string       { return []string{"hsm-1", "hsm-2", "hsm-3"} }
-func (fakeSource) Usernames() []string    { return []string{"admin", "alice", "bob"} }
-func (fakeSource) KeyLabels() []string    { return []string{"payroll", "my key"} }
-func (fakeSource) KeyRefs() []string      { return []string{"0x0000000000000007"} }
-func (fakeSource) SettingNames() []string { return []string{"durability.create_object_minimum_nodes", "ui.theme"} }
+func (fakeSource) HSMIDs() []string    { return []string{"hsm-1", "hsm-2", "hsm-3"} }
+func (fakeSource) Usernames() []string { return []string{"admin", "alice", "bob"} }
+func (fakeSource) KeyLabels() []string { return []string{"payroll", "my key"} }
+func (fakeSource) KeyRefs() []string   { return []string{"0x0000000000000007"} }
+func (fakeSource) SettingNames() []string {
+	return []string{"durability.create_object_minimum_nodes", "ui.theme"}
+}
 
 func texts(t *testing.T, c *Completer, line string) ([]string, int) {
 	t.Helper()
