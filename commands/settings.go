@@ -2,6 +2,7 @@ package commands
 
 import (
 	"context"
+	"fmt"
 	"strings"
 
 	"github.com/hsmsh/hsmsh/config"
@@ -22,6 +23,15 @@ func configCommands() []*Command {
 			Args:    []string{"NAME", "VALUE"},
 			Run: func(ctx context.Context, env *Env, a *Args) (any, error) {
 				name, value := a.Pos[0], a.Pos[1]
+				// Only the client's durability settings can change under a
+				// running session; the cluster's shape, TLS files and theme
+				// are read when hsmsh starts.
+				if !strings.HasPrefix(name, "durability.") && !strings.HasPrefix(name, "client.") {
+					if env.Config.Source(name) == "" {
+						return nil, next(env).Set(name, value, config.SourceCommand) // the unknown-name error
+					}
+					return nil, fmt.Errorf("%s cannot change in a running session: set it in the config file or as %s, then start hsmsh again", name, envName(name))
+				}
 				// Try on a copy first, so a change the cluster refuses
 				// leaves the settings as they were.
 				next := env.Config.Clone()
@@ -43,4 +53,11 @@ func configCommands() []*Command {
 			},
 		},
 	}
+}
+
+func next(env *Env) *config.Config { return env.Config.Clone() }
+
+// envName is the environment variable that sets a setting.
+func envName(name string) string {
+	return "HSMSH_" + strings.ToUpper(strings.ReplaceAll(name, ".", "_"))
 }

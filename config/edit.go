@@ -39,6 +39,14 @@ func Edit(path string, changes []Change) error {
 	if err != nil {
 		return err
 	}
+	// A file that does not load as it stands is reported with its own
+	// line numbers, not those of the edited text. (EditServers is how a
+	// remote-mode file without servers gets fixed, so it skips this.)
+	if text != "" {
+		if _, err := load(path, []byte(text), nil); err != nil {
+			return fmt.Errorf("not writing %s, it would not load: %w", path, err)
+		}
+	}
 	for i, ch := range changes {
 		text = setKey(text, ch.Name, lits[i])
 	}

@@ -419,6 +419,11 @@ func (e *Embedded) DeleteUser(ctx context.Context, c Caller, username string, ro
 		if err := h.deleteUser(name); err != nil {
 			errs = append(errs, err)
 		}
+		// A deleted user keeps no access: a new user of the same name must
+		// not inherit the keys shared with the old one.
+		if err := h.unshareAll(name); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	return errors.Join(errs...)
 }

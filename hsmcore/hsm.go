@@ -3,6 +3,7 @@ package hsmcore
 import (
 	"fmt"
 	"os"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -343,3 +344,26 @@ type notFoundError struct {
 
 func (e *notFoundError) Error() string     { return fmt.Sprintf("key %s not found on %s", e.ref, e.hsm) }
 func (e *notFoundError) Is(err error) bool { return err == ErrKeyNotFound }
+
+// unshareAll removes a user from the shared users of every key.
+func (h *hsm) unshareAll(username string) error {
+	var changed []*keyRecord
+	h.mu.RLock()
+	for _, m := range []map[Ref]*keyRecord{h.keys, h.sessionKeys} {
+		for _, r := range m {
+			for _, u := range r.Shared {
+				if u == username {
+					c := r.clone()
+					c.Shared = slices.DeleteFunc(c.Shared, func(x string) bool { return x == username })
+					changed = append(changed, c)
+					break
+				}
+			}
+		}
+	}
+	h.mu.RUnlock()
+	if len(changed) == 0 {
+		return nil
+	}
+	return h.putKeys(changed)
+}

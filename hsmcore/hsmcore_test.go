@@ -510,3 +510,53 @@ func TestFilePermissions(t *testing.T) {
 		}
 	}
 }
+
+func TestTruncatedStoreRefused(t *testing.T) {
+	dir := t.TempDir()
+	e, _, cu := newTestCluster(t, dir, 2)
+	for i := 0; i < 20; i++ {
+		if _, err := e.GenerateKey(context.Background(), cu, KeySpec{Type: TypeAES, Label: "k", LengthBytes: 32}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.Close()
+	path := filepath.Join(dir, "hsm-1", storeFile)
+	for _, size := range []int64{8192, 100} {
+		if err := os.Truncate(path, size); err != nil {
+			t.Fatal(err)
+		}
+		before, _ := os.ReadFile(path)
+		_, err := OpenEmbedded(Options{ID: "test", HSMs: 2, DataDir: dir})
+		if err == nil || !strings.Contains(err.Error(), path) {
+			t.Fatalf("size %d: open = %v", size, err)
+		}
+		if after, _ := os.ReadFile(path); !bytes.Equal(before, after) {
+			t.Errorf("size %d: the store was modified", size)
+		}
+	}
+}
+
+func TestDeletedUserLosesSharedKeys(t *testing.T) {
+	ctx := context.Background()
+	e, admin, cu1 := newTestCluster(t, "", 2)
+	e.CreateUser(ctx, admin, "cu2", RoleCryptoUser, "cu2pass2")
+	keys, err := e.GenerateKey(ctx, cu1, KeySpec{Type: TypeEC, PublicLabel: "p", PrivateLabel: "q", Curve: "secp256r1", ShareWith: []string{"cu2"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.DeleteUser(ctx, admin, "cu2", RoleCryptoUser); err != nil {
+		t.Fatal(err)
+	}
+	e.CreateUser(ctx, admin, "cu2", RoleCryptoUser, "newcu2pass")
+	cu2, err := e.Login(ctx, "cu2", RoleCryptoUser, "newcu2pass")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Sign(ctx, cu2, SignRequest{Ref: keys[1].Ref, Mechanism: MechECDSA, Hash: crypto.SHA256, Data: []byte("x")}); err == nil {
+		t.Error("a new user with a deleted user's name inherited a shared key")
+	}
+	ks, _ := e.Keys(ctx, cu1, Filter{Ref: &keys[1].Ref})
+	if len(ks) != 1 || len(ks[0].Info.SharedUsers) != 0 {
+		t.Errorf("shared users after delete: %+v", ks)
+	}
+}

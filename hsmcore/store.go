@@ -8,8 +8,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"syscall"
@@ -84,8 +86,9 @@ func openBoltStore(dir string) (s *boltStore, err error) {
 	if err != nil {
 		return nil, err
 	}
-	// bbolt panics on some kinds of corruption; turn that into an error
-	// that names the file rather than a crash.
+	// bbolt panics on some kinds of corruption, and a damaged mapping can
+	// fault; turn both into an error that names the file, not a crash.
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if r := recover(); r != nil {
 			err = corruptErr(path, fmt.Errorf("%v", r))
@@ -146,8 +149,60 @@ func checkBoltHeader(path string) error {
 		return nil // an empty file: bbolt initialises it
 	}
 	// bbolt's first page holds its meta; the magic sits at offset 16.
-	if n < 24 || binary.LittleEndian.Uint32(hdr[16:20]) != 0xED0CDAED {
+	if n < 24 || binary.LittleEndian.Uint32(hdr[16:20]) != boltMagic {
 		return corruptErr(path, errors.New("not an hsmsh key store (bad header)"))
+	}
+	return checkBoltSize(f, path)
+}
+
+const boltMagic = 0xED0CDAED
+
+// checkBoltSize refuses a store cut short. bbolt maps the file into memory
+// and trusts its meta page; pages past the end of a truncated file would
+// fault (SIGBUS) when read, killing the process instead of reporting.
+func checkBoltSize(f *os.File, path string) error {
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	var best struct {
+		txid, pages, pageSize uint64
+		ok                    bool
+	}
+	// Two meta pages: at 0 and at one page size. Each: a 16-byte page
+	// header, then magic, version, page size, flags, root (16 bytes),
+	// freelist, high-water page id, txid, checksum (FNV-64a of the rest).
+	meta := make([]byte, 16+64)
+	for i := 0; i < 2; i++ {
+		off := int64(0)
+		if i == 1 {
+			if !best.ok {
+				break
+			}
+			off = int64(best.pageSize)
+		}
+		if _, err := f.ReadAt(meta, off); err != nil {
+			continue
+		}
+		m := meta[16:]
+		if binary.LittleEndian.Uint32(m[0:4]) != boltMagic {
+			continue
+		}
+		h := fnv.New64a()
+		h.Write(m[:56])
+		if h.Sum64() != binary.LittleEndian.Uint64(m[56:64]) {
+			continue
+		}
+		txid := binary.LittleEndian.Uint64(m[48:56])
+		if !best.ok || txid > best.txid {
+			best.txid, best.pages, best.pageSize, best.ok = txid, binary.LittleEndian.Uint64(m[40:48]), uint64(binary.LittleEndian.Uint32(m[8:12])), true
+		}
+	}
+	if !best.ok {
+		return corruptErr(path, errors.New("no valid meta page"))
+	}
+	if need := best.pages * best.pageSize; uint64(st.Size()) < need {
+		return corruptErr(path, fmt.Errorf("the file is %d bytes but its pages need %d: it was cut short", st.Size(), need))
 	}
 	return nil
 }
@@ -242,6 +297,7 @@ func (s *boltStore) unseal(ref Ref, sealed []byte) ([]byte, error) {
 }
 
 func (s *boltStore) load() (c *storeContents, err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if r := recover(); r != nil {
 			err = corruptErr(s.path, fmt.Errorf("%v", r))

@@ -22,8 +22,8 @@ func configure(g globals, args []string, stdout, stderr io.Writer) int {
 	if path == "" {
 		path = config.DefaultPath(os.Getenv)
 	}
-	var changes []config.Change
-	var servers []config.Server
+	changes := []config.Change{}
+	servers := []config.Server{}
 	value := func(i *int, flag string) (string, error) {
 		if *i+1 >= len(args) {
 			return "", fmt.Errorf("configure: %s needs a value", flag)
@@ -82,6 +82,9 @@ func configure(g globals, args []string, stdout, stderr io.Writer) int {
 	}
 	if len(changes) == 0 && len(servers) == 0 {
 		return fail(fmt.Errorf("configure: nothing to change; run hsmsh --help for the flags"))
+	}
+	for i := range servers {
+		servers[i].ID = fmt.Sprintf("hsm-%d", i+1) // as EditServers names them
 	}
 	if len(servers) > 0 {
 		if err := config.EditServers(path, servers); err != nil {

@@ -388,8 +388,10 @@ func batch(ctx context.Context, r *commands.Runner, name string, in io.Reader, s
 	return status
 }
 
-// nextLine reads one logical line: physical lines ending in a backslash
-// continue on the next. It returns the number of the first line.
+// nextLine reads one logical line: a physical line ending in an odd
+// number of backslashes (an unescaped one) continues on the next, as in a
+// shell; a comment line never continues. It returns the number of the
+// first line.
 func nextLine(sc *bufio.Scanner, lineNo *int) (string, int, bool) {
 	var b strings.Builder
 	start := 0
@@ -399,8 +401,10 @@ func nextLine(sc *bufio.Scanner, lineNo *int) (string, int, bool) {
 			start = *lineNo
 		}
 		t := sc.Text()
-		if strings.HasSuffix(t, "\\") && !strings.HasSuffix(t, "\\\\") {
-			b.WriteString(strings.TrimSuffix(t, "\\"))
+		comment := strings.HasPrefix(strings.TrimLeft(t, " \t"), "#")
+		trailing := len(t) - len(strings.TrimRight(t, "\\"))
+		if !comment && trailing%2 == 1 {
+			b.WriteString(t[:len(t)-1])
 			b.WriteByte(' ')
 			continue
 		}
