@@ -246,14 +246,17 @@ func readPassword(stdin io.Reader, stderr io.Writer) func(string) (string, error
 func single(ctx context.Context, r *commands.Runner, words []string, stdout, stderr io.Writer) int {
 	if pin := os.Getenv("HSMSH_PIN"); pin != "" && words[0] != "login" {
 		user, pw, ok := strings.Cut(pin, ":")
-		if !ok {
-			fmt.Fprintln(stderr, "hsmsh: HSMSH_PIN must be username:password")
+		fail := func(msg string) int {
+			stdout.Write(commands.Result{ErrorCode: 1, Data: msg}.JSON())
+			fmt.Fprintln(stderr, "hsmsh: "+msg)
 			return 1
+		}
+		if !ok {
+			return fail("HSMSH_PIN must be username:password")
 		}
 		role := os.Getenv("HSMSH_ROLE")
 		if role == "" {
-			fmt.Fprintln(stderr, "hsmsh: HSMSH_PIN is set but HSMSH_ROLE is not: set it to admin or crypto-user")
-			return 1
+			return fail("HSMSH_PIN is set but HSMSH_ROLE is not: set it to admin or crypto-user")
 		}
 		res := r.Run(ctx, []string{"login", "--username", user, "--role", role, "--password", pw})
 		if !res.OK() {
@@ -401,9 +404,8 @@ func nextLine(sc *bufio.Scanner, lineNo *int) (string, int, bool) {
 			start = *lineNo
 		}
 		t := sc.Text()
-		comment := strings.HasPrefix(strings.TrimLeft(t, " \t"), "#")
 		trailing := len(t) - len(strings.TrimRight(t, "\\"))
-		if !comment && trailing%2 == 1 {
+		if !endsInComment(t) && trailing%2 == 1 {
 			b.WriteString(t[:len(t)-1])
 			b.WriteByte(' ')
 			continue
@@ -415,6 +417,40 @@ func nextLine(sc *bufio.Scanner, lineNo *int) (string, int, bool) {
 		return b.String(), start, true
 	}
 	return "", 0, false
+}
+
+// endsInComment says whether a line ends inside a # comment: a # that
+// starts a word outside quotes, as the shell's word splitting reads it. A
+// backslash there is part of the comment, not a continuation.
+func endsInComment(line string) bool {
+	var quote rune
+	atWordStart := true
+	rs := []rune(line)
+	for i := 0; i < len(rs); i++ {
+		c := rs[i]
+		switch {
+		case quote != 0:
+			if c == quote {
+				quote = 0
+			} else if quote == '"' && c == '\\' {
+				i++
+			}
+			atWordStart = false
+		case c == '\\':
+			i++
+			atWordStart = false
+		case c == '\'' || c == '"':
+			quote = c
+			atWordStart = false
+		case c == ' ' || c == '\t':
+			atWordStart = true
+		case c == '#' && atWordStart:
+			return true
+		default:
+			atWordStart = false
+		}
+	}
+	return false
 }
 
 // lineLoop is the inline REPL: results flow into the terminal's own
