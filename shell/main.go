@@ -33,6 +33,7 @@ Usage:
   hsmsh [global flags] interactive         interactive line mode
   hsmsh [global flags] batch FILE|-  [--keep-going] [--events]
   hsmsh [global flags] COMMAND...          run one command (credentials from HSMSH_ROLE, HSMSH_PIN=user:password)
+  hsmsh pki init --dir DIR [--key-type ecdsa-p256|ecdsa-p384|rsa-2048|rsa-3072] [--cluster-id ID] [--host NAME...]
   hsmsh [global flags] configure [--disable-key-availability-check | --enable-key-availability-check]
                                  [--create-object-minimum-nodes N] [-a HOST:PORT...]
                                  [--hsm-ca-cert F] [--client-cert-file F --client-key-file F]
@@ -113,6 +114,8 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			return 0
 		case "configure":
 			return configure(g, rest[1:], stdout, stderr)
+		case "pki":
+			return pkiCommand(rest[1:], stdout, stderr)
 		}
 		if strings.HasPrefix(rest[0], "--") {
 			fmt.Fprintf(stderr, "hsmsh: unknown global flag %s\n%s", rest[0], usage)
