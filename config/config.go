@@ -27,6 +27,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/hsmsh/hsmsh/internal/tomlscan"
 )
 
 // Source says where a setting's current value came from.
@@ -220,7 +222,7 @@ func Load(path string, mustExist bool, getenv func(string) string) (*Config, err
 // file) and the environment, and checks that the result is coherent.
 func load(path string, data []byte, getenv func(string) string) (*Config, error) {
 	c := Default()
-	var d *doc
+	var d *tomlscan.Doc
 	if path != "" {
 		var err error
 		if c, d, err = parse(path, data); err != nil {
@@ -249,7 +251,7 @@ func load(path string, data []byte, getenv func(string) string) (*Config, error)
 		e := &Error{Key: "cluster.mode", Msg: `mode "remote" needs servers; add [[cluster.servers]] entries with id and address, or use mode "embedded"`}
 		switch c.Source("cluster.mode") {
 		case SourceFile:
-			e.File, e.Line = path, d.line(d.locate("cluster.mode"))
+			e.File, e.Line = path, d.KeyLine("cluster.mode")
 		case SourceEnv:
 			e.Key = envName("cluster.mode")
 		}

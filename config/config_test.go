@@ -281,6 +281,8 @@ func TestLoadErrors(t *testing.T) {
 			8, "cluster.hsms", "0 is out of range"},
 		{"after multi-line array", "[cluster]\nservers = [\n  {id = \"a\", address = \"h:1\"},\n  # hsms = 1\n]\n\nhsms = 0\n",
 			7, "cluster.hsms", "0 is out of range"},
+		{"key in multi-line inline table", "cluster = {\n  id = \"a\",\n  hsms = 0\n}\n",
+			3, "cluster.hsms", "0 is out of range"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -798,6 +800,7 @@ func TestEditRefuses(t *testing.T) {
 		{"unknown name", commented, []Change{{"durability.create_objects_min", "1"}}, `unknown setting "durability.create_objects_min"`},
 		{"result does not load", commented, []Change{{"cluster.mode", "remote"}}, "add [[cluster.servers]] entries"},
 		{"file already broken", commented + "bogus = 1\n", []Change{{"ui.theme", "x"}}, ":13: ui.bogus: unknown key"},
+		{"key in an inline table", "ui = { theme = \"dark\" }\n", []Change{{"ui.theme", "light"}}, "it would not load"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -939,37 +942,5 @@ func TestEditServersRefuses(t *testing.T) {
 				t.Errorf("refused EditServers changed the file to\n%s", got)
 			}
 		})
-	}
-}
-
-func TestScan(t *testing.T) {
-	text := `a = """
-b = 1
-"""
-'c.d' . e = [ 1,
-  # f = 2
-  "]", ]
-[ "x" . y ]
-g = {h = 1} # i = 3
-[[arr]]
-[arr.sub]
-j = 'k'
-[[arr]]
-l = 1`
-	d := scan(text)
-	want := map[string]int{"a": 1, "c.d.e": 4, "x.y": 7, "x.y.g": 8, "arr[0]": 9, "arr[0].sub": 10, "arr[0].sub.j": 11, "arr[1]": 12, "arr[1].l": 13}
-	got := make(map[string]int)
-	for _, e := range d.entries {
-		got[e.path] = d.line(e.start)
-	}
-	if !reflect.DeepEqual(got, want) {
-		t.Errorf("scan found %v, want %v", got, want)
-	}
-	for _, e := range d.entries {
-		if e.path == "c.d.e" {
-			if v := text[e.valStart:e.valEnd]; v != "[ 1,\n  # f = 2\n  \"]\", ]" {
-				t.Errorf("value of c.d.e = %q", v)
-			}
-		}
 	}
 }

@@ -6,7 +6,10 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+
+	"github.com/hsmsh/hsmsh/internal/tomlscan"
 )
 
 // Edit sets each named setting to its value in the file at path, creating
@@ -108,27 +111,28 @@ func save(path, text string) error {
 
 // setKey returns text with the setting name set to the TOML literal lit.
 func setKey(text, name, lit string) string {
-	d := scan(text)
+	d := tomlscan.Scan(text)
+	entries := wholeLines(d)
 	nl := newline(text)
-	for _, e := range d.entries {
-		if !e.header && e.path == name {
-			return text[:e.valStart] + lit + text[e.valEnd:]
+	for _, e := range entries {
+		if !e.Header && e.Path == name {
+			return text[:e.ValStart] + lit + text[e.ValEnd:]
 		}
 	}
 	table, key, _ := strings.Cut(name, ".")
 	line := key + " = " + lit + nl
-	for _, e := range d.entries {
-		if e.header && !e.array && e.path == table {
-			if e.eol == len(text) {
+	for _, e := range entries {
+		if e.Header && !e.Array && e.Path == table {
+			if e.EOL == len(text) {
 				return text + nl + line
 			}
-			return text[:e.eol+1] + line + text[e.eol+1:]
+			return text[:e.EOL+1] + line + text[e.EOL+1:]
 		}
 	}
 	// TOML allows [table] after its sub-tables, but it reads better first.
-	for _, e := range d.entries {
-		if e.header && (strings.HasPrefix(e.path, table+".") || strings.HasPrefix(e.path, table+"[")) {
-			at := d.commentsAbove(e.start)
+	for _, e := range entries {
+		if e.Header && (strings.HasPrefix(e.Path, table+".") || strings.HasPrefix(e.Path, table+"[")) {
+			at := d.CommentsAbove(e.Start)
 			return text[:at] + "[" + table + "]" + nl + line + nl + text[at:]
 		}
 	}
@@ -137,7 +141,8 @@ func setKey(text, name, lit string) string {
 
 // replaceServers returns text with its servers replaced by servers.
 func replaceServers(text string, servers []Server) string {
-	d := scan(text)
+	d := tomlscan.Scan(text)
+	entries := wholeLines(d)
 	nl := newline(text)
 	var b strings.Builder
 	for i, s := range servers {
@@ -157,19 +162,19 @@ func replaceServers(text string, servers []Server) string {
 		table      bool
 	}
 	var spans []span
-	for i, e := range d.entries {
+	for i, e := range entries {
 		switch {
-		case e.header && strings.HasPrefix(e.path, "cluster.servers["):
-			end := e.eol
-			for _, f := range d.entries[i+1:] {
-				if f.header {
+		case e.Header && strings.HasPrefix(e.Path, "cluster.servers["):
+			end := e.EOL
+			for _, f := range entries[i+1:] {
+				if f.Header {
 					break
 				}
-				end = f.eol
+				end = f.EOL
 			}
-			spans = append(spans, span{d.lineStart(e.start), min(end+1, len(text)), true})
-		case !e.header && e.path == "cluster.servers":
-			spans = append(spans, span{d.lineStart(e.start), min(e.eol+1, len(text)), false})
+			spans = append(spans, span{d.LineStart(e.Start), min(end+1, len(text)), true})
+		case !e.Header && e.Path == "cluster.servers":
+			spans = append(spans, span{d.LineStart(e.Start), min(e.EOL+1, len(text)), false})
 		}
 	}
 
@@ -200,17 +205,17 @@ func replaceServers(text string, servers []Server) string {
 
 	// No tables to replace: add them after the [cluster] table's keys, or at
 	// the end.
-	d = scan(res)
-	for i, e := range d.entries {
-		if !e.header || e.array || e.path != "cluster" {
+	entries = wholeLines(tomlscan.Scan(res))
+	for i, e := range entries {
+		if !e.Header || e.Array || e.Path != "cluster" {
 			continue
 		}
-		end := e.eol
-		for _, f := range d.entries[i+1:] {
-			if f.header {
+		end := e.EOL
+		for _, f := range entries[i+1:] {
+			if f.Header {
 				break
 			}
-			end = f.eol
+			end = f.EOL
 		}
 		if end == len(res) {
 			return res + nl + nl + block
@@ -223,6 +228,13 @@ func replaceServers(text string, servers []Server) string {
 		return res[:end+1] + ins + after
 	}
 	return appendBlock(res, block, nl)
+}
+
+// wholeLines returns the headers and key/value lines of d, leaving out the keys
+// inside inline tables: edits replace or insert whole lines, and a key in
+// `cluster = { mode = "remote" }` is not one.
+func wholeLines(d *tomlscan.Doc) []tomlscan.Entry {
+	return slices.DeleteFunc(slices.Clone(d.Entries), func(e tomlscan.Entry) bool { return e.Inline })
 }
 
 // newline returns the file's line ending, so that added lines match it.
@@ -271,21 +283,6 @@ func skipBlankLines(text string, i int) int {
 		i += n + 1
 	}
 	return i
-}
-
-// commentsAbove returns the start of the comment lines right above the line
-// holding off, or of that line if there are none: such comments usually
-// describe what follows them.
-func (d *doc) commentsAbove(off int) int {
-	ln := d.line(off) - 1
-	for ln > 0 {
-		prev := strings.TrimSpace(d.text[d.lines[ln-1]:d.lines[ln]])
-		if !strings.HasPrefix(prev, "#") {
-			break
-		}
-		ln--
-	}
-	return d.lines[ln]
 }
 
 // writeFile replaces the file at path with data atomically: a reader sees

@@ -11,19 +11,21 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/hsmsh/hsmsh/internal/tomlscan"
 )
 
 // parser turns a decoded file into a Config, collecting every problem with
 // the line it is on.
 type parser struct {
 	path string
-	doc  *doc
+	doc  *tomlscan.Doc
 	c    *Config
 	errs []*Error
 }
 
 // parse decodes the file contents data, named path, on top of the defaults.
-func parse(path string, data []byte) (*Config, *doc, error) {
+func parse(path string, data []byte) (*Config, *tomlscan.Doc, error) {
 	var raw map[string]any
 	if _, err := toml.Decode(string(data), &raw); err != nil {
 		var pe toml.ParseError
@@ -44,7 +46,7 @@ func parse(path string, data []byte) (*Config, *doc, error) {
 	}
 	c.resolveTLS()
 
-	p := &parser{path: path, doc: scan(string(data)), c: c}
+	p := &parser{path: path, doc: tomlscan.Scan(string(data)), c: c}
 	for _, table := range sortedKeys(raw) {
 		p.table(table, raw[table])
 	}
@@ -68,7 +70,7 @@ func parse(path string, data []byte) (*Config, *doc, error) {
 func (p *parser) errorf(key, format string, args ...any) {
 	p.errs = append(p.errs, &Error{
 		File: p.path,
-		Line: p.doc.line(p.doc.locate(key)),
+		Line: p.doc.KeyLine(key),
 		Key:  key,
 		Msg:  fmt.Sprintf(format, args...),
 	})
@@ -221,7 +223,7 @@ func (p *parser) servers(v any) {
 		}
 		if first, dup := ids[srv.ID]; dup {
 			p.errorf(key+".id", "duplicate server id %q (also used at line %d); give each server its own id",
-				srv.ID, p.doc.line(p.doc.locate(first)))
+				srv.ID, p.doc.KeyLine(first))
 			continue
 		}
 		ids[srv.ID] = key + ".id"

@@ -13,6 +13,8 @@ import (
 	"strings"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/hsmsh/hsmsh/internal/tomlscan"
 )
 
 // maxFileSize bounds a theme file. A real one is well under a kilobyte; the
@@ -144,10 +146,10 @@ func parseFile(path string, data []byte, noColor bool) (Theme, error) {
 		return Theme{}, &fileError{file: path, msg: err.Error()}
 	}
 
-	lines := locateKeys(text)
+	doc := tomlscan.Scan(text)
 	var errs []*fileError
 	fail := func(key, format string, args ...any) {
-		errs = append(errs, &fileError{file: path, line: lines.line(key), key: key, msg: fmt.Sprintf(format, args...)})
+		errs = append(errs, &fileError{file: path, line: doc.KeyLine(key), key: key, msg: fmt.Sprintf(format, args...)})
 	}
 
 	// A file without a name is known by its file name: "solarized.toml"

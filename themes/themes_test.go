@@ -370,6 +370,7 @@ func TestLoadFileErrors(t *testing.T) {
 		{"inline table", "name = \"x\"\npalette = { ok = \"1\",\n  bad = \"2\" }\n",
 			[]string{"3: palette.bad: unknown key"}},
 		{"dotted key", "palette.ok = \"x\"\n", []string{`1: palette.ok: "x" is not a colour`}},
+		{"table made of dotted keys", "name = \"x\"\nextra.a = 1\n", []string{"2: extra: unknown key"}},
 		{"quoted key under header", "[palette]\n\"json key\" = \"1\"\n", []string{"2: palette.json key: unknown key"}},
 		{"multi-line string does not confuse lines", "name = \"\"\"\n[palette]\nok = 1\n\"\"\"\n[palette]\nok = 1\n",
 			[]string{"6: palette.ok: must be a colour string"}},
@@ -479,43 +480,5 @@ func TestNormalizeColor(t *testing.T) {
 		if got != tt.want || ok != tt.ok {
 			t.Errorf("normalizeColor(%q) = %q, %v; want %q, %v", tt.in, got, ok, tt.want, tt.ok)
 		}
-	}
-}
-
-func TestLocateKeys(t *testing.T) {
-	text := `# theme
-name = "a # not a comment"
-base = 'dark'
-notes = """
-[palette]
-ok = 1
-"""
-list = [
-  [1, 2],
-  { x = "]" },
-]
-[palette]
-  accent = "#fff" # trailing
-"quoted.key" = "1"
-inline = { a = 1, b = { c = "}" } }
-[[arr]]
-v = 1
-`
-	want := map[string]int{
-		"name": 2, "base": 3, "notes": 4, "list": 8, "palette": 12,
-		"palette.accent": 13, "palette.quoted.key": 14,
-		"palette.inline": 15, "palette.inline.a": 15, "palette.inline.b.c": 15,
-		"arr": 16, "arr.v": 17,
-		"palette.nope": 12, // falls back to the table
-		"nowhere":      0,
-	}
-	got := locateKeys(text)
-	for path, line := range want {
-		if n := got.line(path); n != line {
-			t.Errorf("line(%q) = %d, want %d", path, n, line)
-		}
-	}
-	if _, ok := got["palette.ok"]; ok {
-		t.Error("key inside a multi-line string was recorded")
 	}
 }
