@@ -234,30 +234,61 @@ func (e *Embedded) requireRole(c Caller, roles ...Role) error {
 	return fmt.Errorf("%w: this needs the %s role; you are logged in as %s", ErrPermission, strings.Join(names, " or "), c.Role)
 }
 
-// findUser looks a user up on the HSMs that answer.
-func (e *Embedded) findUser(name string) (*userRecord, error) {
+// userVersions resolves the users of the HSMs that answer: for each name
+// the newest record, unless a newer deletion wins. HSMs may disagree until
+// sync runs (one was down when a user changed); the newest version is the
+// truth, so a user deleted elsewhere cannot log in on a stale HSM.
+func (e *Embedded) userVersions() (map[string]*userRecord, map[string]int64, error) {
 	hs := e.up()
 	if len(hs) == 0 {
-		return nil, ErrNoHSM
+		return nil, nil, ErrNoHSM
 	}
-	var last error
+	users, tombs := map[string]*userRecord{}, map[string]int64{}
 	for _, h := range hs {
-		u, err := h.user(name)
-		if err == nil {
-			return u, nil
+		us, ts := h.userState()
+		for n, u := range us {
+			if cur, ok := users[n]; !ok || u.Updated > cur.Updated {
+				users[n] = u
+			}
 		}
-		last = err
+		for n, t := range ts {
+			tombs[n] = max(tombs[n], t)
+		}
 	}
-	return nil, last
+	for n, u := range users {
+		if t, ok := tombs[n]; ok && t >= u.Updated {
+			delete(users, n)
+		}
+	}
+	return users, tombs, nil
 }
 
-// putUserAll writes a user record to every HSM that answers; it succeeds
-// if at least one took it.
+// findUser looks a user up on the HSMs that answer.
+func (e *Embedded) findUser(name string) (*userRecord, error) {
+	users, _, err := e.userVersions()
+	if err != nil {
+		return nil, err
+	}
+	if u, ok := users[name]; ok {
+		return u, nil
+	}
+	return nil, fmt.Errorf("%w: %s", ErrUserNotFound, name)
+}
+
+// stamp gives a user record a version newer than any before it.
+func (e *Embedded) stamp(u *userRecord) {
+	now := time.Now().UnixNano()
+	u.Updated = max(now, u.Updated+1)
+}
+
+// putUserAll writes a new version of a user record to every HSM that
+// answers; it succeeds if at least one took it.
 func (e *Embedded) putUserAll(u *userRecord) error {
 	hs := e.up()
 	if len(hs) == 0 {
 		return ErrNoHSM
 	}
+	e.stamp(u)
 	var errs []error
 	for _, h := range hs {
 		if err := h.putUser(u); err != nil {
@@ -415,8 +446,12 @@ func (e *Embedded) DeleteUser(ctx context.Context, c Caller, username string, ro
 	}
 	var errs []error
 	hs := e.up()
+	at := time.Now().UnixNano()
+	if at <= u.Updated {
+		at = u.Updated + 1 // the deletion must be newer than the record
+	}
 	for _, h := range hs {
-		if err := h.deleteUser(name); err != nil {
+		if err := h.deleteUser(name, at); err != nil {
 			errs = append(errs, err)
 		}
 		// A deleted user keeps no access: a new user of the same name must
@@ -429,20 +464,12 @@ func (e *Embedded) DeleteUser(ctx context.Context, c Caller, username string, ro
 }
 
 func (e *Embedded) Users(ctx context.Context, c Caller) ([]User, error) {
-	seen := map[string]*userRecord{}
-	hs := e.up()
-	if len(hs) == 0 {
-		return nil, ErrNoHSM
+	users, _, err := e.userVersions()
+	if err != nil {
+		return nil, err
 	}
-	for _, h := range hs {
-		for _, u := range h.userList() {
-			if _, ok := seen[u.Username]; !ok {
-				seen[u.Username] = u
-			}
-		}
-	}
-	out := make([]User, 0, len(seen))
-	for _, u := range seen {
+	out := make([]User, 0, len(users))
+	for _, u := range users {
 		out = append(out, e.userView(u))
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Username < out[j].Username })

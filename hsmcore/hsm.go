@@ -22,6 +22,7 @@ type hsm struct {
 	sessionKeys map[Ref]*keyRecord // volatile: never written, gone on restart
 	users       map[string]*userRecord
 	tombstones  map[Ref]time.Time
+	userTombs   map[string]int64 // deleted users → when (Unix ns)
 	destroyed   bool
 	latency     atomic.Int64 // time.Duration added to each operation
 }
@@ -31,6 +32,7 @@ func newHSM(id string, st store) (*hsm, error) {
 		id: id, store: st, up: true,
 		keys: map[Ref]*keyRecord{}, sessionKeys: map[Ref]*keyRecord{},
 		users: map[string]*userRecord{}, tombstones: map[Ref]time.Time{},
+		userTombs: map[string]int64{},
 	}
 	if st == nil {
 		return h, nil
@@ -46,6 +48,9 @@ func newHSM(id string, st store) (*hsm, error) {
 		h.users[u.Username] = u
 	}
 	h.tombstones = c.tombstones
+	if c.userTombs != nil {
+		h.userTombs = c.userTombs
+	}
 	return h, nil
 }
 
@@ -229,23 +234,46 @@ func (h *hsm) putUser(u *userRecord) error {
 	c := *u
 	h.mu.Lock()
 	h.users[u.Username] = &c
+	delete(h.userTombs, u.Username)
 	h.mu.Unlock()
 	return nil
 }
 
-func (h *hsm) deleteUser(name string) error {
+// deleteUser removes a user and keeps a tombstone dated at, so sync can
+// tell a deleted user from one not yet copied.
+func (h *hsm) deleteUser(name string, at int64) error {
 	if !h.isUp() {
 		return h.errDown()
 	}
 	if h.store != nil {
-		if err := h.store.deleteUser(name); err != nil {
+		if err := h.store.deleteUser(name, at); err != nil {
 			return fmt.Errorf("%s: delete user %s: %w", h.id, name, err)
 		}
 	}
 	h.mu.Lock()
 	delete(h.users, name)
+	h.userTombs[name] = at
 	h.mu.Unlock()
 	return nil
+}
+
+// userState returns copies of the users and the user tombstones.
+func (h *hsm) userState() (map[string]*userRecord, map[string]int64) {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	if !h.up {
+		return nil, nil
+	}
+	users := make(map[string]*userRecord, len(h.users))
+	for n, u := range h.users {
+		c := *u
+		users[n] = &c
+	}
+	tombs := make(map[string]int64, len(h.userTombs))
+	for n, t := range h.userTombs {
+		tombs[n] = t
+	}
+	return users, tombs
 }
 
 // owns says whether a user owns any key on this HSM.
@@ -289,6 +317,7 @@ func (h *hsm) fail(destroy bool, dir string) ([]Ref, error) {
 	h.keys = map[Ref]*keyRecord{}
 	h.users = map[string]*userRecord{}
 	h.tombstones = map[Ref]time.Time{}
+	h.userTombs = map[string]int64{}
 	h.destroyed = true
 	if h.store != nil {
 		if err := h.store.close(); err != nil {

@@ -80,7 +80,13 @@ func (e *Embedded) FailHSM(id string, destroy bool) error {
 		return nil
 	}
 	e.events.publish(Event{Kind: EventHSMDestroyed, HSM: id, Count: len(held)})
-	// A key whose only copy was on this HSM is gone for good.
+	e.reportLost(h, held)
+	return nil
+}
+
+// reportLost publishes key-lost for each key whose only copy was on h,
+// which has just been destroyed or removed.
+func (e *Embedded) reportLost(h *hsm, held []Ref) {
 	others := e.members()
 	for _, ref := range held {
 		alive := false
@@ -97,10 +103,9 @@ func (e *Embedded) FailHSM(id string, destroy bool) error {
 			}
 		}
 		if !alive {
-			e.events.publish(Event{Kind: EventKeyLost, HSM: id, Ref: ref.String(), Detail: "its only copy was on " + id})
+			e.events.publish(Event{Kind: EventKeyLost, HSM: h.id, Ref: ref.String(), Detail: "its only copy was on " + h.id})
 		}
 	}
-	return nil
 }
 
 func (e *Embedded) RecoverHSM(id string) error {
@@ -187,10 +192,12 @@ func (e *Embedded) RemoveHSM(id string) error {
 		}
 	}
 	e.mu.Unlock()
-	if _, err := h.fail(true, e.hsmDir(id)); err != nil {
+	held, err := h.fail(true, e.hsmDir(id))
+	if err != nil {
 		return err
 	}
-	e.events.publish(Event{Kind: EventHSMRemoved, HSM: id})
+	e.events.publish(Event{Kind: EventHSMRemoved, HSM: id, Count: len(held)})
+	e.reportLost(h, held)
 	return nil
 }
 

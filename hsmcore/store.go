@@ -28,7 +28,7 @@ type store interface {
 	putKeys(recs []*keyRecord) error
 	deleteKey(ref Ref, at time.Time) error
 	putUser(u *userRecord) error
-	deleteUser(username string) error
+	deleteUser(username string, at int64) error
 	close() error
 }
 
@@ -36,6 +36,7 @@ type storeContents struct {
 	keys       []*keyRecord
 	users      []*userRecord
 	tombstones map[Ref]time.Time
+	userTombs  map[string]int64
 }
 
 var (
@@ -43,6 +44,7 @@ var (
 	bucketUsers      = []byte("users")
 	bucketTombstones = []byte("tombstones")
 	bucketMeta       = []byte("meta")
+	bucketUserTombs  = []byte("user-tombstones")
 )
 
 const (
@@ -109,6 +111,10 @@ func openBoltStore(dir string) (s *boltStore, err error) {
 	db.MaxBatchDelay = 2 * time.Millisecond
 	s = &boltStore{path: path, db: db, aead: aead}
 	err = db.Update(func(tx *bolt.Tx) error {
+		// Added after the first format: created in older stores too.
+		if _, err := tx.CreateBucketIfNotExists(bucketUserTombs); err != nil {
+			return err
+		}
 		for _, b := range [][]byte{bucketKeys, bucketUsers, bucketTombstones, bucketMeta} {
 			if tx.Bucket(b) == nil {
 				if existed && tx.Bucket(bucketMeta) != nil {
@@ -303,7 +309,7 @@ func (s *boltStore) load() (c *storeContents, err error) {
 			err = corruptErr(s.path, fmt.Errorf("%v", r))
 		}
 	}()
-	c = &storeContents{tombstones: map[Ref]time.Time{}}
+	c = &storeContents{tombstones: map[Ref]time.Time{}, userTombs: map[string]int64{}}
 	err = s.db.View(func(tx *bolt.Tx) error {
 		err := tx.Bucket(bucketKeys).ForEach(func(k, v []byte) error {
 			var sk storedKey
@@ -331,6 +337,17 @@ func (s *boltStore) load() (c *storeContents, err error) {
 				return fmt.Errorf("user record %q: %w", k, err)
 			}
 			c.users = append(c.users, &u)
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		err = tx.Bucket(bucketUserTombs).ForEach(func(k, v []byte) error {
+			t, err := strconv.ParseInt(string(v), 10, 64)
+			if err != nil {
+				return fmt.Errorf("user tombstone %q: %w", k, err)
+			}
+			c.userTombs[string(k)] = t
 			return nil
 		})
 		if err != nil {
@@ -397,12 +414,18 @@ func (s *boltStore) putUser(u *userRecord) error {
 		return err
 	}
 	return s.db.Update(func(tx *bolt.Tx) error {
+		if err := tx.Bucket(bucketUserTombs).Delete([]byte(u.Username)); err != nil {
+			return err
+		}
 		return tx.Bucket(bucketUsers).Put([]byte(u.Username), v)
 	})
 }
 
-func (s *boltStore) deleteUser(username string) error {
+func (s *boltStore) deleteUser(username string, at int64) error {
 	return s.db.Update(func(tx *bolt.Tx) error {
+		if err := tx.Bucket(bucketUserTombs).Put([]byte(username), []byte(strconv.FormatInt(at, 10))); err != nil {
+			return err
+		}
 		return tx.Bucket(bucketUsers).Delete([]byte(username))
 	})
 }

@@ -110,14 +110,20 @@ func (e *Embedded) SyncStatus() SyncStatus {
 func (e *Embedded) PauseSync() {
 	e.sync.mu.Lock()
 	e.sync.paused = true
+	e.sync.next = time.Time{} // now, not when the loop next wakes
 	e.sync.mu.Unlock()
 	e.rescheduleSync()
 	e.events.publish(Event{Kind: EventSyncPaused})
 }
 
 func (e *Embedded) ResumeSync() {
+	iv := e.Durability().ServerSyncInterval
 	e.sync.mu.Lock()
 	e.sync.paused = false
+	// An estimate until the loop draws the jittered time.
+	if iv > 0 {
+		e.sync.next = time.Now().Add(iv)
+	}
 	e.sync.mu.Unlock()
 	e.rescheduleSync()
 	e.events.publish(Event{Kind: EventSyncResumed})
@@ -232,23 +238,32 @@ func (e *Embedded) SyncNow(ctx context.Context) SyncStats {
 		}
 	}
 
-	// Users, for HSMs that have none.
-	var donor *hsm
-	for _, h := range hs {
-		if len(h.userList()) > 0 {
-			donor = h
-			break
-		}
-	}
-	if donor != nil {
+	// Users: every HSM gets the newest version of each user, and a
+	// deletion newer than a user's record removes it everywhere.
+	if users, tombs, err := e.userVersions(); err == nil {
 		for _, h := range hs {
-			if len(h.userList()) > 0 {
-				continue
-			}
-			for _, u := range donor.userList() {
+			have, haveTombs := h.userState()
+			for n, u := range users {
+				if cur, ok := have[n]; ok && cur.Updated >= u.Updated {
+					continue
+				}
 				if err := h.putUser(u); err != nil {
 					st.Failed++
 				} else {
+					st.Users++
+				}
+			}
+			for n, t := range tombs {
+				if _, alive := users[n]; alive {
+					continue
+				}
+				_, has := have[n]
+				if !has && haveTombs[n] >= t {
+					continue
+				}
+				if err := h.deleteUser(n, t); err != nil {
+					st.Failed++
+				} else if has {
 					st.Users++
 				}
 			}

@@ -23,6 +23,9 @@ type userRecord struct {
 	// Failed counts wrong passwords across the cluster: every HSM records
 	// each failure, so spreading guesses over HSMs gains nothing.
 	Failed int `json:"failed"`
+	// Updated orders versions of the record (Unix nanoseconds), so sync
+	// copies the newest and a deletion can win over an older record.
+	Updated int64 `json:"updated"`
 }
 
 func (u *userRecord) locked() bool { return u.Failed >= MaxFailedLogins }

@@ -50,15 +50,16 @@ func TestScripts(t *testing.T) {
 			return nil
 		},
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
-			"jsonpath": cmdJSONPath,
-			"setjson":  cmdSetJSON,
-			"rs2der":   cmdRS2DER,
-			"b64dec":   cmdB64Dec,
-			"jsonfind": cmdJSONFind,
-			"flipbit":  cmdFlipBit,
-			"der2rs":   cmdDER2RS,
-			"envfile":  cmdEnvFile,
-			"truncate": cmdTruncate,
+			"jsonpath":  cmdJSONPath,
+			"setjson":   cmdSetJSON,
+			"rs2der":    cmdRS2DER,
+			"b64dec":    cmdB64Dec,
+			"jsonfind":  cmdJSONFind,
+			"flipbit":   cmdFlipBit,
+			"der2rs":    cmdDER2RS,
+			"envfile":   cmdEnvFile,
+			"truncate":  cmdTruncate,
+			"jsoncount": cmdJSONCount,
 		},
 	})
 }
@@ -306,5 +307,42 @@ func cmdTruncate(ts *testscript.TestScript, neg bool, args []string) {
 	}
 	if err := os.Truncate(ts.MkAbs(args[0]), n); err != nil {
 		ts.Fatalf("%v", err)
+	}
+}
+
+// jsoncount FILE PATH VALUE N: the object or array at PATH holds exactly
+// N values equal to VALUE (compared as in jsonpath), e.g. how many HSMs
+// of an hsm-coverage map hold the key.
+func cmdJSONCount(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 4 {
+		ts.Fatalf("usage: jsoncount FILE PATH VALUE N")
+	}
+	want, err := strconv.Atoi(args[3])
+	if err != nil || want < 0 {
+		ts.Fatalf("bad count %q", args[3])
+	}
+	v, ok := lookup(ts, args[0], args[1])
+	if !ok {
+		ts.Fatalf("%s has nothing at %s", args[0], args[1])
+	}
+	var values []any
+	switch x := v.(type) {
+	case map[string]any:
+		for _, el := range x {
+			values = append(values, el)
+		}
+	case []any:
+		values = x
+	default:
+		ts.Fatalf("%s %s is %s, not an object or array", args[0], args[1], render(v))
+	}
+	n := 0
+	for _, el := range values {
+		if render(el) == args[2] {
+			n++
+		}
+	}
+	if n != want {
+		ts.Fatalf("%s %s holds %d values equal to %s; want %d: it is %s", args[0], args[1], n, args[2], want, render(v))
 	}
 }

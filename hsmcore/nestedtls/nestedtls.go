@@ -21,6 +21,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -220,8 +221,18 @@ func Dial(ctx context.Context, addr string, cfg ClientConfig) (net.Conn, Info, e
 		return nil, info, &LayerError{Layer: Outer, Err: err}
 	}
 	// In TLS 1.3 the server checks the client certificate after the
-	// client's handshake returns; a refusal arrives as an alert on the
-	// first read, so the inner handshake below reports it.
+	// client's handshake returns, so a refusal only shows on the next
+	// read. The server confirms the outer layer with one byte; waiting
+	// for it pins a refusal on the right layer.
+	var ack [1]byte
+	if _, err := io.ReadFull(outer, ack[:]); err != nil || ack[0] != outerOK {
+		raw.Close()
+		if err == nil {
+			err = fmt.Errorf("unexpected byte %#x", ack[0])
+		}
+		info.Outer.Status = err.Error()
+		return nil, info, &LayerError{Layer: Outer, Err: fmt.Errorf("the server refused the client certificate: %w", err)}
+	}
 	st := outer.ConnectionState()
 	peer := info.Outer.Peer
 	client := info.Outer.ClientCert
@@ -243,11 +254,6 @@ func Dial(ctx context.Context, addr string, cfg ClientConfig) (net.Conn, Info, e
 	inner := tls.Client(outer, innerCfg)
 	if err := inner.HandshakeContext(ctx); err != nil {
 		outer.Close()
-		if isAlert(err) {
-			// The server closed the outer layer: it refused us there.
-			info.Outer.Status = err.Error()
-			return nil, info, &LayerError{Layer: Outer, Err: fmt.Errorf("the server refused the client certificate: %w", err)}
-		}
 		info.Inner.Status = err.Error()
 		return nil, info, &LayerError{Layer: Inner, Err: err}
 	}
@@ -257,15 +263,9 @@ func Dial(ctx context.Context, addr string, cfg ClientConfig) (net.Conn, Info, e
 	return inner, info, nil
 }
 
-// isAlert says whether err is a TLS alert the peer sent (as opposed to a
-// certificate this side refused).
-func isAlert(err error) bool {
-	var ae tls.AlertError
-	if errors.As(err, &ae) {
-		return true
-	}
-	return strings.Contains(err.Error(), "remote error:")
-}
+// outerOK is the byte a server sends once it has accepted the client on
+// the outer layer.
+const outerOK = 0x01
 
 // ServerConfig is what an HSM server needs.
 type ServerConfig struct {
@@ -328,6 +328,9 @@ func Handshake(ctx context.Context, raw net.Conn, cfg ServerConfig) (*Accepted, 
 	}
 	outer := tls.Server(raw, outerCfg)
 	if err := outer.HandshakeContext(ctx); err != nil {
+		return nil, &LayerError{Layer: Outer, Err: err}
+	}
+	if _, err := outer.Write([]byte{outerOK}); err != nil {
 		return nil, &LayerError{Layer: Outer, Err: err}
 	}
 	inner := tls.Server(outer, &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{cfg.Cluster}, Time: cfg.now})
