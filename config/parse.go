@@ -8,7 +8,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/BurntSushi/toml"
 
@@ -89,7 +88,7 @@ func (p *parser) table(name string, v any) {
 	}
 	m, ok := v.(map[string]any)
 	if !ok {
-		p.errorf(name, "must be a table ([%s]), got %s", name, describe(v))
+		p.errorf(name, "must be a table ([%s]), got %s", name, tomlscan.Describe(v))
 		return
 	}
 	for _, k := range sortedKeys(m) {
@@ -152,7 +151,7 @@ func (p *parser) typeError(s *setting, v any) {
 	default:
 		want = "a string"
 	}
-	p.errorf(s.name, "must be %s, got %s", want, describe(v))
+	p.errorf(s.name, "must be %s, got %s", want, tomlscan.Describe(v))
 }
 
 // servers checks the [[cluster.servers]] tables.
@@ -165,13 +164,13 @@ func (p *parser) servers(v any) {
 		for _, e := range x {
 			m, ok := e.(map[string]any)
 			if !ok {
-				p.errorf("cluster.servers", "must be an array of tables ([[cluster.servers]]), got an array holding %s", describe(e))
+				p.errorf("cluster.servers", "must be an array of tables ([[cluster.servers]]), got an array holding %s", tomlscan.Describe(e))
 				return
 			}
 			list = append(list, m)
 		}
 	default:
-		p.errorf("cluster.servers", "must be an array of tables ([[cluster.servers]]), got %s", describe(v))
+		p.errorf("cluster.servers", "must be an array of tables ([[cluster.servers]]), got %s", tomlscan.Describe(v))
 		return
 	}
 	ids := make(map[string]string) // id -> key where it was first used
@@ -194,7 +193,7 @@ func (p *parser) servers(v any) {
 			}
 			s, isString := m[k].(string)
 			if !isString {
-				p.errorf(key+"."+k, "must be a string, got %s", describe(m[k]))
+				p.errorf(key+"."+k, "must be a string, got %s", tomlscan.Describe(m[k]))
 				ok = false
 				continue
 			}
@@ -232,26 +231,6 @@ func (p *parser) servers(v any) {
 	p.c.Cluster.Servers = servers
 }
 
-// describe names the TOML type of v and shows it, for type errors.
-func describe(v any) string {
-	switch x := v.(type) {
-	case string:
-		return fmt.Sprintf("string %q", x)
-	case int64:
-		return fmt.Sprintf("integer %d", x)
-	case float64:
-		return fmt.Sprintf("float %v", x)
-	case bool:
-		return fmt.Sprintf("boolean %v", x)
-	case time.Time:
-		return "datetime " + x.Format(time.RFC3339)
-	case []any, []map[string]any:
-		return "an array"
-	case map[string]any:
-		return "a table"
-	}
-	return fmt.Sprintf("%T", v)
-}
 
 func sortedKeys[V any](m map[string]V) []string {
 	keys := make([]string, 0, len(m))

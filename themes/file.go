@@ -164,7 +164,7 @@ func parseFile(path string, data []byte, noColor bool) (Theme, error) {
 			s, ok := v.(string)
 			switch {
 			case !ok:
-				fail(k, "must be a string, got %s", describe(v))
+				fail(k, "must be a string, got %s", tomlscan.Describe(v))
 			case s == "":
 				fail(k, "must not be empty")
 			case k == "name":
@@ -178,7 +178,7 @@ func parseFile(path string, data []byte, noColor bool) (Theme, error) {
 		case "palette":
 			m, ok := v.(map[string]any)
 			if !ok {
-				fail(k, "must be a table ([palette]), got %s", describe(v))
+				fail(k, "must be a table ([palette]), got %s", tomlscan.Describe(v))
 				continue
 			}
 			overrides = m
@@ -199,7 +199,7 @@ func parseFile(path string, data []byte, noColor bool) (Theme, error) {
 		}
 		s, ok := v.(string)
 		if !ok {
-			fail(key, `must be a colour string such as "#268bd2" or "2" (ANSI numbers are quoted too), got %s`, describe(v))
+			fail(key, `must be a colour string such as "#268bd2" or "2" (ANSI numbers are quoted too), got %s`, tomlscan.Describe(v))
 			continue
 		}
 		c, ok := normalizeColor(s)
@@ -257,27 +257,6 @@ func normalizeColor(s string) (string, bool) {
 	return strconv.Itoa(n), true
 }
 
-// describe names the TOML type of a decoded value for error messages.
-func describe(v any) string {
-	switch x := v.(type) {
-	case string:
-		return fmt.Sprintf("string %q", x)
-	case int64:
-		return fmt.Sprintf("integer %d", x)
-	case float64:
-		return fmt.Sprintf("float %v", x)
-	case bool:
-		return fmt.Sprintf("boolean %v", x)
-	case map[string]any:
-		return "a table"
-	case []map[string]any:
-		return "an array of tables"
-	case []any:
-		return "an array"
-	default:
-		return fmt.Sprintf("a date/time %v", x)
-	}
-}
 
 func sortedKeys[V any](m map[string]V) []string {
 	keys := make([]string, 0, len(m))

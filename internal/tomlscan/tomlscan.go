@@ -11,9 +11,11 @@
 package tomlscan
 
 import (
+	"fmt"
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Entry is one table header or key/value pair of a file.
@@ -439,4 +441,28 @@ func (d *Doc) CommentsAbove(off int) int {
 		ln--
 	}
 	return d.lines[ln]
+}
+
+// Describe names the TOML type of a value BurntSushi/toml decoded, and
+// shows it, for "must be X, got Y" errors.
+func Describe(v any) string {
+	switch x := v.(type) {
+	case string:
+		return fmt.Sprintf("string %q", x)
+	case int64:
+		return fmt.Sprintf("integer %d", x)
+	case float64:
+		return fmt.Sprintf("float %v", x)
+	case bool:
+		return fmt.Sprintf("boolean %v", x)
+	case time.Time:
+		return "datetime " + x.Format(time.RFC3339)
+	case map[string]any:
+		return "a table"
+	case []map[string]any:
+		return "an array of tables"
+	case []any:
+		return "an array"
+	}
+	return fmt.Sprintf("%T", v)
 }
