@@ -231,7 +231,6 @@ func (p *parser) servers(v any) {
 	p.c.Cluster.Servers = servers
 }
 
-
 func sortedKeys[V any](m map[string]V) []string {
 	keys := make([]string, 0, len(m))
 	for k := range m {

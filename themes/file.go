@@ -257,7 +257,6 @@ func normalizeColor(s string) (string, bool) {
 	return strconv.Itoa(n), true
 }
 
-
 func sortedKeys[V any](m map[string]V) []string {
 	keys := make([]string, 0, len(m))
 	for k := range m {
