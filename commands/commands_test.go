@@ -147,3 +147,24 @@ func TestResultJSON(t *testing.T) {
 		t.Errorf("error JSON = %s", got)
 	}
 }
+
+// FuzzSplit checks the command-line parser on arbitrary input: it never
+// panics, and quoting any word it produced reads back as that word, which
+// history and the shell's echo rely on.
+func FuzzSplit(f *testing.F) {
+	for _, s := range []string{"key list", `--label 'my key'`, `"a\"b" c\ d`, "# c", `x'y'"z"\`, "a\tb\nc"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, line string) {
+		words, err := Split(line)
+		if err != nil {
+			return
+		}
+		for _, w := range words {
+			back, err := Split(Quote(w))
+			if err != nil || len(back) != 1 || back[0] != w {
+				t.Fatalf("Quote(%q) = %q reads back as %q (%v)", w, Quote(w), back, err)
+			}
+		}
+	})
+}

@@ -149,7 +149,7 @@ func Quote(w string) string {
 	if w == "" {
 		return "''"
 	}
-	if strings.ContainsAny(w, " \t\n'\"\\#$`") {
+	if strings.ContainsAny(w, " \t\n\r'\"\\#$`") {
 		return "'" + strings.ReplaceAll(w, "'", `'\''`) + "'"
 	}
 	return w

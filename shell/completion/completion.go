@@ -179,7 +179,7 @@ func (c *Completer) values(f *commands.Flag, word string) []prompt.Suggest {
 	case "filter", "key-filter":
 		var out []prompt.Suggest
 		for _, l := range c.Source.KeyLabels() {
-			out = append(out, prompt.Suggest{Text: "attr.label=" + quoteIfNeeded(l), Description: "key label"})
+			out = append(out, prompt.Suggest{Text: "attr.label=" + commands.Quote(l), Description: "key label"})
 		}
 		for _, r := range c.Source.KeyRefs() {
 			out = append(out, prompt.Suggest{Text: "key-reference=" + r, Description: "key"})
@@ -193,14 +193,6 @@ func (c *Completer) values(f *commands.Flag, word string) []prompt.Suggest {
 	return nil
 }
 
-// quoteIfNeeded quotes a value with spaces the way the shell's parser
-// reads it back.
-func quoteIfNeeded(s string) string {
-	if strings.ContainsAny(s, " \t'\"\\#") {
-		return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
-	}
-	return s
-}
 
 // paths lists the files and folders that start with word.
 func (c *Completer) paths(word string) []prompt.Suggest {
