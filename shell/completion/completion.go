@@ -193,7 +193,6 @@ func (c *Completer) values(f *commands.Flag, word string) []prompt.Suggest {
 	return nil
 }
 
-
 // paths lists the files and folders that start with word.
 func (c *Completer) paths(word string) []prompt.Suggest {
 	dir, base := filepath.Split(word)
