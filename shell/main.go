@@ -116,6 +116,11 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			return configure(g, rest[1:], stdout, stderr)
 		case "pki":
 			return pkiCommand(rest[1:], stdout, stderr)
+		case "serve":
+			// Named in CLI.md; say plainly that it is not built yet rather
+			// than call it an unknown command.
+			stdout.Write(commands.Result{ErrorCode: 1, Data: "hsmsh serve is not available in this version: the remote mode is in progress (pki init works already); use the embedded cluster"}.JSON())
+			return 1
 		}
 		if strings.HasPrefix(rest[0], "--") {
 			fmt.Fprintf(stderr, "hsmsh: unknown global flag %s\n%s", rest[0], usage)
