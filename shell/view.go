@@ -96,7 +96,7 @@ func (m *Model) suggestView(w int) []string {
 	var out []string
 	for i := first; i < min(first+maxSuggest, len(m.suggestions)); i++ {
 		s := m.suggestions[i]
-		line := fmt.Sprintf(" %-28s %s", s.Text, m.theme.Dim.Render(s.Description))
+		line := fmt.Sprintf(" %-28s ", s.Text) + m.theme.Dim.Render(s.Description)
 		if i == m.sugSel {
 			line = m.theme.Selected.Render(fmt.Sprintf(" %-28s %s", s.Text, s.Description))
 		}
@@ -387,7 +387,8 @@ var keyHelp = [][2]string{
 func (m *Model) helpView() string {
 	lines := []string{m.theme.Title.Render("hsmsh key bindings"), ""}
 	for _, k := range keyHelp {
-		lines = append(lines, fmt.Sprintf("  %-20s %s", m.theme.Prompt.Render(k[0]), k[1]))
+		// Pad before styling: escape codes would count as width.
+		lines = append(lines, "  "+m.theme.Prompt.Render(fmt.Sprintf("%-20s", k[0]))+" "+k[1])
 	}
 	lines = append(lines, "", m.theme.Dim.Render("Key pane: ● present  ○ missing  ◆ just copied (syncing)  - HSM down  ✗ LOST  ! breaks the availability quorum or minimum nodes  * session key"),
 		"", m.theme.Dim.Render("press any key to return"))
