@@ -1,0 +1,305 @@
+// Package rpc carries requests and responses between an hsmsh client and
+// an HSM server over one connection (in the remote mode, the inner TLS
+// connection). Requests are JSON in wire frames; each has an id, so many
+// can be in flight on one connection and answers may come back in any
+// order. A peer that sends garbage, an oversize frame, or stalls in the
+// middle of a frame is dropped without harming other connections.
+package rpc
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/hsmsh/hsmsh/hsmcore/wire"
+)
+
+// request is the payload of a request frame.
+type request struct {
+	Method string          `json:"method"`
+	Args   json.RawMessage `json:"args,omitempty"`
+}
+
+// RemoteError is an error the server returned for one request; the
+// connection is still good.
+type RemoteError struct{ Message string }
+
+func (e *RemoteError) Error() string { return e.Message }
+
+// ErrClosed is returned for calls on a connection that has gone.
+var ErrClosed = errors.New("connection to the HSM is closed")
+
+// Client sends requests on one connection.
+type Client struct {
+	conn net.Conn
+	wmu  sync.Mutex // one frame written at a time
+
+	mu      sync.Mutex
+	next    uint32
+	pending map[uint32]chan wire.Frame
+	err     error // why the connection ended
+	done    chan struct{}
+}
+
+// NewClient starts reading answers from conn.
+func NewClient(conn net.Conn) *Client {
+	c := &Client{conn: conn, pending: map[uint32]chan wire.Frame{}, done: make(chan struct{})}
+	go c.readLoop()
+	return c
+}
+
+func (c *Client) readLoop() {
+	var err error
+	for {
+		var f wire.Frame
+		f, err = wire.Read(c.conn, 0)
+		if err != nil {
+			break
+		}
+		if f.ID == 0 && f.Kind == wire.KindError {
+			// The server says why it is hanging up.
+			err = fmt.Errorf("the HSM server closed the connection: %s", f.Payload)
+			break
+		}
+		c.mu.Lock()
+		ch := c.pending[f.ID]
+		delete(c.pending, f.ID)
+		c.mu.Unlock()
+		if ch != nil {
+			ch <- f
+		}
+	}
+	if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
+		err = ErrClosed
+	}
+	c.mu.Lock()
+	c.err = err
+	for id, ch := range c.pending {
+		close(ch)
+		delete(c.pending, id)
+	}
+	c.mu.Unlock()
+	close(c.done)
+}
+
+// Call sends method with args and decodes the answer into reply (which
+// may be nil). It honours ctx's deadline and cancellation.
+func (c *Client) Call(ctx context.Context, method string, args, reply any) error {
+	raw, err := json.Marshal(args)
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", method, err)
+	}
+	payload, err := json.Marshal(request{Method: method, Args: raw})
+	if err != nil {
+		return err
+	}
+	ch := make(chan wire.Frame, 1)
+	c.mu.Lock()
+	if c.err != nil {
+		err := c.err
+		c.mu.Unlock()
+		return err
+	}
+	c.next++
+	id := c.next
+	c.pending[id] = ch
+	c.mu.Unlock()
+
+	c.wmu.Lock()
+	if dl, ok := ctx.Deadline(); ok {
+		c.conn.SetWriteDeadline(dl)
+	} else {
+		c.conn.SetWriteDeadline(time.Time{})
+	}
+	err = wire.Write(c.conn, wire.Frame{Kind: wire.KindRequest, ID: id, Payload: payload})
+	c.wmu.Unlock()
+	if err != nil {
+		c.forget(id)
+		// The server may have hung up with a reason while we wrote; that
+		// reason says more than the broken write.
+		select {
+		case <-c.done:
+		case <-time.After(time.Second):
+		}
+		c.conn.Close() // a half-written frame leaves the stream unusable
+		if why := c.Err(); why != nil && why != ErrClosed {
+			return fmt.Errorf("send %s: %w", method, why)
+		}
+		return fmt.Errorf("send %s: %w", method, err)
+	}
+	select {
+	case f, ok := <-ch:
+		if !ok {
+			c.mu.Lock()
+			err := c.err
+			c.mu.Unlock()
+			return err
+		}
+		switch f.Kind {
+		case wire.KindError:
+			return &RemoteError{Message: string(f.Payload)}
+		case wire.KindResponse:
+			if reply == nil {
+				return nil
+			}
+			if err := json.Unmarshal(f.Payload, reply); err != nil {
+				return fmt.Errorf("decode the answer to %s: %w", method, err)
+			}
+			return nil
+		}
+		return fmt.Errorf("unexpected %d frame in answer to %s", f.Kind, method)
+	case <-ctx.Done():
+		c.forget(id)
+		return fmt.Errorf("%s: %w", method, ctx.Err())
+	}
+}
+
+func (c *Client) forget(id uint32) {
+	c.mu.Lock()
+	delete(c.pending, id)
+	c.mu.Unlock()
+}
+
+// Done is closed when the connection has ended; Err says why.
+func (c *Client) Done() <-chan struct{} { return c.done }
+
+// Err is why the connection ended, nil while it is up.
+func (c *Client) Err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
+}
+
+// Close ends the connection; calls in flight fail with ErrClosed.
+func (c *Client) Close() error { return c.conn.Close() }
+
+// Handler answers one request: a reply to encode, or an error whose text
+// goes back to the client.
+type Handler func(ctx context.Context, method string, args json.RawMessage) (any, error)
+
+// ServerOptions bound what one connection may cost the server.
+type ServerOptions struct {
+	// FrameTimeout is how long a started frame may take to arrive whole;
+	// a slower peer is dropped (slow-loris). Default 10s.
+	FrameTimeout time.Duration
+	// IdleTimeout is how long a connection may send nothing; 0 = forever.
+	IdleTimeout time.Duration
+	// MaxInFlight bounds concurrent requests per connection. Default 64.
+	MaxInFlight int
+	MaxPayload  int
+}
+
+// Serve answers requests on conn until it ends, running up to
+// MaxInFlight handlers at once. It returns why the connection ended: nil
+// for a clean close by the peer.
+func Serve(ctx context.Context, conn net.Conn, h Handler, opt ServerOptions) error {
+	if opt.FrameTimeout <= 0 {
+		opt.FrameTimeout = 10 * time.Second
+	}
+	if opt.MaxInFlight <= 0 {
+		opt.MaxInFlight = 64
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		<-ctx.Done()
+		conn.Close()
+	}()
+	var wmu sync.Mutex
+	reply := func(f wire.Frame) {
+		wmu.Lock()
+		defer wmu.Unlock()
+		conn.SetWriteDeadline(time.Now().Add(opt.FrameTimeout))
+		if err := wire.Write(conn, f); err != nil {
+			conn.Close()
+		}
+	}
+	sem := make(chan struct{}, opt.MaxInFlight)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	r := &deadlineReader{conn: conn, idle: opt.IdleTimeout, frame: opt.FrameTimeout}
+	for {
+		r.start()
+		f, err := wire.Read(r, opt.MaxPayload)
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				if r.begun {
+					err = fmt.Errorf("the peer stalled in the middle of a frame for more than %v: %w", opt.FrameTimeout, err)
+				} else {
+					err = fmt.Errorf("the peer sent nothing for %v: %w", opt.IdleTimeout, err)
+				}
+			}
+			// Say why before hanging up, when the stream still allows it.
+			reply(wire.Frame{Kind: wire.KindError, ID: 0, Payload: []byte("closing the connection: " + err.Error())})
+			return err
+		}
+		switch f.Kind {
+		case wire.KindPing:
+			reply(wire.Frame{Kind: wire.KindPong, ID: f.ID})
+			continue
+		case wire.KindRequest:
+		default:
+			reply(wire.Frame{Kind: wire.KindError, ID: f.ID, Payload: []byte(fmt.Sprintf("a client may not send frame kind %d", f.Kind))})
+			continue
+		}
+		var req request
+		if err := json.Unmarshal(f.Payload, &req); err != nil || req.Method == "" {
+			reply(wire.Frame{Kind: wire.KindError, ID: f.ID, Payload: []byte("the request is not a JSON {method, args} object")})
+			continue
+		}
+		sem <- struct{}{}
+		wg.Add(1)
+		go func(id uint32, req request) {
+			defer func() { <-sem; wg.Done() }()
+			out, err := h(ctx, req.Method, req.Args)
+			if err != nil {
+				reply(wire.Frame{Kind: wire.KindError, ID: id, Payload: []byte(err.Error())})
+				return
+			}
+			b, err := json.Marshal(out)
+			if err != nil {
+				reply(wire.Frame{Kind: wire.KindError, ID: id, Payload: []byte("encode answer: " + err.Error())})
+				return
+			}
+			reply(wire.Frame{Kind: wire.KindResponse, ID: id, Payload: b})
+		}(f.ID, req)
+	}
+}
+
+// deadlineReader gives the first byte of a frame the idle timeout and the
+// rest of it the frame timeout, so a peer cannot hold a half-sent frame.
+type deadlineReader struct {
+	conn        net.Conn
+	idle, frame time.Duration
+	begun       bool
+}
+
+func (r *deadlineReader) start() {
+	r.begun = false
+	if r.idle > 0 {
+		r.conn.SetReadDeadline(time.Now().Add(r.idle))
+	} else {
+		r.conn.SetReadDeadline(time.Time{})
+	}
+}
+
+func (r *deadlineReader) Read(p []byte) (int, error) {
+	n, err := r.conn.Read(p)
+	if n > 0 && !r.begun {
+		r.begun = true
+		r.conn.SetReadDeadline(time.Now().Add(r.frame))
+	}
+	return n, err
+}

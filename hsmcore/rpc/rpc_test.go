@@ -1,0 +1,153 @@
+package rpc
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hsmsh/hsmsh/hsmcore/wire"
+)
+
+// echo answers "echo" with its argument after the given delay, and
+// "fail" with an error.
+func echo(ctx context.Context, method string, args json.RawMessage) (any, error) {
+	var a struct {
+		N     int
+		Delay time.Duration
+	}
+	json.Unmarshal(args, &a)
+	switch method {
+	case "echo":
+		select {
+		case <-time.After(a.Delay):
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		return a.N, nil
+	case "fail":
+		return nil, errors.New("key 0x0000000000000001 not found on hsm-2")
+	}
+	return nil, fmt.Errorf("unknown method %q", method)
+}
+
+func pair(t *testing.T, opt ServerOptions) (*Client, chan error) {
+	t.Helper()
+	cs, ss := net.Pipe()
+	done := make(chan error, 1)
+	go func() { done <- Serve(context.Background(), ss, echo, opt) }()
+	c := NewClient(cs)
+	t.Cleanup(func() { c.Close() })
+	return c, done
+}
+
+func TestConcurrentCallsAnswerOutOfOrder(t *testing.T) {
+	c, _ := pair(t, ServerOptions{})
+	var wg sync.WaitGroup
+	for i := 0; i < 20; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			var got int
+			// Later calls finish first.
+			err := c.Call(context.Background(), "echo", map[string]any{"N": i, "Delay": time.Duration(20-i) * time.Millisecond}, &got)
+			if err != nil || got != i {
+				t.Errorf("call %d: %d, %v", i, got, err)
+			}
+		}(i)
+	}
+	wg.Wait()
+}
+
+func TestErrorsAndDeadlines(t *testing.T) {
+	c, _ := pair(t, ServerOptions{})
+	err := c.Call(context.Background(), "fail", nil, nil)
+	var re *RemoteError
+	if !errors.As(err, &re) || re.Message != "key 0x0000000000000001 not found on hsm-2" {
+		t.Errorf("remote error: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
+	defer cancel()
+	if err := c.Call(ctx, "echo", map[string]any{"Delay": time.Second}, nil); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("deadline: %v", err)
+	}
+	// The connection survives both.
+	var n int
+	if err := c.Call(context.Background(), "echo", map[string]any{"N": 7}, &n); err != nil || n != 7 {
+		t.Errorf("after errors: %d %v", n, err)
+	}
+}
+
+func TestBadPeersAreDropped(t *testing.T) {
+	tests := []struct {
+		name string
+		send func(net.Conn)
+		want string
+	}{
+		{"garbage", func(c net.Conn) { c.Write([]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n")) }, "bad magic"},
+		{"oversize", func(c net.Conn) {
+			c.Write([]byte{'H', 'S', wire.Version, byte(wire.KindRequest), 0, 0, 0, 1, 0x7f, 0xff, 0xff, 0xff})
+		}, "the limit is"},
+		{"slow loris", func(c net.Conn) { c.Write([]byte{'H', 'S', wire.Version}) }, "stalled in the middle of a frame"},
+		{"other version", func(c net.Conn) { c.Write([]byte{'H', 'S', 42, 1, 0, 0, 0, 1, 0, 0, 0, 0}) }, "version 42"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			// A good client on its own connection is not disturbed.
+			good, _ := pair(t, ServerOptions{})
+			cs, ss := net.Pipe()
+			defer cs.Close()
+			done := make(chan error, 1)
+			go func() {
+				done <- Serve(context.Background(), ss, echo, ServerOptions{FrameTimeout: 100 * time.Millisecond})
+			}()
+			go func() {
+				// Drain what the server says back.
+				buf := make([]byte, 4096)
+				for {
+					if _, err := cs.Read(buf); err != nil {
+						return
+					}
+				}
+			}()
+			tt.send(cs)
+			select {
+			case err := <-done:
+				if err == nil || !strings.Contains(err.Error(), tt.want) {
+					t.Errorf("server ended with %v, want %q", err, tt.want)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("the server kept the bad connection")
+			}
+			var n int
+			if err := good.Call(context.Background(), "echo", map[string]any{"N": 3}, &n); err != nil || n != 3 {
+				t.Errorf("the good client suffered: %d %v", n, err)
+			}
+		})
+	}
+}
+
+func TestClosedConnection(t *testing.T) {
+	c, _ := pair(t, ServerOptions{})
+	c.Close()
+	<-c.Done()
+	if err := c.Call(context.Background(), "echo", nil, nil); err == nil {
+		t.Error("call on a closed connection succeeded")
+	}
+}
+
+func TestServerSaysWhyItHangsUp(t *testing.T) {
+	cs, ss := net.Pipe()
+	go Serve(context.Background(), ss, echo, ServerOptions{MaxPayload: 8})
+	c := NewClient(cs)
+	defer c.Close()
+	err := c.Call(context.Background(), "echo", map[string]any{"N": 123456789}, nil)
+	if err == nil || !strings.Contains(err.Error(), "closed the connection") || !strings.Contains(err.Error(), "the limit is 8") {
+		t.Errorf("err = %v", err)
+	}
+}
