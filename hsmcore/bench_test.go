@@ -59,7 +59,7 @@ func BenchmarkSyncFill(b *testing.B) {
 	}
 	for _, h := range e.members()[:2] {
 		for i := 0; i < keys; i += 1000 {
-			if err := h.putKeys(recs[i : i+1000]); err != nil {
+			if err := h.PutKeys(recs[i : i+1000]); err != nil {
 				b.Fatal(err)
 			}
 		}

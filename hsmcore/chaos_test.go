@@ -59,7 +59,7 @@ func chaosRun(t *testing.T, seed uint64) {
 		mu.Unlock()
 		for _, r := range refs {
 			n := 0
-			for _, h := range e.members() {
+			for _, h := range inProcess(e) {
 				h.mu.RLock()
 				_, ok := h.sessionKeys[r]
 				_, tok := h.keys[r]
@@ -175,8 +175,8 @@ func chaosRun(t *testing.T, seed uint64) {
 
 	// Bring every HSM back and let sync settle.
 	for _, h := range e.members() {
-		if !h.isUp() {
-			e.RecoverHSM(h.id)
+		if !h.Up() {
+			e.RecoverHSM(h.ID())
 		}
 	}
 	e.SyncNow(ctx)
@@ -195,7 +195,7 @@ func chaosRun(t *testing.T, seed uint64) {
 	}
 	present := func(r Ref) int {
 		n := 0
-		for _, h := range e.members() {
+		for _, h := range inProcess(e) {
 			h.mu.RLock()
 			_, ok := h.keys[r]
 			h.mu.RUnlock()

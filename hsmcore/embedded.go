@@ -29,7 +29,7 @@ type Options struct {
 // keys (client-side sync).
 type Embedded struct {
 	id   string
-	hsms []*hsm
+	hsms []node // in-process HSMs (*hsm)
 	lock *dirLock
 	next atomic.Uint64 // round-robin cursor
 
@@ -49,10 +49,10 @@ var _ Cluster = (*Embedded)(nil)
 
 // members returns the cluster's HSMs; lab hsm add and remove change the
 // list, so callers work on a copy.
-func (e *Embedded) members() []*hsm {
+func (e *Embedded) members() []node {
 	e.mu.RLock()
 	defer e.mu.RUnlock()
-	return append([]*hsm(nil), e.hsms...)
+	return append([]node(nil), e.hsms...)
 }
 
 // builtinAdmin is the admin every new cluster has, unactivated until
@@ -113,12 +113,12 @@ func (e *Embedded) Subscribe(buffer int) (<-chan Event, func()) {
 // ensureAdmin gives a brand-new cluster its unactivated admin.
 func (e *Embedded) ensureAdmin() error {
 	for _, h := range e.hsms {
-		if len(h.userList()) > 0 {
+		if users, _ := h.UserState(); len(users) > 0 {
 			return nil
 		}
 	}
 	for _, h := range e.hsms {
-		if err := h.putUser(&userRecord{Username: builtinAdmin, Role: RoleUnactivatedAdmin}); err != nil {
+		if err := h.PutUser(&userRecord{Username: builtinAdmin, Role: RoleUnactivatedAdmin}); err != nil {
 			return err
 		}
 	}
@@ -137,7 +137,7 @@ func (e *Embedded) Close() error {
 	defer e.events.closeAll()
 	var errs []error
 	for _, h := range e.members() {
-		if err := h.close(); err != nil {
+		if err := h.Close(); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -175,30 +175,23 @@ func (e *Embedded) HSMs(ctx context.Context) []HSMInfo {
 	all := e.members()
 	out := make([]HSMInfo, 0, len(all))
 	for _, h := range all {
-		info := HSMInfo{ID: h.id, State: StateDown, Address: "in-process", TLS: "none: embedded HSMs are called in-process",
-			LatencyMS: float64(h.latency.Load()) / float64(time.Millisecond)}
-		if h.isUp() {
-			info.State = StateActive
-			info.TokenKeyCount = h.tokenKeyCount()
-			info.UserCount = len(h.userList())
-		}
-		out = append(out, info)
+		out = append(out, h.Info())
 	}
 	return out
 }
 
 // up returns the HSMs that answer, starting at the round-robin cursor, so
 // that successive operations spread over the cluster.
-func (e *Embedded) up() []*hsm {
+func (e *Embedded) up() []node {
 	all := e.members()
 	n := len(all)
 	if n == 0 {
 		return nil
 	}
 	start := int(e.next.Add(1) % uint64(n))
-	out := make([]*hsm, 0, n)
+	out := make([]node, 0, n)
 	for i := 0; i < n; i++ {
-		if h := all[(start+i)%n]; h.isUp() {
+		if h := all[(start+i)%n]; h.Up() {
 			out = append(out, h)
 		}
 	}
@@ -245,7 +238,7 @@ func (e *Embedded) userVersions() (map[string]*userRecord, map[string]int64, err
 	}
 	users, tombs := map[string]*userRecord{}, map[string]int64{}
 	for _, h := range hs {
-		us, ts := h.userState()
+		us, ts := h.UserState()
 		for n, u := range us {
 			if cur, ok := users[n]; !ok || u.Updated > cur.Updated {
 				users[n] = u
@@ -291,7 +284,7 @@ func (e *Embedded) putUserAll(u *userRecord) error {
 	e.stamp(u)
 	var errs []error
 	for _, h := range hs {
-		if err := h.putUser(u); err != nil {
+		if err := h.PutUser(u); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -370,8 +363,8 @@ func (e *Embedded) Logout(ctx context.Context, c Caller) error {
 		return err
 	}
 	for _, h := range e.members() {
-		if n := h.destroySession(c.Session); n > 0 {
-			e.events.publish(Event{Kind: EventSessionKeys, HSM: h.id, Count: n, Detail: "logout of " + c.Username})
+		if n := h.DestroySession(c.Session); n > 0 {
+			e.events.publish(Event{Kind: EventSessionKeys, HSM: h.ID(), Count: n, Detail: "logout of " + c.Username})
 		}
 	}
 	e.mu.Lock()
@@ -410,7 +403,7 @@ func (e *Embedded) CreateUser(ctx context.Context, c Caller, username string, ro
 func (e *Embedded) userView(u *userRecord) User {
 	held, all := 0, e.members()
 	for _, h := range all {
-		if _, err := h.user(u.Username); err == nil {
+		if users, _ := h.UserState(); users[u.Username] != nil {
 			held++
 		}
 	}
@@ -440,8 +433,8 @@ func (e *Embedded) DeleteUser(ctx context.Context, c Caller, username string, ro
 		return fmt.Errorf("%w: you cannot delete the user you are logged in as", ErrPermission)
 	}
 	for _, h := range e.members() {
-		if h.owns(name) {
-			return fmt.Errorf("%w: user %s owns keys on %s; the keys must be deleted first", ErrPermission, name, h.id)
+		if h.Owns(name) {
+			return fmt.Errorf("%w: user %s owns keys on %s; the keys must be deleted first", ErrPermission, name, h.ID())
 		}
 	}
 	var errs []error
@@ -451,12 +444,12 @@ func (e *Embedded) DeleteUser(ctx context.Context, c Caller, username string, ro
 		at = u.Updated + 1 // the deletion must be newer than the record
 	}
 	for _, h := range hs {
-		if err := h.deleteUser(name, at); err != nil {
+		if err := h.DeleteUser(name, at); err != nil {
 			errs = append(errs, err)
 		}
 		// A deleted user keeps no access: a new user of the same name must
 		// not inherit the keys shared with the old one.
-		if err := h.unshareAll(name); err != nil {
+		if err := h.UnshareAll(name); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -599,15 +592,15 @@ func (e *Embedded) create(ctx context.Context, c Caller, recs []*keyRecord, sess
 	}
 	holders := map[string]bool{}
 	for _, h := range e.members() {
-		holders[h.id] = false
+		holders[h.ID()] = false
 	}
 	if session {
-		if err := hs[0].putKeys(recs); err != nil {
+		if err := hs[0].PutKeys(recs); err != nil {
 			return nil, err
 		}
-		holders[hs[0].id] = true
+		holders[hs[0].ID()] = true
 		for _, r := range recs {
-			e.events.publish(Event{Kind: EventKeyCreated, HSM: hs[0].id, Ref: r.Ref.String(), Detail: "session key " + r.Attrs.Label})
+			e.events.publish(Event{Kind: EventKeyCreated, HSM: hs[0].ID(), Ref: r.Ref.String(), Detail: "session key " + r.Attrs.Label})
 		}
 	} else {
 		// Report where the key was acknowledged, not a later look that a
@@ -633,12 +626,7 @@ func (e *Embedded) freshRef() Ref {
 		r := newRef()
 		clash := false
 		for _, h := range e.members() {
-			h.mu.RLock()
-			_, a := h.keys[r]
-			_, b := h.sessionKeys[r]
-			_, t := h.tombstones[r]
-			h.mu.RUnlock()
-			if a || b || t {
+			if h.RefTaken(r) {
 				clash = true
 				break
 			}
@@ -703,44 +691,44 @@ func (e *SyncError) Error() string {
 // in parallel (client-side sync, best effort on all of them). The creation
 // counts only if at least max(create_object_minimum_nodes, min-srv) HSMs
 // hold it; otherwise the copies are removed so the caller can retry.
-func (e *Embedded) replicate(ctx context.Context, hs []*hsm, recs []*keyRecord, minServers int) ([]string, error) {
+func (e *Embedded) replicate(ctx context.Context, hs []node, recs []*keyRecord, minServers int) ([]string, error) {
 	dur := e.Durability()
 	needed := max(dur.MinimumNodes, minServers, 1)
-	if err := hs[0].putKeys(recs); err != nil {
-		return nil, fmt.Errorf("create key on %s: %w", hs[0].id, err)
+	if err := hs[0].PutKeys(recs); err != nil {
+		return nil, fmt.Errorf("create key on %s: %w", hs[0].ID(), err)
 	}
 	for _, r := range recs {
-		e.events.publish(Event{Kind: EventKeyCreated, HSM: hs[0].id, Ref: r.Ref.String(), Detail: r.Attrs.Label})
+		e.events.publish(Event{Kind: EventKeyCreated, HSM: hs[0].ID(), Ref: r.Ref.String(), Detail: r.Attrs.Label})
 	}
-	succeeded := []string{hs[0].id}
+	succeeded := []string{hs[0].ID()}
 	failed := map[string]error{}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for _, h := range hs[1:] {
 		wg.Add(1)
-		go func(h *hsm) {
+		go func(h node) {
 			defer wg.Done()
 			err := ctx.Err()
 			if err == nil {
-				err = h.putKeys(recs)
+				err = h.PutKeys(recs)
 			}
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
-				failed[h.id] = err
+				failed[h.ID()] = err
 				return
 			}
-			succeeded = append(succeeded, h.id)
+			succeeded = append(succeeded, h.ID())
 			for _, r := range recs {
-				e.events.publish(Event{Kind: EventKeyReplicated, HSM: h.id, Ref: r.Ref.String(), Detail: "client-side sync from " + hs[0].id})
+				e.events.publish(Event{Kind: EventKeyReplicated, HSM: h.ID(), Ref: r.Ref.String(), Detail: "client-side sync from " + hs[0].ID()})
 			}
 		}(h)
 	}
 	wg.Wait()
 	// HSMs that were down count as failed too: the client tries them all.
 	for _, h := range e.members() {
-		if !h.isUp() {
-			failed[h.id] = h.errDown()
+		if !h.Up() {
+			failed[h.ID()] = errDown(h.ID())
 		}
 	}
 	sort.Strings(succeeded)
@@ -769,7 +757,7 @@ func (e *Embedded) cleanup(se *SyncError, recs []*keyRecord) {
 			} else if h == nil {
 				err = fmt.Errorf("%s left the cluster", id)
 			} else {
-				err = h.deleteKey(r.Ref)
+				err = h.DeleteKey(r.Ref)
 			}
 			if err != nil {
 				if se.Leftover == nil {
@@ -789,9 +777,10 @@ func availabilityMessage(ref Ref) string {
 	return fmt.Sprintf("Key %s does not meet the availability requirements - The key must be available on at least 2 HSMs before being used.", ref)
 }
 
-func (e *Embedded) hsm(id string) *hsm {
+// hsm returns the cluster's HSM with id, or nil.
+func (e *Embedded) hsm(id string) node {
 	for _, h := range e.members() {
-		if h.id == id {
+		if h.ID() == id {
 			return h
 		}
 	}
@@ -803,7 +792,7 @@ func (e *Embedded) holders(ref Ref) map[string]bool {
 	all := e.members()
 	m := make(map[string]bool, len(all))
 	for _, h := range all {
-		m[h.id] = h.has(ref)
+		m[h.ID()] = h.Has(ref)
 	}
 	return m
 }
@@ -853,7 +842,7 @@ func (e *Embedded) Keys(ctx context.Context, c Caller, f Filter) ([]Key, error) 
 	found := map[Ref]*entry{}
 	all := e.members()
 	for _, h := range all {
-		for _, r := range h.snapshot() {
+		for _, r := range h.Snapshot() {
 			en, ok := found[r.Ref]
 			if !ok {
 				if !r.visibleTo(c) || !f.match(r) {
@@ -861,11 +850,11 @@ func (e *Embedded) Keys(ctx context.Context, c Caller, f Filter) ([]Key, error) 
 				}
 				en = &entry{rec: r, holders: map[string]bool{}}
 				for _, x := range all {
-					en.holders[x.id] = false
+					en.holders[x.ID()] = false
 				}
 				found[r.Ref] = en
 			}
-			en.holders[h.id] = true
+			en.holders[h.ID()] = true
 		}
 	}
 	out := make([]Key, 0, len(found))
@@ -908,13 +897,13 @@ func (e *Embedded) DeleteKey(ctx context.Context, c Caller, ref Ref) error {
 	var errs []error
 	done := 0
 	for _, h := range e.members() {
-		if k.Info.HSMCoverage[h.id] {
-			if err := h.deleteKey(ref); err != nil {
+		if k.Info.HSMCoverage[h.ID()] {
+			if err := h.DeleteKey(ref); err != nil {
 				errs = append(errs, err)
 				continue
 			}
 			done++
-			e.events.publish(Event{Kind: EventKeyDeleted, HSM: h.id, Ref: ref.String()})
+			e.events.publish(Event{Kind: EventKeyDeleted, HSM: h.ID(), Ref: ref.String()})
 		}
 	}
 	if done == 0 && len(errs) > 0 {
@@ -932,17 +921,17 @@ func (e *Embedded) DeleteKey(ctx context.Context, c Caller, ref Ref) error {
 func (e *Embedded) update(ref Ref, holders map[string]bool, change func(r *keyRecord) error) (Key, error) {
 	var last *keyRecord
 	for _, h := range e.members() {
-		if !holders[h.id] {
+		if !holders[h.ID()] {
 			continue
 		}
-		r, err := h.key(ref)
+		r, err := h.Key(ref)
 		if err != nil {
 			return Key{}, err
 		}
 		if err := change(r); err != nil {
 			return Key{}, err
 		}
-		if err := h.putKeys([]*keyRecord{r}); err != nil {
+		if err := h.PutKeys([]*keyRecord{r}); err != nil {
 			return Key{}, err
 		}
 		last = r
@@ -998,29 +987,27 @@ func (e *Embedded) SetAttribute(ctx context.Context, c Caller, ref Ref, name, va
 	})
 }
 
-// use runs fn on one HSM that holds the key: the session key's own HSM,
-// or for a token key the next HSM in turn, retrying on the next ones up to
-// retry_on_missing_key times when the HSM does not hold the key.
-func (e *Embedded) use(ctx context.Context, c Caller, ref Ref, fn func(h *hsm, r *keyRecord) error) error {
+// use runs fn on one HSM that holds the key, once the caller's access to
+// it is checked: the session key's own HSM, or for a token key the next
+// HSM in turn, retrying on the next ones up to retry_on_missing_key times
+// when the HSM does not hold the key. fn asks the HSM to use the key; the
+// key's material stays there.
+func (e *Embedded) use(ctx context.Context, c Caller, ref Ref, fn func(h node) error) error {
 	if err := e.requireRole(c, RoleCryptoUser); err != nil {
 		return err
 	}
 	for _, h := range e.members() {
-		h.mu.RLock()
-		r, ok := h.sessionKeys[ref]
-		h.mu.RUnlock()
-		if ok {
-			if r.Session != c.Session {
+		if session, ok := h.SessionKeyOwner(ref); ok {
+			if session != c.Session {
 				break // another session's key: not found for this caller
 			}
-			if !h.isUp() {
-				return fmt.Errorf("%w: session key %s was on %s, which is down", ErrKeyNotFound, ref, h.id)
+			if !h.Up() {
+				return fmt.Errorf("%w: session key %s was on %s, which is down", ErrKeyNotFound, ref, h.ID())
 			}
-			rec, err := h.key(ref)
-			if err != nil {
+			if _, err := h.KeyMeta(ref); err != nil {
 				return err
 			}
-			return fn(h, rec)
+			return fn(h)
 		}
 	}
 	dur := e.Durability()
@@ -1031,7 +1018,7 @@ func (e *Embedded) use(ctx context.Context, c Caller, ref Ref, fn func(h *hsm, r
 	if dur.AvailabilityCheck {
 		n := 0
 		for _, h := range hs {
-			if h.has(ref) {
+			if h.Has(ref) {
 				n++
 			}
 		}
@@ -1045,7 +1032,7 @@ func (e *Embedded) use(ctx context.Context, c Caller, ref Ref, fn func(h *hsm, r
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		r, err := h.key(ref)
+		r, err := h.KeyMeta(ref)
 		if errors.Is(err, ErrKeyNotFound) {
 			last = err
 			continue
@@ -1056,32 +1043,32 @@ func (e *Embedded) use(ctx context.Context, c Caller, ref Ref, fn func(h *hsm, r
 		if (r.Session != "" && r.Session != c.Session) || !r.usableBy(c) {
 			return fmt.Errorf("%w: key %s", ErrKeyNotFound, ref)
 		}
-		return fn(h, r)
+		return fn(h)
 	}
 	return last
 }
 
 func (e *Embedded) Sign(ctx context.Context, c Caller, req SignRequest) ([]byte, error) {
 	var sig []byte
-	err := e.use(ctx, c, req.Ref, func(h *hsm, r *keyRecord) error {
+	err := e.use(ctx, c, req.Ref, func(h node) error {
 		var err error
-		sig, err = sign(r, req)
+		sig, err = h.Sign(req)
 		return err
 	})
 	return sig, err
 }
 
 func (e *Embedded) Verify(ctx context.Context, c Caller, req SignRequest, sig []byte) error {
-	return e.use(ctx, c, req.Ref, func(h *hsm, r *keyRecord) error {
-		return verify(r, req, sig)
+	return e.use(ctx, c, req.Ref, func(h node) error {
+		return h.Verify(req, sig)
 	})
 }
 
 func (e *Embedded) PublicKeyPEM(ctx context.Context, c Caller, ref Ref) ([]byte, error) {
 	var out []byte
-	err := e.use(ctx, c, ref, func(h *hsm, r *keyRecord) error {
+	err := e.use(ctx, c, ref, func(h node) error {
 		var err error
-		out, err = publicPEM(r)
+		out, err = h.PublicKeyPEM(ref)
 		return err
 	})
 	return out, err

@@ -2,6 +2,7 @@ package hsmcore
 
 import (
 	"fmt"
+	"maps"
 	"os"
 	"slices"
 	"sort"
@@ -11,7 +12,9 @@ import (
 )
 
 // hsm is one in-process HSM: its own users, its own token keys (kept in
-// its store when it has one) and its volatile session keys.
+// its store when it has one) and its volatile session keys. The client
+// library reaches it as a node; only the lab's faults (fail, recover,
+// restart, latency) act on it directly.
 type hsm struct {
 	id    string
 	store store // nil: nothing persisted (--ephemeral)
@@ -55,23 +58,27 @@ func newHSM(id string, st store) (*hsm, error) {
 }
 
 // errDown is what an HSM that does not answer gives.
-func (h *hsm) errDown() error { return fmt.Errorf("%s is down", h.id) }
+func errDown(id string) error { return fmt.Errorf("%s is down", id) }
 
-func (h *hsm) isUp() bool {
+var _ node = (*hsm)(nil)
+
+func (h *hsm) ID() string { return h.id }
+
+func (h *hsm) Up() bool {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	return h.up
 }
 
-// putKeys stores records (copies), durably first for token keys, so a key
+// PutKeys stores records (copies), durably first for token keys, so a key
 // is never visible before it is on disk.
-func (h *hsm) putKeys(recs []*keyRecord) error {
+func (h *hsm) PutKeys(recs []*keyRecord) error {
 	h.delay()
 	h.mu.RLock()
 	up := h.up
 	h.mu.RUnlock()
 	if !up {
-		return h.errDown()
+		return errDown(h.id)
 	}
 	copies := make([]*keyRecord, len(recs))
 	var token []*keyRecord
@@ -99,25 +106,90 @@ func (h *hsm) putKeys(recs []*keyRecord) error {
 	return nil
 }
 
-// key returns a copy of the key with ref, token or session.
-func (h *hsm) key(ref Ref) (*keyRecord, error) {
+// Key returns a copy of the key with ref, token or session, material
+// included.
+func (h *hsm) Key(ref Ref) (*keyRecord, error) {
 	h.delay()
+	r, err := h.stored(ref)
+	if err != nil {
+		return nil, err
+	}
+	return r.clone(), nil
+}
+
+// KeyMeta is Key without the material. Every use of a key begins with it,
+// so it is where the lab's latency is charged for Sign, Verify and
+// PublicKeyPEM: one operation each, as when the client fetched the key.
+func (h *hsm) KeyMeta(ref Ref) (*keyRecord, error) {
+	h.delay()
+	r, err := h.stored(ref)
+	if err != nil {
+		return nil, err
+	}
+	return r.meta(), nil
+}
+
+// stored returns the record the HSM holds for ref, token or session, not
+// a copy: the caller must not change it.
+func (h *hsm) stored(ref Ref) (*keyRecord, error) {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	if !h.up {
-		return nil, h.errDown()
+		return nil, errDown(h.id)
 	}
 	if r, ok := h.keys[ref]; ok {
-		return r.clone(), nil
+		return r, nil
 	}
 	if r, ok := h.sessionKeys[ref]; ok {
-		return r.clone(), nil
+		return r, nil
 	}
 	return nil, &notFoundError{ref: ref, hsm: h.id}
 }
 
-// has says whether the HSM holds the key, without copying it.
-func (h *hsm) has(ref Ref) bool {
+// TokenKeys returns copies of the token keys named that the HSM holds,
+// material included, in the order asked. Like the sync pass that asks, it does not check that
+// the HSM is still up: a down HSM still holds its token keys.
+func (h *hsm) TokenKeys(refs []Ref) []*keyRecord {
+	out := make([]*keyRecord, 0, len(refs))
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	for _, ref := range refs {
+		if r, ok := h.keys[ref]; ok {
+			out = append(out, r.clone())
+		}
+	}
+	return out
+}
+
+// Sign signs with a private key the HSM holds.
+func (h *hsm) Sign(req SignRequest) ([]byte, error) {
+	r, err := h.stored(req.Ref)
+	if err != nil {
+		return nil, err
+	}
+	return sign(r.clone(), req)
+}
+
+// Verify checks a signature with a public or private key the HSM holds.
+func (h *hsm) Verify(req SignRequest, sig []byte) error {
+	r, err := h.stored(req.Ref)
+	if err != nil {
+		return err
+	}
+	return verify(r.clone(), req, sig)
+}
+
+// PublicKeyPEM returns the public key of a key the HSM holds, as PEM.
+func (h *hsm) PublicKeyPEM(ref Ref) ([]byte, error) {
+	r, err := h.stored(ref)
+	if err != nil {
+		return nil, err
+	}
+	return publicPEM(r.clone())
+}
+
+// Has says whether the HSM holds the key, without copying it.
+func (h *hsm) Has(ref Ref) bool {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	if !h.up {
@@ -128,13 +200,13 @@ func (h *hsm) has(ref Ref) bool {
 	return tok || ses
 }
 
-func (h *hsm) deleteKey(ref Ref) error {
+func (h *hsm) DeleteKey(ref Ref) error {
 	h.mu.RLock()
 	up := h.up
 	_, isSession := h.sessionKeys[ref]
 	h.mu.RUnlock()
 	if !up {
-		return h.errDown()
+		return errDown(h.id)
 	}
 	now := time.Now()
 	if !isSession && h.store != nil {
@@ -153,9 +225,9 @@ func (h *hsm) deleteKey(ref Ref) error {
 	return nil
 }
 
-// snapshot returns copies of every key the HSM holds, token keys and
+// Snapshot returns copies of every key the HSM holds, token keys and
 // session keys, without material, sorted by reference.
-func (h *hsm) snapshot() []*keyRecord {
+func (h *hsm) Snapshot() []*keyRecord {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	if !h.up {
@@ -164,18 +236,15 @@ func (h *hsm) snapshot() []*keyRecord {
 	out := make([]*keyRecord, 0, len(h.keys)+len(h.sessionKeys))
 	for _, m := range []map[Ref]*keyRecord{h.keys, h.sessionKeys} {
 		for _, r := range m {
-			c := *r
-			c.Material = nil
-			c.Shared = append([]string(nil), r.Shared...)
-			out = append(out, &c)
+			out = append(out, r.meta())
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Ref < out[j].Ref })
 	return out
 }
 
-// destroySession deletes the session keys of one login session.
-func (h *hsm) destroySession(session string) int {
+// DestroySession deletes the session keys of one login session.
+func (h *hsm) DestroySession(session string) int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	n := 0
@@ -188,43 +257,60 @@ func (h *hsm) destroySession(session string) int {
 	return n
 }
 
-func (h *hsm) tokenKeyCount() int {
+// Info describes the HSM: its state and, while it is up, how many token
+// keys and users it holds.
+func (h *hsm) Info() HSMInfo {
+	info := HSMInfo{ID: h.id, State: StateDown, Address: "in-process", TLS: "none: embedded HSMs are called in-process",
+		LatencyMS: float64(h.latency.Load()) / float64(time.Millisecond)}
 	h.mu.RLock()
 	defer h.mu.RUnlock()
-	return len(h.keys)
+	if h.up {
+		info.State = StateActive
+		info.TokenKeyCount = len(h.keys)
+		info.UserCount = len(h.users)
+	}
+	return info
 }
 
-func (h *hsm) user(name string) (*userRecord, error) {
+// TokenState returns the references of the token keys the HSM holds, in
+// no particular order, and a copy of its tombstones. It answers while the
+// HSM is down too: a down HSM still holds its token keys.
+func (h *hsm) TokenState() ([]Ref, map[Ref]time.Time) {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
-	if !h.up {
-		return nil, h.errDown()
+	keys := make([]Ref, 0, len(h.keys))
+	for ref := range h.keys {
+		keys = append(keys, ref)
 	}
-	u, ok := h.users[name]
+	return keys, maps.Clone(h.tombstones)
+}
+
+// RefTaken says whether ref names a key the HSM holds, token or session,
+// or a token key it deleted; up or down.
+func (h *hsm) RefTaken(ref Ref) bool {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	_, a := h.keys[ref]
+	_, b := h.sessionKeys[ref]
+	_, t := h.tombstones[ref]
+	return a || b || t
+}
+
+// SessionKeyOwner returns the login session of the session key ref, if the
+// HSM holds it; up or down.
+func (h *hsm) SessionKeyOwner(ref Ref) (string, bool) {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	r, ok := h.sessionKeys[ref]
 	if !ok {
-		return nil, fmt.Errorf("%w: %s", ErrUserNotFound, name)
+		return "", false
 	}
-	c := *u
-	return &c, nil
+	return r.Session, true
 }
 
-func (h *hsm) userList() []*userRecord {
-	h.mu.RLock()
-	defer h.mu.RUnlock()
-	if !h.up {
-		return nil
-	}
-	out := make([]*userRecord, 0, len(h.users))
-	for _, u := range h.users {
-		c := *u
-		out = append(out, &c)
-	}
-	return out
-}
-
-func (h *hsm) putUser(u *userRecord) error {
-	if !h.isUp() {
-		return h.errDown()
+func (h *hsm) PutUser(u *userRecord) error {
+	if !h.Up() {
+		return errDown(h.id)
 	}
 	if h.store != nil {
 		if err := h.store.putUser(u); err != nil {
@@ -239,11 +325,11 @@ func (h *hsm) putUser(u *userRecord) error {
 	return nil
 }
 
-// deleteUser removes a user and keeps a tombstone dated at, so sync can
+// DeleteUser removes a user and keeps a tombstone dated at, so sync can
 // tell a deleted user from one not yet copied.
-func (h *hsm) deleteUser(name string, at int64) error {
-	if !h.isUp() {
-		return h.errDown()
+func (h *hsm) DeleteUser(name string, at int64) error {
+	if !h.Up() {
+		return errDown(h.id)
 	}
 	if h.store != nil {
 		if err := h.store.deleteUser(name, at); err != nil {
@@ -257,8 +343,8 @@ func (h *hsm) deleteUser(name string, at int64) error {
 	return nil
 }
 
-// userState returns copies of the users and the user tombstones.
-func (h *hsm) userState() (map[string]*userRecord, map[string]int64) {
+// UserState returns copies of the users and the user tombstones.
+func (h *hsm) UserState() (map[string]*userRecord, map[string]int64) {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	if !h.up {
@@ -276,8 +362,8 @@ func (h *hsm) userState() (map[string]*userRecord, map[string]int64) {
 	return users, tombs
 }
 
-// owns says whether a user owns any key on this HSM.
-func (h *hsm) owns(username string) bool {
+// Owns says whether a user owns any key on this HSM.
+func (h *hsm) Owns(username string) bool {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	for _, m := range []map[Ref]*keyRecord{h.keys, h.sessionKeys} {
@@ -290,7 +376,7 @@ func (h *hsm) owns(username string) bool {
 	return false
 }
 
-func (h *hsm) close() error {
+func (h *hsm) Close() error {
 	if h.store != nil {
 		return h.store.close()
 	}
@@ -364,6 +450,14 @@ func (h *hsm) delay() {
 	}
 }
 
+// meta returns a copy of the record without its material.
+func (r *keyRecord) meta() *keyRecord {
+	c := *r
+	c.Material = nil
+	c.Shared = append([]string(nil), r.Shared...)
+	return &c
+}
+
 // notFoundError is a key missing on one HSM, which the client may retry
 // on another.
 type notFoundError struct {
@@ -374,8 +468,8 @@ type notFoundError struct {
 func (e *notFoundError) Error() string     { return fmt.Sprintf("key %s not found on %s", e.ref, e.hsm) }
 func (e *notFoundError) Is(err error) bool { return err == ErrKeyNotFound }
 
-// unshareAll removes a user from the shared users of every key.
-func (h *hsm) unshareAll(username string) error {
+// UnshareAll removes a user from the shared users of every key.
+func (h *hsm) UnshareAll(username string) error {
 	var changed []*keyRecord
 	h.mu.RLock()
 	for _, m := range []map[Ref]*keyRecord{h.keys, h.sessionKeys} {
@@ -394,5 +488,5 @@ func (h *hsm) unshareAll(username string) error {
 	if len(changed) == 0 {
 		return nil
 	}
-	return h.putKeys(changed)
+	return h.PutKeys(changed)
 }

@@ -441,8 +441,8 @@ func TestSessionKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, h := range e.hsms {
-		if h.has(keys[0].Ref) {
-			t.Errorf("%s still holds the session key after logout", h.id)
+		if h.Has(keys[0].Ref) {
+			t.Errorf("%s still holds the session key after logout", h.ID())
 		}
 	}
 }

@@ -34,8 +34,14 @@ type Lab interface {
 
 var _ Lab = (*Embedded)(nil)
 
+// member returns the in-process HSM behind id: the lab's faults act on
+// the HSM itself, which the client library's node does not reach.
 func (e *Embedded) member(id string) (*hsm, error) {
-	if h := e.hsm(id); h != nil {
+	if n := e.hsm(id); n != nil {
+		h, ok := n.(*hsm)
+		if !ok {
+			return nil, fmt.Errorf("%s: the lab works on in-process HSMs only", id)
+		}
 		return h, nil
 	}
 	ids := ""
@@ -43,7 +49,7 @@ func (e *Embedded) member(id string) (*hsm, error) {
 		if i > 0 {
 			ids += ", "
 		}
-		ids += h.id
+		ids += h.ID()
 	}
 	return nil, fmt.Errorf("%w: no HSM %q in cluster %s (HSMs: %s)", ErrInvalid, id, e.id, ids)
 }
@@ -68,7 +74,7 @@ func (e *Embedded) FailHSM(id string, destroy bool) error {
 	if err != nil {
 		return err
 	}
-	if !h.isUp() && !destroy {
+	if !h.Up() && !destroy {
 		return fmt.Errorf("%s is already down", id)
 	}
 	held, err := h.fail(destroy, e.hsmDir(id))
@@ -86,24 +92,25 @@ func (e *Embedded) FailHSM(id string, destroy bool) error {
 
 // reportLost publishes key-lost for each key whose only copy was on h,
 // which has just been destroyed or removed.
-func (e *Embedded) reportLost(h *hsm, held []Ref) {
-	others := e.members()
+func (e *Embedded) reportLost(h node, held []Ref) {
+	if len(held) == 0 {
+		return
+	}
+	lost := make(map[Ref]bool, len(held))
 	for _, ref := range held {
-		alive := false
-		for _, o := range others {
-			if o == h {
-				continue
-			}
-			o.mu.RLock()
-			_, ok := o.keys[ref]
-			o.mu.RUnlock()
-			if ok {
-				alive = true
-				break
+		lost[ref] = true
+	}
+	for _, o := range e.members() {
+		if o != h {
+			keys, _ := o.TokenState()
+			for _, ref := range keys {
+				delete(lost, ref)
 			}
 		}
-		if !alive {
-			e.events.publish(Event{Kind: EventKeyLost, HSM: h.id, Ref: ref.String(), Detail: "its only copy was on " + h.id})
+	}
+	for _, ref := range held {
+		if lost[ref] {
+			e.events.publish(Event{Kind: EventKeyLost, HSM: h.ID(), Ref: ref.String(), Detail: "its only copy was on " + h.ID()})
 		}
 	}
 }
@@ -113,7 +120,7 @@ func (e *Embedded) RecoverHSM(id string) error {
 	if err != nil {
 		return err
 	}
-	if h.isUp() {
+	if h.Up() {
 		return fmt.Errorf("%s is not down", id)
 	}
 	if err := h.recover(e.storeOpener(id)); err != nil {
@@ -128,7 +135,7 @@ func (e *Embedded) RestartHSM(id string) error {
 	if err != nil {
 		return err
 	}
-	if !h.isUp() {
+	if !h.Up() {
 		return fmt.Errorf("%s is down: recover it first", id)
 	}
 	n := h.restart()
@@ -151,7 +158,7 @@ func (e *Embedded) AddHSM() (string, error) {
 		id = fmt.Sprintf("hsm-%d", n)
 		clash := false
 		for _, h := range e.hsms {
-			clash = clash || h.id == id
+			clash = clash || h.ID() == id
 		}
 		if !clash {
 			break

@@ -1,9 +1,11 @@
 package hsmcore
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -152,88 +154,94 @@ func (e *Embedded) SyncNow(ctx context.Context) SyncStats {
 		dead[ref] = true
 	}
 	e.mu.RUnlock()
-	for _, h := range hs {
-		h.mu.RLock()
-		for ref := range h.tombstones {
+	// What each HSM holds, read once for the whole pass: the pass's own
+	// deletions touch only dead keys, which it never copies.
+	held := make([][]Ref, len(hs))
+	tombs := make([]map[Ref]time.Time, len(hs))
+	for i, h := range hs {
+		held[i], tombs[i] = h.TokenState()
+		for ref := range tombs[i] {
 			dead[ref] = true
 		}
-		h.mu.RUnlock()
 	}
-	for _, h := range hs {
-		var doomed []Ref
-		var held []bool
-		h.mu.RLock()
-		for ref := range dead {
-			_, has := h.keys[ref]
-			_, known := h.tombstones[ref]
-			if has || !known {
-				doomed = append(doomed, ref)
-				held = append(held, has)
+	for i, h := range hs {
+		var holds map[Ref]bool // the dead keys h still holds
+		if len(dead) > 0 {
+			holds = map[Ref]bool{}
+			for _, ref := range held[i] {
+				if dead[ref] {
+					holds[ref] = true
+				}
 			}
 		}
-		h.mu.RUnlock()
-		for i, ref := range doomed {
-			if err := h.deleteKey(ref); err != nil {
+		var doomed []Ref
+		var had []bool
+		for ref := range dead {
+			has := holds[ref]
+			_, known := tombs[i][ref]
+			if has || !known {
+				doomed = append(doomed, ref)
+				had = append(had, has)
+			}
+		}
+		for j, ref := range doomed {
+			if err := h.DeleteKey(ref); err != nil {
 				st.Failed++
 				continue
 			}
-			if held[i] {
+			if had[j] {
 				st.Deleted++
-				e.events.publish(Event{Kind: EventKeyDeleted, HSM: h.id, Ref: ref.String(), Detail: "server-side sync"})
+				e.events.publish(Event{Kind: EventKeyDeleted, HSM: h.ID(), Ref: ref.String(), Detail: "server-side sync"})
 			}
 		}
 	}
 
 	// Copies: for each HSM, the token keys it lacks, taken from a holder,
-	// written in one transaction per HSM.
-	source := map[Ref]*hsm{}
-	for _, h := range hs {
-		h.mu.RLock()
-		for ref := range h.keys {
-			if _, ok := source[ref]; !ok {
-				source[ref] = h
+	// written in one transaction per HSM. pool lists each token key once,
+	// with the first HSM that holds it; at finds a key in pool.
+	most := 0
+	for i := range hs {
+		most = max(most, len(held[i]))
+	}
+	pool := make([]syncSource, 0, most)
+	at := make(map[Ref]int32, most)
+	for i := range hs {
+		for _, ref := range held[i] {
+			if _, ok := at[ref]; !ok {
+				at[ref] = int32(len(pool))
+				pool = append(pool, syncSource{ref: ref, from: int32(i)})
 			}
 		}
-		h.mu.RUnlock()
 	}
-	for _, h := range hs {
+	for i, h := range hs {
 		if ctx.Err() != nil {
 			break
 		}
-		var missing []Ref
-		h.mu.RLock()
-		for ref := range source {
-			_, has := h.keys[ref]
-			_, gone := h.tombstones[ref]
-			if !has && !gone && !dead[ref] {
-				missing = append(missing, ref)
+		mark := int32(i) + 1
+		for _, ref := range held[i] {
+			pool[at[ref]].mark = mark // h holds it
+		}
+		var missing []syncSource
+		for _, src := range pool {
+			_, gone := tombs[i][src.ref]
+			if src.mark != mark && !gone && !dead[src.ref] {
+				missing = append(missing, src)
 			}
 		}
-		h.mu.RUnlock()
 		if len(missing) == 0 {
 			continue
 		}
-		sort.Slice(missing, func(i, j int) bool { return missing[i] < missing[j] })
+		sort.Slice(missing, func(i, j int) bool { return missing[i].ref < missing[j].ref })
 		const chunk = 1000
-		for i := 0; i < len(missing); i += chunk {
-			part := missing[i:min(i+chunk, len(missing))]
-			recs := make([]*keyRecord, 0, len(part))
-			for _, ref := range part {
-				src := source[ref]
-				src.mu.RLock()
-				r, ok := src.keys[ref]
-				if ok {
-					recs = append(recs, r.clone())
-				}
-				src.mu.RUnlock()
-			}
-			if err := h.putKeys(recs); err != nil {
+		for j := 0; j < len(missing); j += chunk {
+			recs := copiesOf(missing[j:min(j+chunk, len(missing))], hs)
+			if err := h.PutKeys(recs); err != nil {
 				st.Failed += len(recs)
 				continue
 			}
 			st.Copied += len(recs)
 			for _, r := range recs {
-				e.events.publish(Event{Kind: EventKeySynced, HSM: h.id, Ref: r.Ref.String()})
+				e.events.publish(Event{Kind: EventKeySynced, HSM: h.ID(), Ref: r.Ref.String()})
 			}
 		}
 	}
@@ -242,12 +250,12 @@ func (e *Embedded) SyncNow(ctx context.Context) SyncStats {
 	// deletion newer than a user's record removes it everywhere.
 	if users, tombs, err := e.userVersions(); err == nil {
 		for _, h := range hs {
-			have, haveTombs := h.userState()
+			have, haveTombs := h.UserState()
 			for n, u := range users {
 				if cur, ok := have[n]; ok && cur.Updated >= u.Updated {
 					continue
 				}
-				if err := h.putUser(u); err != nil {
+				if err := h.PutUser(u); err != nil {
 					st.Failed++
 				} else {
 					st.Users++
@@ -261,7 +269,7 @@ func (e *Embedded) SyncNow(ctx context.Context) SyncStats {
 				if !has && haveTombs[n] >= t {
 					continue
 				}
-				if err := h.deleteUser(n, t); err != nil {
+				if err := h.DeleteUser(n, t); err != nil {
 					st.Failed++
 				} else if has {
 					st.Users++
@@ -278,6 +286,41 @@ func (e *Embedded) SyncNow(ctx context.Context) SyncStats {
 	e.events.publish(Event{Kind: EventSyncFinished, Count: st.Copied + st.Deleted,
 		Detail: syncDetail(st)})
 	return st
+}
+
+// syncSource is a token key a sync pass may copy, and where from.
+type syncSource struct {
+	ref Ref
+	// from is the index in the pass's HSMs of one that holds the key.
+	from int32
+	// mark is 1 + the index of the last HSM found holding the key, so
+	// each HSM's missing keys are found without a set of those it holds.
+	mark int32
+}
+
+// copiesOf fetches the token keys of part (sorted by reference) from the
+// HSMs of the pass, with their material, in the same order; keys a source
+// no longer holds are left out.
+func copiesOf(part []syncSource, hs []node) []*keyRecord {
+	var srcs []int32
+	var wants [][]Ref
+	for _, src := range part {
+		i := slices.Index(srcs, src.from)
+		if i < 0 {
+			i = len(srcs)
+			srcs, wants = append(srcs, src.from), append(wants, nil)
+		}
+		wants[i] = append(wants[i], src.ref)
+	}
+	if len(srcs) == 1 {
+		return hs[srcs[0]].TokenKeys(wants[0])
+	}
+	recs := make([]*keyRecord, 0, len(part))
+	for i, from := range srcs {
+		recs = append(recs, hs[from].TokenKeys(wants[i])...)
+	}
+	slices.SortFunc(recs, func(a, b *keyRecord) int { return cmp.Compare(a.Ref, b.Ref) })
+	return recs
 }
 
 func syncDetail(st SyncStats) string {

@@ -37,10 +37,20 @@ func labCluster(t testing.TB, n int, d Durability) (*Embedded, Caller) {
 	return e, cu
 }
 
+// inProcess returns the cluster's HSMs as the in-process HSMs they are,
+// for tests that look at their internals.
+func inProcess(e *Embedded) []*hsm {
+	var out []*hsm
+	for _, n := range e.members() {
+		out = append(out, n.(*hsm))
+	}
+	return out
+}
+
 func coverage(t testing.TB, e *Embedded, ref Ref) []string {
 	t.Helper()
 	var ids []string
-	for _, h := range e.members() {
+	for _, h := range inProcess(e) {
 		h.mu.RLock()
 		_, ok := h.keys[ref]
 		h.mu.RUnlock()
@@ -214,7 +224,7 @@ func TestDestroyedHSMRefilled(t *testing.T) {
 			if err := e.RecoverHSM("hsm-2"); err != nil {
 				t.Fatal(err)
 			}
-			if h := e.hsm("hsm-2"); h.tokenKeyCount() != 0 || len(h.userList()) != 0 {
+			if info := e.hsm("hsm-2").Info(); info.TokenKeyCount != 0 || info.UserCount != 0 {
 				t.Fatal("destroyed HSM came back with data")
 			}
 			st := e.SyncNow(ctx)
