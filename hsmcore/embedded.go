@@ -117,8 +117,10 @@ func (e *Embedded) ensureAdmin() error {
 			return nil
 		}
 	}
+	admin := &userRecord{Username: builtinAdmin, Role: RoleUnactivatedAdmin}
+	e.stamp(admin)
 	for _, h := range e.hsms {
-		if err := h.PutUser(&userRecord{Username: builtinAdmin, Role: RoleUnactivatedAdmin}); err != nil {
+		if err := h.PutUser(admin); err != nil {
 			return err
 		}
 	}
