@@ -28,7 +28,7 @@ func configCommands() []*Command {
 				// are read when hsmsh starts.
 				if !strings.HasPrefix(name, "durability.") && !strings.HasPrefix(name, "client.") {
 					if env.Config.Source(name) == "" {
-						return nil, next(env).Set(name, value, config.SourceCommand) // the unknown-name error
+						return nil, env.Config.Clone().Set(name, value, config.SourceCommand) // the unknown-name error
 					}
 					return nil, fmt.Errorf("%s cannot change in a running session: set it in the config file or as %s, then start hsmsh again", name, envName(name))
 				}
@@ -54,8 +54,6 @@ func configCommands() []*Command {
 		},
 	}
 }
-
-func next(env *Env) *config.Config { return env.Config.Clone() }
 
 // envName is the environment variable that sets a setting.
 func envName(name string) string {

@@ -254,10 +254,18 @@ func newTestCluster(t *testing.T, dir string, n int) (*Embedded, Caller, Caller)
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { e.Close() })
-	ctx := context.Background()
-	if _, err := e.Users(ctx, Caller{}); err != nil {
+	if _, err := e.Users(context.Background(), Caller{}); err != nil {
 		t.Fatal(err)
 	}
+	admin, cu := activate(t, e)
+	return e, admin, cu
+}
+
+// activate activates a new cluster, logs the admin in, and creates and
+// logs in the crypto user cu1.
+func activate(t testing.TB, e *Embedded) (admin, cu Caller) {
+	t.Helper()
+	ctx := context.Background()
 	if err := e.Activate(ctx, "adminpass"); err != nil {
 		t.Fatal(err)
 	}
@@ -268,11 +276,11 @@ func newTestCluster(t *testing.T, dir string, n int) (*Embedded, Caller, Caller)
 	if _, err := e.CreateUser(ctx, admin, "cu1", RoleCryptoUser, "cu1pass1"); err != nil {
 		t.Fatal(err)
 	}
-	cu, err := e.Login(ctx, "cu1", RoleCryptoUser, "cu1pass1")
+	cu, err = e.Login(ctx, "cu1", RoleCryptoUser, "cu1pass1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	return e, admin, cu
+	return admin, cu
 }
 
 func TestClusterKeysReplicatedAndPersisted(t *testing.T) {

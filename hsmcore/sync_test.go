@@ -19,21 +19,7 @@ func labCluster(t testing.TB, n int, d Durability) (*Embedded, Caller) {
 	}
 	t.Cleanup(func() { e.Close() })
 	e.PauseSync()
-	ctx := context.Background()
-	if err := e.Activate(ctx, "adminpass"); err != nil {
-		t.Fatal(err)
-	}
-	admin, err := e.Login(ctx, "admin", RoleAdmin, "adminpass")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := e.CreateUser(ctx, admin, "cu1", RoleCryptoUser, "cu1pass1"); err != nil {
-		t.Fatal(err)
-	}
-	cu, err := e.Login(ctx, "cu1", RoleCryptoUser, "cu1pass1")
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, cu := activate(t, e)
 	return e, cu
 }
 

@@ -23,6 +23,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 	"unicode"
@@ -75,7 +76,10 @@ func newKey(keyType string) (crypto.Signer, error) {
 	case "rsa-3072":
 		return rsa.GenerateKey(rand.Reader, 3072)
 	}
-	return nil, fmt.Errorf("--key-type %q is not one of %s", keyType, strings.Join(KeyTypes, ", "))
+	if err := checkKeyType(keyType); err != nil {
+		return nil, err
+	}
+	return nil, fmt.Errorf("key type %q has no generator", keyType)
 }
 
 func serial() *big.Int {
@@ -120,7 +124,7 @@ func Init(opts Options) (*Result, error) {
 	if opts.Dir == "" {
 		return nil, errors.New("pki init needs --dir")
 	}
-	if _, err := newKeyTypeCheck(opts.KeyType); err != nil {
+	if err := checkKeyType(opts.KeyType); err != nil {
 		return nil, err
 	}
 	now := opts.Now
@@ -234,13 +238,12 @@ func Init(opts Options) (*Result, error) {
 	return res, nil
 }
 
-func newKeyTypeCheck(t string) (string, error) {
-	for _, k := range KeyTypes {
-		if t == "" || t == k {
-			return t, nil
-		}
+// checkKeyType refuses an unknown key type before anything is generated.
+func checkKeyType(t string) error {
+	if t == "" || slices.Contains(KeyTypes, t) {
+		return nil
 	}
-	return "", fmt.Errorf("--key-type %q is not one of %s", t, strings.Join(KeyTypes, ", "))
+	return fmt.Errorf("--key-type %q is not one of %s", t, strings.Join(KeyTypes, ", "))
 }
 
 func certPEM(der []byte) []byte {
