@@ -74,24 +74,7 @@ func clusterCommands() []*Command {
 			Summary: "show each HSM's two TLS layers: outer (server certificate) and inner (cluster certificate)",
 			Run: func(ctx context.Context, env *Env, a *Args) (any, error) {
 				c := env.Session.Cluster()
-				type layer struct {
-					Status string `json:"status"`
-					Reason string `json:"reason,omitempty"`
-				}
-				type row struct {
-					ID    string `json:"id"`
-					Outer layer  `json:"outer"`
-					Inner layer  `json:"inner"`
-				}
-				var rows []row
-				for _, h := range c.HSMs(ctx) {
-					// The embedded cluster calls its HSMs in-process: there is
-					// no connection, so neither layer exists, and the core
-					// says why.
-					none := layer{Status: "not used", Reason: h.TLS}
-					rows = append(rows, row{ID: h.ID, Outer: none, Inner: none})
-				}
-				return map[string]any{"cluster-id": c.ID(), "hsms": rows}, nil
+				return map[string]any{"cluster-id": c.ID(), "hsms": c.TLSInfo(ctx)}, nil
 			},
 		},
 		{

@@ -41,6 +41,7 @@ func Open(cfg *config.Config, dataDir string) (*Env, error) {
 		HSMs:       cfg.Cluster.HSMs,
 		DataDir:    dir,
 		Durability: durability(cfg),
+		Transport:  cfg.Cluster.Transport,
 	})
 	if err != nil {
 		return nil, err

@@ -77,10 +77,13 @@ type Config struct {
 
 // Cluster says which HSMs the shell talks to.
 type Cluster struct {
-	ID      string
-	Mode    string // "embedded" or "remote"
-	HSMs    int    // embedded mode: how many HSMs to run
-	Servers []Server
+	ID   string
+	Mode string // "embedded" or "remote"
+	HSMs int    // embedded mode: how many HSMs to run
+	// Transport is how the embedded mode reaches its in-process HSMs:
+	// "tls" (nested TLS over in-memory pipes) or "direct" (Go calls).
+	Transport string
+	Servers   []Server
 }
 
 // Server is one remote HSM server.
@@ -164,7 +167,7 @@ func (e *Error) Error() string {
 // current directory.
 func Default() *Config {
 	c := &Config{
-		Cluster: Cluster{ID: "cluster-local", Mode: "embedded", HSMs: 3},
+		Cluster: Cluster{ID: "cluster-local", Mode: "embedded", HSMs: 3, Transport: "tls"},
 		Durability: Durability{
 			CreateObjectMinimumNodes: 1,
 			KeyAvailabilityCheck:     true,

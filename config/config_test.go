@@ -51,7 +51,7 @@ func TestDefault(t *testing.T) {
 	c := Default()
 	pki := filepath.Join(cwd(t), "pki")
 	want := &Config{
-		Cluster: Cluster{ID: "cluster-local", Mode: "embedded", HSMs: 3},
+		Cluster: Cluster{ID: "cluster-local", Mode: "embedded", HSMs: 3, Transport: "tls"},
 		Durability: Durability{
 			CreateObjectMinimumNodes: 1,
 			KeyAvailabilityCheck:     true,
@@ -165,7 +165,7 @@ func TestLoadFullFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantCluster := Cluster{ID: "prod.eu-1", Mode: "remote", HSMs: 5, Servers: []Server{
+	wantCluster := Cluster{ID: "prod.eu-1", Mode: "remote", HSMs: 5, Transport: "tls", Servers: []Server{
 		{ID: "hsm-a", Address: "10.0.0.1:2223"},
 		{ID: "hsm-b", Address: "[::1]:2224"},
 	}}
@@ -469,7 +469,7 @@ func TestSetValues(t *testing.T) {
 		{"cluster.id", "", nil, `"" is not a valid id`},
 		{"ui.theme", "", nil, "ui.theme: must not be empty"},
 		{"durability.create_objects_min", "1", nil,
-			`unknown setting "durability.create_objects_min" (known settings: client.retry_on_missing_key, cluster.hsms, cluster.id, cluster.mode, durability.create_object_minimum_nodes, durability.key_availability_check, durability.server_sync_interval, tls.client_cert, tls.client_key, tls.cluster_cert, tls.cluster_key, tls.customer_ca, tls.pki_dir, tls.server_cert, tls.server_key, tls.trust_dir, ui.theme)`},
+			`unknown setting "durability.create_objects_min" (known settings: client.retry_on_missing_key, cluster.hsms, cluster.id, cluster.mode, cluster.transport, durability.create_object_minimum_nodes, durability.key_availability_check, durability.server_sync_interval, tls.client_cert, tls.client_key, tls.cluster_cert, tls.cluster_key, tls.customer_ca, tls.pki_dir, tls.server_cert, tls.server_key, tls.trust_dir, ui.theme)`},
 		{"cluster.servers", "x", nil, `unknown setting "cluster.servers"`},
 	}
 	for _, tt := range tests {
@@ -513,6 +513,7 @@ func TestSettings(t *testing.T) {
 		{"cluster.hsms", "6", SourceEnv},
 		{"cluster.id", "cluster-local", SourceDefault},
 		{"cluster.mode", "embedded", SourceDefault},
+		{"cluster.transport", "tls", SourceDefault},
 		{"durability.create_object_minimum_nodes", "1", SourceDefault},
 		{"durability.key_availability_check", "false", SourceFlag},
 		{"durability.server_sync_interval", "1m30s", SourceFile},

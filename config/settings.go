@@ -56,6 +56,8 @@ var settings = func() []*setting {
 			str: func(c *Config) *string { return &c.Cluster.ID }},
 		{name: "cluster.mode", kind: kindString, check: checkMode,
 			str: func(c *Config) *string { return &c.Cluster.Mode }},
+		{name: "cluster.transport", kind: kindString, check: checkTransport,
+			str: func(c *Config) *string { return &c.Cluster.Transport }},
 		{name: "durability.create_object_minimum_nodes", kind: kindInt, min: 1, max: maxHSMs,
 			int: func(c *Config) *int { return &c.Durability.CreateObjectMinimumNodes }},
 		{name: "durability.key_availability_check", kind: kindBool,
@@ -261,6 +263,13 @@ func checkID(id string) error {
 func checkMode(mode string) error {
 	if mode != "embedded" && mode != "remote" {
 		return fmt.Errorf("%q is not a mode (use \"embedded\" or \"remote\")", mode)
+	}
+	return nil
+}
+
+func checkTransport(t string) error {
+	if t != "tls" && t != "direct" {
+		return fmt.Errorf("%q is not a transport (use \"tls\" for nested TLS to the in-process HSMs, or \"direct\" for plain calls)", t)
 	}
 	return nil
 }

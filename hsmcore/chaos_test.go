@@ -59,7 +59,7 @@ func chaosRun(t *testing.T, seed uint64) {
 		mu.Unlock()
 		for _, r := range refs {
 			n := 0
-			for _, h := range inProcess(e) {
+			for _, h := range inProcessHSMs(e) {
 				h.mu.RLock()
 				_, ok := h.sessionKeys[r]
 				_, tok := h.keys[r]
@@ -195,7 +195,7 @@ func chaosRun(t *testing.T, seed uint64) {
 	}
 	present := func(r Ref) int {
 		n := 0
-		for _, h := range inProcess(e) {
+		for _, h := range inProcessHSMs(e) {
 			h.mu.RLock()
 			_, ok := h.keys[r]
 			h.mu.RUnlock()

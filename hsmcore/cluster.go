@@ -3,6 +3,8 @@ package hsmcore
 import (
 	"context"
 	"time"
+
+	"github.com/hsmsh/hsmsh/hsmcore/nestedtls"
 )
 
 // Cluster is an HSM cluster as a client sees it. The command layer uses
@@ -16,6 +18,9 @@ type Cluster interface {
 	ID() string
 	// HSMs describes every HSM of the cluster, in id order.
 	HSMs(ctx context.Context) []HSMInfo
+	// TLSInfo describes each HSM's nested TLS connection: both layers, as
+	// the last handshake left them.
+	TLSInfo(ctx context.Context) []HSMTLS
 
 	// Activate sets the built-in admin's password on a new cluster.
 	Activate(ctx context.Context, password string) error
@@ -79,6 +84,18 @@ type HSMInfo struct {
 	UserCount     int      `json:"user-count"`
 	LatencyMS     float64  `json:"latency-ms"`
 	TLS           string   `json:"tls"`
+}
+
+// HSMTLS is one HSM's nested TLS connection, as cluster tls-info shows it.
+type HSMTLS struct {
+	ID      string `json:"id"`
+	Address string `json:"address"`
+	// Transport is "nested-tls", or "direct" for in-process calls.
+	Transport string              `json:"transport"`
+	Outer     nestedtls.LayerInfo `json:"outer"`
+	Inner     nestedtls.LayerInfo `json:"inner"`
+	// Error is why the HSM cannot be reached now, if it cannot.
+	Error string `json:"error,omitempty"`
 }
 
 // Filter selects keys: by reference, and by attributes (all must match).

@@ -22,6 +22,8 @@ type Options struct {
 	// sub-folder per HSM; "" keeps everything in memory (--ephemeral).
 	DataDir    string
 	Durability Durability
+	// Transport is TransportTLS (also "") or TransportDirect.
+	Transport string
 }
 
 // Embedded is a cluster of in-process HSMs. It plays both parts: the HSMs,
@@ -43,6 +45,13 @@ type Embedded struct {
 	events      bus
 	sync        syncer
 	failCleanup atomic.Bool // lab cleanup fail-next
+
+	// transport puts in-process HSMs behind nested TLS; nil calls them
+	// directly.
+	transport *pipeTransport
+	// syncInto, when set, limits what server-side sync writes to: an HSM
+	// server syncs into its own HSM only, pulling from its peers.
+	syncInto func(node) bool
 }
 
 var _ Cluster = (*Embedded)(nil)
@@ -75,6 +84,23 @@ func OpenEmbedded(opts Options) (*Embedded, error) {
 		}
 		e.lock = l
 	}
+	switch opts.Transport {
+	case "", TransportTLS:
+		pkiDir := ""
+		if opts.DataDir != "" {
+			pkiDir = filepath.Join(opts.DataDir, "pki")
+		}
+		t, err := newPipeTransport(pkiDir, opts.ID)
+		if err != nil {
+			e.Close()
+			return nil, err
+		}
+		e.transport = t
+	case TransportDirect:
+	default:
+		e.Close()
+		return nil, fmt.Errorf("%w: transport %q: use %q or %q", ErrInvalid, opts.Transport, TransportTLS, TransportDirect)
+	}
 	for i := 1; i <= opts.HSMs; i++ {
 		id := fmt.Sprintf("hsm-%d", i)
 		var st store
@@ -94,7 +120,7 @@ func OpenEmbedded(opts Options) (*Embedded, error) {
 			e.Close()
 			return nil, fmt.Errorf("open %s: %w", id, err)
 		}
-		e.hsms = append(e.hsms, h)
+		e.hsms = append(e.hsms, e.wrap(h))
 	}
 	if err := e.ensureAdmin(); err != nil {
 		e.Close()
@@ -102,6 +128,15 @@ func OpenEmbedded(opts Options) (*Embedded, error) {
 	}
 	e.startSync()
 	return e, nil
+}
+
+// wrap gives the client library its way to an in-process HSM: through
+// the nested TLS transport, or directly.
+func (e *Embedded) wrap(h *hsm) node {
+	if e.transport == nil {
+		return h
+	}
+	return e.transport.wrap(h)
 }
 
 // Subscribe follows the cluster's events. A subscriber that falls behind
@@ -142,6 +177,9 @@ func (e *Embedded) Close() error {
 		if err := h.Close(); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if e.transport != nil {
+		e.transport.close()
 	}
 	e.lock.release()
 	return errors.Join(errs...)

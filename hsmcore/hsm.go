@@ -58,7 +58,7 @@ func newHSM(id string, st store) (*hsm, error) {
 }
 
 // errDown is what an HSM that does not answer gives.
-func errDown(id string) error { return fmt.Errorf("%s is down", id) }
+func errDown(id string) error { return &downError{id: id} }
 
 var _ node = (*hsm)(nil)
 
@@ -260,7 +260,7 @@ func (h *hsm) DestroySession(session string) int {
 // Info describes the HSM: its state and, while it is up, how many token
 // keys and users it holds.
 func (h *hsm) Info() HSMInfo {
-	info := HSMInfo{ID: h.id, State: StateDown, Address: "in-process", TLS: "none: embedded HSMs are called in-process",
+	info := HSMInfo{ID: h.id, State: StateDown, Address: "in-process", TLS: `none: transport = "direct" calls the in-process HSMs without TLS`,
 		LatencyMS: float64(h.latency.Load()) / float64(time.Millisecond)}
 	h.mu.RLock()
 	defer h.mu.RUnlock()

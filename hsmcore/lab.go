@@ -38,7 +38,7 @@ var _ Lab = (*Embedded)(nil)
 // the HSM itself, which the client library's node does not reach.
 func (e *Embedded) member(id string) (*hsm, error) {
 	if n := e.hsm(id); n != nil {
-		h, ok := n.(*hsm)
+		h, ok := inProcess(n)
 		if !ok {
 			return nil, fmt.Errorf("%s: the lab works on in-process HSMs only", id)
 		}
@@ -86,13 +86,13 @@ func (e *Embedded) FailHSM(id string, destroy bool) error {
 		return nil
 	}
 	e.events.publish(Event{Kind: EventHSMDestroyed, HSM: id, Count: len(held)})
-	e.reportLost(h, held)
+	e.reportLost(id, held)
 	return nil
 }
 
 // reportLost publishes key-lost for each key whose only copy was on h,
 // which has just been destroyed or removed.
-func (e *Embedded) reportLost(h node, held []Ref) {
+func (e *Embedded) reportLost(id string, held []Ref) {
 	if len(held) == 0 {
 		return
 	}
@@ -101,7 +101,7 @@ func (e *Embedded) reportLost(h node, held []Ref) {
 		lost[ref] = true
 	}
 	for _, o := range e.members() {
-		if o != h {
+		if o.ID() != id {
 			keys, _ := o.TokenState()
 			for _, ref := range keys {
 				delete(lost, ref)
@@ -110,7 +110,7 @@ func (e *Embedded) reportLost(h node, held []Ref) {
 	}
 	for _, ref := range held {
 		if lost[ref] {
-			e.events.publish(Event{Kind: EventKeyLost, HSM: h.ID(), Ref: ref.String(), Detail: "its only copy was on " + h.ID()})
+			e.events.publish(Event{Kind: EventKeyLost, HSM: id, Ref: ref.String(), Detail: "its only copy was on " + id})
 		}
 	}
 }
@@ -177,7 +177,7 @@ func (e *Embedded) AddHSM() (string, error) {
 	if err != nil {
 		return "", err
 	}
-	e.hsms = append(e.hsms, h)
+	e.hsms = append(e.hsms, e.wrap(h))
 	e.events.publish(Event{Kind: EventHSMAdded, HSM: id})
 	return id, nil
 }
@@ -192,19 +192,24 @@ func (e *Embedded) RemoveHSM(id string) error {
 		e.mu.Unlock()
 		return fmt.Errorf("%w: %s is the cluster's last HSM", ErrInvalid, id)
 	}
+	var gone node
 	for i, x := range e.hsms {
-		if x == h {
+		if x.ID() == id {
+			gone = x
 			e.hsms = append(e.hsms[:i:i], e.hsms[i+1:]...)
 			break
 		}
 	}
 	e.mu.Unlock()
 	held, err := h.fail(true, e.hsmDir(id))
+	if gone != h {
+		gone.Close() // its connection; the store went with fail
+	}
 	if err != nil {
 		return err
 	}
 	e.events.publish(Event{Kind: EventHSMRemoved, HSM: id, Count: len(held)})
-	e.reportLost(h, held)
+	e.reportLost(id, held)
 	return nil
 }
 

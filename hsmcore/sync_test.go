@@ -25,10 +25,14 @@ func labCluster(t testing.TB, n int, d Durability) (*Embedded, Caller) {
 
 // inProcess returns the cluster's HSMs as the in-process HSMs they are,
 // for tests that look at their internals.
-func inProcess(e *Embedded) []*hsm {
+func inProcessHSMs(e *Embedded) []*hsm {
 	var out []*hsm
 	for _, n := range e.members() {
-		out = append(out, n.(*hsm))
+		h, ok := inProcess(n)
+		if !ok {
+			panic("not an in-process HSM: " + n.ID())
+		}
+		out = append(out, h)
 	}
 	return out
 }
@@ -36,7 +40,7 @@ func inProcess(e *Embedded) []*hsm {
 func coverage(t testing.TB, e *Embedded, ref Ref) []string {
 	t.Helper()
 	var ids []string
-	for _, h := range inProcess(e) {
+	for _, h := range inProcessHSMs(e) {
 		h.mu.RLock()
 		_, ok := h.keys[ref]
 		h.mu.RUnlock()

@@ -158,12 +158,16 @@ func (m *Model) hsmLines(w, h int) []string {
 		if x.State != "active" {
 			count = "?" // a down HSM cannot say what it holds
 		}
-		line := fmt.Sprintf("%-7s %s  keys %-5s lat %4.0fms", x.ID, m.stateStyle(string(x.State)), count, x.LatencyMS)
+		line := fmt.Sprintf("%-7s %s  keys %-5s lat %4.0fms  %s", x.ID, m.stateStyle(string(x.State)), count, x.LatencyMS, m.theme.Dim.Render(x.Address))
 		out = append(out, line)
+		// Each HSM's nested TLS connection, as its last handshake left
+		// it: both layers ok, or which layer failed and why.
+		style := m.theme.Dim
+		if strings.Contains(x.TLS, "failed") || strings.HasPrefix(x.TLS, "not connected") {
+			style = m.theme.Error
+		}
+		out = append(out, style.Render("        TLS "+x.TLS))
 	}
-	// The nested TLS layers belong to the remote mode; the embedded
-	// cluster calls its HSMs in-process and says so plainly.
-	out = append(out, m.theme.Dim.Render("TLS outer: n/a · inner: n/a — embedded HSMs are in-process (no network, no TLS)"))
 	if m.snapErr != nil {
 		out = append(out, m.theme.Error.Render("refresh: "+m.snapErr.Error()))
 	}

@@ -70,6 +70,7 @@ func LoadClient(f Files) (ClientConfig, error) {
 		return cfg, err
 	}
 	cfg.ClusterID = f.ClusterID
+	cfg.CustomerCAFile = f.CustomerCA
 	return cfg, nil
 }
 

@@ -165,7 +165,9 @@ type ClientConfig struct {
 	Certificate tls.Certificate // the client certificate (outer)
 	CustomerCA  *x509.CertPool  // issuer of the cluster certificate (inner)
 	ClusterID   string          // the name the cluster certificate carries
-	Now         func() time.Time
+	// CustomerCAFile names where CustomerCA came from, for tls-info.
+	CustomerCAFile string
+	Now            func() time.Time
 }
 
 func (c *ClientConfig) now() time.Time {
@@ -179,12 +181,25 @@ func (c *ClientConfig) now() time.Time {
 // what each layer showed. On failure the error is a *LayerError and info
 // says how far the handshake got.
 func Dial(ctx context.Context, addr string, cfg ClientConfig) (net.Conn, Info, error) {
-	var info Info
 	var d net.Dialer
 	raw, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
+		var info Info
 		info.Outer.Status = err.Error()
 		return nil, info, &LayerError{Layer: Outer, Err: err}
+	}
+	return Client(ctx, raw, cfg)
+}
+
+// Client runs both client-side layers on a connection already open to a
+// server (a TCP connection, or an in-memory pipe to an in-process HSM). On
+// failure it closes raw.
+func Client(ctx context.Context, raw net.Conn, cfg ClientConfig) (net.Conn, Info, error) {
+	var info Info
+	if dl, ok := ctx.Deadline(); ok {
+		// tls handshakes over a pipe honour only the conn's deadline.
+		raw.SetDeadline(dl)
+		defer raw.SetDeadline(time.Time{})
 	}
 	outerCfg := &tls.Config{
 		MinVersion:   tls.VersionTLS13,
@@ -246,7 +261,11 @@ func Dial(ctx context.Context, addr string, cfg ClientConfig) (net.Conn, Info, e
 		Time:       cfg.now,
 		VerifyConnection: func(st tls.ConnectionState) error {
 			if len(st.PeerCertificates) > 0 {
-				info.Inner.Peer = certInfo(st.PeerCertificates[0], "customerCA")
+				by := "customerCA"
+				if cfg.CustomerCAFile != "" {
+					by += " (" + cfg.CustomerCAFile + ")"
+				}
+				info.Inner.Peer = certInfo(st.PeerCertificates[0], by)
 			}
 			return nil
 		},

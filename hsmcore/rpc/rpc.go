@@ -26,10 +26,36 @@ type request struct {
 }
 
 // RemoteError is an error the server returned for one request; the
-// connection is still good.
-type RemoteError struct{ Message string }
+// connection is still good. Code, when the handler set one, lets the
+// client tell kinds of failure apart (a key the HSM does not hold, an
+// invalid request) without parsing the message.
+type RemoteError struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
 
 func (e *RemoteError) Error() string { return e.Message }
+
+// errorPayload encodes a handler's error for an error frame: JSON when it
+// carries a code, its text otherwise.
+func errorPayload(err error) []byte {
+	var re *RemoteError
+	if errors.As(err, &re) && re.Code != "" {
+		if b, e := json.Marshal(re); e == nil {
+			return b
+		}
+	}
+	return []byte(err.Error())
+}
+
+// decodeError reads an error frame's payload.
+func decodeError(p []byte) *RemoteError {
+	var re RemoteError
+	if len(p) > 0 && p[0] == '{' && json.Unmarshal(p, &re) == nil && re.Code != "" {
+		return &re
+	}
+	return &RemoteError{Message: string(p)}
+}
 
 // ErrClosed is returned for calls on a connection that has gone.
 var ErrClosed = errors.New("connection to the HSM is closed")
@@ -142,7 +168,7 @@ func (c *Client) Call(ctx context.Context, method string, args, reply any) error
 		}
 		switch f.Kind {
 		case wire.KindError:
-			return &RemoteError{Message: string(f.Payload)}
+			return decodeError(f.Payload)
 		case wire.KindResponse:
 			if reply == nil {
 				return nil
@@ -265,7 +291,7 @@ func Serve(ctx context.Context, conn net.Conn, h Handler, opt ServerOptions) err
 			defer func() { <-sem; wg.Done() }()
 			out, err := h(ctx, req.Method, req.Args)
 			if err != nil {
-				reply(wire.Frame{Kind: wire.KindError, ID: id, Payload: []byte(err.Error())})
+				reply(wire.Frame{Kind: wire.KindError, ID: id, Payload: errorPayload(err)})
 				return
 			}
 			b, err := json.Marshal(out)

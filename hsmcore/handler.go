@@ -1,0 +1,221 @@
+package hsmcore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hsmsh/hsmsh/hsmcore/rpc"
+)
+
+// The rpc methods of an HSM: one per method of node, and the server-side
+// sync controls the lab uses in remote mode.
+const (
+	mInfo            = "info"
+	mPutKeys         = "put-keys"
+	mKey             = "key"
+	mKeyMeta         = "key-meta"
+	mTokenKeys       = "token-keys"
+	mHas             = "has"
+	mRefTaken        = "ref-taken"
+	mDeleteKey       = "delete-key"
+	mSnapshot        = "snapshot"
+	mTokenState      = "token-state"
+	mSessionKeyOwner = "session-key-owner"
+	mDestroySession  = "destroy-session"
+	mSign            = "sign"
+	mVerify          = "verify"
+	mPublicKey       = "public-key"
+	mUserState       = "user-state"
+	mPutUser         = "put-user"
+	mDeleteUser      = "delete-user"
+	mUnshareAll      = "unshare-all"
+	mOwns            = "owns"
+
+	mSyncNow    = "sync-now"
+	mSyncPause  = "sync-pause"
+	mSyncResume = "sync-resume"
+	mSyncStatus = "sync-status"
+	mLatency    = "latency"
+)
+
+// wireKey is a key record as it crosses the wire. keyRecord keeps its
+// session and material out of JSON so that they can never reach a log or
+// a file by accident; on the wire, inside the inner TLS connection to the
+// HSM, they must travel.
+type wireKey struct {
+	keyRecord
+	Session  string `json:"session,omitempty"`
+	Material []byte `json:"material,omitempty"`
+}
+
+func (w *wireKey) record() *keyRecord {
+	r := w.keyRecord
+	r.Session, r.Material = w.Session, w.Material
+	return &r
+}
+
+func toWire(recs []*keyRecord) []wireKey {
+	out := make([]wireKey, len(recs))
+	for i, r := range recs {
+		out[i] = wireKey{keyRecord: *r, Session: r.Session, Material: r.Material}
+	}
+	return out
+}
+
+func fromWire(ws []wireKey) []*keyRecord {
+	out := make([]*keyRecord, len(ws))
+	for i := range ws {
+		out[i] = ws[i].record()
+	}
+	return out
+}
+
+type tokenState struct {
+	Keys       []Ref             `json:"keys"`
+	Tombstones map[Ref]time.Time `json:"tombstones"`
+}
+
+type sessionOwner struct {
+	Session string `json:"session"`
+	OK      bool   `json:"ok"`
+}
+
+type verifyArgs struct {
+	Req SignRequest `json:"req"`
+	Sig []byte      `json:"sig"`
+}
+
+type userState struct {
+	Up         bool                   `json:"up"`
+	Users      map[string]*userRecord `json:"users"`
+	Tombstones map[string]int64       `json:"tombstones"`
+}
+
+type deleteUserArgs struct {
+	Name string `json:"name"`
+	At   int64  `json:"at"`
+}
+
+// nodeHandler answers the rpc methods of node with h.
+func nodeHandler(h node) rpc.Handler {
+	return func(ctx context.Context, method string, args json.RawMessage) (any, error) {
+		out, err := dispatch(h, method, args)
+		if err != nil {
+			return nil, &rpc.RemoteError{Code: codeOf(err), Message: err.Error()}
+		}
+		return out, nil
+	}
+}
+
+// errUnknownMethod is a request for a method this HSM does not have.
+var errUnknownMethod = errors.New("unknown method")
+
+func dispatch(h node, method string, args json.RawMessage) (any, error) {
+	// decode reads the request's arguments into v.
+	decode := func(v any) error {
+		if err := json.Unmarshal(args, v); err != nil {
+			return fmt.Errorf("%w: %s: bad arguments: %v", ErrInvalid, method, err)
+		}
+		return nil
+	}
+	var ref Ref
+	switch method {
+	case mKey, mKeyMeta, mHas, mRefTaken, mDeleteKey, mSessionKeyOwner, mPublicKey:
+		if err := decode(&ref); err != nil {
+			return nil, err
+		}
+	}
+	switch method {
+	case mInfo:
+		return h.Info(), nil
+	case mPutKeys:
+		var ws []wireKey
+		if err := decode(&ws); err != nil {
+			return nil, err
+		}
+		return nil, h.PutKeys(fromWire(ws))
+	case mKey:
+		r, err := h.Key(ref)
+		if err != nil {
+			return nil, err
+		}
+		return toWire([]*keyRecord{r})[0], nil
+	case mKeyMeta:
+		r, err := h.KeyMeta(ref)
+		if err != nil {
+			return nil, err
+		}
+		return toWire([]*keyRecord{r})[0], nil
+	case mTokenKeys:
+		var refs []Ref
+		if err := decode(&refs); err != nil {
+			return nil, err
+		}
+		return toWire(h.TokenKeys(refs)), nil
+	case mHas:
+		return h.Has(ref), nil
+	case mRefTaken:
+		return h.RefTaken(ref), nil
+	case mDeleteKey:
+		return nil, h.DeleteKey(ref)
+	case mSnapshot:
+		return toWire(h.Snapshot()), nil
+	case mTokenState:
+		keys, tombs := h.TokenState()
+		return tokenState{Keys: keys, Tombstones: tombs}, nil
+	case mSessionKeyOwner:
+		s, ok := h.SessionKeyOwner(ref)
+		return sessionOwner{Session: s, OK: ok}, nil
+	case mDestroySession:
+		var s string
+		if err := decode(&s); err != nil {
+			return nil, err
+		}
+		return h.DestroySession(s), nil
+	case mSign:
+		var req SignRequest
+		if err := decode(&req); err != nil {
+			return nil, err
+		}
+		return h.Sign(req)
+	case mVerify:
+		var v verifyArgs
+		if err := decode(&v); err != nil {
+			return nil, err
+		}
+		return nil, h.Verify(v.Req, v.Sig)
+	case mPublicKey:
+		return h.PublicKeyPEM(ref)
+	case mUserState:
+		users, tombs := h.UserState()
+		return userState{Up: users != nil, Users: users, Tombstones: tombs}, nil
+	case mPutUser:
+		var u userRecord
+		if err := decode(&u); err != nil {
+			return nil, err
+		}
+		return nil, h.PutUser(&u)
+	case mDeleteUser:
+		var a deleteUserArgs
+		if err := decode(&a); err != nil {
+			return nil, err
+		}
+		return nil, h.DeleteUser(a.Name, a.At)
+	case mUnshareAll:
+		var s string
+		if err := decode(&s); err != nil {
+			return nil, err
+		}
+		return nil, h.UnshareAll(s)
+	case mOwns:
+		var s string
+		if err := decode(&s); err != nil {
+			return nil, err
+		}
+		return h.Owns(s), nil
+	}
+	return nil, fmt.Errorf("%w %q: the server runs another hsmsh version?", errUnknownMethod, method)
+}

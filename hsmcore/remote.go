@@ -1,0 +1,423 @@
+package hsmcore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hsmsh/hsmsh/hsmcore/nestedtls"
+	"github.com/hsmsh/hsmsh/hsmcore/rpc"
+)
+
+// remoteNode is an HSM the client library reaches over the nested TLS
+// connection and the rpc protocol: an HSM server in remote mode, or an
+// in-process HSM behind an in-memory pipe in the embedded mode's default
+// transport. It keeps one connection (many requests in flight on it),
+// redials with backoff when the connection goes, and reports the HSM down
+// while it cannot reach it, so that routing goes around it.
+type remoteNode struct {
+	id, addr string
+	dial     func(ctx context.Context) (net.Conn, nestedtls.Info, error)
+	// timeout bounds one request; a server that does not answer in time
+	// is taken as gone and redialled.
+	timeout time.Duration
+
+	up     atomic.Bool
+	dialMu sync.Mutex // one dial at a time
+
+	mu      sync.Mutex
+	client  *rpc.Client
+	tls     nestedtls.Info // the last handshake, good or failed
+	lastErr error          // why the node is down
+	backoff time.Duration
+	retryAt time.Time // no redial before this, unless forced
+	closed  bool
+	stop    chan struct{}
+	wake    chan struct{} // a call found the connection gone
+}
+
+// Backoff bounds for redialling an HSM.
+const (
+	minBackoff = 100 * time.Millisecond
+	maxBackoff = 5 * time.Second
+)
+
+func newRemoteNode(id, addr string, timeout time.Duration, dial func(context.Context) (net.Conn, nestedtls.Info, error)) *remoteNode {
+	if timeout <= 0 {
+		timeout = 30 * time.Second
+	}
+	n := &remoteNode{id: id, addr: addr, dial: dial, timeout: timeout, stop: make(chan struct{}), wake: make(chan struct{}, 1)}
+	n.lastErr = errors.New("not connected yet")
+	return n
+}
+
+// start makes the first connection (waiting up to wait for it) and keeps
+// the node connected in the background from then on.
+func (n *remoteNode) start(wait time.Duration) {
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	n.connect(ctx)
+	cancel()
+	go n.keepAlive()
+}
+
+// keepAlive redials a lost connection with exponential backoff, so the
+// node comes back up on its own when its server does, and the panes show
+// it without a command having to fail first.
+func (n *remoteNode) keepAlive() {
+	for {
+		n.mu.Lock()
+		c, wait := n.client, time.Until(n.retryAt)
+		n.mu.Unlock()
+		var done <-chan struct{}
+		if c != nil {
+			done = c.Done()
+		}
+		var timer <-chan time.Time
+		var t *time.Timer
+		if c == nil {
+			t = time.NewTimer(max(wait, time.Millisecond))
+			timer = t.C
+		}
+		select {
+		case <-n.stop:
+			return
+		case <-done:
+			n.lost(c, c.Err())
+		case <-n.wake:
+		case <-timer:
+			ctx, cancel := context.WithTimeout(context.Background(), min(n.timeout, 10*time.Second))
+			n.connect(ctx)
+			cancel()
+		}
+		if t != nil {
+			t.Stop()
+		}
+	}
+}
+
+// connect dials once, unless a connection is up already.
+func (n *remoteNode) connect(ctx context.Context) (*rpc.Client, error) {
+	n.dialMu.Lock()
+	defer n.dialMu.Unlock()
+	n.mu.Lock()
+	if n.closed {
+		n.mu.Unlock()
+		return nil, fmt.Errorf("%s: the client is closed", n.id)
+	}
+	if n.client != nil {
+		c := n.client
+		n.mu.Unlock()
+		return c, nil
+	}
+	n.mu.Unlock()
+	conn, info, err := n.dial(ctx)
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.tls = info
+	if err != nil {
+		n.lastErr = err
+		n.backoff = min(max(2*n.backoff, minBackoff), maxBackoff)
+		n.retryAt = time.Now().Add(n.backoff)
+		n.up.Store(false)
+		return nil, err
+	}
+	if n.closed {
+		conn.Close()
+		return nil, fmt.Errorf("%s: the client is closed", n.id)
+	}
+	n.client = rpc.NewClient(conn)
+	n.lastErr, n.backoff = nil, 0
+	n.up.Store(true)
+	return n.client, nil
+}
+
+// lost drops a connection that failed, so the next call or the keep-alive
+// loop dials a new one.
+func (n *remoteNode) lost(c *rpc.Client, why error) {
+	n.mu.Lock()
+	if n.client == c && c != nil {
+		n.client = nil
+		n.lastErr = why
+		n.backoff = minBackoff
+		n.retryAt = time.Now().Add(n.backoff)
+		n.up.Store(false)
+		c.Close()
+	}
+	n.mu.Unlock()
+	select {
+	case n.wake <- struct{}{}:
+	default:
+	}
+}
+
+// call sends one request. A connection-level failure (not an error the
+// HSM returned) marks the node down; the keep-alive loop redials.
+func (n *remoteNode) call(method string, args, reply any) error {
+	n.mu.Lock()
+	c, last := n.client, n.lastErr
+	n.mu.Unlock()
+	if c == nil {
+		return &downError{id: n.id, why: last}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), n.timeout)
+	defer cancel()
+	err := c.Call(ctx, method, args, reply)
+	if err == nil {
+		return nil
+	}
+	var re *rpc.RemoteError
+	if errors.As(err, &re) {
+		return remoteErr(re)
+	}
+	n.lost(c, err)
+	return &downError{id: n.id, why: err}
+}
+
+func (n *remoteNode) ID() string { return n.id }
+func (n *remoteNode) Up() bool   { return n.up.Load() }
+
+func (n *remoteNode) Close() error {
+	n.mu.Lock()
+	if n.closed {
+		n.mu.Unlock()
+		return nil
+	}
+	n.closed = true
+	c := n.client
+	n.client = nil
+	n.up.Store(false)
+	close(n.stop)
+	n.mu.Unlock()
+	if c != nil {
+		return c.Close()
+	}
+	return nil
+}
+
+// TLS returns the last handshake's layers and, when the HSM cannot be
+// reached, why.
+func (n *remoteNode) TLS() (nestedtls.Info, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.tls, n.lastErr
+}
+
+// tlsSummary is the one-line TLS state of cluster hsm-info.
+func (n *remoteNode) tlsSummary() string {
+	info, err := n.TLS()
+	if err != nil {
+		var le *nestedtls.LayerError
+		if errors.As(err, &le) {
+			return fmt.Sprintf("%s layer failed: %v", le.Layer, le.Err)
+		}
+		return "not connected: " + err.Error()
+	}
+	return fmt.Sprintf("outer %s · inner %s · %s %s", info.Outer.Status, info.Inner.Status, info.Inner.Version, info.Inner.Cipher)
+}
+
+func (n *remoteNode) Info() HSMInfo {
+	info := HSMInfo{ID: n.id, State: StateDown, Address: n.addr}
+	var got HSMInfo
+	if err := n.call(mInfo, nil, &got); err == nil {
+		info = got
+		info.ID, info.Address = n.id, n.addr
+	}
+	info.TLS = n.tlsSummary()
+	if !n.Up() {
+		info.State = StateDown
+	}
+	return info
+}
+
+func (n *remoteNode) PutKeys(recs []*keyRecord) error {
+	return n.call(mPutKeys, toWire(recs), nil)
+}
+
+func (n *remoteNode) Key(ref Ref) (*keyRecord, error) {
+	var w wireKey
+	if err := n.call(mKey, ref, &w); err != nil {
+		return nil, err
+	}
+	return w.record(), nil
+}
+
+func (n *remoteNode) KeyMeta(ref Ref) (*keyRecord, error) {
+	var w wireKey
+	if err := n.call(mKeyMeta, ref, &w); err != nil {
+		return nil, err
+	}
+	return w.record(), nil
+}
+
+func (n *remoteNode) TokenKeys(refs []Ref) []*keyRecord {
+	var ws []wireKey
+	if err := n.call(mTokenKeys, refs, &ws); err != nil {
+		return nil
+	}
+	return fromWire(ws)
+}
+
+func (n *remoteNode) Has(ref Ref) bool {
+	var ok bool
+	return n.call(mHas, ref, &ok) == nil && ok
+}
+
+func (n *remoteNode) RefTaken(ref Ref) bool {
+	var ok bool
+	return n.call(mRefTaken, ref, &ok) == nil && ok
+}
+
+func (n *remoteNode) DeleteKey(ref Ref) error { return n.call(mDeleteKey, ref, nil) }
+
+func (n *remoteNode) Snapshot() []*keyRecord {
+	var ws []wireKey
+	if err := n.call(mSnapshot, nil, &ws); err != nil {
+		return nil
+	}
+	return fromWire(ws)
+}
+
+func (n *remoteNode) TokenState() ([]Ref, map[Ref]time.Time) {
+	var st tokenState
+	if err := n.call(mTokenState, nil, &st); err != nil {
+		return nil, nil
+	}
+	return st.Keys, st.Tombstones
+}
+
+func (n *remoteNode) SessionKeyOwner(ref Ref) (string, bool) {
+	var o sessionOwner
+	if err := n.call(mSessionKeyOwner, ref, &o); err != nil {
+		return "", false
+	}
+	return o.Session, o.OK
+}
+
+func (n *remoteNode) DestroySession(session string) int {
+	var count int
+	if err := n.call(mDestroySession, session, &count); err != nil {
+		return 0
+	}
+	return count
+}
+
+func (n *remoteNode) Sign(req SignRequest) ([]byte, error) {
+	var sig []byte
+	if err := n.call(mSign, req, &sig); err != nil {
+		return nil, err
+	}
+	return sig, nil
+}
+
+func (n *remoteNode) Verify(req SignRequest, sig []byte) error {
+	return n.call(mVerify, verifyArgs{Req: req, Sig: sig}, nil)
+}
+
+func (n *remoteNode) PublicKeyPEM(ref Ref) ([]byte, error) {
+	var p []byte
+	if err := n.call(mPublicKey, ref, &p); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+func (n *remoteNode) UserState() (map[string]*userRecord, map[string]int64) {
+	var st userState
+	if err := n.call(mUserState, nil, &st); err != nil || !st.Up {
+		return nil, nil
+	}
+	if st.Users == nil {
+		st.Users = map[string]*userRecord{}
+	}
+	if st.Tombstones == nil {
+		st.Tombstones = map[string]int64{}
+	}
+	return st.Users, st.Tombstones
+}
+
+func (n *remoteNode) PutUser(u *userRecord) error { return n.call(mPutUser, u, nil) }
+
+func (n *remoteNode) DeleteUser(name string, at int64) error {
+	return n.call(mDeleteUser, deleteUserArgs{Name: name, At: at}, nil)
+}
+
+func (n *remoteNode) UnshareAll(username string) error { return n.call(mUnshareAll, username, nil) }
+
+func (n *remoteNode) Owns(username string) bool {
+	var ok bool
+	return n.call(mOwns, username, &ok) == nil && ok
+}
+
+// downError is an HSM that cannot be reached, or that says it is down.
+type downError struct {
+	id  string
+	why error
+}
+
+func (e *downError) Error() string {
+	if e.why == nil {
+		return e.id + " is down"
+	}
+	return fmt.Sprintf("%s is down: %v", e.id, e.why)
+}
+
+func (e *downError) Unwrap() error { return e.why }
+
+// Error codes an HSM puts on the errors it returns, so that the client
+// library can tell them apart after they crossed the wire.
+const (
+	codeKeyNotFound  = "key-not-found"
+	codeInvalid      = "invalid"
+	codePermission   = "permission"
+	codeDown         = "down"
+	codeUserNotFound = "user-not-found"
+	codeOther        = "error"
+)
+
+var codeSentinels = map[string]error{
+	codeKeyNotFound:  ErrKeyNotFound,
+	codeInvalid:      ErrInvalid,
+	codePermission:   ErrPermission,
+	codeUserNotFound: ErrUserNotFound,
+}
+
+// codeOf classifies an HSM's error for the wire.
+func codeOf(err error) string {
+	for code, s := range codeSentinels {
+		if errors.Is(err, s) {
+			return code
+		}
+	}
+	var de *downError
+	if errors.As(err, &de) {
+		return codeDown
+	}
+	return codeOther
+}
+
+// hsmError is an error an HSM returned over the wire: its text as the
+// HSM wrote it, and errors.Is matching the sentinel its code names.
+type hsmError struct {
+	code, msg string
+}
+
+func (e *hsmError) Error() string { return e.msg }
+func (e *hsmError) Is(target error) bool {
+	if s, ok := codeSentinels[e.code]; ok {
+		return target == s
+	}
+	return false
+}
+
+func remoteErr(re *rpc.RemoteError) error {
+	if re.Code == codeDown {
+		// The message already names the HSM: "hsm-2 is down".
+		return &downError{id: strings.TrimSuffix(re.Message, " is down")}
+	}
+	return &hsmError{code: re.Code, msg: re.Message}
+}
