@@ -152,8 +152,10 @@ func (e *Embedded) ensureAdmin() error {
 			return nil
 		}
 	}
-	admin := &userRecord{Username: builtinAdmin, Role: RoleUnactivatedAdmin}
-	e.stamp(admin)
+	// The oldest possible version: an HSM that joins empty (a new server,
+	// one that was down) and gets this record must never have it win over
+	// the activated admin the others hold.
+	admin := &userRecord{Username: builtinAdmin, Role: RoleUnactivatedAdmin, Updated: 1}
 	for _, h := range e.hsms {
 		if err := h.PutUser(admin); err != nil {
 			return err

@@ -26,6 +26,8 @@ type remoteNode struct {
 	// timeout bounds one request; a server that does not answer in time
 	// is taken as gone and redialled.
 	timeout time.Duration
+	// notify, if set, hears when the HSM goes down or comes back.
+	notify func(Event)
 
 	up     atomic.Bool
 	dialMu sync.Mutex // one dial at a time
@@ -37,6 +39,7 @@ type remoteNode struct {
 	backoff time.Duration
 	retryAt time.Time // no redial before this, unless forced
 	closed  bool
+	state   HSMState // what notify last said
 	stop    chan struct{}
 	wake    chan struct{} // a call found the connection gone
 }
@@ -124,6 +127,7 @@ func (n *remoteNode) connect(ctx context.Context) (*rpc.Client, error) {
 		n.backoff = min(max(2*n.backoff, minBackoff), maxBackoff)
 		n.retryAt = time.Now().Add(n.backoff)
 		n.up.Store(false)
+		n.announce(StateDown, err.Error())
 		return nil, err
 	}
 	if n.closed {
@@ -133,6 +137,7 @@ func (n *remoteNode) connect(ctx context.Context) (*rpc.Client, error) {
 	n.client = rpc.NewClient(conn)
 	n.lastErr, n.backoff = nil, 0
 	n.up.Store(true)
+	n.announce(StateActive, "connected to "+n.addr)
 	return n.client, nil
 }
 
@@ -147,12 +152,26 @@ func (n *remoteNode) lost(c *rpc.Client, why error) {
 		n.retryAt = time.Now().Add(n.backoff)
 		n.up.Store(false)
 		c.Close()
+		n.announce(StateDown, fmt.Sprint(why))
 	}
 	n.mu.Unlock()
 	select {
 	case n.wake <- struct{}{}:
 	default:
 	}
+}
+
+// announce tells notify of a change of state; n.mu is held.
+func (n *remoteNode) announce(st HSMState, detail string) {
+	if n.state == st || n.notify == nil || n.closed {
+		return
+	}
+	n.state = st
+	kind := EventHSMUp
+	if st == StateDown {
+		kind = EventHSMDown
+	}
+	n.notify(Event{Kind: kind, HSM: n.id, Detail: detail})
 }
 
 // call sends one request. A connection-level failure (not an error the

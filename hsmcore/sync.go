@@ -164,7 +164,11 @@ func (e *Embedded) SyncNow(ctx context.Context) SyncStats {
 			dead[ref] = true
 		}
 	}
+	into := func(h node) bool { return e.syncInto == nil || e.syncInto(h) }
 	for i, h := range hs {
+		if !into(h) {
+			continue
+		}
 		var holds map[Ref]bool // the dead keys h still holds
 		if len(dead) > 0 {
 			holds = map[Ref]bool{}
@@ -217,6 +221,9 @@ func (e *Embedded) SyncNow(ctx context.Context) SyncStats {
 		if ctx.Err() != nil {
 			break
 		}
+		if !into(h) {
+			continue
+		}
 		mark := int32(i) + 1
 		for _, ref := range held[i] {
 			pool[at[ref]].mark = mark // h holds it
@@ -250,6 +257,9 @@ func (e *Embedded) SyncNow(ctx context.Context) SyncStats {
 	// deletion newer than a user's record removes it everywhere.
 	if users, tombs, err := e.userVersions(); err == nil {
 		for _, h := range hs {
+			if !into(h) {
+				continue
+			}
 			have, haveTombs := h.UserState()
 			for n, u := range users {
 				if cur, ok := have[n]; ok && cur.Updated >= u.Updated {

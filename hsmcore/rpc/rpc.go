@@ -240,7 +240,12 @@ func Serve(ctx context.Context, conn net.Conn, h Handler, opt ServerOptions) err
 	reply := func(f wire.Frame) {
 		wmu.Lock()
 		defer wmu.Unlock()
-		conn.SetWriteDeadline(time.Now().Add(opt.FrameTimeout))
+		timeout := opt.FrameTimeout
+		if f.ID == 0 {
+			// A goodbye to a misbehaving peer: worth a moment, not more.
+			timeout = min(timeout, time.Second)
+		}
+		conn.SetWriteDeadline(time.Now().Add(timeout))
 		if err := wire.Write(conn, f); err != nil {
 			conn.Close()
 		}

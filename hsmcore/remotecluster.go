@@ -1,0 +1,212 @@
+package hsmcore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/hsmsh/hsmsh/hsmcore/nestedtls"
+)
+
+// RemoteOptions configure a client of a remote cluster.
+type RemoteOptions struct {
+	ID      string
+	Servers []Peer
+	TLS     nestedtls.ClientConfig
+	// Durability is the client's key-durability settings; server-side
+	// sync runs on the servers at their own interval.
+	Durability Durability
+	// Timeout bounds one request to a server. Default 30s.
+	Timeout time.Duration
+	// ConnectWait is how long Open waits for the first connections.
+	// Default 5s; servers that are not up by then are down until they are.
+	ConnectWait time.Duration
+}
+
+// Remote is a cluster of HSM servers reached over nested TLS. It is the
+// same client library as the embedded cluster — routing, client-side
+// sync, users, key use — over nodes that are connections; server-side
+// sync runs on the servers, which the lab can pause, resume and trigger.
+type Remote struct {
+	*Embedded
+}
+
+var (
+	_ Cluster = (*Remote)(nil)
+	_ Lab     = (*Remote)(nil)
+)
+
+// OpenRemote connects to the servers of a remote cluster. A server that
+// cannot be reached is down, not an error: operations route around it and
+// the client keeps redialling it with backoff.
+func OpenRemote(opts RemoteOptions) (*Remote, error) {
+	if len(opts.Servers) == 0 {
+		return nil, fmt.Errorf("%w: a remote cluster needs at least one server in [[cluster.servers]]", ErrInvalid)
+	}
+	if opts.ConnectWait <= 0 {
+		opts.ConnectWait = 5 * time.Second
+	}
+	e := &Embedded{id: opts.ID, dur: opts.Durability, sessions: map[string]Caller{}, deleted: map[Ref]bool{}}
+	if e.dur.MinimumNodes < 1 {
+		e.dur.MinimumNodes = 1
+	}
+	seen := map[string]bool{}
+	for _, s := range opts.Servers {
+		if seen[s.ID] {
+			return nil, fmt.Errorf("%w: server id %q appears twice in [[cluster.servers]]", ErrInvalid, s.ID)
+		}
+		seen[s.ID] = true
+		n := dialNode(s.ID, s.Addr, opts.TLS, opts.Timeout)
+		n.notify = e.events.publish
+		e.hsms = append(e.hsms, n)
+	}
+	var wg sync.WaitGroup
+	for _, n := range e.hsms {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			n.(*remoteNode).start(opts.ConnectWait)
+		}()
+	}
+	wg.Wait()
+	if err := e.ensureAdmin(); err != nil {
+		e.Close()
+		return nil, err
+	}
+	return &Remote{Embedded: e}, nil
+}
+
+// errRemoteLab is the lab faults that act inside an HSM process, which a
+// client cannot reach into on another machine.
+func errRemoteLab(id, what string) error {
+	return fmt.Errorf("%w: %s is an HSM server of a remote cluster: the lab cannot %s it from here; stop (or restart) its hsmsh serve process instead", ErrInvalid, id, what)
+}
+
+func (r *Remote) FailHSM(id string, destroy bool) error {
+	if err := r.known(id); err != nil {
+		return err
+	}
+	if destroy {
+		return errRemoteLab(id, "destroy")
+	}
+	return errRemoteLab(id, "fail")
+}
+
+func (r *Remote) RecoverHSM(id string) error {
+	if err := r.known(id); err != nil {
+		return err
+	}
+	return errRemoteLab(id, "recover")
+}
+
+func (r *Remote) RestartHSM(id string) error {
+	if err := r.known(id); err != nil {
+		return err
+	}
+	return errRemoteLab(id, "restart")
+}
+
+func (r *Remote) AddHSM() (string, error) {
+	return "", fmt.Errorf("%w: a remote cluster's HSMs are the servers in [[cluster.servers]]: start another hsmsh serve and add it to the config", ErrInvalid)
+}
+
+func (r *Remote) RemoveHSM(id string) error {
+	if err := r.known(id); err != nil {
+		return err
+	}
+	return fmt.Errorf("%w: %s is an HSM server: stop its hsmsh serve process and remove it from [[cluster.servers]]", ErrInvalid, id)
+}
+
+// known checks that id names one of the cluster's servers.
+func (r *Remote) known(id string) error {
+	if r.hsm(id) != nil {
+		return nil
+	}
+	_, err := r.member(id) // the error that lists the HSMs
+	return err
+}
+
+// SetLatency asks a server to slow its HSM down.
+func (r *Remote) SetLatency(id string, d time.Duration) error {
+	if err := r.known(id); err != nil {
+		return err
+	}
+	if d < 0 || d > maxLatency {
+		return fmt.Errorf("%w: latency must be 0 to %v", ErrInvalid, maxLatency)
+	}
+	if err := r.hsm(id).(*remoteNode).call(mLatency, d, nil); err != nil {
+		return fmt.Errorf("set latency on %s: %w", id, err)
+	}
+	r.events.publish(Event{Kind: EventHSMLatency, HSM: id, Detail: d.String()})
+	return nil
+}
+
+// servers calls method on every server that answers, in id order, and
+// returns the answers of those that did; it fails only if none did.
+func servers[T any](r *Remote, method string) ([]T, error) {
+	var out []T
+	var errs []error
+	for _, n := range r.members() {
+		var v T
+		if err := n.(*remoteNode).call(method, nil, &v); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", n.ID(), err))
+			continue
+		}
+		out = append(out, v)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%w: %v", ErrNoHSM, errors.Join(errs...))
+	}
+	return out, nil
+}
+
+// PauseSync pauses server-side sync on every server that answers.
+func (r *Remote) PauseSync() {
+	servers[SyncStatus](r, mSyncPause)
+	r.events.publish(Event{Kind: EventSyncPaused})
+}
+
+// ResumeSync resumes server-side sync on every server that answers.
+func (r *Remote) ResumeSync() {
+	servers[SyncStatus](r, mSyncResume)
+	r.events.publish(Event{Kind: EventSyncResumed})
+}
+
+// SyncNow has every server that answers run one pass (each pulls what its
+// HSM lacks from the others) and adds up what they did.
+func (r *Remote) SyncNow(ctx context.Context) SyncStats {
+	start := time.Now()
+	r.events.publish(Event{Kind: EventSyncStarted, Count: len(r.up())})
+	all, _ := servers[SyncStats](r, mSyncNow)
+	var st SyncStats
+	for _, s := range all {
+		st.Copied += s.Copied
+		st.Deleted += s.Deleted
+		st.Users += s.Users
+		st.Failed += s.Failed
+	}
+	st.Took = time.Since(start)
+	st.TookMS = float64(st.Took.Microseconds()) / 1000
+	r.events.publish(Event{Kind: EventSyncFinished, Count: st.Copied + st.Deleted, Detail: syncDetail(st)})
+	return st
+}
+
+// SyncStatus is the first answering server's sync state; paused if any
+// server's sync is paused.
+func (r *Remote) SyncStatus() SyncStatus {
+	all, err := servers[SyncStatus](r, mSyncStatus)
+	if err != nil {
+		return SyncStatus{}
+	}
+	st := all[0]
+	st.Interval = r.Durability().ServerSyncInterval
+	for _, s := range all[1:] {
+		st.Paused = st.Paused || s.Paused
+		if !s.Next.IsZero() && (st.Next.IsZero() || s.Next.Before(st.Next)) {
+			st.Next = s.Next
+		}
+	}
+	return st
+}
