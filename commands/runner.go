@@ -25,12 +25,17 @@ type Env struct {
 	Dir string
 }
 
-// Open opens the cluster the configuration describes and returns an Env
-// with nobody logged in. dataDir is the folder under which the embedded
-// cluster keeps its stores ("" for memory only).
+// Open opens the cluster the configuration describes — embedded HSMs, or
+// the HSM servers of a remote cluster — and returns an Env with nobody
+// logged in. dataDir is the folder under which the embedded cluster keeps
+// its stores ("" for memory only); the remote mode does not use it.
 func Open(cfg *config.Config, dataDir string) (*Env, error) {
-	if cfg.Cluster.Mode != "embedded" {
-		return nil, fmt.Errorf("cluster mode %q is not available in this build: use mode = \"embedded\"", cfg.Cluster.Mode)
+	switch cfg.Cluster.Mode {
+	case "remote":
+		return openRemote(cfg)
+	case "embedded":
+	default:
+		return nil, fmt.Errorf("cluster mode %q: use \"embedded\" or \"remote\"", cfg.Cluster.Mode)
 	}
 	dir := ""
 	if dataDir != "" {

@@ -147,7 +147,15 @@ func (e *Embedded) Subscribe(buffer int) (<-chan Event, func()) {
 
 // ensureAdmin gives a brand-new cluster its unactivated admin.
 func (e *Embedded) ensureAdmin() error {
-	for _, h := range e.hsms {
+	// Only HSMs that answer count: a remote server that is down may hold
+	// the cluster's users, and gets nothing written now.
+	var up []node
+	for _, h := range e.members() { // not e.up(): no turn of the round-robin
+		if h.Up() {
+			up = append(up, h)
+		}
+	}
+	for _, h := range up {
 		if users, _ := h.UserState(); len(users) > 0 {
 			return nil
 		}
@@ -156,7 +164,7 @@ func (e *Embedded) ensureAdmin() error {
 	// one that was down) and gets this record must never have it win over
 	// the activated admin the others hold.
 	admin := &userRecord{Username: builtinAdmin, Role: RoleUnactivatedAdmin, Updated: 1}
-	for _, h := range e.hsms {
+	for _, h := range up {
 		if err := h.PutUser(admin); err != nil {
 			return err
 		}

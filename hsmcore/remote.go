@@ -62,9 +62,11 @@ func newRemoteNode(id, addr string, timeout time.Duration, dial func(context.Con
 // start makes the first connection (waiting up to wait for it) and keeps
 // the node connected in the background from then on.
 func (n *remoteNode) start(wait time.Duration) {
-	ctx, cancel := context.WithTimeout(context.Background(), wait)
-	n.connect(ctx)
-	cancel()
+	if wait > 0 {
+		ctx, cancel := context.WithTimeout(context.Background(), wait)
+		n.connect(ctx)
+		cancel()
+	}
 	go n.keepAlive()
 }
 
@@ -213,7 +215,9 @@ func (n *remoteNode) Close() error {
 	close(n.stop)
 	n.mu.Unlock()
 	if c != nil {
-		return c.Close()
+		// A failure here is at most a close_notify the peer did not take:
+		// the connection is gone either way.
+		c.Close()
 	}
 	return nil
 }

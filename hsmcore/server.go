@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"path/filepath"
@@ -177,7 +178,11 @@ func (s *Server) serveConn(raw net.Conn) {
 		raw.Close()
 		var le *nestedtls.LayerError
 		if errors.As(err, &le) {
-			s.log.Warn("connection refused", "from", from, "layer", string(le.Layer), "reason", le.Err.Error())
+			reason := le.Err.Error()
+			if errors.Is(le.Err, io.EOF) {
+				reason = "the peer hung up before the handshake was done (a port probe, or a client that gave up)"
+			}
+			s.log.Warn("connection refused", "from", from, "layer", string(le.Layer), "reason", reason)
 		} else {
 			s.log.Warn("connection refused", "from", from, "reason", err.Error())
 		}

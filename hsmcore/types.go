@@ -85,7 +85,7 @@ var (
 	ErrLocked         = errors.New("user is locked after too many failed logins: an admin must run user change-password to unlock it")
 	ErrBadCredentials = errors.New("invalid username, role or password")
 	ErrNoHSM          = errors.New("no HSM of the cluster is available")
-	ErrNotActivated   = errors.New("the cluster is not activated: log in as admin with role unactivated-admin and run cluster activate")
+	ErrNotActivated   = errors.New("the cluster is not activated: run cluster activate to give the built-in admin its password")
 	ErrInvalid        = errors.New("invalid request")
 )
 

@@ -33,6 +33,7 @@ Usage:
   hsmsh [global flags] interactive         interactive line mode
   hsmsh [global flags] batch FILE|-  [--keep-going] [--events]
   hsmsh [global flags] COMMAND...          run one command (credentials from HSMSH_ROLE, HSMSH_PIN=user:password)
+  hsmsh [global flags] serve --config FILE --id ID [--data-dir DIR]   one HSM server of a remote cluster
   hsmsh pki init --dir DIR [--key-type ecdsa-p256|ecdsa-p384|rsa-2048|rsa-3072] [--cluster-id ID] [--host NAME...]
   hsmsh [global flags] configure [--disable-key-availability-check | --enable-key-availability-check]
                                  [--create-object-minimum-nodes N] [-a HOST:PORT...]
@@ -40,7 +41,7 @@ Usage:
 
 Global flags:
   --config FILE     the config file (default $HSMSH_CONFIG, then the user config dir's hsmsh/hsmsh.toml)
-  --data-dir DIR    where the embedded cluster keeps its HSM stores (default $XDG_DATA_HOME/hsmsh)
+  --data-dir DIR    where HSM stores live: the embedded cluster's, a server's (default $XDG_DATA_HOME/hsmsh)
   --ephemeral       keep the embedded cluster in memory only: nothing is written
   --theme NAME      the colour theme of the interactive shell
   --no-color        no colours (NO_COLOR is honoured too)
@@ -117,10 +118,7 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		case "pki":
 			return pkiCommand(rest[1:], stdout, stderr)
 		case "serve":
-			// Named in CLI.md; say plainly that it is not built yet rather
-			// than call it an unknown command.
-			stdout.Write(commands.Result{ErrorCode: 1, Data: "hsmsh serve is not available in this version: the remote mode is in progress (pki init works already); use the embedded cluster"}.JSON())
-			return 1
+			return serveCommand(g, rest[1:], stdout, stderr)
 		}
 		if strings.HasPrefix(rest[0], "--") {
 			fmt.Fprintf(stderr, "hsmsh: unknown global flag %s\n%s", rest[0], usage)

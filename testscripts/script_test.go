@@ -6,11 +6,13 @@ import (
 	"encoding/json"
 	"io"
 	"math/big"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/rogpeppe/go-internal/testscript"
 
@@ -60,6 +62,9 @@ func TestScripts(t *testing.T) {
 			"envfile":   cmdEnvFile,
 			"truncate":  cmdTruncate,
 			"jsoncount": cmdJSONCount,
+			"freeport":  cmdFreePort,
+			"waitport":  cmdWaitPort,
+			"expandenv": cmdExpandEnv,
 		},
 	})
 }
@@ -345,4 +350,61 @@ func cmdJSONCount(ts *testscript.TestScript, neg bool, args []string) {
 	if n != want {
 		ts.Fatalf("%s %s holds %d values equal to %s; want %d: it is %s", args[0], args[1], n, args[2], want, render(v))
 	}
+}
+
+// freeport VAR... sets each VAR to a TCP port on 127.0.0.1 that was free
+// a moment ago, for the HSM servers a script starts.
+func cmdFreePort(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) == 0 {
+		ts.Fatalf("usage: freeport VAR...")
+	}
+	var lns []net.Listener
+	defer func() {
+		for _, ln := range lns {
+			ln.Close()
+		}
+	}()
+	for _, name := range args {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		ts.Check(err)
+		lns = append(lns, ln) // held until all are drawn, so they differ
+		ts.Setenv(name, strconv.Itoa(ln.Addr().(*net.TCPAddr).Port))
+	}
+}
+
+// waitport HOST:PORT... waits (up to 20 s) until each address accepts TCP
+// connections: a server started in the background is listening. With !,
+// it waits until each one refuses them.
+func cmdWaitPort(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) == 0 {
+		ts.Fatalf("usage: waitport HOST:PORT...")
+	}
+	for _, addr := range args {
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			c, err := net.DialTimeout("tcp", addr, time.Second)
+			if c != nil {
+				c.Close()
+			}
+			if (err == nil) != neg {
+				break
+			}
+			if time.Now().After(deadline) {
+				ts.Fatalf("%s: still %v after 20s", addr, map[bool]string{false: "refusing connections", true: "accepting connections"}[neg])
+			}
+			time.Sleep(25 * time.Millisecond)
+		}
+	}
+}
+
+// expandenv FILE replaces $VAR and ${VAR} in FILE with the script's
+// environment: a config file naming the ports freeport drew.
+func cmdExpandEnv(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 1 {
+		ts.Fatalf("usage: expandenv FILE")
+	}
+	p := ts.MkAbs(args[0])
+	b, err := os.ReadFile(p)
+	ts.Check(err)
+	ts.Check(os.WriteFile(p, []byte(os.Expand(string(b), ts.Getenv)), 0o600))
 }

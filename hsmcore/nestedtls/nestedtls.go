@@ -65,17 +65,17 @@ type CertInfo struct {
 	VerifiedBy string `json:"verified-by"`
 }
 
-func certInfo(c *x509.Certificate, by string) CertInfo {
-	return CertInfo{Subject: c.Subject.String(), Issuer: c.Issuer.String(), Serial: strings.ToUpper(c.SerialNumber.Text(16)), NotAfter: c.NotAfter.UTC().Format(time.RFC3339), VerifiedBy: by}
+func certInfo(c *x509.Certificate, by string) *CertInfo {
+	return &CertInfo{Subject: c.Subject.String(), Issuer: c.Issuer.String(), Serial: strings.ToUpper(c.SerialNumber.Text(16)), NotAfter: c.NotAfter.UTC().Format(time.RFC3339), VerifiedBy: by}
 }
 
 // LayerInfo is one layer's state after a handshake.
 type LayerInfo struct {
-	Status     string   `json:"status"` // "ok" or the failure
-	Version    string   `json:"tls-version,omitempty"`
-	Cipher     string   `json:"cipher-suite,omitempty"`
-	Peer       CertInfo `json:"peer-certificate"`
-	ClientCert string   `json:"client-certificate,omitempty"` // outer: what the client showed
+	Status     string    `json:"status"` // "ok" or the failure
+	Version    string    `json:"tls-version,omitempty"`
+	Cipher     string    `json:"cipher-suite,omitempty"`
+	Peer       *CertInfo `json:"peer-certificate,omitempty"`   // nil until the peer showed one
+	ClientCert string    `json:"client-certificate,omitempty"` // outer: what the client showed
 }
 
 // Info is both layers of one connection.
