@@ -399,3 +399,69 @@ func TestRemoteLab(t *testing.T) {
 		t.Error("resume did not reach the servers")
 	}
 }
+
+// An expired certificate is refused on each layer, over loopback, and the
+// error names the layer and says "expired".
+func TestRemoteExpiredCertificates(t *testing.T) {
+	good, old := t.TempDir(), t.TempDir()
+	if _, err := pki.Init(pki.Options{Dir: good, ClusterID: "c"}); err != nil {
+		t.Fatal(err)
+	}
+	// A PKI whose certificates all expired yesterday.
+	if _, err := pki.Init(pki.Options{Dir: old, ClusterID: "c", Now: time.Now().Add(-48 * time.Hour), Validity: 24 * time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name  string
+		edit  func(f *nestedtls.Files) // what comes from the expired PKI
+		layer nestedtls.Layer
+		want  string
+	}{
+		{"outer: the server certificate", func(f *nestedtls.Files) {
+			f.ServerCert, f.ServerKey, f.TrustDir = filepath.Join(old, pki.ServerCert), filepath.Join(old, pki.ServerKey), filepath.Join(old, pki.TrustDir)
+		}, nestedtls.Outer, "the server certificate \"hsmsh HSM server\" expired on"},
+		{"outer: the client certificate", func(f *nestedtls.Files) {
+			f.ClientCert, f.ClientKey = filepath.Join(old, pki.ClientCert), filepath.Join(old, pki.ClientKey)
+		}, nestedtls.Outer, "the server refused the client certificate"},
+		{"inner: the cluster certificate", func(f *nestedtls.Files) {
+			f.ClusterCert, f.ClusterKey, f.CustomerCA = filepath.Join(old, pki.ClusterCert), filepath.Join(old, pki.ClusterKey), filepath.Join(old, pki.CustomerCACert)
+		}, nestedtls.Inner, "certificate has expired"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			f := PKIFiles(good, "c")
+			tc.edit(&f)
+			srvTLS, err := nestedtls.LoadServer(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cliTLS, err := nestedtls.LoadClient(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// f names the expired client certificate for the server too,
+			// as its default client certificate: expiry is checked first.
+			log := &syncBuffer{}
+			s, err := NewServer(ServerOptions{ID: "hsm-1", TLS: srvTLS, Log: slog.New(slog.NewTextHandler(log, nil))})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			go s.Serve(ln)
+			defer s.Shutdown()
+			_, _, err = nestedtls.Dial(context.Background(), ln.Addr().String(), cliTLS)
+			var le *nestedtls.LayerError
+			if !errors.As(err, &le) || le.Layer != tc.layer || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("dial: %v; want a %s-layer error with %q", err, tc.layer, tc.want)
+			}
+			if tc.name == "outer: the client certificate" {
+				waitFor(t, "the server to log the expired client certificate", func() bool {
+					return strings.Contains(log.String(), `layer=outer`) && strings.Contains(log.String(), `expired on`)
+				})
+			}
+		})
+	}
+}
