@@ -41,6 +41,10 @@ type Embedded struct {
 	dur      Durability
 	sessions map[string]Caller // live login sessions
 	deleted  map[Ref]bool      // token keys this client deleted
+	// sessionKeys says which HSM holds each session key this client made:
+	// a session key lives on one HSM only, and asking every HSM whether it
+	// holds one would cost a round trip each on every use.
+	sessionKeys map[Ref]sessionKey
 
 	events      bus
 	sync        syncer
@@ -73,7 +77,7 @@ func OpenEmbedded(opts Options) (*Embedded, error) {
 	if opts.HSMs < 1 {
 		return nil, fmt.Errorf("%w: a cluster needs at least one HSM", ErrInvalid)
 	}
-	e := &Embedded{id: opts.ID, dir: opts.DataDir, dur: opts.Durability, sessions: map[string]Caller{}, deleted: map[Ref]bool{}}
+	e := &Embedded{id: opts.ID, dir: opts.DataDir, dur: opts.Durability, sessions: map[string]Caller{}, deleted: map[Ref]bool{}, sessionKeys: map[Ref]sessionKey{}}
 	if e.dur.MinimumNodes < 1 {
 		e.dur.MinimumNodes = 1
 	}
@@ -419,9 +423,45 @@ func (e *Embedded) Logout(ctx context.Context, c Caller) error {
 	}
 	e.mu.Lock()
 	delete(e.sessions, c.Session)
+	for ref, sk := range e.sessionKeys {
+		if sk.session == c.Session {
+			delete(e.sessionKeys, ref)
+		}
+	}
 	e.mu.Unlock()
 	return nil
 }
+
+// countHolders says how many of hs hold ref. Over a transport each
+// question is a round trip, so they are asked all at once; in-process HSMs
+// answer faster than a goroutine starts.
+func countHolders(hs []node, ref Ref) int {
+	if _, direct := hs[0].(*hsm); direct {
+		n := 0
+		for _, h := range hs {
+			if h.Has(ref) {
+				n++
+			}
+		}
+		return n
+	}
+	var n atomic.Int32
+	var wg sync.WaitGroup
+	for _, h := range hs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if h.Has(ref) {
+				n.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	return int(n.Load())
+}
+
+// sessionKey is where a session key this client made lives, and whose it is.
+type sessionKey struct{ hsm, session string }
 
 func (e *Embedded) CreateUser(ctx context.Context, c Caller, username string, role Role, password string) (User, error) {
 	if err := e.requireRole(c, RoleAdmin); err != nil {
@@ -649,6 +689,11 @@ func (e *Embedded) create(ctx context.Context, c Caller, recs []*keyRecord, sess
 			return nil, err
 		}
 		holders[hs[0].ID()] = true
+		e.mu.Lock()
+		for _, r := range recs {
+			e.sessionKeys[r.Ref] = sessionKey{hsm: hs[0].ID(), session: c.Session}
+		}
+		e.mu.Unlock()
 		for _, r := range recs {
 			e.events.publish(Event{Kind: EventKeyCreated, HSM: hs[0].ID(), Ref: r.Ref.String(), Detail: "session key " + r.Attrs.Label})
 		}
@@ -1046,19 +1091,26 @@ func (e *Embedded) use(ctx context.Context, c Caller, ref Ref, fn func(h node) e
 	if err := e.requireRole(c, RoleCryptoUser); err != nil {
 		return err
 	}
-	for _, h := range e.members() {
-		if session, ok := h.SessionKeyOwner(ref); ok {
-			if session != c.Session {
-				break // another session's key: not found for this caller
-			}
-			if !h.Up() {
-				return fmt.Errorf("%w: session key %s was on %s, which is down", ErrKeyNotFound, ref, h.ID())
-			}
-			if _, err := h.KeyMeta(ref); err != nil {
-				return err
-			}
-			return fn(h)
+	// A session key this client made is used on its HSM only. Another
+	// session's keys are not in the map; the HSM's record refuses them
+	// below.
+	e.mu.RLock()
+	sk, isSession := e.sessionKeys[ref]
+	e.mu.RUnlock()
+	if isSession {
+		id := sk.hsm
+		h := e.hsm(id)
+		if h == nil || !h.Up() {
+			return fmt.Errorf("%w: session key %s was on %s, which is down", ErrKeyNotFound, ref, id)
 		}
+		r, err := h.KeyMeta(ref)
+		if err != nil {
+			return err
+		}
+		if r.Session != c.Session {
+			return fmt.Errorf("%w: key %s", ErrKeyNotFound, ref)
+		}
+		return fn(h)
 	}
 	dur := e.Durability()
 	hs := e.up()
@@ -1066,13 +1118,7 @@ func (e *Embedded) use(ctx context.Context, c Caller, ref Ref, fn func(h node) e
 		return ErrNoHSM
 	}
 	if dur.AvailabilityCheck {
-		n := 0
-		for _, h := range hs {
-			if h.Has(ref) {
-				n++
-			}
-		}
-		if n == 1 {
+		if countHolders(hs, ref) == 1 {
 			return errors.New(availabilityMessage(ref))
 		}
 	}

@@ -13,26 +13,25 @@ import (
 // The rpc methods of an HSM: one per method of node, and the server-side
 // sync controls the lab uses in remote mode.
 const (
-	mInfo            = "info"
-	mPutKeys         = "put-keys"
-	mKey             = "key"
-	mKeyMeta         = "key-meta"
-	mTokenKeys       = "token-keys"
-	mHas             = "has"
-	mRefTaken        = "ref-taken"
-	mDeleteKey       = "delete-key"
-	mSnapshot        = "snapshot"
-	mTokenState      = "token-state"
-	mSessionKeyOwner = "session-key-owner"
-	mDestroySession  = "destroy-session"
-	mSign            = "sign"
-	mVerify          = "verify"
-	mPublicKey       = "public-key"
-	mUserState       = "user-state"
-	mPutUser         = "put-user"
-	mDeleteUser      = "delete-user"
-	mUnshareAll      = "unshare-all"
-	mOwns            = "owns"
+	mInfo           = "info"
+	mPutKeys        = "put-keys"
+	mKey            = "key"
+	mKeyMeta        = "key-meta"
+	mTokenKeys      = "token-keys"
+	mHas            = "has"
+	mRefTaken       = "ref-taken"
+	mDeleteKey      = "delete-key"
+	mSnapshot       = "snapshot"
+	mTokenState     = "token-state"
+	mDestroySession = "destroy-session"
+	mSign           = "sign"
+	mVerify         = "verify"
+	mPublicKey      = "public-key"
+	mUserState      = "user-state"
+	mPutUser        = "put-user"
+	mDeleteUser     = "delete-user"
+	mUnshareAll     = "unshare-all"
+	mOwns           = "owns"
 
 	mSyncNow    = "sync-now"
 	mSyncPause  = "sync-pause"
@@ -78,11 +77,6 @@ type tokenState struct {
 	Tombstones map[Ref]time.Time `json:"tombstones"`
 }
 
-type sessionOwner struct {
-	Session string `json:"session"`
-	OK      bool   `json:"ok"`
-}
-
 type verifyArgs struct {
 	Req SignRequest `json:"req"`
 	Sig []byte      `json:"sig"`
@@ -123,7 +117,7 @@ func dispatch(h node, method string, args json.RawMessage) (any, error) {
 	}
 	var ref Ref
 	switch method {
-	case mKey, mKeyMeta, mHas, mRefTaken, mDeleteKey, mSessionKeyOwner, mPublicKey:
+	case mKey, mKeyMeta, mHas, mRefTaken, mDeleteKey, mPublicKey:
 		if err := decode(&ref); err != nil {
 			return nil, err
 		}
@@ -166,9 +160,6 @@ func dispatch(h node, method string, args json.RawMessage) (any, error) {
 	case mTokenState:
 		keys, tombs := h.TokenState()
 		return tokenState{Keys: keys, Tombstones: tombs}, nil
-	case mSessionKeyOwner:
-		s, ok := h.SessionKeyOwner(ref)
-		return sessionOwner{Session: s, OK: ok}, nil
 	case mDestroySession:
 		var s string
 		if err := decode(&s); err != nil {

@@ -296,18 +296,6 @@ func (h *hsm) RefTaken(ref Ref) bool {
 	return a || b || t
 }
 
-// SessionKeyOwner returns the login session of the session key ref, if the
-// HSM holds it; up or down.
-func (h *hsm) SessionKeyOwner(ref Ref) (string, bool) {
-	h.mu.RLock()
-	defer h.mu.RUnlock()
-	r, ok := h.sessionKeys[ref]
-	if !ok {
-		return "", false
-	}
-	return r.Session, true
-}
-
 func (h *hsm) PutUser(u *userRecord) error {
 	if !h.Up() {
 		return errDown(h.id)

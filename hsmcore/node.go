@@ -48,9 +48,6 @@ type node interface {
 	// in no particular order, and its tombstones (deleted key → when):
 	// server-side sync, and the check for keys lost with a destroyed HSM.
 	TokenState() (keys []Ref, tombstones map[Ref]time.Time)
-	// SessionKeyOwner returns the login session that owns the session key
-	// ref, if the HSM holds it: a session key is used on its own HSM only.
-	SessionKeyOwner(ref Ref) (session string, ok bool)
 	// DestroySession deletes the session keys of a login session (logout)
 	// and returns how many there were.
 	DestroySession(session string) int

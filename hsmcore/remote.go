@@ -313,14 +313,6 @@ func (n *remoteNode) TokenState() ([]Ref, map[Ref]time.Time) {
 	return st.Keys, st.Tombstones
 }
 
-func (n *remoteNode) SessionKeyOwner(ref Ref) (string, bool) {
-	var o sessionOwner
-	if err := n.call(mSessionKeyOwner, ref, &o); err != nil {
-		return "", false
-	}
-	return o.Session, o.OK
-}
-
 func (n *remoteNode) DestroySession(session string) int {
 	var count int
 	if err := n.call(mDestroySession, session, &count); err != nil {

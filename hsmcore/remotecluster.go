@@ -48,7 +48,7 @@ func OpenRemote(opts RemoteOptions) (*Remote, error) {
 	if opts.ConnectWait <= 0 {
 		opts.ConnectWait = 5 * time.Second
 	}
-	e := &Embedded{id: opts.ID, dur: opts.Durability, sessions: map[string]Caller{}, deleted: map[Ref]bool{}}
+	e := &Embedded{id: opts.ID, dur: opts.Durability, sessions: map[string]Caller{}, deleted: map[Ref]bool{}, sessionKeys: map[Ref]sessionKey{}}
 	if e.dur.MinimumNodes < 1 {
 		e.dur.MinimumNodes = 1
 	}
