@@ -351,3 +351,29 @@ func TestCtrlCTwiceQuits(t *testing.T) {
 		t.Error("second Ctrl+C did not return tea.Quit")
 	}
 }
+
+// The HSM pane shows each HSM's nested TLS connection: on the embedded
+// default, a real handshake on both layers; with transport = "direct",
+// that there is none.
+func TestHSMPaneShowsTLS(t *testing.T) {
+	m := newTestModel(t, 3, false, "")
+	pump(t, m, m.refresh(), func() bool { return len(m.hsms) == 3 })
+	v := m.View()
+	for _, id := range []string{"hsm-1", "hsm-2", "hsm-3"} {
+		row := lineWith(v, id+"   ")
+		if !strings.Contains(row, "in-process (pipe)") {
+			t.Errorf("%s row %q lacks its address:\n%s", id, row, v)
+		}
+	}
+	if n := strings.Count(v, "TLS outer ok · inner ok · TLS 1.3"); n != 3 {
+		t.Errorf("%d HSMs show both TLS layers ok, want 3:\n%s", n, v)
+	}
+	// A small terminal keeps a line per HSM and says "tls ok" on it.
+	m.Update(tea.WindowSizeMsg{Width: 140, Height: 24})
+	v = m.View()
+	for _, id := range []string{"hsm-1", "hsm-2", "hsm-3"} {
+		if row := lineWith(v, id+"   "); !strings.Contains(row, "tls ok") {
+			t.Errorf("%s row %q in a small pane:\n%s", id, row, v)
+		}
+	}
+}

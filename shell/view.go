@@ -39,7 +39,7 @@ func (m *Model) View() string {
 	case m.showPanes && w >= wideMinWidth && bodyH >= wideMinHeight:
 		rightW := w * 45 / 100
 		leftW := w - rightW
-		hsmH := min(len(m.hsms)+4, bodyH/3)
+		hsmH := min(2*len(m.hsms)+3, bodyH/3) // a line per HSM, and one for its TLS
 		evH := min(eventRows+2, bodyH/4)
 		keyH := bodyH - hsmH - evH
 		right := lipgloss.JoinVertical(lipgloss.Left,
@@ -153,20 +153,33 @@ func (m *Model) stateStyle(state string) string {
 
 func (m *Model) hsmLines(w, h int) []string {
 	var out []string
+	// Each HSM's nested TLS connection, as its last handshake left it —
+	// both layers ok, or which layer failed and why — on a line of its
+	// own when the pane has room, else as a word at the end of the HSM's.
+	roomy := 2*len(m.hsms) <= h
 	for _, x := range m.hsms {
 		count := fmt.Sprint(x.TokenKeyCount)
 		if x.State != "active" {
 			count = "?" // a down HSM cannot say what it holds
 		}
-		line := fmt.Sprintf("%-7s %s  keys %-5s lat %4.0fms  %s", x.ID, m.stateStyle(string(x.State)), count, x.LatencyMS, m.theme.Dim.Render(x.Address))
-		out = append(out, line)
-		// Each HSM's nested TLS connection, as its last handshake left
-		// it: both layers ok, or which layer failed and why.
+		failed := strings.Contains(x.TLS, "failed") || strings.HasPrefix(x.TLS, "not connected")
 		style := m.theme.Dim
-		if strings.Contains(x.TLS, "failed") || strings.HasPrefix(x.TLS, "not connected") {
+		if failed {
 			style = m.theme.Error
 		}
-		out = append(out, style.Render("        TLS "+x.TLS))
+		line := fmt.Sprintf("%-7s %s  keys %-5s lat %4.0fms  ", x.ID, m.stateStyle(string(x.State)), count, x.LatencyMS)
+		if roomy {
+			out = append(out, line+m.theme.Dim.Render(x.Address), style.Render("        TLS "+x.TLS))
+			continue
+		}
+		word := "tls ok"
+		switch {
+		case failed:
+			word = "tls ✗"
+		case strings.HasPrefix(x.TLS, "none"):
+			word = "no tls"
+		}
+		out = append(out, line+style.Render(word)+"  "+m.theme.Dim.Render(x.Address))
 	}
 	if m.snapErr != nil {
 		out = append(out, m.theme.Error.Render("refresh: "+m.snapErr.Error()))
