@@ -1019,14 +1019,15 @@ func (e *Embedded) update(ref Ref, holders map[string]bool, change func(r *keyRe
 		if !holders[h.ID()] {
 			continue
 		}
-		r, err := h.Key(ref)
+		// Attributes and users only: the material stays in the HSM.
+		r, err := h.KeyMeta(ref)
 		if err != nil {
 			return Key{}, err
 		}
 		if err := change(r); err != nil {
 			return Key{}, err
 		}
-		if err := h.PutKeys([]*keyRecord{r}); err != nil {
+		if err := h.UpdateMeta(r); err != nil {
 			return Key{}, err
 		}
 		last = r

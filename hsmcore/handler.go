@@ -15,7 +15,7 @@ import (
 const (
 	mInfo           = "info"
 	mPutKeys        = "put-keys"
-	mKey            = "key"
+	mUpdateMeta     = "update-meta"
 	mKeyMeta        = "key-meta"
 	mTokenKeys      = "token-keys"
 	mHas            = "has"
@@ -117,7 +117,7 @@ func dispatch(h node, method string, args json.RawMessage) (any, error) {
 	}
 	var ref Ref
 	switch method {
-	case mKey, mKeyMeta, mHas, mRefTaken, mDeleteKey, mPublicKey:
+	case mKeyMeta, mHas, mRefTaken, mDeleteKey, mPublicKey:
 		if err := decode(&ref); err != nil {
 			return nil, err
 		}
@@ -131,12 +131,12 @@ func dispatch(h node, method string, args json.RawMessage) (any, error) {
 			return nil, err
 		}
 		return nil, h.PutKeys(fromWire(ws))
-	case mKey:
-		r, err := h.Key(ref)
-		if err != nil {
+	case mUpdateMeta:
+		var w wireKey
+		if err := decode(&w); err != nil {
 			return nil, err
 		}
-		return toWire([]*keyRecord{r})[0], nil
+		return nil, h.UpdateMeta(w.record())
 	case mKeyMeta:
 		r, err := h.KeyMeta(ref)
 		if err != nil {

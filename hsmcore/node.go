@@ -20,9 +20,10 @@ type node interface {
 	// before they become visible: key creation, client-side sync, key
 	// changes and server-side sync.
 	PutKeys(recs []*keyRecord) error
-	// Key returns a key, token or session, with its material: key share
-	// and set-attribute rewrite the whole record with it.
-	Key(ref Ref) (*keyRecord, error)
+	// UpdateMeta replaces a key's attributes and users, keeping the
+	// material the HSM holds: key share and set-attribute never move key
+	// material out of the HSM.
+	UpdateMeta(r *keyRecord) error
 	// KeyMeta returns a key, token or session, without its material: the
 	// access check before Sign, Verify or PublicKeyPEM. A key the HSM does
 	// not hold gives an error that matches ErrKeyNotFound, so the client

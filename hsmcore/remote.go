@@ -261,12 +261,8 @@ func (n *remoteNode) PutKeys(recs []*keyRecord) error {
 	return n.call(mPutKeys, toWire(recs), nil)
 }
 
-func (n *remoteNode) Key(ref Ref) (*keyRecord, error) {
-	var w wireKey
-	if err := n.call(mKey, ref, &w); err != nil {
-		return nil, err
-	}
-	return w.record(), nil
+func (n *remoteNode) UpdateMeta(r *keyRecord) error {
+	return n.call(mUpdateMeta, toWire([]*keyRecord{r.meta()})[0], nil)
 }
 
 func (n *remoteNode) KeyMeta(ref Ref) (*keyRecord, error) {
