@@ -263,10 +263,15 @@ func TestRemoteServerDownGetsKeyBySync(t *testing.T) {
 	if _, err := r.Keys(ctx, cu, Filter{Ref: &ref}); err != nil {
 		t.Fatal(err)
 	}
-	r.Close() // no client from here on
-
+	// From here the client only watches: a remote client runs no sync.
 	l.start(2, nil)
 	waitFor(t, "hsm-3 to get the key by server-side sync", func() bool { return l.servers[2].local.Has(ref) })
+	// The client redialled the server on its own, and sees the key there.
+	waitFor(t, "the client to reconnect to hsm-3", func() bool { return r.hsm("hsm-3").Up() })
+	got, err := r.Keys(ctx, cu, Filter{Ref: &ref})
+	if err != nil || len(got) != 1 || !got[0].Info.HSMCoverage["hsm-3"] {
+		t.Fatalf("after the restart: %+v, %v", got, err)
+	}
 	// The pass is logged once it is over, just after the key is stored.
 	waitFor(t, "hsm-3 to log its sync pass", func() bool {
 		return strings.Contains(l.log.String(), `msg="server-side sync" hsm=hsm-3 result="copied 1,`)
@@ -553,4 +558,36 @@ func signParallel(b *testing.B, conc int, op func() error) {
 	}
 	wg.Wait()
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "ops/s")
+}
+
+// A node redials with exponential backoff, capped, says why it is down,
+// and tells its listener once per change of state.
+func TestRemoteNodeBackoff(t *testing.T) {
+	fail := errors.New("connection refused")
+	var events []Event
+	n := newRemoteNode("hsm-x", "10.0.0.1:1", time.Second, func(context.Context) (net.Conn, nestedtls.Info, error) {
+		return nil, nestedtls.Info{}, &nestedtls.LayerError{Layer: nestedtls.Outer, Err: fail}
+	})
+	n.notify = func(ev Event) { events = append(events, ev) }
+	var got []time.Duration
+	for range 8 {
+		n.connect(context.Background())
+		got = append(got, n.backoff)
+	}
+	want := []time.Duration{100 * time.Millisecond, 200 * time.Millisecond, 400 * time.Millisecond, 800 * time.Millisecond,
+		1600 * time.Millisecond, 3200 * time.Millisecond, maxBackoff, maxBackoff}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("backoff %v, want %v", got, want)
+	}
+	if n.Up() || len(events) != 1 || events[0].Kind != EventHSMDown {
+		t.Errorf("up %v, events %+v: want down, announced once", n.Up(), events)
+	}
+	err := n.DeleteKey(1)
+	var de *downError
+	if !errors.As(err, &de) || !errors.Is(err, fail) || !strings.Contains(err.Error(), "hsm-x is down: server TLS connection (outer) failed: connection refused") {
+		t.Errorf("call on a down node: %v", err)
+	}
+	if info := n.Info(); info.State != StateDown || info.TLS != "outer layer failed: connection refused" {
+		t.Errorf("info %+v", info)
+	}
 }
