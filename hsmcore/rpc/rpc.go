@@ -221,8 +221,9 @@ type ServerOptions struct {
 }
 
 // Serve answers requests on conn until it ends, running up to
-// MaxInFlight handlers at once. It returns why the connection ended: nil
-// for a clean close by the peer.
+// MaxInFlight handlers at once, and closes conn. It returns why the
+// connection ended: nil for a clean close by the peer, ctx's error when
+// ctx ended (after answering the requests in flight).
 func Serve(ctx context.Context, conn net.Conn, h Handler, opt ServerOptions) error {
 	if opt.FrameTimeout <= 0 {
 		opt.FrameTimeout = 10 * time.Second
@@ -230,11 +231,32 @@ func Serve(ctx context.Context, conn net.Conn, h Handler, opt ServerOptions) err
 	if opt.MaxInFlight <= 0 {
 		opt.MaxInFlight = 64
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	// The connection is closed when Serve returns, after the answers to
+	// requests in flight: a dropped peer is dropped, however it behaves.
+	defer conn.Close()
+	// When ctx ends, reading stops (a deadline in the past), but requests
+	// in flight still get their answers before Serve returns: a shutdown
+	// does not drop what the HSM has already done.
+	var dmu sync.Mutex
+	stopping := false
+	setReadDeadline := func(t time.Time) {
+		dmu.Lock()
+		defer dmu.Unlock()
+		if !stopping {
+			conn.SetReadDeadline(t)
+		}
+	}
+	served := make(chan struct{})
+	defer close(served)
 	go func() {
-		<-ctx.Done()
-		conn.Close()
+		select {
+		case <-ctx.Done():
+			dmu.Lock()
+			stopping = true
+			conn.SetReadDeadline(time.Now())
+			dmu.Unlock()
+		case <-served:
+		}
 	}()
 	var wmu sync.Mutex
 	reply := func(f wire.Frame) {
@@ -253,7 +275,7 @@ func Serve(ctx context.Context, conn net.Conn, h Handler, opt ServerOptions) err
 	sem := make(chan struct{}, opt.MaxInFlight)
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	r := &deadlineReader{conn: conn, idle: opt.IdleTimeout, frame: opt.FrameTimeout}
+	r := &deadlineReader{conn: conn, set: setReadDeadline, idle: opt.IdleTimeout, frame: opt.FrameTimeout}
 	for {
 		r.start()
 		f, err := wire.Read(r, opt.MaxPayload)
@@ -262,6 +284,8 @@ func Serve(ctx context.Context, conn net.Conn, h Handler, opt ServerOptions) err
 				return nil
 			}
 			if ctx.Err() != nil {
+				wg.Wait()
+				reply(wire.Frame{Kind: wire.KindError, ID: 0, Payload: []byte("the HSM server is shutting down")})
 				return ctx.Err()
 			}
 			var ne net.Error
@@ -313,6 +337,7 @@ func Serve(ctx context.Context, conn net.Conn, h Handler, opt ServerOptions) err
 // rest of it the frame timeout, so a peer cannot hold a half-sent frame.
 type deadlineReader struct {
 	conn        net.Conn
+	set         func(time.Time) // sets the read deadline unless stopping
 	idle, frame time.Duration
 	begun       bool
 }
@@ -320,9 +345,9 @@ type deadlineReader struct {
 func (r *deadlineReader) start() {
 	r.begun = false
 	if r.idle > 0 {
-		r.conn.SetReadDeadline(time.Now().Add(r.idle))
+		r.set(time.Now().Add(r.idle))
 	} else {
-		r.conn.SetReadDeadline(time.Time{})
+		r.set(time.Time{})
 	}
 }
 
@@ -330,7 +355,7 @@ func (r *deadlineReader) Read(p []byte) (int, error) {
 	n, err := r.conn.Read(p)
 	if n > 0 && !r.begun {
 		r.begun = true
-		r.conn.SetReadDeadline(time.Now().Add(r.frame))
+		r.set(time.Now().Add(r.frame))
 	}
 	return n, err
 }

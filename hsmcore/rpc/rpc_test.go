@@ -151,3 +151,39 @@ func TestServerSaysWhyItHangsUp(t *testing.T) {
 		t.Errorf("err = %v", err)
 	}
 }
+
+// Ending Serve's context stops it reading, but a request in flight still
+// gets its answer, and then the client is told the server is going.
+func TestShutdownAnswersRequestsInFlight(t *testing.T) {
+	cs, ss := net.Pipe()
+	ctx, cancel := context.WithCancel(context.Background())
+	started := make(chan struct{})
+	slow := func(ctx context.Context, method string, args json.RawMessage) (any, error) {
+		close(started)
+		time.Sleep(100 * time.Millisecond) // work that does not stop halfway
+		return "done", nil
+	}
+	done := make(chan error, 1)
+	go func() { done <- Serve(ctx, ss, slow, ServerOptions{}) }()
+	c := NewClient(cs)
+	defer c.Close()
+	answer := make(chan error, 1)
+	var got string
+	go func() { answer <- c.Call(context.Background(), "work", nil, &got) }()
+	<-started
+	cancel()
+	if err := <-answer; err != nil || got != "done" {
+		t.Fatalf("the request in flight: %q, %v", got, err)
+	}
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Errorf("Serve returned %v", err)
+	}
+	select {
+	case <-c.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the client did not hear the server go")
+	}
+	if err := c.Err(); err == nil || !strings.Contains(err.Error(), "the HSM server is shutting down") {
+		t.Errorf("client's reason: %v", err)
+	}
+}
