@@ -127,6 +127,10 @@ func (r *Runner) Run(ctx context.Context, words []string) Result {
 	if err := ctx.Err(); err != nil {
 		return failure(fmt.Errorf("%s: cancelled", cmd.Name()))
 	}
+	ctx, err = withApproval(ctx, r.Env, args, words)
+	if err != nil {
+		return failure(err)
+	}
 	data, err := cmd.Run(ctx, r.Env, args)
 	if err != nil {
 		if errors.Is(err, context.Canceled) {

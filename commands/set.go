@@ -3,10 +3,12 @@ package commands
 // Default returns the tree of every hsmsh command.
 func Default() *Tree {
 	t := &Tree{}
-	for _, group := range [][]*Command{clusterCommands(), userCommands(), keyCommands(), cryptoCommands(), configCommands(), labCommands()} {
+	for _, group := range [][]*Command{clusterCommands(), userCommands(), keyCommands(), cryptoCommands(), quorumCommands(), configCommands(), labCommands()} {
+		takesApproval(group)
 		for _, c := range group {
 			t.add(c)
 		}
 	}
+	secretsOnce.Do(func() { secrets = t.SecretFlags() })
 	return t
 }

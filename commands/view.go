@@ -123,25 +123,11 @@ func (t *Tree) Redact(line string) string {
 	if err != nil {
 		words = strings.Fields(line)
 	}
-	out := make([]string, 0, len(words))
-	for i := 0; i < len(words); i++ {
-		w := words[i]
-		name, _, hasVal := strings.Cut(strings.TrimPrefix(w, "--"), "=")
-		if strings.HasPrefix(w, "--") && secret[name] {
-			if hasVal {
-				out = append(out, "--"+name+"=****")
-				continue
-			}
-			out = append(out, w)
-			if i+1 < len(words) {
-				out = append(out, "****")
-				i++
-			}
-			continue
-		}
-		out = append(out, Quote(w))
+	quoted := make([]string, len(words))
+	for i, w := range words {
+		quoted[i] = Quote(w)
 	}
-	return strings.Join(out, " ")
+	return redactWords(quoted, secret)
 }
 
 // Quote writes a word so Split reads it back unchanged.

@@ -48,6 +48,16 @@ type Cluster interface {
 	// PublicKeyPEM is the public key of a public or private key, as PEM.
 	PublicKeyPEM(ctx context.Context, c Caller, ref Ref) ([]byte, error)
 
+	// Quorum (M-of-N) approval. Operations that need it take the token
+	// from their context (WithApproval); the HSM decides and verifies.
+	GenerateToken(ctx context.Context, c Caller, service string, keyRef *Ref, command string) ([]byte, error)
+	QuorumTokens(ctx context.Context, c Caller) ([]QuorumToken, error)
+	DeleteTokens(ctx context.Context, c Caller, all bool) (int, error)
+	QuorumValues(ctx context.Context, c Caller) (values map[string]int, generated, approved time.Duration, err error)
+	SetQuorumValue(ctx context.Context, c Caller, service string, value int) error
+	SetQuorumTimeouts(ctx context.Context, c Caller, generated, approved time.Duration) error
+	RegisterQuorumKey(ctx context.Context, c Caller, pubPEM, signedToken []byte) error
+
 	// Subscribe follows the cluster's events; cancel ends it. A slow
 	// subscriber loses events rather than blocking the cluster.
 	Subscribe(buffer int) (events <-chan Event, cancel func())

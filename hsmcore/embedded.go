@@ -153,12 +153,7 @@ func (e *Embedded) Subscribe(buffer int) (<-chan Event, func()) {
 func (e *Embedded) ensureAdmin() error {
 	// Only HSMs that answer count: a remote server that is down may hold
 	// the cluster's users, and gets nothing written now.
-	var up []node
-	for _, h := range e.members() { // not e.up(): no turn of the round-robin
-		if h.Up() {
-			up = append(up, h)
-		}
-	}
+	up := e.answering()
 	for _, h := range up {
 		if users, _ := h.UserState(); len(users) > 0 {
 			return nil
@@ -230,6 +225,19 @@ func (e *Embedded) HSMs(ctx context.Context) []HSMInfo {
 	out := make([]HSMInfo, 0, len(all))
 	for _, h := range all {
 		out = append(out, h.Info())
+	}
+	return out
+}
+
+// answering returns the HSMs that answer, in id order, without a turn of
+// the round-robin: for bookkeeping (users, quorum) that should not shift
+// where the next key operation goes.
+func (e *Embedded) answering() []node {
+	var out []node
+	for _, h := range e.members() {
+		if h.Up() {
+			out = append(out, h)
+		}
 	}
 	return out
 }
@@ -477,6 +485,9 @@ func (e *Embedded) CreateUser(ctx context.Context, c Caller, username string, ro
 	if err := ValidatePassword(password); err != nil {
 		return User{}, err
 	}
+	if err := e.approve(ctx, c, "user", 0); err != nil {
+		return User{}, err
+	}
 	if _, err := e.findUser(name); err == nil {
 		return User{}, fmt.Errorf("%w: %s", ErrUserExists, name)
 	} else if !errors.Is(err, ErrUserNotFound) {
@@ -501,7 +512,11 @@ func (e *Embedded) userView(u *userRecord) User {
 	if held < len(all) {
 		cov = CoveragePartial
 	}
-	return User{Username: u.Username, Role: u.Role, Locked: fmt.Sprint(u.locked()), MFA: []string{}, Quorum: []string{}, ClusterCoverage: cov}
+	q := []QuorumStrategy{}
+	if u.QuorumKey != "" {
+		q = append(q, QuorumStrategy{Strategy: "token-sign", Status: "enabled"})
+	}
+	return User{Username: u.Username, Role: u.Role, Locked: fmt.Sprint(u.locked()), MFA: []string{}, Quorum: q, ClusterCoverage: cov}
 }
 
 func (e *Embedded) DeleteUser(ctx context.Context, c Caller, username string, role Role) error {
@@ -518,6 +533,9 @@ func (e *Embedded) DeleteUser(ctx context.Context, c Caller, username string, ro
 	}
 	if u.Role != role {
 		return fmt.Errorf("%w: %s has role %s, not %s", ErrUserNotFound, name, u.Role, role)
+	}
+	if err := e.approve(ctx, c, "user", 0); err != nil {
+		return err
 	}
 	if name == c.Username {
 		return fmt.Errorf("%w: you cannot delete the user you are logged in as", ErrPermission)
@@ -572,6 +590,12 @@ func (e *Embedded) ChangePassword(ctx context.Context, c Caller, username string
 	}
 	if err := ValidatePassword(password); err != nil {
 		return err
+	}
+	if name != c.Username {
+		// Changing another user's password is user management.
+		if err := e.approve(ctx, c, "user", 0); err != nil {
+			return err
+		}
 	}
 	u, err := e.findUser(name)
 	if err != nil {
@@ -1048,6 +1072,11 @@ func (e *Embedded) ShareKey(ctx context.Context, c Caller, ref Ref, username str
 		return Key{}, err
 	}
 	name := names[0]
+	if k.Info.QuorumValues.Manage > 1 {
+		if err := e.approve(ctx, c, "key-management", ref); err != nil {
+			return Key{}, err
+		}
+	}
 	return e.update(ref, k.Info.HSMCoverage, func(r *keyRecord) error {
 		i := sort.SearchStrings(r.Shared, name)
 		has := i < len(r.Shared) && r.Shared[i] == name
@@ -1078,6 +1107,11 @@ func (e *Embedded) SetAttribute(ctx context.Context, c Caller, ref Ref, name, va
 	if err := probe.set(name, value, false); err != nil {
 		return Key{}, err
 	}
+	if k.Info.QuorumValues.Manage > 1 {
+		if err := e.approve(ctx, c, "key-management", ref); err != nil {
+			return Key{}, err
+		}
+	}
 	return e.update(ref, k.Info.HSMCoverage, func(r *keyRecord) error {
 		return r.Attrs.set(name, value, false)
 	})
@@ -1088,7 +1122,15 @@ func (e *Embedded) SetAttribute(ctx context.Context, c Caller, ref Ref, name, va
 // HSM in turn, retrying on the next ones up to retry_on_missing_key times
 // when the HSM does not hold the key. fn asks the HSM to use the key; the
 // key's material stays there.
-func (e *Embedded) use(ctx context.Context, c Caller, ref Ref, fn func(h node) error) error {
+// gate, if not "", is the quorum service the use needs when the key's
+// quorum value for it is on (crypto sign: key-usage).
+func (e *Embedded) use(ctx context.Context, c Caller, ref Ref, fn func(h node) error, gate ...string) error {
+	gated := func(r *keyRecord) error {
+		if len(gate) > 0 && r.UseQuorum > 1 {
+			return e.approve(ctx, c, gate[0], ref)
+		}
+		return nil
+	}
 	if err := e.requireRole(c, RoleCryptoUser); err != nil {
 		return err
 	}
@@ -1110,6 +1152,9 @@ func (e *Embedded) use(ctx context.Context, c Caller, ref Ref, fn func(h node) e
 		}
 		if r.Session != c.Session {
 			return fmt.Errorf("%w: key %s", ErrKeyNotFound, ref)
+		}
+		if err := gated(r); err != nil {
+			return err
 		}
 		return fn(h)
 	}
@@ -1140,6 +1185,9 @@ func (e *Embedded) use(ctx context.Context, c Caller, ref Ref, fn func(h node) e
 		if (r.Session != "" && r.Session != c.Session) || !r.usableBy(c) {
 			return fmt.Errorf("%w: key %s", ErrKeyNotFound, ref)
 		}
+		if err := gated(r); err != nil {
+			return err
+		}
 		return fn(h)
 	}
 	return last
@@ -1151,9 +1199,12 @@ func (e *Embedded) Sign(ctx context.Context, c Caller, req SignRequest) ([]byte,
 		var err error
 		sig, err = h.Sign(req)
 		return err
-	})
+	}, quorumKeyUsage)
 	return sig, err
 }
+
+// quorumKeyUsage marks a use of a key that its use quorum value gates.
+const quorumKeyUsage = "key-usage"
 
 func (e *Embedded) Verify(ctx context.Context, c Caller, req SignRequest, sig []byte) error {
 	return e.use(ctx, c, req.Ref, func(h node) error {

@@ -33,6 +33,14 @@ const (
 	mUnshareAll     = "unshare-all"
 	mOwns           = "owns"
 
+	mQuorumState    = "quorum-state"
+	mPutQuorum      = "put-quorum-settings"
+	mPutToken       = "put-token"
+	mUseToken       = "use-token"
+	mDeleteTokens   = "delete-tokens"
+	mApprove        = "approve"
+	mRegisterQuorum = "register-quorum-key"
+
 	mSyncNow    = "sync-now"
 	mSyncPause  = "sync-pause"
 	mSyncResume = "sync-resume"
@@ -86,6 +94,17 @@ type userState struct {
 	Up         bool                   `json:"up"`
 	Users      map[string]*userRecord `json:"users"`
 	Tombstones map[string]int64       `json:"tombstones"`
+}
+
+type useTokenArgs struct {
+	Nonce string    `json:"nonce"`
+	At    time.Time `json:"at"`
+}
+
+type registerArgs struct {
+	Username string `json:"username"`
+	PubPEM   []byte `json:"public_key"`
+	File     []byte `json:"file"`
 }
 
 type deleteUserArgs struct {
@@ -207,6 +226,48 @@ func dispatch(h node, method string, args json.RawMessage) (any, error) {
 			return nil, err
 		}
 		return h.Owns(s), nil
+	case mQuorumState:
+		return h.QuorumState()
+	case mPutQuorum:
+		var q quorumSettings
+		if err := decode(&q); err != nil {
+			return nil, err
+		}
+		return nil, h.PutQuorumSettings(q)
+	case mPutToken:
+		var t tokenRecord
+		if err := decode(&t); err != nil {
+			return nil, err
+		}
+		return nil, h.PutToken(&t)
+	case mUseToken:
+		var a useTokenArgs
+		if err := decode(&a); err != nil {
+			return nil, err
+		}
+		return nil, h.UseToken(a.Nonce, a.At)
+	case mDeleteTokens:
+		var s string
+		if err := decode(&s); err != nil {
+			return nil, err
+		}
+		return h.DeleteTokens(s)
+	case mApprove:
+		var req approvalRequest
+		if err := decode(&req); err != nil {
+			return nil, err
+		}
+		res, err := h.Approve(req)
+		if err != nil {
+			return nil, err
+		}
+		return res, nil
+	case mRegisterQuorum:
+		var a registerArgs
+		if err := decode(&a); err != nil {
+			return nil, err
+		}
+		return h.RegisterQuorumKey(a.Username, a.PubPEM, a.File)
 	}
 	return nil, fmt.Errorf("%w %q: the server runs another hsmsh version?", errUnknownMethod, method)
 }

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/hsmsh/hsmsh/hsmcore/quorum"
 )
 
 // hsm is one in-process HSM: its own users, its own token keys (kept in
@@ -28,6 +30,12 @@ type hsm struct {
 	userTombs   map[string]int64 // deleted users → when (Unix ns)
 	destroyed   bool
 	latency     atomic.Int64 // time.Duration added to each operation
+
+	quorum quorumSettings          // quorum values and token timeouts
+	tokens map[string]*tokenRecord // quorum tokens by nonce
+	// rules are KMS-style quorum rule sets by command line, from the
+	// HSM's configuration.
+	rules map[string][]quorum.Rule
 }
 
 func newHSM(id string, st store) (*hsm, error) {
@@ -36,6 +44,7 @@ func newHSM(id string, st store) (*hsm, error) {
 		keys: map[Ref]*keyRecord{}, sessionKeys: map[Ref]*keyRecord{},
 		users: map[string]*userRecord{}, tombstones: map[Ref]time.Time{},
 		userTombs: map[string]int64{},
+		quorum:    defaultQuorumSettings(), tokens: map[string]*tokenRecord{},
 	}
 	if st == nil {
 		return h, nil
@@ -53,6 +62,12 @@ func newHSM(id string, st store) (*hsm, error) {
 	h.tombstones = c.tombstones
 	if c.userTombs != nil {
 		h.userTombs = c.userTombs
+	}
+	if c.quorum != nil {
+		h.quorum = *c.quorum
+	}
+	for _, t := range c.tokens {
+		h.tokens[t.Nonce] = t
 	}
 	return h, nil
 }

@@ -73,4 +73,13 @@ type node interface {
 	// Owns says whether a user owns any key on the HSM, which forbids
 	// deleting the user.
 	Owns(username string) bool
+
+	// Quorum approval, decided on the HSM (quorumhsm.go).
+	QuorumState() (quorumState, error)
+	PutQuorumSettings(s quorumSettings) error
+	PutToken(t *tokenRecord) error
+	UseToken(nonce string, at time.Time) error
+	DeleteTokens(requester string) (int, error)
+	Approve(req approvalRequest) (approvalResult, error)
+	RegisterQuorumKey(username string, pubPEM, file []byte) (*userRecord, error)
 }

@@ -364,6 +364,42 @@ func (n *remoteNode) Owns(username string) bool {
 	return n.call(mOwns, username, &ok) == nil && ok
 }
 
+func (n *remoteNode) QuorumState() (quorumState, error) {
+	var st quorumState
+	err := n.call(mQuorumState, nil, &st)
+	return st, err
+}
+
+func (n *remoteNode) PutQuorumSettings(s quorumSettings) error {
+	return n.call(mPutQuorum, s, nil)
+}
+
+func (n *remoteNode) PutToken(t *tokenRecord) error { return n.call(mPutToken, t, nil) }
+
+func (n *remoteNode) UseToken(nonce string, at time.Time) error {
+	return n.call(mUseToken, useTokenArgs{Nonce: nonce, At: at}, nil)
+}
+
+func (n *remoteNode) DeleteTokens(requester string) (int, error) {
+	var count int
+	err := n.call(mDeleteTokens, requester, &count)
+	return count, err
+}
+
+func (n *remoteNode) Approve(req approvalRequest) (approvalResult, error) {
+	var res approvalResult
+	err := n.call(mApprove, req, &res)
+	return res, err
+}
+
+func (n *remoteNode) RegisterQuorumKey(username string, pubPEM, file []byte) (*userRecord, error) {
+	var u userRecord
+	if err := n.call(mRegisterQuorum, registerArgs{Username: username, PubPEM: pubPEM, File: file}, &u); err != nil {
+		return nil, err
+	}
+	return &u, nil
+}
+
 // downError is an HSM that cannot be reached, or that says it is down.
 type downError struct {
 	id  string

@@ -29,6 +29,9 @@ type store interface {
 	deleteKey(ref Ref, at time.Time) error
 	putUser(u *userRecord) error
 	deleteUser(username string, at int64) error
+	// putQuorum writes the quorum settings (if not nil) and tokens, and
+	// drops the tokens named, in one transaction.
+	putQuorum(settings *quorumSettings, tokens []*tokenRecord, drop []string) error
 	close() error
 }
 
@@ -37,6 +40,8 @@ type storeContents struct {
 	users      []*userRecord
 	tombstones map[Ref]time.Time
 	userTombs  map[string]int64
+	quorum     *quorumSettings
+	tokens     []*tokenRecord
 }
 
 var (
@@ -45,6 +50,7 @@ var (
 	bucketTombstones = []byte("tombstones")
 	bucketMeta       = []byte("meta")
 	bucketUserTombs  = []byte("user-tombstones")
+	bucketQuorum     = []byte("quorum") // "settings", and "token/NONCE"
 )
 
 const (
@@ -112,8 +118,10 @@ func openBoltStore(dir string) (s *boltStore, err error) {
 	s = &boltStore{path: path, db: db, aead: aead}
 	err = db.Update(func(tx *bolt.Tx) error {
 		// Added after the first format: created in older stores too.
-		if _, err := tx.CreateBucketIfNotExists(bucketUserTombs); err != nil {
-			return err
+		for _, b := range [][]byte{bucketUserTombs, bucketQuorum} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
 		}
 		for _, b := range [][]byte{bucketKeys, bucketUsers, bucketTombstones, bucketMeta} {
 			if tx.Bucket(b) == nil {
@@ -353,6 +361,24 @@ func (s *boltStore) load() (c *storeContents, err error) {
 		if err != nil {
 			return err
 		}
+		err = tx.Bucket(bucketQuorum).ForEach(func(k, v []byte) error {
+			if string(k) == "settings" {
+				c.quorum = &quorumSettings{}
+				if err := json.Unmarshal(v, c.quorum); err != nil {
+					return fmt.Errorf("quorum settings: %w", err)
+				}
+				return nil
+			}
+			var t tokenRecord
+			if err := json.Unmarshal(v, &t); err != nil {
+				return fmt.Errorf("quorum token %q: %w", k, err)
+			}
+			c.tokens = append(c.tokens, &t)
+			return nil
+		})
+		if err != nil {
+			return err
+		}
 		return tx.Bucket(bucketTombstones).ForEach(func(k, v []byte) error {
 			if len(k) != 8 {
 				return fmt.Errorf("tombstone %x is malformed", k)
@@ -427,6 +453,36 @@ func (s *boltStore) deleteUser(username string, at int64) error {
 			return err
 		}
 		return tx.Bucket(bucketUsers).Delete([]byte(username))
+	})
+}
+
+func (s *boltStore) putQuorum(settings *quorumSettings, tokens []*tokenRecord, drop []string) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketQuorum)
+		if settings != nil {
+			v, err := json.Marshal(settings)
+			if err != nil {
+				return err
+			}
+			if err := b.Put([]byte("settings"), v); err != nil {
+				return err
+			}
+		}
+		for _, t := range tokens {
+			v, err := json.Marshal(t)
+			if err != nil {
+				return err
+			}
+			if err := b.Put([]byte("token/"+t.Nonce), v); err != nil {
+				return err
+			}
+		}
+		for _, n := range drop {
+			if err := b.Delete([]byte("token/" + n)); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 }
 

@@ -26,6 +26,9 @@ type userRecord struct {
 	// Updated orders versions of the record (Unix nanoseconds), so sync
 	// copies the newest and a deletion can win over an older record.
 	Updated int64 `json:"updated"`
+	// QuorumKey is the public key (PEM) the user approves quorum tokens
+	// with, registered with proof of possession; "" if none.
+	QuorumKey string `json:"quorum_key,omitempty"`
 }
 
 func (u *userRecord) locked() bool { return u.Failed >= MaxFailedLogins }
@@ -35,10 +38,10 @@ type User struct {
 	Username string `json:"username"`
 	Role     Role   `json:"role"`
 	// Locked is "true" or "false", a string as CloudHSM CLI prints it.
-	Locked          string   `json:"locked"`
-	MFA             []string `json:"mfa"`
-	Quorum          []string `json:"quorum"`
-	ClusterCoverage string   `json:"cluster-coverage"`
+	Locked          string           `json:"locked"`
+	MFA             []string         `json:"mfa"`
+	Quorum          []QuorumStrategy `json:"quorum"`
+	ClusterCoverage string           `json:"cluster-coverage"`
 }
 
 // NormalizeUsername applies CloudHSM's username rule: up to 31 characters

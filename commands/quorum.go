@@ -1,0 +1,305 @@
+package commands
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hsmsh/hsmsh/hsmcore"
+	"github.com/hsmsh/hsmsh/hsmcore/quorum"
+)
+
+// approvalFlag is --approval on every command a quorum may gate.
+var approvalFlag = Flag{Name: "approval", Kind: String, Help: "a quorum token file signed by enough approvers (quorum token-sign generate)"}
+
+// gated lists the commands that take --approval.
+var gated = [][]string{
+	{"user", "create"}, {"user", "delete"}, {"user", "change-password"},
+	{"key", "share"}, {"key", "unshare"}, {"key", "set-attribute"},
+	{"crypto", "sign"},
+	{"quorum", "token-sign", "set-quorum-value"}, {"quorum", "token-sign", "set-timeout"},
+}
+
+// takesApproval adds --approval to the gated commands of t.
+func takesApproval(cmds []*Command) {
+	for _, c := range cmds {
+		for _, g := range gated {
+			if len(c.Path) >= len(g) && slices.Equal(c.Path[:len(g)], g) {
+				c.Flags = append(c.Flags, approvalFlag)
+			}
+		}
+	}
+}
+
+// maxTokenFile bounds what hsmsh reads of a token file.
+const maxTokenFile = quorum.MaxFileSize
+
+// readSmall reads a file of at most limit bytes.
+func readSmall(path string, limit int64, what string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	if int64(len(b)) > limit {
+		return nil, fmt.Errorf("%s %s is larger than %d bytes: not a token file", what, path, limit)
+	}
+	return b, nil
+}
+
+// secretFlags are the flags whose values a bound command line leaves
+// out; Default records them (a function value, to keep the package's
+// initialisation free of a cycle through the command tree).
+var (
+	secretsOnce sync.Once
+	secrets     map[string]bool
+)
+
+func secretFlags() map[string]bool { return secrets }
+
+// commandLine is the canonical form of a command line a token may be
+// bound to: its words re-quoted, without --approval and its value, and
+// with secrets (a new user's password) as ****: approvers read the line,
+// and a password is the requester's alone.
+func commandLine(words []string) string {
+	var kept []string
+	for i := 0; i < len(words); i++ {
+		w := words[i]
+		if w == "--approval" {
+			i++
+			continue
+		}
+		if strings.HasPrefix(w, "--approval=") {
+			continue
+		}
+		kept = append(kept, Quote(w))
+	}
+	return redactWords(kept, secretFlags())
+}
+
+// redactWords joins quoted words, replacing secret flags' values by ****.
+func redactWords(words []string, secret map[string]bool) string {
+	out := make([]string, 0, len(words))
+	for i := 0; i < len(words); i++ {
+		w := words[i]
+		name, _, hasVal := strings.Cut(strings.TrimPrefix(w, "--"), "=")
+		if strings.HasPrefix(w, "--") && secret[name] {
+			if hasVal {
+				out = append(out, "--"+name+"=****")
+				continue
+			}
+			out = append(out, w)
+			if i+1 < len(words) {
+				out = append(out, "****")
+				i++
+			}
+			continue
+		}
+		out = append(out, w)
+	}
+	return strings.Join(out, " ")
+}
+
+// withApproval attaches the --approval file, if given, to ctx.
+func withApproval(ctx context.Context, env *Env, a *Args, words []string) (context.Context, error) {
+	if !a.Has("approval") {
+		return ctx, nil
+	}
+	b, err := readSmall(env.path(a.String("approval")), maxTokenFile, "--approval")
+	if err != nil {
+		return ctx, err
+	}
+	return hsmcore.WithApproval(ctx, b, commandLine(words)), nil
+}
+
+func writeNew(p string, data []byte) error {
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		if os.IsExist(err) {
+			return fmt.Errorf("%s already exists: choose another --token or remove it first", p)
+		}
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+func quorumCommands() []*Command {
+	serviceFlag := Flag{Name: "service", Kind: String, Required: true, Values: quorum.Services, Help: "the quorum service"}
+	return []*Command{
+		{
+			Path: []string{"quorum", "token-sign", "generate"}, Who: LoggedIn,
+			Summary: "have the cluster issue a quorum token for approvers to sign",
+			Flags: []Flag{
+				serviceFlag,
+				{Name: "token", Kind: String, Required: true, Help: "the file to write the token to"},
+				{Name: "key-reference", Kind: String, Help: "the key a key-usage or key-management token is for"},
+				{Name: "command", Kind: String, Help: "bind the token to this exact command line"},
+			},
+			Run: func(ctx context.Context, env *Env, a *Args) (any, error) {
+				c, err := env.Session.Caller()
+				if err != nil {
+					return nil, err
+				}
+				var ref *hsmcore.Ref
+				if a.Has("key-reference") {
+					r, err := hsmcore.ParseRef(a.String("key-reference"))
+					if err != nil {
+						return nil, err
+					}
+					ref = &r
+				}
+				command := ""
+				if a.Has("command") {
+					words, err := Split(a.String("command"))
+					if err != nil {
+						return nil, fmt.Errorf("--command: %w", err)
+					}
+					command = commandLine(words)
+				}
+				b, err := env.Session.Cluster().GenerateToken(ctx, c, a.String("service"), ref, command)
+				if err != nil {
+					return nil, err
+				}
+				p := env.path(a.String("token"))
+				if err := writeNew(p, b); err != nil {
+					return nil, err
+				}
+				return map[string]any{"path": a.String("token"), "service": a.String("service"), "command": command}, nil
+			},
+		},
+		{
+			Path: []string{"quorum", "token-sign", "list"}, Who: LoggedIn,
+			Summary: "list live quorum tokens: service, approvals, seconds left",
+			Run: func(ctx context.Context, env *Env, a *Args) (any, error) {
+				c, err := env.Session.Caller()
+				if err != nil {
+					return nil, err
+				}
+				ts, err := env.Session.Cluster().QuorumTokens(ctx, c)
+				if err != nil {
+					return nil, err
+				}
+				return map[string]any{"tokens": ts}, nil
+			},
+		},
+		{
+			Path: []string{"quorum", "token-sign", "list-quorum-values"}, Who: LoggedIn,
+			Summary: "show the quorum value (M) of each service",
+			Run: func(ctx context.Context, env *Env, a *Args) (any, error) {
+				c, err := env.Session.Caller()
+				if err != nil {
+					return nil, err
+				}
+				v, _, _, err := env.Session.Cluster().QuorumValues(ctx, c)
+				return v, err
+			},
+		},
+		{
+			Path: []string{"quorum", "token-sign", "set-quorum-value"}, Who: AdminOnly,
+			Summary: "set a service's quorum value (1 = off, 2-8)",
+			Flags: []Flag{
+				{Name: "service", Kind: String, Required: true, Values: []string{quorum.ServiceUser, quorum.ServiceQuorum}, Help: "user or quorum"},
+				{Name: "value", Kind: Int, Required: true, Help: "approvals needed: 1 (off) to 8"},
+			},
+			Run: func(ctx context.Context, env *Env, a *Args) (any, error) {
+				c, err := env.Session.Caller()
+				if err != nil {
+					return nil, err
+				}
+				if err := env.Session.Cluster().SetQuorumValue(ctx, c, a.String("service"), a.Int("value")); err != nil {
+					return nil, err
+				}
+				return Message{Message: fmt.Sprintf("Quorum value of service %s set to %d", a.String("service"), a.Int("value"))}, nil
+			},
+		},
+		{
+			Path: []string{"quorum", "token-sign", "delete"}, Who: LoggedIn,
+			Summary: "delete your quorum tokens (--scope user) or every token (--scope all, admins)",
+			Flags:   []Flag{{Name: "scope", Kind: String, Required: true, Values: []string{"user", "all"}, Help: "user or all"}},
+			Run: func(ctx context.Context, env *Env, a *Args) (any, error) {
+				c, err := env.Session.Caller()
+				if err != nil {
+					return nil, err
+				}
+				n, err := env.Session.Cluster().DeleteTokens(ctx, c, a.String("scope") == "all")
+				if err != nil {
+					return nil, err
+				}
+				return map[string]any{"deleted": n}, nil
+			},
+		},
+		{
+			Path: []string{"quorum", "token-sign", "list-timeouts"}, Who: LoggedIn,
+			Summary: "show how long tokens wait for approval and stay usable",
+			Run: func(ctx context.Context, env *Env, a *Args) (any, error) {
+				c, err := env.Session.Caller()
+				if err != nil {
+					return nil, err
+				}
+				_, g, ap, err := env.Session.Cluster().QuorumValues(ctx, c)
+				if err != nil {
+					return nil, err
+				}
+				return map[string]any{"generated-token-timeout-seconds": int(g / time.Second), "approved-token-timeout-seconds": int(ap / time.Second)}, nil
+			},
+		},
+		{
+			Path: []string{"quorum", "token-sign", "set-timeout"}, Who: AdminOnly,
+			Summary: "set the token timeouts, in seconds",
+			Flags: []Flag{
+				{Name: "generated", Kind: Int, Required: true, Help: "seconds a token may wait for its approvals"},
+				{Name: "approved", Kind: Int, Required: true, Help: "seconds an approved token stays usable"},
+			},
+			Run: func(ctx context.Context, env *Env, a *Args) (any, error) {
+				c, err := env.Session.Caller()
+				if err != nil {
+					return nil, err
+				}
+				g, ap := time.Duration(a.Int("generated"))*time.Second, time.Duration(a.Int("approved"))*time.Second
+				if err := env.Session.Cluster().SetQuorumTimeouts(ctx, c, g, ap); err != nil {
+					return nil, err
+				}
+				return Message{Message: "Quorum token timeouts set"}, nil
+			},
+		},
+		{
+			Path: []string{"user", "change-quorum", "token-sign", "register"}, Who: LoggedIn,
+			Summary: "register your approver public key, with a signed registration token as proof of possession",
+			Flags: []Flag{
+				{Name: "public-key", Kind: String, Required: true, Help: "your public key, PEM (RSA 2048+ or EC P-256/P-384)"},
+				{Name: "signed-token", Kind: String, Required: true, Help: "the registration token with its signed field filled"},
+			},
+			Run: func(ctx context.Context, env *Env, a *Args) (any, error) {
+				c, err := env.Session.Caller()
+				if err != nil {
+					return nil, err
+				}
+				pub, err := readSmall(env.path(a.String("public-key")), 64<<10, "--public-key")
+				if err != nil {
+					return nil, err
+				}
+				tok, err := readSmall(env.path(a.String("signed-token")), maxTokenFile, "--signed-token")
+				if err != nil {
+					return nil, err
+				}
+				if err := env.Session.Cluster().RegisterQuorumKey(ctx, c, pub, tok); err != nil {
+					return nil, err
+				}
+				return Message{Message: "User " + c.Username + " registered for token-sign quorum"}, nil
+			},
+		},
+	}
+}
