@@ -288,6 +288,8 @@ func (e *Embedded) SyncNow(ctx context.Context) SyncStats {
 		}
 	}
 
+	st.Failed += e.syncQuorum(hs, into)
+
 	st.Took = time.Since(start)
 	st.TookMS = float64(st.Took.Microseconds()) / 1000
 	e.sync.mu.Lock()
@@ -335,4 +337,55 @@ func copiesOf(part []syncSource, hs []node) []*keyRecord {
 
 func syncDetail(st SyncStats) string {
 	return fmt.Sprintf("copied %d, deleted %d, users %d, failures %d", st.Copied, st.Deleted, st.Users, st.Failed)
+}
+
+// syncQuorum brings every HSM of hs (those into accepts) the newest quorum
+// settings and every live token, marking used the tokens used anywhere:
+// an HSM that was down when a token was used must refuse it too. It
+// returns how many writes failed.
+func (e *Embedded) syncQuorum(hs []node, into func(node) bool) int {
+	states := make([]*quorumState, len(hs))
+	var newest quorumSettings
+	var all []*tokenRecord
+	for i, h := range hs {
+		st, err := h.QuorumState()
+		if err != nil {
+			continue
+		}
+		states[i] = &st
+		if st.Settings.Updated > newest.Updated {
+			newest = st.Settings
+		}
+		all = mergeTokens(all, st.Tokens)
+	}
+	now := time.Now()
+	failed := 0
+	for i, h := range hs {
+		if states[i] == nil || !into(h) {
+			continue
+		}
+		if newest.Updated > states[i].Settings.Updated {
+			if h.PutQuorumSettings(newest) != nil {
+				failed++
+			}
+		}
+		have := map[string]*tokenRecord{}
+		for _, t := range states[i].Tokens {
+			have[t.Nonce] = t
+		}
+		for _, t := range all {
+			cur, ok := have[t.Nonce]
+			switch {
+			case !ok && now.Before(t.Expires):
+				if h.PutToken(t) != nil {
+					failed++
+				}
+			case ok && cur.Used.IsZero() && !t.Used.IsZero():
+				if h.UseToken(t.Nonce, t.Used) != nil {
+					failed++
+				}
+			}
+		}
+	}
+	return failed
 }
