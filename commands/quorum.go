@@ -2,6 +2,9 @@ package commands
 
 import (
 	"context"
+	"crypto"
+	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -10,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hsmsh/hsmsh/config"
 	"github.com/hsmsh/hsmsh/hsmcore"
 	"github.com/hsmsh/hsmsh/hsmcore/quorum"
 )
@@ -109,16 +113,56 @@ func redactWords(words []string, secret map[string]bool) string {
 	return strings.Join(out, " ")
 }
 
-// withApproval attaches the --approval file, if given, to ctx.
-func withApproval(ctx context.Context, env *Env, a *Args, words []string) (context.Context, error) {
-	if !a.Has("approval") {
-		return ctx, nil
+// withApproval tells the cluster which command an operation carries out,
+// for tokens bound to a command line and rule sets written for a command,
+// with the --approval file if one was given.
+func withApproval(ctx context.Context, env *Env, cmd *Command, a *Args, words []string) (context.Context, error) {
+	var token []byte
+	if a.Has("approval") {
+		b, err := readSmall(env.path(a.String("approval")), maxTokenFile, "--approval")
+		if err != nil {
+			return ctx, err
+		}
+		token = b
 	}
-	b, err := readSmall(env.path(a.String("approval")), maxTokenFile, "--approval")
-	if err != nil {
-		return ctx, err
+	return hsmcore.WithApproval(ctx, token, commandLine(words), gatedPath(cmd.Path)), nil
+}
+
+// gatedPath is the path rule sets name a command by: "crypto sign" for
+// every mechanism of crypto sign.
+func gatedPath(path []string) string {
+	for _, g := range gated {
+		if len(path) >= len(g) && slices.Equal(path[:len(g)], g) {
+			return strings.Join(g, " ")
+		}
 	}
-	return hsmcore.WithApproval(ctx, b, commandLine(words)), nil
+	return strings.Join(path, " ")
+}
+
+// quorumRules turns the configuration's rule sets into the HSMs', and
+// refuses one for a command no quorum can gate.
+func quorumRules(cfg *config.Config) (map[string][]quorum.Rule, error) {
+	if len(cfg.Quorum.Rules) == 0 {
+		return nil, nil
+	}
+	var names []string
+	for _, g := range gated {
+		names = append(names, strings.Join(g, " "))
+	}
+	out := map[string][]quorum.Rule{}
+	for _, r := range cfg.Quorum.Rules {
+		if !slices.Contains(names, r.Command) {
+			return nil, fmt.Errorf("%s: [[quorum.rules]] command %q cannot be gated by a quorum (these can: %s)", cfg.Path, r.Command, strings.Join(names, ", "))
+		}
+		for _, alt := range r.Alternatives {
+			var rule quorum.Rule
+			for _, req := range alt {
+				rule = append(rule, quorum.Requirement{Role: req.Role, Min: req.Min})
+			}
+			out[r.Command] = append(out[r.Command], rule)
+		}
+	}
+	return out, nil
 }
 
 func writeNew(p string, data []byte) error {
@@ -302,4 +346,99 @@ func quorumCommands() []*Command {
 			},
 		},
 	}
+}
+
+// Approve adds username's signature, made with the private key in
+// keyPath, to the token file at tokenPath (hsmsh quorum approve). It runs
+// offline: the HSM checks the signature when the token is used. The key
+// file is read, used and dropped; nothing of it is printed.
+func Approve(tokenPath, keyPath, username string) Result {
+	b, err := readSmall(tokenPath, maxTokenFile, "--token")
+	if err != nil {
+		return failure(err)
+	}
+	kb, err := readSmall(keyPath, 64<<10, "--key")
+	if err != nil {
+		return failure(err)
+	}
+	key, err := quorum.ParsePrivateKey(kb)
+	if err != nil {
+		return failure(fmt.Errorf("%s: %w", keyPath, err))
+	}
+	if rf, ok := registrationFile(b); ok {
+		return signRegistration(tokenPath, rf, key)
+	}
+	tf, ad, err := quorum.ParseTokenFile(b)
+	if err != nil {
+		return failure(fmt.Errorf("%s: %w", tokenPath, err))
+	}
+	if err := quorum.AddSignature(&tf, username, key); err != nil {
+		return failure(err)
+	}
+	if err := writeReplace(tokenPath, tf.Marshal()); err != nil {
+		return failure(err)
+	}
+	return success(map[string]any{"token": tokenPath, "username": username, "signatures": len(tf.Signatures),
+		"service": ad.Service, "requester": ad.Requester, "command": ad.Command, "expires": ad.Expires})
+}
+
+// writeReplace replaces a file's content atomically (a crash leaves the
+// old token or the new one, never half of one).
+func writeReplace(p string, data []byte) error {
+	tmp := p + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		os.Remove(tmp)
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		os.Remove(tmp)
+		return err
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return os.Rename(tmp, p)
+}
+
+// registrationFile reads b as a registration token file, if it is one.
+func registrationFile(b []byte) (quorum.RegistrationFile, bool) {
+	var rf quorum.RegistrationFile
+	if json.Unmarshal(b, &rf) != nil || len(rf.Tokens) != 1 {
+		return rf, false
+	}
+	return rf, true
+}
+
+// signRegistration fills a registration token's signed field: the proof
+// that the user holds the private key they are about to register.
+func signRegistration(p string, rf quorum.RegistrationFile, key crypto.Signer) Result {
+	t := &rf.Tokens[0]
+	data, err := base64.StdEncoding.DecodeString(t.ApprovalData)
+	if err != nil {
+		return failure(fmt.Errorf("%s: approval_data is not base64: %w", p, err))
+	}
+	ad, err := quorum.DecodeApprovalData(data)
+	if err != nil {
+		return failure(fmt.Errorf("%s: %w", p, err))
+	}
+	digest := quorum.Digest(data)
+	if t.Unsigned != base64.StdEncoding.EncodeToString(digest) {
+		return failure(fmt.Errorf("%s: unsigned is not the SHA-256 of approval_data: the file was changed", p))
+	}
+	sig, err := quorum.SignDigest(key, digest)
+	if err != nil {
+		return failure(err)
+	}
+	t.Signed = base64.StdEncoding.EncodeToString(sig)
+	if err := writeReplace(p, rf.Marshal()); err != nil {
+		return failure(err)
+	}
+	return success(map[string]any{"token": p, "service": ad.Service, "requester": ad.Requester, "signed": true})
 }

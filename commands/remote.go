@@ -46,11 +46,16 @@ func openRemote(cfg *config.Config) (*Env, error) {
 	if err != nil {
 		return nil, pkiHint(cfg, err)
 	}
+	rules, err := quorumRules(cfg)
+	if err != nil {
+		return nil, err
+	}
 	c, err := hsmcore.OpenRemote(hsmcore.RemoteOptions{
-		ID:         cfg.Cluster.ID,
-		Servers:    servers(cfg),
-		TLS:        tlsCfg,
-		Durability: durability(cfg),
+		QuorumRules: rules,
+		ID:          cfg.Cluster.ID,
+		Servers:     servers(cfg),
+		TLS:         tlsCfg,
+		Durability:  durability(cfg),
 	})
 	if err != nil {
 		return nil, err
@@ -107,8 +112,14 @@ func Serve(ctx context.Context, cfg *config.Config, id, dataDir string, log *slo
 	if err != nil {
 		return fmt.Errorf("server %s: listen on %s (its address in [[cluster.servers]]): %w", id, me.Address, err)
 	}
+	rules, err := quorumRules(cfg)
+	if err != nil {
+		ln.Close()
+		return err
+	}
 	srv, err := hsmcore.NewServer(hsmcore.ServerOptions{
-		ID: id, DataDir: dir, TLS: srvTLS, Peers: peers, PeerTLS: peerTLS,
+		QuorumRules: rules,
+		ID:          id, DataDir: dir, TLS: srvTLS, Peers: peers, PeerTLS: peerTLS,
 		SyncInterval: cfg.Durability.ServerSyncInterval, Log: log,
 	})
 	if err != nil {

@@ -41,12 +41,17 @@ func Open(cfg *config.Config, dataDir string) (*Env, error) {
 	if dataDir != "" {
 		dir = filepath.Join(dataDir, "clusters", cfg.Cluster.ID)
 	}
+	rules, err := quorumRules(cfg)
+	if err != nil {
+		return nil, err
+	}
 	c, err := hsmcore.OpenEmbedded(hsmcore.Options{
-		ID:         cfg.Cluster.ID,
-		HSMs:       cfg.Cluster.HSMs,
-		DataDir:    dir,
-		Durability: durability(cfg),
-		Transport:  cfg.Cluster.Transport,
+		QuorumRules: rules,
+		ID:          cfg.Cluster.ID,
+		HSMs:        cfg.Cluster.HSMs,
+		DataDir:     dir,
+		Durability:  durability(cfg),
+		Transport:   cfg.Cluster.Transport,
 	})
 	if err != nil {
 		return nil, err
@@ -127,7 +132,7 @@ func (r *Runner) Run(ctx context.Context, words []string) Result {
 	if err := ctx.Err(); err != nil {
 		return failure(fmt.Errorf("%s: cancelled", cmd.Name()))
 	}
-	ctx, err = withApproval(ctx, r.Env, args, words)
+	ctx, err = withApproval(ctx, r.Env, cmd, args, words)
 	if err != nil {
 		return failure(err)
 	}

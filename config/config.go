@@ -69,6 +69,8 @@ type Config struct {
 	Client     Client
 	TLS        TLS
 	UI         UI
+	// Quorum holds the KMS-style quorum rule sets the HSMs apply.
+	Quorum Quorum
 
 	sources map[string]Source // setting name -> source; missing means default
 	given   TLS               // TLS paths as set (already absolute), "" = derive
@@ -117,6 +119,11 @@ type TLS struct {
 	ServerKey   string
 	ClusterCert string
 	ClusterKey  string
+}
+
+// Quorum holds quorum rule sets, from [[quorum.rules]] tables.
+type Quorum struct {
+	Rules []QuorumRule
 }
 
 // UI holds presentation settings.
@@ -358,6 +365,7 @@ func (c *Config) Settings() []Setting {
 func (c *Config) Clone() *Config {
 	d := *c
 	d.Cluster.Servers = slices.Clone(c.Cluster.Servers)
+	d.Quorum.Rules = slices.Clone(c.Quorum.Rules)
 	d.sources = maps.Clone(c.sources)
 	return &d
 }

@@ -2,11 +2,13 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"reflect"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -216,9 +218,9 @@ func TestLoadErrors(t *testing.T) {
 			7, "durability.create_objects_min",
 			"unknown key (known keys in [durability]: create_object_minimum_nodes, key_availability_check, server_sync_interval)"},
 		{"unknown table", "[cluster]\nhsms = 3\n\n[duarbility]\nx = 1\n",
-			4, "duarbility", "unknown table (known tables: client, cluster, durability, tls, ui)"},
+			4, "duarbility", "unknown table (known tables: client, cluster, durability, quorum, tls, ui)"},
 		{"unknown top-level key", "verbose = true\n[cluster]\n",
-			1, "verbose", "unknown key (known tables: client, cluster, durability, tls, ui)"},
+			1, "verbose", "unknown key (known tables: client, cluster, durability, quorum, tls, ui)"},
 		{"unknown cluster key", "[cluster]\nhsms = 3\nserver = 1\n",
 			3, "cluster.server", "known keys in [cluster]: hsms, id, mode, servers"},
 		{"wrong type", "[cluster]\nid = \"a\"\nhsms = \"three\"\n",
@@ -235,6 +237,16 @@ func TestLoadErrors(t *testing.T) {
 			1, "cluster", "must be a table ([cluster]), got integer 5"},
 		{"out of range", "[cluster]\nid = \"a\"\nhsms = 0\n",
 			3, "cluster.hsms", "0 is out of range (1..28)"},
+		{"quorum rule with a bad alternative", "[[quorum.rules]]\ncommand = \"user delete\"\nalternatives = [\"2 admin\", \"1 admins + 2 crypto-user\"]\n",
+			3, "quorum.rules[0].alternatives", `"1 admins + 2 crypto-user": "admins" is not a role (use admin or crypto-user)`},
+		{"quorum rule without command", "[[quorum.rules]]\nalternatives = [\"2 admin\"]\n",
+			1, "quorum.rules[0]", "rule has no command"},
+		{"quorum rule count out of range", "[[quorum.rules]]\ncommand = \"key share\"\nalternatives = [\"9 admin\"]\n",
+			3, "quorum.rules[0].alternatives", `"9" is not a count from 1 to 8`},
+		{"quorum rule unknown key", "[[quorum.rules]]\ncommand = \"key share\"\nalternatives = [\"2 admin\"]\nmin = 2\n",
+			4, "quorum.rules[0].min", "unknown key (known keys in [[quorum.rules]]: alternatives, command)"},
+		{"two rules for one command", "[[quorum.rules]]\ncommand = \"key share\"\nalternatives = [\"2 admin\"]\n[[quorum.rules]]\ncommand = \"key  share\"\nalternatives = [\"3 admin\"]\n",
+			5, "quorum.rules[1].command", `a second rule for "key share" (the first is at line 2)`},
 		{"out of range high", "[durability]\n\ncreate_object_minimum_nodes = 29\n",
 			3, "durability.create_object_minimum_nodes", "29 is out of range (1..28)"},
 		{"retry out of range", "[client]\nretry_on_missing_key = -1\n",
@@ -943,5 +955,47 @@ func TestEditServersRefuses(t *testing.T) {
 				t.Errorf("refused EditServers changed the file to\n%s", got)
 			}
 		})
+	}
+}
+
+func TestParseAlternative(t *testing.T) {
+	tests := []struct {
+		in   string
+		want []Requirement
+		err  string
+	}{
+		{"2 admin", []Requirement{{"admin", 2}}, ""},
+		{" 1 admin +  2 crypto-user ", []Requirement{{"admin", 1}, {"crypto-user", 2}}, ""},
+		{"admin", nil, "is not N ROLE"},
+		{"0 admin", nil, "not a count from 1 to 8"},
+		{"2 admin + 1 admin", nil, "names admin twice"},
+		{"2 auditor", nil, "is not a role"},
+		{"", nil, "is not N ROLE"},
+	}
+	for _, tt := range tests {
+		got, err := ParseAlternative(tt.in)
+		if tt.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.err) {
+				t.Errorf("ParseAlternative(%q) error %v, want %q", tt.in, err, tt.err)
+			}
+			continue
+		}
+		if err != nil || !slices.Equal(got, tt.want) {
+			t.Errorf("ParseAlternative(%q) = %v, %v; want %v", tt.in, got, err, tt.want)
+		}
+	}
+}
+
+func TestLoadQuorumRules(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "hsmsh.toml")
+	os.WriteFile(p, []byte("[[quorum.rules]]\ncommand = \"user  delete\"\nalternatives = [\"2 admin\", \"1 admin + 2 crypto-user\"]\n"), 0o600)
+	c, err := Load(p, true, func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []QuorumRule{{Command: "user delete", Alternatives: [][]Requirement{{{"admin", 2}}, {{"admin", 1}, {"crypto-user", 2}}}}}
+	if fmt.Sprint(c.Quorum.Rules) != fmt.Sprint(want) {
+		t.Errorf("rules %v, want %v", c.Quorum.Rules, want)
 	}
 }

@@ -97,6 +97,10 @@ func (p *parser) table(name string, v any) {
 			p.servers(m[k])
 			continue
 		}
+		if full == "quorum.rules" {
+			p.quorumRules(m[k])
+			continue
+		}
 		s, ok := lookupSetting(full)
 		if !ok {
 			p.errorf(full, "unknown key (known keys in [%s]: %s)", name, strings.Join(keys, ", "))

@@ -83,7 +83,7 @@ var settings = func() []*setting {
 // tables lists the known tables of the file and their keys, for unknown-key
 // messages. cluster.servers is an array of tables, not a scalar setting.
 var tables = func() map[string][]string {
-	m := map[string][]string{"cluster": {"servers"}}
+	m := map[string][]string{"cluster": {"servers"}, "quorum": {"rules"}}
 	for _, s := range settings {
 		table, key, _ := strings.Cut(s.name, ".")
 		m[table] = append(m[table], key)

@@ -2,10 +2,12 @@ package hsmcore
 
 import (
 	"context"
+
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/hsmsh/hsmsh/hsmcore/quorum"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -24,6 +26,9 @@ type Options struct {
 	Durability Durability
 	// Transport is TransportTLS (also "") or TransportDirect.
 	Transport string
+	// QuorumRules are KMS-style quorum rule sets by command path ("user
+	// delete"), which the HSMs apply.
+	QuorumRules map[string][]quorum.Rule
 }
 
 // Embedded is a cluster of in-process HSMs. It plays both parts: the HSMs,
@@ -49,6 +54,9 @@ type Embedded struct {
 	events      bus
 	sync        syncer
 	failCleanup atomic.Bool // lab cleanup fail-next
+
+	// ruled lists the command paths a configured quorum rule set gates.
+	ruled map[string]bool
 
 	// transport puts in-process HSMs behind nested TLS; nil calls them
 	// directly.
@@ -77,7 +85,7 @@ func OpenEmbedded(opts Options) (*Embedded, error) {
 	if opts.HSMs < 1 {
 		return nil, fmt.Errorf("%w: a cluster needs at least one HSM", ErrInvalid)
 	}
-	e := &Embedded{id: opts.ID, dir: opts.DataDir, dur: opts.Durability, sessions: map[string]Caller{}, deleted: map[Ref]bool{}, sessionKeys: map[Ref]sessionKey{}}
+	e := &Embedded{id: opts.ID, dir: opts.DataDir, dur: opts.Durability, ruled: ruledCommands(opts.QuorumRules), sessions: map[string]Caller{}, deleted: map[Ref]bool{}, sessionKeys: map[Ref]sessionKey{}}
 	if e.dur.MinimumNodes < 1 {
 		e.dur.MinimumNodes = 1
 	}
@@ -124,6 +132,7 @@ func OpenEmbedded(opts Options) (*Embedded, error) {
 			e.Close()
 			return nil, fmt.Errorf("open %s: %w", id, err)
 		}
+		h.rules = opts.QuorumRules
 		e.hsms = append(e.hsms, e.wrap(h))
 	}
 	if err := e.ensureAdmin(); err != nil {
@@ -1072,7 +1081,7 @@ func (e *Embedded) ShareKey(ctx context.Context, c Caller, ref Ref, username str
 		return Key{}, err
 	}
 	name := names[0]
-	if k.Info.QuorumValues.Manage > 1 {
+	if e.needsApproval(ctx, k.Info.QuorumValues.Manage) {
 		if err := e.approve(ctx, c, "key-management", ref); err != nil {
 			return Key{}, err
 		}
@@ -1107,7 +1116,7 @@ func (e *Embedded) SetAttribute(ctx context.Context, c Caller, ref Ref, name, va
 	if err := probe.set(name, value, false); err != nil {
 		return Key{}, err
 	}
-	if k.Info.QuorumValues.Manage > 1 {
+	if e.needsApproval(ctx, k.Info.QuorumValues.Manage) {
 		if err := e.approve(ctx, c, "key-management", ref); err != nil {
 			return Key{}, err
 		}
@@ -1126,7 +1135,7 @@ func (e *Embedded) SetAttribute(ctx context.Context, c Caller, ref Ref, name, va
 // quorum value for it is on (crypto sign: key-usage).
 func (e *Embedded) use(ctx context.Context, c Caller, ref Ref, fn func(h node) error, gate ...string) error {
 	gated := func(r *keyRecord) error {
-		if len(gate) > 0 && r.UseQuorum > 1 {
+		if len(gate) > 0 && e.needsApproval(ctx, r.UseQuorum) {
 			return e.approve(ctx, c, gate[0], ref)
 		}
 		return nil

@@ -177,6 +177,9 @@ func (e *Embedded) AddHSM() (string, error) {
 	if err != nil {
 		return "", err
 	}
+	if first, ok := inProcess(e.hsms[0]); ok {
+		h.rules = first.rules
+	}
 	e.hsms = append(e.hsms, e.wrap(h))
 	e.events.publish(Event{Kind: EventHSMAdded, HSM: id})
 	return id, nil

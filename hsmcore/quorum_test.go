@@ -66,7 +66,7 @@ func newApproverSet(t *testing.T) *approverSet {
 		t.Fatal(err)
 	}
 	tok := s.token(t, quorum.ServiceQuorum, "", "admin2", "admin3")
-	if err := e.SetQuorumValue(WithApproval(ctx, tok, ""), admin, quorum.ServiceUser, 2); err != nil {
+	if err := e.SetQuorumValue(WithApproval(ctx, tok, "", ""), admin, quorum.ServiceUser, 2); err != nil {
 		t.Fatal(err)
 	}
 	return s
@@ -152,7 +152,7 @@ func TestQuorumApprovalOnTheHSM(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			err := s.e.DeleteUser(WithApproval(ctx, tc.token, "user delete --username cu1 --role crypto-user"), admin, "cu1", RoleCryptoUser)
+			err := s.e.DeleteUser(WithApproval(ctx, tc.token, "user delete --username cu1 --role crypto-user", ""), admin, "cu1", RoleCryptoUser)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("got %v, want an error containing %q", err, tc.want)
 			}
@@ -160,7 +160,7 @@ func TestQuorumApprovalOnTheHSM(t *testing.T) {
 	}
 	// Two distinct approvers: accepted, once, on any HSM.
 	good := s.token(t, quorum.ServiceUser, "", "admin2", "admin3")
-	if err := s.e.DeleteUser(WithApproval(ctx, good, ""), admin, "cu1", RoleCryptoUser); err != nil {
+	if err := s.e.DeleteUser(WithApproval(ctx, good, "", ""), admin, "cu1", RoleCryptoUser); err != nil {
 		t.Fatal(err)
 	}
 	for _, n := range s.e.members() {
@@ -180,7 +180,7 @@ func TestQuorumTokenUseReachesADownHSMBySync(t *testing.T) {
 	if err := s.e.FailHSM("hsm-3", false); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.e.CreateUser(WithApproval(ctx, good, ""), s.admins["admin"], "cu9", RoleCryptoUser, "cu9pass1"); err != nil {
+	if _, err := s.e.CreateUser(WithApproval(ctx, good, "", ""), s.admins["admin"], "cu9", RoleCryptoUser, "cu9pass1"); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.e.RecoverHSM("hsm-3"); err != nil {
@@ -195,7 +195,7 @@ func TestQuorumTokenUseReachesADownHSMBySync(t *testing.T) {
 	// (That approval used it on hsm-3 itself; a fresh token shows sync.)
 	good2 := s.token(t, quorum.ServiceUser, "", "admin2", "admin3")
 	s.e.FailHSM("hsm-3", false)
-	if _, err := s.e.CreateUser(WithApproval(ctx, good2, ""), s.admins["admin"], "cu10", RoleCryptoUser, "cu10pass"); err != nil {
+	if _, err := s.e.CreateUser(WithApproval(ctx, good2, "", ""), s.admins["admin"], "cu10", RoleCryptoUser, "cu10pass"); err != nil {
 		t.Fatal(err)
 	}
 	s.e.RecoverHSM("hsm-3")

@@ -21,14 +21,31 @@ type approvalKey struct{}
 
 type approval struct {
 	token   []byte
-	command string
+	command string // the command line, secrets left out
+	path    string // the command path, e.g. "user delete"
 }
 
-// WithApproval attaches a quorum token file (with its signatures) to the
-// operations run with ctx, and the command line they carry out, which a
-// command-bound token must match.
-func WithApproval(ctx context.Context, token []byte, command string) context.Context {
-	return context.WithValue(ctx, approvalKey{}, approval{token: token, command: command})
+// WithApproval attaches a quorum token file (with its signatures; nil if
+// none was given) to the operations run with ctx, with the command they
+// carry out: its line, which a command-bound token must match, and its
+// path, which configured quorum rule sets are written for.
+func WithApproval(ctx context.Context, token []byte, command, path string) context.Context {
+	return context.WithValue(ctx, approvalKey{}, approval{token: token, command: command, path: path})
+}
+
+// ruledCommands is the set of command paths that rule sets gate.
+func ruledCommands(rules map[string][]quorum.Rule) map[string]bool {
+	m := map[string]bool{}
+	for path := range rules {
+		m[path] = true
+	}
+	return m
+}
+
+// needsApproval says whether an operation must go to an HSM for approval:
+// its quorum value is on, or a rule set names its command.
+func (e *Embedded) needsApproval(ctx context.Context, value int) bool {
+	return value > 1 || e.ruled[approvalOf(ctx).path]
 }
 
 func approvalOf(ctx context.Context) approval {
@@ -51,7 +68,7 @@ func (e *Embedded) approve(ctx context.Context, c Caller, service string, ref Re
 		return ErrNoHSM
 	}
 	a := approvalOf(ctx)
-	res, err := hs[0].Approve(approvalRequest{Service: service, Requester: c.Username, KeyRef: ref, Command: a.command, Token: a.token})
+	res, err := hs[0].Approve(approvalRequest{Service: service, Requester: c.Username, KeyRef: ref, Command: a.command, Path: a.path, Token: a.token})
 	if err != nil {
 		return err
 	}

@@ -79,6 +79,7 @@ type approvalRequest struct {
 	Requester string `json:"requester"`
 	KeyRef    Ref    `json:"key_ref,omitempty"`
 	Command   string `json:"command,omitempty"`
+	Path      string `json:"path,omitempty"`  // the command path rule sets name
 	Token     []byte `json:"token,omitempty"` // the token file, with signatures
 }
 
@@ -284,7 +285,7 @@ func (h *hsm) Approve(req approvalRequest) (approvalResult, error) {
 	default:
 		return approvalResult{}, fmt.Errorf("%w: unknown quorum service %q", ErrInvalid, req.Service)
 	}
-	if rules := h.rules[req.Command]; len(rules) > 0 {
+	if rules := h.rules[req.Path]; len(rules) > 0 {
 		alts = append(alts, rules...)
 		addApprovers(RoleAdmin, nil)
 		addApprovers(RoleCryptoUser, nil)

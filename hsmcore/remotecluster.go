@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/hsmsh/hsmsh/hsmcore/nestedtls"
+	"github.com/hsmsh/hsmsh/hsmcore/quorum"
 )
 
 // RemoteOptions configure a client of a remote cluster.
@@ -20,6 +21,9 @@ type RemoteOptions struct {
 	Durability Durability
 	// Timeout bounds one request to a server. Default 30s.
 	Timeout time.Duration
+	// QuorumRules are the rule sets the servers apply: the client sends
+	// the commands they name to the servers for approval.
+	QuorumRules map[string][]quorum.Rule
 	// ConnectWait is how long Open waits for the first connections.
 	// Default 5s; servers that are not up by then are down until they are.
 	ConnectWait time.Duration
@@ -48,7 +52,7 @@ func OpenRemote(opts RemoteOptions) (*Remote, error) {
 	if opts.ConnectWait <= 0 {
 		opts.ConnectWait = 5 * time.Second
 	}
-	e := &Embedded{id: opts.ID, dur: opts.Durability, sessions: map[string]Caller{}, deleted: map[Ref]bool{}, sessionKeys: map[Ref]sessionKey{}}
+	e := &Embedded{id: opts.ID, dur: opts.Durability, ruled: ruledCommands(opts.QuorumRules), sessions: map[string]Caller{}, deleted: map[Ref]bool{}, sessionKeys: map[Ref]sessionKey{}}
 	if e.dur.MinimumNodes < 1 {
 		e.dur.MinimumNodes = 1
 	}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/hsmsh/hsmsh/hsmcore/nestedtls"
+	"github.com/hsmsh/hsmsh/hsmcore/quorum"
 	"github.com/hsmsh/hsmsh/hsmcore/rpc"
 )
 
@@ -42,6 +43,8 @@ type ServerOptions struct {
 	RPC rpc.ServerOptions
 	// HandshakeTimeout bounds both TLS handshakes. Default 10s.
 	HandshakeTimeout time.Duration
+	// QuorumRules are KMS-style quorum rule sets by command path.
+	QuorumRules map[string][]quorum.Rule
 }
 
 // Server is one HSM server: an HSM with its own store, reached over the
@@ -97,6 +100,7 @@ func NewServer(opts ServerOptions) (*Server, error) {
 		g.Close()
 		return nil, fmt.Errorf("open %s: %w", opts.ID, err)
 	}
+	h.rules = opts.QuorumRules
 	g.hsms = []node{h}
 	for _, p := range opts.Peers {
 		pn := dialNode(p.ID, p.Addr, opts.PeerTLS, 0)
