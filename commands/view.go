@@ -73,6 +73,19 @@ func (e *Env) Keys(ctx context.Context) ([]KeyView, error) {
 	return out, nil
 }
 
+// TokenView is a live quorum token as the panes show it.
+type TokenView = hsmcore.QuorumToken
+
+// Tokens lists the live quorum tokens the logged-in user may see (an
+// admin sees all); none when nobody is logged in.
+func (e *Env) Tokens(ctx context.Context) ([]TokenView, error) {
+	c, err := e.Session.Caller()
+	if err != nil {
+		return nil, nil
+	}
+	return e.Session.Cluster().QuorumTokens(ctx, c)
+}
+
 // Usernames lists the cluster's users, for completion.
 func (e *Env) Usernames(ctx context.Context) []string {
 	c, _ := e.Session.Caller()

@@ -201,9 +201,22 @@ func (e *Embedded) QuorumTokens(ctx context.Context, c Caller) ([]QuorumToken, e
 		if now.After(t.Expires) || (c.Role != RoleAdmin && t.Requester != c.Username) {
 			continue
 		}
-		q := QuorumToken{Nonce: t.Nonce, Service: t.Service, Requester: t.Requester, SecondsLeft: int(t.Expires.Sub(now) / time.Second), Used: !t.Used.IsZero()}
+		q := QuorumToken{Nonce: t.Nonce, Service: t.Service, Requester: t.Requester, SecondsLeft: int(t.Expires.Sub(now) / time.Second),
+			Used: !t.Used.IsZero(), Signers: t.Signers, Required: "none"}
 		if ad, err := quorum.DecodeApprovalData(t.ApprovalData); err == nil {
-			q.Command = ad.Command
+			q.Command, q.KeyRef = ad.Command, ad.KeyRef
+		}
+		switch t.Service {
+		case quorum.ServiceUser, quorum.ServiceQuorum:
+			if m := st.Settings.value(t.Service); m > 1 {
+				q.Required = fmt.Sprintf("%d admin", m)
+			}
+		case quorum.ServiceKeyUsage, quorum.ServiceKeyManagement:
+			if m := e.keyQuorum(q.KeyRef, t.Service); m > 1 {
+				q.Required = fmt.Sprintf("%d crypto-user", m)
+			}
+		case quorum.ServiceRegistration:
+			q.Required = "the requester's own signature"
 		}
 		out = append(out, q)
 	}
@@ -359,4 +372,23 @@ func (e *Embedded) RegisterQuorumKey(ctx context.Context, c Caller, pubPEM, sign
 		e.useToken(hs[1:], ad.Nonce)
 	}
 	return nil
+}
+
+// keyQuorum is a key's quorum value for a key service, 0 if unknown.
+func (e *Embedded) keyQuorum(ref, service string) int {
+	r, err := ParseRef(ref)
+	if err != nil {
+		return 0
+	}
+	for _, h := range e.answering() {
+		k, err := h.KeyMeta(r)
+		if err != nil {
+			continue
+		}
+		if service == quorum.ServiceKeyManagement {
+			return k.ManageQuorum
+		}
+		return k.UseQuorum
+	}
+	return 0
 }

@@ -61,6 +61,8 @@ type tokenRecord struct {
 	// Used is when the token was used, zero while it is not: approvals are
 	// single use across the whole cluster.
 	Used time.Time `json:"used,omitempty"`
+	// Signers are who approved it, once it was used.
+	Signers []string `json:"signers,omitempty"`
 }
 
 // QuorumToken describes a live token for quorum token-sign list.
@@ -68,9 +70,14 @@ type QuorumToken struct {
 	Nonce       string `json:"token-id"`
 	Service     string `json:"service"`
 	Requester   string `json:"requester"`
+	KeyRef      string `json:"key-reference,omitempty"`
 	Command     string `json:"command,omitempty"`
 	SecondsLeft int    `json:"seconds-left"`
-	Used        bool   `json:"used"`
+	// Required is the approval the operation needs now, e.g. "2 admin";
+	// "none" while its quorum is off.
+	Required string   `json:"approvals-required"`
+	Used     bool     `json:"used"`
+	Signers  []string `json:"approved-by,omitempty"`
 }
 
 // approvalRequest asks an HSM whether an operation may go ahead.
@@ -173,13 +180,13 @@ func (h *hsm) UseToken(nonce string, at time.Time) error {
 	return h.useLocked(nonce, at)
 }
 
-func (h *hsm) useLocked(nonce string, at time.Time) error {
+func (h *hsm) useLocked(nonce string, at time.Time, signers ...string) error {
 	t, ok := h.tokens[nonce]
 	if !ok || !t.Used.IsZero() {
 		return nil
 	}
 	c := *t
-	c.Used = at
+	c.Used, c.Signers = at, signers
 	if h.store != nil {
 		if err := h.store.putQuorum(nil, []*tokenRecord{&c}, nil); err != nil {
 			return fmt.Errorf("%s: write quorum token: %w", h.id, err)
@@ -320,7 +327,7 @@ func (h *hsm) Approve(req approvalRequest) (approvalResult, error) {
 	if err != nil {
 		return res, fmt.Errorf("%w: %w", ErrPermission, err)
 	}
-	if err := h.useLocked(t.Nonce, now); err != nil {
+	if err := h.useLocked(t.Nonce, now, signers...); err != nil {
 		return res, err
 	}
 	res.Signers, res.Nonce = signers, t.Nonce

@@ -34,9 +34,10 @@ type (
 	}
 	eventsMsg   []commands.Event
 	snapshotMsg struct {
-		hsms []commands.HSMInfo
-		keys []commands.KeyView
-		err  error
+		hsms   []commands.HSMInfo
+		keys   []commands.KeyView
+		tokens []commands.TokenView
+		err    error
 	}
 	tickMsg time.Time
 )
@@ -102,6 +103,7 @@ type Model struct {
 	evCancel   func()
 	hsms       []commands.HSMInfo
 	keys       []commands.KeyView
+	tokens     []commands.TokenView // live quorum tokens, for the Quorum pane
 	lost       []lostKey
 	recent     map[string]time.Time // ref+"@"+hsm → when a copy arrived
 	keyScroll  int
@@ -235,7 +237,11 @@ func (m *Model) refresh() tea.Cmd {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		keys, err := env.Keys(ctx)
-		return snapshotMsg{hsms: env.HSMs(ctx), keys: keys, err: err}
+		tokens, terr := env.Tokens(ctx)
+		if err == nil {
+			err = terr
+		}
+		return snapshotMsg{hsms: env.HSMs(ctx), keys: keys, tokens: tokens, err: err}
 	}
 }
 
@@ -290,7 +296,7 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		return m, tea.Batch(waitEvents(m.evCh), m.refreshIfDirty())
 	case snapshotMsg:
 		m.refreshing = false
-		m.hsms, m.keys, m.snapErr = msg.hsms, msg.keys, msg.err
+		m.hsms, m.keys, m.tokens, m.snapErr = msg.hsms, msg.keys, msg.tokens, msg.err
 		m.clampKeyScroll()
 		return m, nil
 	case tickMsg:

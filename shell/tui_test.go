@@ -377,3 +377,23 @@ func TestHSMPaneShowsTLS(t *testing.T) {
 		}
 	}
 }
+
+// A pending quorum token shows in its own pane, with what it approves.
+func TestQuorumTokenPane(t *testing.T) {
+	m := newTestModel(t, 3, false, "")
+	runLine(t, m, "login --username admin --role admin --password adminpass")
+	if strings.Contains(m.View(), "Quorum tokens") {
+		t.Fatal("a token pane with no tokens")
+	}
+	dir := t.TempDir()
+	runLine(t, m, "quorum token-sign generate --service user --token "+dir+"/t.json --command 'user delete --username cu1 --role crypto-user'")
+	pump(t, m, m.refresh(), func() bool { return len(m.tokens) == 1 })
+	v := m.View()
+	if !strings.Contains(v, "Quorum tokens (1)") {
+		t.Fatalf("no token pane:\n%s", v)
+	}
+	row := lineWith(v, "user            admin")
+	if !strings.Contains(row, "user delete --username cu") || !strings.Contains(row, "1199s") && !strings.Contains(row, "1200s") {
+		t.Errorf("token row %q:\n%s", row, v)
+	}
+}

@@ -41,12 +41,21 @@ func (m *Model) View() string {
 		leftW := w - rightW
 		hsmH := min(2*len(m.hsms)+3, bodyH/3) // a line per HSM, and one for its TLS
 		evH := min(eventRows+2, bodyH/4)
-		keyH := bodyH - hsmH - evH
-		right := lipgloss.JoinVertical(lipgloss.Left,
+		// Pending quorum tokens get a pane while there are any.
+		qH := 0
+		if len(m.tokens) > 0 {
+			qH = min(len(m.tokens)+3, bodyH/5)
+		}
+		keyH := bodyH - hsmH - evH - qH
+		panes := []string{
 			m.box("HSMs", m.hsmLines(rightW-2, hsmH-2), rightW, hsmH),
 			m.box(m.keyTitle(), m.keyLines(rightW-2, keyH-2), rightW, keyH),
-			m.box("Events", m.eventLines(rightW-2, evH-2), rightW, evH),
-		)
+		}
+		if qH > 0 {
+			panes = append(panes, m.box(fmt.Sprintf("Quorum tokens (%d)", len(m.tokens)), m.tokenLines(), rightW, qH))
+		}
+		panes = append(panes, m.box("Events", m.eventLines(rightW-2, evH-2), rightW, evH))
+		right := lipgloss.JoinVertical(lipgloss.Left, panes...)
 		body = lipgloss.JoinHorizontal(lipgloss.Top, m.box("Output", m.outLines(leftW-2, bodyH-2), leftW, bodyH), right)
 	case m.showPanes:
 		// Narrow: the output, and one line that sums up the HSMs.
@@ -183,6 +192,26 @@ func (m *Model) hsmLines(w, h int) []string {
 	}
 	if m.snapErr != nil {
 		out = append(out, m.theme.Error.Render("refresh: "+m.snapErr.Error()))
+	}
+	return out
+}
+
+// tokenLines lists live quorum tokens: service, requester, what it is
+// bound to, time left, and whether it has been used.
+func (m *Model) tokenLines() []string {
+	out := []string{m.theme.Dim.Render(fmt.Sprintf("%-15s %-10s %6s  %s", "service", "requester", "left", "approves"))}
+	for _, t := range m.tokens {
+		what := t.Command
+		if what == "" {
+			what = "any " + t.Service + " operation"
+		}
+		left := fmt.Sprintf("%ds", t.SecondsLeft)
+		line := fmt.Sprintf("%-15s %-10s %6s  %s", t.Service, t.Requester, left, what)
+		if t.Used {
+			out = append(out, m.theme.Dim.Render(line+"  (used)"))
+			continue
+		}
+		out = append(out, line)
 	}
 	return out
 }
