@@ -320,6 +320,22 @@ func quorumCommands() []*Command {
 			},
 		},
 		{
+			Path: []string{"quorum", "approve"}, Who: Anyone,
+			Summary: "add your signature to a quorum token (or a registration) with your private key, as openssl pkeyutl would",
+			Flags: []Flag{
+				{Name: "token", Kind: String, Required: true, Help: "the token file to sign"},
+				{Name: "key", Kind: String, Required: true, Help: "your private key, PEM"},
+				{Name: "username", Kind: String, Required: true, Help: "the username you approve as"},
+			},
+			Run: func(ctx context.Context, env *Env, a *Args) (any, error) {
+				res := Approve(env.path(a.String("token")), env.path(a.String("key")), a.String("username"))
+				if !res.OK() {
+					return nil, fmt.Errorf("%v", res.Data)
+				}
+				return res.Data, nil
+			},
+		},
+		{
 			Path: []string{"user", "change-quorum", "token-sign", "register"}, Who: LoggedIn,
 			Summary: "register your approver public key, with a signed registration token as proof of possession",
 			Flags: []Flag{
