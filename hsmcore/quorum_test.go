@@ -10,6 +10,7 @@ import (
 	"encoding/base64"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -27,13 +28,19 @@ type approverSet struct {
 
 func newApproverSet(t *testing.T) *approverSet {
 	t.Helper()
-	ctx := context.Background()
 	e, err := OpenEmbedded(Options{ID: "q", HSMs: 3, Transport: TransportDirect, Durability: Durability{MinimumNodes: 1}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { e.Close() })
 	e.PauseSync()
+	return approversOn(t, e)
+}
+
+// approversOn sets up the approvers on a cluster, embedded or remote.
+func approversOn(t *testing.T, e *Embedded) *approverSet {
+	t.Helper()
+	ctx := context.Background()
 	admin, _ := activate(t, e)
 	s := &approverSet{e: e, admins: map[string]Caller{"admin": admin}, keys: map[string]crypto.Signer{}}
 	for _, n := range []string{"admin2", "admin3"} {
@@ -206,5 +213,55 @@ func TestQuorumTokenUseReachesADownHSMBySync(t *testing.T) {
 	}
 	if !errors.Is(s.e.DeleteUser(ctx, s.admins["admin"], "cu10", RoleCryptoUser), quorum.ErrApprovalRequired) {
 		t.Error("user delete without approval is not refused with ErrApprovalRequired")
+	}
+}
+
+// An HSM holds at most 1024 live tokens; expired ones make room.
+func TestQuorumTokenLimit(t *testing.T) {
+	h, err := newHSM("hsm-1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	future := time.Now().Add(time.Hour)
+	for i := range maxLiveTokens {
+		if err := h.PutToken(&tokenRecord{Nonce: fmt.Sprint("n", i), Expires: future}); err != nil {
+			t.Fatalf("token %d: %v", i, err)
+		}
+	}
+	err = h.PutToken(&tokenRecord{Nonce: "one-too-many", Expires: future})
+	if err == nil || !strings.Contains(err.Error(), "1024 live quorum tokens, the limit") {
+		t.Fatalf("token 1025: %v", err)
+	}
+	h.mu.Lock()
+	h.tokens["n0"].Expires = time.Now().Add(-time.Second) // one expires
+	h.mu.Unlock()
+	if err := h.PutToken(&tokenRecord{Nonce: "now-there-is-room", Expires: future}); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := h.tokens["n0"]; ok {
+		t.Error("the expired token was not purged")
+	}
+}
+
+// Over the wire, the servers decide: registration, quorum values and an
+// approval run on a remote cluster, and a used token is refused by every
+// server's own HSM.
+func TestRemoteQuorum(t *testing.T) {
+	l := newLoopback(t, 3, time.Hour)
+	r := l.client(Durability{MinimumNodes: 1})
+	s := approversOn(t, r.Embedded)
+	ctx := context.Background()
+	good := s.token(t, quorum.ServiceUser, "", "admin2", "admin3")
+	if err := s.e.DeleteUser(ctx, s.admins["admin"], "cu1", RoleCryptoUser); !errors.Is(err, quorum.ErrApprovalRequired) {
+		t.Fatalf("without approval: %v", err)
+	}
+	if err := s.e.DeleteUser(WithApproval(ctx, good, "", ""), s.admins["admin"], "cu1", RoleCryptoUser); err != nil {
+		t.Fatal(err)
+	}
+	for i, srv := range l.servers {
+		_, err := srv.local.Approve(approvalRequest{Service: quorum.ServiceUser, Requester: "admin", Token: good})
+		if err == nil || !strings.Contains(err.Error(), "already used") {
+			t.Errorf("replay on server %d: %v", i+1, err)
+		}
 	}
 }

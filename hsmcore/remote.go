@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/hsmsh/hsmsh/hsmcore/nestedtls"
+	"github.com/hsmsh/hsmsh/hsmcore/quorum"
 	"github.com/hsmsh/hsmsh/hsmcore/rpc"
 )
 
@@ -423,6 +424,7 @@ const (
 	codePermission   = "permission"
 	codeDown         = "down"
 	codeUserNotFound = "user-not-found"
+	codeApproval     = "approval-required"
 	codeOther        = "error"
 )
 
@@ -431,6 +433,7 @@ var codeSentinels = map[string]error{
 	codeInvalid:      ErrInvalid,
 	codePermission:   ErrPermission,
 	codeUserNotFound: ErrUserNotFound,
+	codeApproval:     quorum.ErrApprovalRequired,
 }
 
 // codeOf classifies an HSM's error for the wire.
