@@ -1,0 +1,137 @@
+package authsession
+
+import (
+	"bytes"
+	"crypto/sha512"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync"
+)
+
+// Direction says which way an envelope travels. It is bound into the AAD, so
+// a command cannot be reflected back to the client as an answer.
+type Direction byte
+
+const (
+	ToHSM    Direction = 1
+	ToClient Direction = 2
+)
+
+func (d Direction) String() string {
+	switch d {
+	case ToHSM:
+		return "to HSM"
+	case ToClient:
+		return "to client"
+	}
+	return fmt.Sprintf("direction %d", byte(d))
+}
+
+// Envelope is one command or one answer.
+type Envelope struct {
+	EKT  []byte `json:"ekt"` // only on ToHSM envelopes
+	Seq  uint64 `json:"seq"`
+	Body []byte `json:"body"` // nonce ‖ GCM ciphertext; AAD binds direction, seq and SHA-384(EKT)
+}
+
+// envelopeAAD binds the direction, the sequence number and the session's
+// EKT; all but the label are fixed length, so the layout is unambiguous.
+func envelopeAAD(dir Direction, seq uint64, ekt []byte) []byte {
+	sum := sha512.Sum384(ekt)
+	aad := append([]byte(labelEnvelope), byte(dir))
+	aad = binary.BigEndian.AppendUint64(aad, seq)
+	return append(aad, sum[:]...)
+}
+
+func checkEnvelopeArgs(dir Direction, seq uint64, ekt []byte) error {
+	if dir != ToHSM && dir != ToClient {
+		return fmt.Errorf("unknown %s", dir)
+	}
+	if seq == 0 {
+		return errors.New("sequence number 0: sequences start at 1")
+	}
+	if len(ekt) == 0 || len(ekt) > maxEKT {
+		return fmt.Errorf("session token (EKT) is %d bytes, want 1 to %d", len(ekt), maxEKT)
+	}
+	return nil
+}
+
+// Seal seals one command (dir ToHSM) or one answer (dir ToClient) under the
+// session key. ekt is the session's EKT; for an answer, pass the EKT of the
+// request it answers. Number commands from 1 upwards, and give an answer
+// the seq of the command it answers, so that the client can pair them.
+func Seal(sk [32]byte, dir Direction, seq uint64, ekt []byte, plaintext []byte) (Envelope, error) {
+	if err := checkEnvelopeArgs(dir, seq, ekt); err != nil {
+		return Envelope{}, fmt.Errorf("sealing an envelope: %w", err)
+	}
+	body, err := seal(sk[:], plaintext, envelopeAAD(dir, seq, ekt))
+	if err != nil {
+		return Envelope{}, fmt.Errorf("sealing an envelope: %w", err)
+	}
+	e := Envelope{Seq: seq, Body: body}
+	if dir == ToHSM {
+		e.EKT = bytes.Clone(ekt)
+	}
+	return e, nil
+}
+
+// Open opens an envelope travelling in direction dir. ekt is the EKT the
+// session key came from: at the HSM, the envelope's own EKT, after OpenEKT;
+// at the client, the EKT of the request the answer is for.
+//
+// Open does not check the sequence number against earlier ones: pass e.Seq
+// to the session's Window after Open succeeds, never before, so that a
+// forged envelope cannot move the window.
+func Open(sk [32]byte, dir Direction, ekt []byte, e Envelope) ([]byte, error) {
+	if err := checkEnvelopeArgs(dir, e.Seq, ekt); err != nil {
+		return nil, fmt.Errorf("opening an envelope: %w", err)
+	}
+	switch {
+	case dir == ToHSM && !bytes.Equal(e.EKT, ekt):
+		return nil, fmt.Errorf("%w (it carries a different session token from the one given)", ErrTampered)
+	case dir == ToClient && len(e.EKT) != 0:
+		return nil, errors.New("opening an envelope: an answer must not carry a session token")
+	}
+	pt, err := open(sk[:], e.Body, envelopeAAD(dir, e.Seq, ekt))
+	if err != nil {
+		return nil, fmt.Errorf("%w (seq %d, %s, %d-byte body)", ErrTampered, e.Seq, dir, len(e.Body))
+	}
+	return pt, nil
+}
+
+// Window enforces a strictly increasing sequence per (session, HSM): a
+// replay and a reordered (older) envelope are refused; gaps are allowed,
+// since the client may send the commands in between to other HSMs of the
+// cluster. It remembers which of the 64 numbers ending at the highest it
+// has accepted, to tell a replay from a late arrival. The zero value is
+// ready to use and safe for concurrent use.
+type Window struct {
+	mu   sync.Mutex
+	last uint64 // highest accepted; 0 before the first
+	seen uint64 // bit i: last-i was accepted
+}
+
+// Accept records seq, or refuses it with ErrReplay or ErrReorder. The first
+// seq accepted must be ≥ 1.
+func (w *Window) Accept(seq uint64) error {
+	if seq == 0 {
+		return errors.New("sequence number 0 refused: sequences start at 1")
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if seq > w.last {
+		if d := seq - w.last; d < 64 {
+			w.seen <<= d
+		} else {
+			w.seen = 0
+		}
+		w.seen |= 1
+		w.last = seq
+		return nil
+	}
+	if back := w.last - seq; back < 64 && w.seen&(1<<back) != 0 {
+		return fmt.Errorf("%w: seq %d was already accepted (latest %d)", ErrReplay, seq, w.last)
+	}
+	return fmt.Errorf("%w: seq %d arrived after seq %d", ErrReorder, seq, w.last)
+}
