@@ -18,6 +18,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
 )
 
 // store is where one HSM keeps its token keys and users. Writes return
@@ -109,7 +110,7 @@ func openBoltStore(dir string) (s *boltStore, err error) {
 	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 200 * time.Millisecond})
 	if err != nil {
-		if errors.Is(err, bolt.ErrTimeout) {
+		if errors.Is(err, bolterrors.ErrTimeout) {
 			return nil, fmt.Errorf("%s is in use by another process", path)
 		}
 		return nil, corruptErr(path, err)

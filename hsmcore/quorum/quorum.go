@@ -58,6 +58,8 @@ var roles = []string{"admin", "crypto-user"}
 
 // ErrApprovalRequired is CloudHSM's error for an operation that lacks
 // enough valid approvals. Verify wraps it when the signers meet no rule.
+//
+//lint:ignore ST1005 CloudHSM CLI's exact message, which runbooks match on
 var ErrApprovalRequired = errors.New("Quorum approval is required for this operation")
 
 // ApprovalData is the readable JSON document approvers sign (via its
