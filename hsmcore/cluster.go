@@ -94,6 +94,10 @@ type HSMInfo struct {
 	UserCount     int      `json:"user-count"`
 	LatencyMS     float64  `json:"latency-ms"`
 	TLS           string   `json:"tls"`
+	// Identity is the fingerprint of the HSM's identity key (ECDSA P-384).
+	Identity string `json:"identity-key,omitempty"`
+	// Domain is the public id of the domain key the HSM holds, "" if none.
+	Domain string `json:"domain,omitempty"`
 }
 
 // HSMTLS is one HSM's nested TLS connection, as cluster tls-info shows it.

@@ -57,6 +57,8 @@ type Embedded struct {
 
 	// ruled lists the command paths a configured quorum rule set gates.
 	ruled map[string]bool
+	// domainMu serialises bringing HSMs into the domain.
+	domainMu sync.Mutex
 
 	// transport puts in-process HSMs behind nested TLS; nil calls them
 	// directly.
@@ -136,6 +138,10 @@ func OpenEmbedded(opts Options) (*Embedded, error) {
 		e.hsms = append(e.hsms, e.wrap(h))
 	}
 	if err := e.ensureAdmin(); err != nil {
+		e.Close()
+		return nil, err
+	}
+	if err := e.ensureDomain(); err != nil {
 		e.Close()
 		return nil, err
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/hsmsh/hsmsh/hsmcore/authsession"
 	"github.com/hsmsh/hsmsh/hsmcore/rpc"
 )
 
@@ -40,6 +41,12 @@ const (
 	mDeleteTokens   = "delete-tokens"
 	mApprove        = "approve"
 	mRegisterQuorum = "register-quorum-key"
+
+	mDomainInfo   = "domain-info"
+	mCreateDomain = "create-domain"
+	mAddMembers   = "add-members"
+	mExportDomain = "export-domain"
+	mImportDomain = "import-domain"
 
 	mSyncNow    = "sync-now"
 	mSyncPause  = "sync-pause"
@@ -105,6 +112,11 @@ type registerArgs struct {
 	Username string `json:"username"`
 	PubPEM   []byte `json:"public_key"`
 	File     []byte `json:"file"`
+}
+
+type importDomainArgs struct {
+	Wrapped *authsession.WrappedDomain `json:"wrapped"`
+	Members map[string][]byte          `json:"members"`
 }
 
 type deleteUserArgs struct {
@@ -268,6 +280,29 @@ func dispatch(h node, method string, args json.RawMessage) (any, error) {
 			return nil, err
 		}
 		return h.RegisterQuorumKey(a.Username, a.PubPEM, a.File)
+	case mDomainInfo:
+		return h.DomainInfo()
+	case mCreateDomain, mAddMembers:
+		var m map[string][]byte
+		if err := decode(&m); err != nil {
+			return nil, err
+		}
+		if method == mCreateDomain {
+			return nil, h.CreateDomain(m)
+		}
+		return nil, h.AddMembers(m)
+	case mExportDomain:
+		var to string
+		if err := decode(&to); err != nil {
+			return nil, err
+		}
+		return h.ExportDomain(to)
+	case mImportDomain:
+		var a importDomainArgs
+		if err := decode(&a); err != nil {
+			return nil, err
+		}
+		return nil, h.ImportDomain(a.Wrapped, a.Members)
 	}
 	return nil, fmt.Errorf("%w %q: the server runs another hsmsh version?", errUnknownMethod, method)
 }

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/hsmsh/hsmsh/hsmcore/authsession"
 	"github.com/hsmsh/hsmsh/hsmcore/quorum"
 )
 
@@ -36,6 +37,11 @@ type hsm struct {
 	// rules are KMS-style quorum rule sets by command line, from the
 	// HSM's configuration.
 	rules map[string][]quorum.Rule
+
+	// The HSM's place in the cluster's domain (domain.go).
+	identity *authsession.Identity
+	domain   *authsession.DomainKey // nil until it joins one
+	members  map[string][]byte      // the domain's HSMs' identity keys
 }
 
 func newHSM(id string, st store) (*hsm, error) {
@@ -47,10 +53,13 @@ func newHSM(id string, st store) (*hsm, error) {
 		quorum:    defaultQuorumSettings(), tokens: map[string]*tokenRecord{},
 	}
 	if st == nil {
-		return h, nil
+		return h, h.loadDomain(nil)
 	}
 	c, err := st.load()
 	if err != nil {
+		return nil, err
+	}
+	if err := h.loadDomain(c.secrets); err != nil {
 		return nil, err
 	}
 	for _, k := range c.keys {
@@ -288,6 +297,12 @@ func (h *hsm) Info() HSMInfo {
 		info.TokenKeyCount = len(h.keys)
 		info.UserCount = len(h.users)
 	}
+	if h.identity != nil {
+		info.Identity = authsession.Fingerprint(h.identity.Public())
+	}
+	if h.domain != nil {
+		info.Domain = h.domain.ID()
+	}
 	return info
 }
 
@@ -411,6 +426,7 @@ func (h *hsm) fail(destroy bool, dir string) ([]Ref, error) {
 	h.users = map[string]*userRecord{}
 	h.tombstones = map[Ref]time.Time{}
 	h.userTombs = map[string]int64{}
+	h.domain, h.members = nil, nil // the lost hardware's keys are gone
 	h.destroyed = true
 	if h.store != nil {
 		if err := h.store.close(); err != nil {
@@ -435,6 +451,12 @@ func (h *hsm) recover(open func() (store, error)) error {
 			return err
 		}
 		h.store = st
+	}
+	if h.destroyed {
+		// New hardware: a new identity, and no domain until it joins.
+		if err := h.loadDomain(nil); err != nil {
+			return err
+		}
 	}
 	h.destroyed = false
 	h.up = true

@@ -127,6 +127,10 @@ func (e *Embedded) RecoverHSM(id string) error {
 		return fmt.Errorf("recover %s: %w", id, err)
 	}
 	e.events.publish(Event{Kind: EventHSMUp, HSM: id})
+	// A destroyed HSM comes back as new hardware: it joins the domain.
+	if err := e.ensureDomain(); err != nil {
+		return fmt.Errorf("recover %s: %w", id, err)
+	}
 	return nil
 }
 
@@ -182,6 +186,12 @@ func (e *Embedded) AddHSM() (string, error) {
 	}
 	e.hsms = append(e.hsms, e.wrap(h))
 	e.events.publish(Event{Kind: EventHSMAdded, HSM: id})
+	e.mu.Unlock()
+	err = e.ensureDomain()
+	e.mu.Lock() // for the deferred unlock
+	if err != nil {
+		return id, fmt.Errorf("add %s: %w", id, err)
+	}
 	return id, nil
 }
 

@@ -1,6 +1,10 @@
 package hsmcore
 
-import "time"
+import (
+	"time"
+
+	"github.com/hsmsh/hsmsh/hsmcore/authsession"
+)
 
 // node is one HSM as the client library sees it: in-process (*hsm) or,
 // later, a server reached over the network. Routing, client-side and
@@ -82,4 +86,11 @@ type node interface {
 	DeleteTokens(requester string) (int, error)
 	Approve(req approvalRequest) (approvalResult, error)
 	RegisterQuorumKey(username string, pubPEM, file []byte) (*userRecord, error)
+
+	// The domain of authenticated sessions (domain.go).
+	DomainInfo() (domainInfo, error)
+	CreateDomain(members map[string][]byte) error
+	AddMembers(members map[string][]byte) error
+	ExportDomain(to string) (*authsession.WrappedDomain, error)
+	ImportDomain(w *authsession.WrappedDomain, members map[string][]byte) error
 }

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/hsmsh/hsmsh/hsmcore/authsession"
 	"github.com/hsmsh/hsmsh/hsmcore/nestedtls"
 	"github.com/hsmsh/hsmsh/hsmcore/quorum"
 	"github.com/hsmsh/hsmsh/hsmcore/rpc"
@@ -399,6 +400,32 @@ func (n *remoteNode) RegisterQuorumKey(username string, pubPEM, file []byte) (*u
 		return nil, err
 	}
 	return &u, nil
+}
+
+func (n *remoteNode) DomainInfo() (domainInfo, error) {
+	var d domainInfo
+	err := n.call(mDomainInfo, nil, &d)
+	return d, err
+}
+
+func (n *remoteNode) CreateDomain(members map[string][]byte) error {
+	return n.call(mCreateDomain, members, nil)
+}
+
+func (n *remoteNode) AddMembers(members map[string][]byte) error {
+	return n.call(mAddMembers, members, nil)
+}
+
+func (n *remoteNode) ExportDomain(to string) (*authsession.WrappedDomain, error) {
+	var w authsession.WrappedDomain
+	if err := n.call(mExportDomain, to, &w); err != nil {
+		return nil, err
+	}
+	return &w, nil
+}
+
+func (n *remoteNode) ImportDomain(w *authsession.WrappedDomain, members map[string][]byte) error {
+	return n.call(mImportDomain, importDomainArgs{Wrapped: w, Members: members}, nil)
 }
 
 // downError is an HSM that cannot be reached, or that says it is down.

@@ -79,6 +79,10 @@ func OpenRemote(opts RemoteOptions) (*Remote, error) {
 		e.Close()
 		return nil, err
 	}
+	if err := e.ensureDomain(); err != nil {
+		e.Close()
+		return nil, err
+	}
 	return &Remote{Embedded: e}, nil
 }
 

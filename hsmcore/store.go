@@ -33,6 +33,9 @@ type store interface {
 	// putQuorum writes the quorum settings (if not nil) and tokens, and
 	// drops the tokens named, in one transaction.
 	putQuorum(settings *quorumSettings, tokens []*tokenRecord, drop []string) error
+	// putSecret stores one of the HSM's own secrets (its identity key, the
+	// domain key, the domain's members), sealed under the master key.
+	putSecret(name string, value []byte) error
 	close() error
 }
 
@@ -43,6 +46,7 @@ type storeContents struct {
 	userTombs  map[string]int64
 	quorum     *quorumSettings
 	tokens     []*tokenRecord
+	secrets    map[string][]byte
 }
 
 var (
@@ -52,6 +56,7 @@ var (
 	bucketMeta       = []byte("meta")
 	bucketUserTombs  = []byte("user-tombstones")
 	bucketQuorum     = []byte("quorum") // "settings", and "token/NONCE"
+	bucketSecrets    = []byte("secrets")
 )
 
 const (
@@ -119,7 +124,7 @@ func openBoltStore(dir string) (s *boltStore, err error) {
 	s = &boltStore{path: path, db: db, aead: aead}
 	err = db.Update(func(tx *bolt.Tx) error {
 		// Added after the first format: created in older stores too.
-		for _, b := range [][]byte{bucketUserTombs, bucketQuorum} {
+		for _, b := range [][]byte{bucketUserTombs, bucketQuorum, bucketSecrets} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -318,7 +323,7 @@ func (s *boltStore) load() (c *storeContents, err error) {
 			err = corruptErr(s.path, fmt.Errorf("%v", r))
 		}
 	}()
-	c = &storeContents{tombstones: map[Ref]time.Time{}, userTombs: map[string]int64{}}
+	c = &storeContents{tombstones: map[Ref]time.Time{}, userTombs: map[string]int64{}, secrets: map[string][]byte{}}
 	err = s.db.View(func(tx *bolt.Tx) error {
 		err := tx.Bucket(bucketKeys).ForEach(func(k, v []byte) error {
 			var sk storedKey
@@ -357,6 +362,17 @@ func (s *boltStore) load() (c *storeContents, err error) {
 				return fmt.Errorf("user tombstone %q: %w", k, err)
 			}
 			c.userTombs[string(k)] = t
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		err = tx.Bucket(bucketSecrets).ForEach(func(k, v []byte) error {
+			pt, err := s.unsealSecret(string(k), v)
+			if err != nil {
+				return fmt.Errorf("secret %q does not unseal under this HSM's master key: %w", k, err)
+			}
+			c.secrets[string(k)] = pt
 			return nil
 		})
 		if err != nil {
@@ -485,6 +501,25 @@ func (s *boltStore) putQuorum(settings *quorumSettings, tokens []*tokenRecord, d
 		}
 		return nil
 	})
+}
+
+func (s *boltStore) putSecret(name string, value []byte) error {
+	nonce := make([]byte, s.aead.NonceSize(), s.aead.NonceSize()+len(value)+s.aead.Overhead())
+	if _, err := rand.Read(nonce); err != nil {
+		panic("hsmcore: crypto/rand failed: " + err.Error())
+	}
+	sealed := s.aead.Seal(nonce, nonce, value, []byte("secret/"+name))
+	return s.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketSecrets).Put([]byte(name), sealed)
+	})
+}
+
+func (s *boltStore) unsealSecret(name string, sealed []byte) ([]byte, error) {
+	n := s.aead.NonceSize()
+	if len(sealed) < n {
+		return nil, errors.New("sealed secret is truncated")
+	}
+	return s.aead.Open(nil, sealed[:n], sealed[n:], []byte("secret/"+name))
 }
 
 func (s *boltStore) close() error { return s.db.Close() }
