@@ -80,6 +80,27 @@ type listedKey struct {
 	Attrs map[string]any `json:"attributes"`
 }
 
+// keyList is the data of key list.
+type keyList struct {
+	Keys  []listedKey `json:"matched_keys"`
+	Total int         `json:"total_key_count"`
+}
+
+// decodeKeyList reads key list's envelope from out, failing the test if it
+// is not a successful one.
+func decodeKeyList(t *testing.T, what, out string) keyList {
+	t.Helper()
+	var list envelope
+	if err := json.Unmarshal([]byte(out), &list); err != nil || list.ErrorCode != 0 {
+		t.Fatalf("%s: %v\n%s", what, err, out)
+	}
+	var res keyList
+	if err := json.Unmarshal(list.Data, &res); err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+	return res
+}
+
 // TestCrashKeepsAcknowledgedKeys kills hsmsh with SIGKILL while it is
 // generating keys from a batch on stdin, then checks that every key whose
 // result was printed survived on every HSM, and that no key was left half
@@ -223,17 +244,7 @@ func TestCrashKeepsAcknowledgedKeys(t *testing.T) {
 	if err != nil {
 		t.Fatalf("key list after the crash: %v\nstdout:\n%s\nstderr:\n%s", err, out, errOut)
 	}
-	var list envelope
-	if err := json.Unmarshal([]byte(out), &list); err != nil || list.ErrorCode != 0 {
-		t.Fatalf("key list after the crash: %v\n%s", err, out)
-	}
-	var res struct {
-		Keys  []listedKey `json:"matched_keys"`
-		Total int         `json:"total_key_count"`
-	}
-	if err := json.Unmarshal(list.Data, &res); err != nil {
-		t.Fatal(err)
-	}
+	res := decodeKeyList(t, "key list after the crash", out)
 	if res.Total != len(res.Keys) {
 		t.Errorf("total_key_count %d, but %d keys listed", res.Total, len(res.Keys))
 	}

@@ -222,16 +222,7 @@ func TestServerKilledKeepsAcknowledgedKeys(t *testing.T) {
 	if err != nil {
 		t.Fatalf("key list after the restart: %v\n%s\n%s", err, out, errOut)
 	}
-	var list envelope
-	if err := json.Unmarshal([]byte(out), &list); err != nil || list.ErrorCode != 0 {
-		t.Fatalf("key list: %v\n%s", err, out)
-	}
-	var res struct {
-		Keys []listedKey `json:"matched_keys"`
-	}
-	if err := json.Unmarshal(list.Data, &res); err != nil {
-		t.Fatal(err)
-	}
+	res := decodeKeyList(t, "key list after the restart", out)
 	onHSM2 := map[string]bool{}
 	for _, k := range res.Keys {
 		onHSM2[k.Ref] = k.Info.HSMCoverage["hsm-2"]
