@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -491,10 +490,8 @@ func (e *hsmError) Is(target error) bool {
 	return false
 }
 
+// remoteErr is an HSM's error as the client sees it: its own words (which
+// name the HSM), matching the sentinel its code names.
 func remoteErr(re *rpc.RemoteError) error {
-	if re.Code == codeDown {
-		// The message already names the HSM: "hsm-2 is down".
-		return &downError{id: strings.TrimSuffix(re.Message, " is down")}
-	}
 	return &hsmError{code: re.Code, msg: re.Message}
 }
