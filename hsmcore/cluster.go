@@ -28,6 +28,8 @@ type Cluster interface {
 	Login(ctx context.Context, username string, role Role, password string) (Caller, error)
 	// Logout ends a login session; its session keys are destroyed.
 	Logout(ctx context.Context, c Caller) error
+	// SessionInfo describes the caller's authenticated session.
+	SessionInfo(ctx context.Context, c Caller) (SessionInfo, error)
 
 	CreateUser(ctx context.Context, c Caller, username string, role Role, password string) (User, error)
 	DeleteUser(ctx context.Context, c Caller, username string, role Role) error

@@ -21,6 +21,7 @@ const (
 	secretIdentity = "identity"
 	secretDomain   = "domain"
 	secretMembers  = "domain-members"
+	secretClients  = "clients"
 )
 
 // domainInfo is what an HSM says of its place in the domain.
@@ -67,6 +68,12 @@ func (h *hsm) loadDomain(secrets map[string][]byte) error {
 	if b, ok := secrets[secretMembers]; ok {
 		if err := json.Unmarshal(b, &h.members); err != nil {
 			return fmt.Errorf("%s: domain members: %w", h.id, err)
+		}
+	}
+	h.clients = nil
+	if b, ok := secrets[secretClients]; ok {
+		if err := json.Unmarshal(b, &h.clients); err != nil {
+			return fmt.Errorf("%s: registered clients: %w", h.id, err)
 		}
 	}
 	return nil

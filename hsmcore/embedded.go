@@ -3,8 +3,6 @@ package hsmcore
 import (
 	"context"
 
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"github.com/hsmsh/hsmsh/hsmcore/quorum"
@@ -29,6 +27,11 @@ type Options struct {
 	// QuorumRules are KMS-style quorum rule sets by command path ("user
 	// delete"), which the HSMs apply.
 	QuorumRules map[string][]quorum.Rule
+	// Client is this client install's identity for authenticated
+	// sessions; a zero value makes one for the process.
+	Client ClientIdentity
+	// SessionLifetime is how long a login session lasts (default 1h).
+	SessionLifetime time.Duration
 }
 
 // Embedded is a cluster of in-process HSMs. It plays both parts: the HSMs,
@@ -59,6 +62,10 @@ type Embedded struct {
 	ruled map[string]bool
 	// domainMu serialises bringing HSMs into the domain.
 	domainMu sync.Mutex
+	// The client's identity, and its authenticated sessions by session id.
+	client   ClientIdentity
+	lifetime time.Duration
+	auth     map[string]*clientSession
 
 	// transport puts in-process HSMs behind nested TLS; nil calls them
 	// directly.
@@ -87,9 +94,12 @@ func OpenEmbedded(opts Options) (*Embedded, error) {
 	if opts.HSMs < 1 {
 		return nil, fmt.Errorf("%w: a cluster needs at least one HSM", ErrInvalid)
 	}
-	e := &Embedded{id: opts.ID, dir: opts.DataDir, dur: opts.Durability, ruled: ruledCommands(opts.QuorumRules), sessions: map[string]Caller{}, deleted: map[Ref]bool{}, sessionKeys: map[Ref]sessionKey{}}
+	e := &Embedded{id: opts.ID, dir: opts.DataDir, dur: opts.Durability, ruled: ruledCommands(opts.QuorumRules), sessions: map[string]Caller{}, deleted: map[Ref]bool{}, sessionKeys: map[Ref]sessionKey{}, auth: map[string]*clientSession{}}
 	if e.dur.MinimumNodes < 1 {
 		e.dur.MinimumNodes = 1
+	}
+	if err := e.setClient(opts.Client, opts.SessionLifetime); err != nil {
+		return nil, err
 	}
 	if opts.DataDir != "" {
 		l, err := lockDir(opts.DataDir)
@@ -403,7 +413,16 @@ func (e *Embedded) Login(ctx context.Context, username string, role Role, passwo
 	if u.locked() {
 		return Caller{}, ErrLocked
 	}
-	if u.Role != role || !checkPassword(u.Hash, password) {
+	// The HSM checks the password, inside the session's channel.
+	var sess *clientSession
+	ok := false
+	if u.Role == role {
+		sess, ok, err = e.authenticate(name, role, password)
+		if err != nil {
+			return Caller{}, err
+		}
+	}
+	if !ok {
 		// Every HSM records the failure, so the count is cluster-wide.
 		u.Failed++
 		if err := e.putUserAll(u); err != nil {
@@ -420,19 +439,12 @@ func (e *Embedded) Login(ctx context.Context, username string, role Role, passwo
 			return Caller{}, err
 		}
 	}
-	c := Caller{Username: name, Role: role, Session: newSessionID()}
+	c := Caller{Username: name, Role: role, Session: sess.sid}
 	e.mu.Lock()
 	e.sessions[c.Session] = c
+	e.auth[c.Session] = sess
 	e.mu.Unlock()
 	return c, nil
-}
-
-func newSessionID() string {
-	b := make([]byte, 16)
-	if _, err := rand.Read(b); err != nil {
-		panic("hsmcore: crypto/rand failed: " + err.Error())
-	}
-	return hex.EncodeToString(b)
 }
 
 func (e *Embedded) Logout(ctx context.Context, c Caller) error {
@@ -444,8 +456,13 @@ func (e *Embedded) Logout(ctx context.Context, c Caller) error {
 			e.events.publish(Event{Kind: EventSessionKeys, HSM: h.ID(), Count: n, Detail: "logout of " + c.Username})
 		}
 	}
+	e.endSession(c.Session)
 	e.mu.Lock()
 	delete(e.sessions, c.Session)
+	if s := e.auth[c.Session]; s != nil {
+		clear(s.sk[:])
+		delete(e.auth, c.Session)
+	}
 	for ref, sk := range e.sessionKeys {
 		if sk.session == c.Session {
 			delete(e.sessionKeys, ref)

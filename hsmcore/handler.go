@@ -48,6 +48,10 @@ const (
 	mExportDomain = "export-domain"
 	mImportDomain = "import-domain"
 
+	mHandshake    = "handshake"
+	mAuthenticate = "authenticate"
+	mEndSession   = "end-session"
+
 	mSyncNow    = "sync-now"
 	mSyncPause  = "sync-pause"
 	mSyncResume = "sync-resume"
@@ -303,6 +307,24 @@ func dispatch(h node, method string, args json.RawMessage) (any, error) {
 			return nil, err
 		}
 		return nil, h.ImportDomain(a.Wrapped, a.Members)
+	case mHandshake:
+		var a handshakeArgs
+		if err := decode(&a); err != nil {
+			return nil, err
+		}
+		return h.Handshake(a)
+	case mAuthenticate:
+		var a authArgs
+		if err := decode(&a); err != nil {
+			return nil, err
+		}
+		return h.Authenticate(a)
+	case mEndSession:
+		var sid string
+		if err := decode(&sid); err != nil {
+			return nil, err
+		}
+		return nil, h.EndSession(sid)
 	}
 	return nil, fmt.Errorf("%w %q: the server runs another hsmsh version?", errUnknownMethod, method)
 }

@@ -42,6 +42,8 @@ type hsm struct {
 	identity *authsession.Identity
 	domain   *authsession.DomainKey // nil until it joins one
 	members  map[string][]byte      // the domain's HSMs' identity keys
+	clients  map[string][]byte      // client installs' identity keys, by client id
+	sessions map[string]*hsmSession // authenticated sessions: volatile
 }
 
 func newHSM(id string, st store) (*hsm, error) {
@@ -415,6 +417,7 @@ func (h *hsm) fail(destroy bool, dir string) ([]Ref, error) {
 	defer h.mu.Unlock()
 	h.up = false
 	h.sessionKeys = map[Ref]*keyRecord{}
+	h.sessions = nil // volatile, like session keys
 	if !destroy {
 		return nil, nil
 	}
@@ -469,6 +472,7 @@ func (h *hsm) restart() int {
 	defer h.mu.Unlock()
 	n := len(h.sessionKeys)
 	h.sessionKeys = map[Ref]*keyRecord{}
+	h.sessions = nil // session keys (SK) live in volatile memory only
 	return n
 }
 

@@ -93,4 +93,9 @@ type node interface {
 	AddMembers(members map[string][]byte) error
 	ExportDomain(to string) (*authsession.WrappedDomain, error)
 	ImportDomain(w *authsession.WrappedDomain, members map[string][]byte) error
+
+	// Authenticated sessions (sessionhsm.go).
+	Handshake(a handshakeArgs) (*authsession.Reply, error)
+	Authenticate(a authArgs) (authsession.Envelope, error)
+	EndSession(sid string) error
 }

@@ -427,6 +427,22 @@ func (n *remoteNode) ImportDomain(w *authsession.WrappedDomain, members map[stri
 	return n.call(mImportDomain, importDomainArgs{Wrapped: w, Members: members}, nil)
 }
 
+func (n *remoteNode) Handshake(a handshakeArgs) (*authsession.Reply, error) {
+	var r authsession.Reply
+	if err := n.call(mHandshake, a, &r); err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
+
+func (n *remoteNode) Authenticate(a authArgs) (authsession.Envelope, error) {
+	var e authsession.Envelope
+	err := n.call(mAuthenticate, a, &e)
+	return e, err
+}
+
+func (n *remoteNode) EndSession(sid string) error { return n.call(mEndSession, sid, nil) }
+
 // downError is an HSM that cannot be reached, or that says it is down.
 type downError struct {
 	id  string

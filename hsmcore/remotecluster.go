@@ -24,6 +24,10 @@ type RemoteOptions struct {
 	// QuorumRules are the rule sets the servers apply: the client sends
 	// the commands they name to the servers for approval.
 	QuorumRules map[string][]quorum.Rule
+	// Client is this client install's identity; SessionLifetime how long
+	// a login session lasts.
+	Client          ClientIdentity
+	SessionLifetime time.Duration
 	// ConnectWait is how long Open waits for the first connections.
 	// Default 5s; servers that are not up by then are down until they are.
 	ConnectWait time.Duration
@@ -52,9 +56,12 @@ func OpenRemote(opts RemoteOptions) (*Remote, error) {
 	if opts.ConnectWait <= 0 {
 		opts.ConnectWait = 5 * time.Second
 	}
-	e := &Embedded{id: opts.ID, dur: opts.Durability, ruled: ruledCommands(opts.QuorumRules), sessions: map[string]Caller{}, deleted: map[Ref]bool{}, sessionKeys: map[Ref]sessionKey{}}
+	e := &Embedded{id: opts.ID, dur: opts.Durability, ruled: ruledCommands(opts.QuorumRules), sessions: map[string]Caller{}, deleted: map[Ref]bool{}, sessionKeys: map[Ref]sessionKey{}, auth: map[string]*clientSession{}}
 	if e.dur.MinimumNodes < 1 {
 		e.dur.MinimumNodes = 1
+	}
+	if err := e.setClient(opts.Client, opts.SessionLifetime); err != nil {
+		return nil, err
 	}
 	seen := map[string]bool{}
 	for _, s := range opts.Servers {

@@ -76,7 +76,7 @@ func NewServer(opts ServerOptions) (*Server, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	g := &Embedded{id: opts.ID, sessions: map[string]Caller{}, deleted: map[Ref]bool{}, sessionKeys: map[Ref]sessionKey{},
+	g := &Embedded{id: opts.ID, sessions: map[string]Caller{}, deleted: map[Ref]bool{}, sessionKeys: map[Ref]sessionKey{}, auth: map[string]*clientSession{},
 		dur: Durability{MinimumNodes: 1, ServerSyncInterval: opts.SyncInterval}}
 	var st store
 	if opts.DataDir != "" {

@@ -169,3 +169,16 @@ func OpenEKT(domain DomainKey, ekt []byte, now time.Time) ([32]byte, Claims, err
 	}
 	return sk, c, nil
 }
+
+// IssueEKT seals a new EKT for an existing session key: an HSM that has
+// just authenticated the session's user re-issues the token with the
+// user's role in place of the provisional one of the handshake. claims
+// must carry the session id; Domain is filled in.
+func IssueEKT(domain DomainKey, sk [32]byte, claims Claims) ([]byte, error) {
+	claims.Domain = domain.ID()
+	claims.Expires = claims.Expires.UTC().Truncate(time.Second)
+	if err := checkClaims(claims); err != nil {
+		return nil, fmt.Errorf("issue a session token: %w", err)
+	}
+	return sealEKT(domain, sk, claims)
+}

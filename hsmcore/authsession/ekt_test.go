@@ -163,3 +163,21 @@ func TestDomainKey(t *testing.T) {
 // zeroDomainID is the hex of the first 8 bytes of
 // SHA-256("hsmsh-domain-id" ‖ 32 zero bytes), computed independently.
 const zeroDomainID = "3df0422db1f0a9aa"
+
+func TestIssueEKT(t *testing.T) {
+	domain := mustDomain(t)
+	var sk [32]byte
+	sk[0] = 7
+	exp := time.Now().Add(time.Hour)
+	ekt, err := IssueEKT(domain, sk, Claims{SessionID: "00112233445566778899aabbccddeeff", User: "alice", Role: "crypto-user", Expires: exp})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, c, err := OpenEKT(domain, ekt, time.Now())
+	if err != nil || got != sk || c.User != "alice" || c.Role != "crypto-user" || c.Domain != domain.ID() {
+		t.Fatalf("OpenEKT: %v %+v", err, c)
+	}
+	if _, err := IssueEKT(domain, sk, Claims{User: "alice", Role: "x", Expires: exp}); err == nil {
+		t.Error("an EKT without a session id was issued")
+	}
+}
