@@ -78,6 +78,17 @@ func clusterCommands() []*Command {
 			},
 		},
 		{
+			Path: []string{"session", "info"}, Who: LoggedIn,
+			Summary: "show the login session: id, user, role, HSMs that served it, EKT expiry, the handshake's curve and AEAD",
+			Run: func(ctx context.Context, env *Env, a *Args) (any, error) {
+				c, err := env.Session.Caller()
+				if err != nil {
+					return nil, err
+				}
+				return env.Session.Cluster().SessionInfo(ctx, c)
+			},
+		},
+		{
 			Path: []string{"login"}, Who: Anyone,
 			Summary: "log in to the cluster",
 			Flags: []Flag{

@@ -41,7 +41,7 @@ func servers(cfg *config.Config) []hsmcore.Peer {
 }
 
 // openRemote connects to the servers of [[cluster.servers]].
-func openRemote(cfg *config.Config) (*Env, error) {
+func openRemote(cfg *config.Config, dataDir string) (*Env, error) {
 	tlsCfg, err := nestedtls.LoadClient(tlsFiles(cfg))
 	if err != nil {
 		return nil, pkiHint(cfg, err)
@@ -50,12 +50,18 @@ func openRemote(cfg *config.Config) (*Env, error) {
 	if err != nil {
 		return nil, err
 	}
+	client, err := clientIdentity(dataDir)
+	if err != nil {
+		return nil, err
+	}
 	c, err := hsmcore.OpenRemote(hsmcore.RemoteOptions{
-		QuorumRules: rules,
-		ID:          cfg.Cluster.ID,
-		Servers:     servers(cfg),
-		TLS:         tlsCfg,
-		Durability:  durability(cfg),
+		QuorumRules:     rules,
+		Client:          client,
+		SessionLifetime: cfg.Session.Lifetime,
+		ID:              cfg.Cluster.ID,
+		Servers:         servers(cfg),
+		TLS:             tlsCfg,
+		Durability:      durability(cfg),
 	})
 	if err != nil {
 		return nil, err

@@ -32,7 +32,7 @@ type Env struct {
 func Open(cfg *config.Config, dataDir string) (*Env, error) {
 	switch cfg.Cluster.Mode {
 	case "remote":
-		return openRemote(cfg)
+		return openRemote(cfg, dataDir)
 	case "embedded":
 	default:
 		return nil, fmt.Errorf("cluster mode %q: use \"embedded\" or \"remote\"", cfg.Cluster.Mode)
@@ -45,13 +45,19 @@ func Open(cfg *config.Config, dataDir string) (*Env, error) {
 	if err != nil {
 		return nil, err
 	}
+	client, err := clientIdentity(dataDir)
+	if err != nil {
+		return nil, err
+	}
 	c, err := hsmcore.OpenEmbedded(hsmcore.Options{
-		QuorumRules: rules,
-		ID:          cfg.Cluster.ID,
-		HSMs:        cfg.Cluster.HSMs,
-		DataDir:     dir,
-		Durability:  durability(cfg),
-		Transport:   cfg.Cluster.Transport,
+		QuorumRules:     rules,
+		Client:          client,
+		SessionLifetime: cfg.Session.Lifetime,
+		ID:              cfg.Cluster.ID,
+		HSMs:            cfg.Cluster.HSMs,
+		DataDir:         dir,
+		Durability:      durability(cfg),
+		Transport:       cfg.Cluster.Transport,
 	})
 	if err != nil {
 		return nil, err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/hsmsh/hsmsh/hsmcore"
 )
@@ -47,6 +48,20 @@ func (e *Env) Who() (user, role string, ok bool) {
 		return "", "", false
 	}
 	return c.Username, string(c.Role), true
+}
+
+// SessionLeft is how long the login session has left, for the status
+// bar; ok is false when nobody is logged in.
+func (e *Env) SessionLeft(ctx context.Context) (left time.Duration, ok bool) {
+	c, err := e.Session.Caller()
+	if err != nil {
+		return 0, false
+	}
+	info, err := e.Session.Cluster().SessionInfo(ctx, c)
+	if err != nil {
+		return 0, false
+	}
+	return time.Duration(info.SecondsLeft) * time.Second, true
 }
 
 // ClusterID is the id of the cluster the session runs on.

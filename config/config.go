@@ -71,6 +71,8 @@ type Config struct {
 	UI         UI
 	// Quorum holds the KMS-style quorum rule sets the HSMs apply.
 	Quorum Quorum
+	// Session holds the authenticated sessions' settings.
+	Session Session
 
 	sources map[string]Source // setting name -> source; missing means default
 	given   TLS               // TLS paths as set (already absolute), "" = derive
@@ -119,6 +121,12 @@ type TLS struct {
 	ServerKey   string
 	ClusterCert string
 	ClusterKey  string
+}
+
+// Session holds the authenticated sessions' settings.
+type Session struct {
+	// Lifetime is how long a login session (its EKT) lasts.
+	Lifetime time.Duration
 }
 
 // Quorum holds quorum rule sets, from [[quorum.rules]] tables.
@@ -180,8 +188,9 @@ func Default() *Config {
 			KeyAvailabilityCheck:     true,
 			ServerSyncInterval:       5 * time.Second,
 		},
-		Client: Client{RetryOnMissingKey: 3},
-		UI:     UI{Theme: "default"},
+		Client:  Client{RetryOnMissingKey: 3},
+		Session: Session{Lifetime: time.Hour},
+		UI:      UI{Theme: "default"},
 	}
 	// An absolute base keeps the paths valid if the process changes
 	// directory later; if the directory is unknown, relative will do.

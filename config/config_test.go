@@ -218,9 +218,9 @@ func TestLoadErrors(t *testing.T) {
 			7, "durability.create_objects_min",
 			"unknown key (known keys in [durability]: create_object_minimum_nodes, key_availability_check, server_sync_interval)"},
 		{"unknown table", "[cluster]\nhsms = 3\n\n[duarbility]\nx = 1\n",
-			4, "duarbility", "unknown table (known tables: client, cluster, durability, quorum, tls, ui)"},
+			4, "duarbility", "unknown table (known tables: client, cluster, durability, quorum, session, tls, ui)"},
 		{"unknown top-level key", "verbose = true\n[cluster]\n",
-			1, "verbose", "unknown key (known tables: client, cluster, durability, quorum, tls, ui)"},
+			1, "verbose", "unknown key (known tables: client, cluster, durability, quorum, session, tls, ui)"},
 		{"unknown cluster key", "[cluster]\nhsms = 3\nserver = 1\n",
 			3, "cluster.server", "known keys in [cluster]: hsms, id, mode, servers"},
 		{"wrong type", "[cluster]\nid = \"a\"\nhsms = \"three\"\n",
@@ -481,7 +481,7 @@ func TestSetValues(t *testing.T) {
 		{"cluster.id", "", nil, `"" is not a valid id`},
 		{"ui.theme", "", nil, "ui.theme: must not be empty"},
 		{"durability.create_objects_min", "1", nil,
-			`unknown setting "durability.create_objects_min" (known settings: client.retry_on_missing_key, cluster.hsms, cluster.id, cluster.mode, cluster.transport, durability.create_object_minimum_nodes, durability.key_availability_check, durability.server_sync_interval, tls.client_cert, tls.client_key, tls.cluster_cert, tls.cluster_key, tls.customer_ca, tls.pki_dir, tls.server_cert, tls.server_key, tls.trust_dir, ui.theme)`},
+			`unknown setting "durability.create_objects_min" (known settings: client.retry_on_missing_key, cluster.hsms, cluster.id, cluster.mode, cluster.transport, durability.create_object_minimum_nodes, durability.key_availability_check, durability.server_sync_interval, session.lifetime, tls.client_cert, tls.client_key, tls.cluster_cert, tls.cluster_key, tls.customer_ca, tls.pki_dir, tls.server_cert, tls.server_key, tls.trust_dir, ui.theme)`},
 		{"cluster.servers", "x", nil, `unknown setting "cluster.servers"`},
 	}
 	for _, tt := range tests {
@@ -529,6 +529,7 @@ func TestSettings(t *testing.T) {
 		{"durability.create_object_minimum_nodes", "1", SourceDefault},
 		{"durability.key_availability_check", "false", SourceFlag},
 		{"durability.server_sync_interval", "1m30s", SourceFile},
+		{"session.lifetime", "1h", SourceDefault},
 		{"tls.client_cert", filepath.Join(pki, "client.crt"), SourceDefault},
 		{"tls.client_key", filepath.Join(pki, "client.key"), SourceDefault},
 		{"tls.cluster_cert", filepath.Join(pki, "cluster.crt"), SourceDefault},

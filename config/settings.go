@@ -34,6 +34,9 @@ type setting struct {
 	dur      func(*Config) *time.Duration
 	path     func(*TLS) *string // kindPath
 	file     string             // kindPath: default file name in pki_dir
+	// minDur, maxDur bound a kindDuration; zero means the sync interval's
+	// bounds.
+	minDur, maxDur time.Duration
 }
 
 const (
@@ -64,6 +67,8 @@ var settings = func() []*setting {
 			bool: func(c *Config) *bool { return &c.Durability.KeyAvailabilityCheck }},
 		{name: "durability.server_sync_interval", kind: kindDuration,
 			dur: func(c *Config) *time.Duration { return &c.Durability.ServerSyncInterval }},
+		{name: "session.lifetime", kind: kindDuration, minDur: time.Minute, maxDur: 24 * time.Hour,
+			dur: func(c *Config) *time.Duration { return &c.Session.Lifetime }},
 		tls("client_cert", "client.crt", func(t *TLS) *string { return &t.ClientCert }),
 		tls("client_key", "client.key", func(t *TLS) *string { return &t.ClientKey }),
 		tls("cluster_cert", "cluster.crt", func(t *TLS) *string { return &t.ClusterCert }),
@@ -149,9 +154,13 @@ func (s *setting) parseValue(value string) (any, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%q is not a duration (examples: 500ms, 5s, 1m30s)", value)
 		}
-		if d < minSyncInterval || d > maxSyncInterval {
+		lo, hi := minSyncInterval, maxSyncInterval
+		if s.minDur > 0 {
+			lo, hi = s.minDur, s.maxDur
+		}
+		if d < lo || d > hi {
 			return nil, fmt.Errorf("%s is out of range (%s..%s)", formatDuration(d),
-				formatDuration(minSyncInterval), formatDuration(maxSyncInterval))
+				formatDuration(lo), formatDuration(hi))
 		}
 		return d, nil
 	case kindString:

@@ -416,3 +416,16 @@ func TestQuorumTokenPane(t *testing.T) {
 		t.Errorf("token row %q:\n%s", row, v)
 	}
 }
+
+// The status bar shows how long the login session has left.
+func TestStatusBarShowsSessionLifetime(t *testing.T) {
+	m := newTestModel(t, 3, true, "")
+	status := lineWith(m.View(), "cluster-local │ cu1@crypto-user")
+	if !strings.Contains(status, "· session 59m") || !strings.Contains(status, "s left") {
+		t.Errorf("status bar %q", status)
+	}
+	runLine(t, m, "logout")
+	if v := m.View(); strings.Contains(v, "s left") {
+		t.Errorf("a session lifetime after logout:\n%s", lineWith(v, "not logged in"))
+	}
+}

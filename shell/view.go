@@ -1,6 +1,7 @@
 package shell
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"time"
@@ -383,6 +384,10 @@ func (m *Model) statusView(w int) string {
 	who := "not logged in"
 	if user, role, ok := m.env.Who(); ok {
 		who = user + "@" + role
+		// The authenticated session's remaining lifetime (its EKT's).
+		if left, ok := m.env.SessionLeft(context.Background()); ok {
+			who += fmt.Sprintf(" · session %s left", left.Truncate(time.Second))
+		}
 	}
 	d := m.env.Durability()
 	check := "off"
