@@ -46,11 +46,7 @@ func openRemote(cfg *config.Config, dataDir string) (*Env, error) {
 	if err != nil {
 		return nil, pkiHint(cfg, err)
 	}
-	rules, err := quorumRules(cfg)
-	if err != nil {
-		return nil, err
-	}
-	client, err := clientIdentity(dataDir)
+	rules, client, err := clientSide(cfg, dataDir)
 	if err != nil {
 		return nil, err
 	}

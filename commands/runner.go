@@ -9,6 +9,7 @@ import (
 
 	"github.com/hsmsh/hsmsh/config"
 	"github.com/hsmsh/hsmsh/hsmcore"
+	"github.com/hsmsh/hsmsh/hsmcore/quorum"
 	"github.com/hsmsh/hsmsh/session"
 )
 
@@ -41,11 +42,7 @@ func Open(cfg *config.Config, dataDir string) (*Env, error) {
 	if dataDir != "" {
 		dir = filepath.Join(dataDir, "clusters", cfg.Cluster.ID)
 	}
-	rules, err := quorumRules(cfg)
-	if err != nil {
-		return nil, err
-	}
-	client, err := clientIdentity(dataDir)
+	rules, client, err := clientSide(cfg, dataDir)
 	if err != nil {
 		return nil, err
 	}
@@ -63,6 +60,18 @@ func Open(cfg *config.Config, dataDir string) (*Env, error) {
 		return nil, err
 	}
 	return &Env{Session: session.New(c), Config: cfg}, nil
+}
+
+// clientSide is what both modes' client library needs besides the
+// cluster's shape: the quorum rule sets the HSMs apply, and this install's
+// identity for authenticated sessions.
+func clientSide(cfg *config.Config, dataDir string) (map[string][]quorum.Rule, hsmcore.ClientIdentity, error) {
+	rules, err := quorumRules(cfg)
+	if err != nil {
+		return nil, hsmcore.ClientIdentity{}, err
+	}
+	client, err := clientIdentity(dataDir)
+	return rules, client, err
 }
 
 // Close logs out (destroying session keys) and closes the cluster.
