@@ -286,25 +286,30 @@ func keyCommands() []*Command {
 				if err != nil {
 					return nil, err
 				}
-				p := env.path(a.String("path"))
-				f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
-				if errors.Is(err, os.ErrExist) {
-					return nil, fmt.Errorf("%s already exists: choose another --path or remove it first", a.String("path"))
-				}
-				if err != nil {
-					return nil, err
-				}
-				if _, err := f.Write(pem); err != nil {
-					f.Close()
-					return nil, err
-				}
-				if err := f.Close(); err != nil {
+				if err := createFile(env.path(a.String("path")), a.String("path"), "--path", pem, 0o644); err != nil {
 					return nil, err
 				}
 				return map[string]string{"message": "Successfully wrote public key to " + a.String("path"), "key-reference": k.Ref.String()}, nil
 			},
 		},
 	}
+}
+
+// createFile writes data to a new file at p (named as the user gave it),
+// never over an existing one: a key or token file is not silently lost.
+func createFile(p, given, flag string, data []byte, mode os.FileMode) error {
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
+	if errors.Is(err, os.ErrExist) {
+		return fmt.Errorf("%s already exists: choose another %s or remove it first", given, flag)
+	}
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 func settableAttributes() []string {

@@ -165,21 +165,6 @@ func quorumRules(cfg *config.Config) (map[string][]quorum.Rule, error) {
 	return out, nil
 }
 
-func writeNew(p string, data []byte) error {
-	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		if os.IsExist(err) {
-			return fmt.Errorf("%s already exists: choose another --token or remove it first", p)
-		}
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
-}
-
 func quorumCommands() []*Command {
 	serviceFlag := Flag{Name: "service", Kind: String, Required: true, Values: quorum.Services, Help: "the quorum service"}
 	return []*Command{
@@ -213,12 +198,16 @@ func quorumCommands() []*Command {
 					}
 					command = commandLine(words)
 				}
+				// Refuse an existing file before the cluster issues a token
+				// nobody could use; createFile still guards the write.
+				if _, err := os.Lstat(env.path(a.String("token"))); err == nil {
+					return nil, fmt.Errorf("%s already exists: choose another --token or remove it first", a.String("token"))
+				}
 				b, err := env.Session.Cluster().GenerateToken(ctx, c, a.String("service"), ref, command)
 				if err != nil {
 					return nil, err
 				}
-				p := env.path(a.String("token"))
-				if err := writeNew(p, b); err != nil {
+				if err := createFile(env.path(a.String("token")), a.String("token"), "--token", b, 0o600); err != nil {
 					return nil, err
 				}
 				return map[string]any{"path": a.String("token"), "service": a.String("service"), "command": command}, nil

@@ -160,21 +160,8 @@ func (p *parser) typeError(s *setting, v any) {
 
 // servers checks the [[cluster.servers]] tables.
 func (p *parser) servers(v any) {
-	var list []map[string]any
-	switch x := v.(type) {
-	case []map[string]any:
-		list = x
-	case []any:
-		for _, e := range x {
-			m, ok := e.(map[string]any)
-			if !ok {
-				p.errorf("cluster.servers", "must be an array of tables ([[cluster.servers]]), got an array holding %s", tomlscan.Describe(e))
-				return
-			}
-			list = append(list, m)
-		}
-	default:
-		p.errorf("cluster.servers", "must be an array of tables ([[cluster.servers]]), got %s", tomlscan.Describe(v))
+	list, ok := p.arrayOfTables("cluster.servers", v)
+	if !ok {
 		return
 	}
 	ids := make(map[string]string) // id -> key where it was first used

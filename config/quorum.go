@@ -57,9 +57,8 @@ func ParseAlternative(s string) ([]Requirement, error) {
 
 // quorumRules checks the [[quorum.rules]] tables.
 func (p *parser) quorumRules(v any) {
-	list, ok := tableArray(v)
+	list, ok := p.arrayOfTables("quorum.rules", v)
 	if !ok {
-		p.errorf("quorum.rules", "must be an array of tables ([[quorum.rules]]), got %s", tomlscan.Describe(v))
 		return
 	}
 	seen := map[string]string{}
@@ -124,21 +123,36 @@ func (p *parser) quorumRules(v any) {
 	}
 }
 
-// tableArray reads an array of tables as the TOML decoder gives it.
-func tableArray(v any) ([]map[string]any, bool) {
+// tableArray reads an array of tables as the TOML decoder gives it. When v
+// is not one, bad is what is wrong: v itself, or the element of v that is
+// not a table (inArray true).
+func tableArray(v any) (list []map[string]any, bad any, inArray bool) {
 	switch x := v.(type) {
 	case []map[string]any:
-		return x, true
+		return x, nil, false
 	case []any:
-		var list []map[string]any
 		for _, e := range x {
 			m, ok := e.(map[string]any)
 			if !ok {
-				return nil, false
+				return nil, e, true
 			}
 			list = append(list, m)
 		}
-		return list, true
+		return list, nil, false
 	}
-	return nil, false
+	return nil, v, false
+}
+
+// arrayOfTables reads [[key]] tables, reporting anything else at key.
+func (p *parser) arrayOfTables(key string, v any) ([]map[string]any, bool) {
+	list, bad, inArray := tableArray(v)
+	switch {
+	case inArray:
+		p.errorf(key, "must be an array of tables ([[%s]]), got an array holding %s", key, tomlscan.Describe(bad))
+		return nil, false
+	case bad != nil:
+		p.errorf(key, "must be an array of tables ([[%s]]), got %s", key, tomlscan.Describe(bad))
+		return nil, false
+	}
+	return list, true
 }

@@ -147,11 +147,7 @@ func OpenEmbedded(opts Options) (*Embedded, error) {
 		h.rules = opts.QuorumRules
 		e.hsms = append(e.hsms, e.wrap(h))
 	}
-	if err := e.ensureAdmin(); err != nil {
-		e.Close()
-		return nil, err
-	}
-	if err := e.ensureDomain(); err != nil {
+	if err := e.prepare(); err != nil {
 		e.Close()
 		return nil, err
 	}
@@ -172,6 +168,16 @@ func (e *Embedded) wrap(h *hsm) node {
 // loses events; cancel ends the subscription.
 func (e *Embedded) Subscribe(buffer int) (<-chan Event, func()) {
 	return e.events.subscribe(buffer)
+}
+
+// prepare is what a client does on opening a cluster, embedded or remote:
+// a new cluster gets its built-in admin, and every HSM that answers joins
+// the domain.
+func (e *Embedded) prepare() error {
+	if err := e.ensureAdmin(); err != nil {
+		return err
+	}
+	return e.ensureDomain()
 }
 
 // ensureAdmin gives a brand-new cluster its unactivated admin.

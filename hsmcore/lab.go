@@ -151,6 +151,19 @@ func (e *Embedded) RestartHSM(id string) error {
 const maxHSMs = 28
 
 func (e *Embedded) AddHSM() (string, error) {
+	id, err := e.addHSM()
+	if err != nil {
+		return "", err
+	}
+	// New hardware joins the domain, outside e.mu: joining calls the HSMs.
+	if err := e.ensureDomain(); err != nil {
+		return id, fmt.Errorf("add %s: %w", id, err)
+	}
+	return id, nil
+}
+
+// addHSM makes a new empty HSM and puts it in the cluster.
+func (e *Embedded) addHSM() (string, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if len(e.hsms) >= maxHSMs {
@@ -179,6 +192,9 @@ func (e *Embedded) AddHSM() (string, error) {
 	}
 	h, err := newHSM(id, st)
 	if err != nil {
+		if st != nil {
+			st.close()
+		}
 		return "", err
 	}
 	if first, ok := inProcess(e.hsms[0]); ok {
@@ -186,12 +202,6 @@ func (e *Embedded) AddHSM() (string, error) {
 	}
 	e.hsms = append(e.hsms, e.wrap(h))
 	e.events.publish(Event{Kind: EventHSMAdded, HSM: id})
-	e.mu.Unlock()
-	err = e.ensureDomain()
-	e.mu.Lock() // for the deferred unlock
-	if err != nil {
-		return id, fmt.Errorf("add %s: %w", id, err)
-	}
 	return id, nil
 }
 

@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -83,22 +84,20 @@ func approversOn(t *testing.T, e *Embedded) *approverSet {
 // approver does with openssl.
 func signRegistration(t *testing.T, file []byte, k crypto.Signer) []byte {
 	t.Helper()
-	rf, ad, _, err := quorum.ParseRegistrationFile(withSigned(file, "AA=="))
+	var rf quorum.RegistrationFile
+	if err := json.Unmarshal(file, &rf); err != nil || len(rf.Tokens) != 1 {
+		t.Fatalf("registration file: %v", err)
+	}
+	data, err := base64.StdEncoding.DecodeString(rf.Tokens[0].ApprovalData)
 	if err != nil {
 		t.Fatal(err)
 	}
-	sig, err := quorum.SignDigest(k, quorum.Digest(ad.Encode()))
+	sig, err := quorum.SignDigest(k, quorum.Digest(data))
 	if err != nil {
 		t.Fatal(err)
 	}
 	rf.Tokens[0].Signed = base64.StdEncoding.EncodeToString(sig)
 	return rf.Marshal()
-}
-
-// withSigned puts a placeholder signature in a fresh registration file,
-// which the parser requires.
-func withSigned(file []byte, sig string) []byte {
-	return []byte(strings.Replace(string(file), `"signed": ""`, `"signed": "`+sig+`"`, 1))
 }
 
 // token has admin generate a token for service and the signers sign it.

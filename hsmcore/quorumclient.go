@@ -166,17 +166,8 @@ func (e *Embedded) GenerateToken(ctx context.Context, c Caller, service string, 
 	}
 	data := ad.Encode()
 	t := &tokenRecord{Nonce: ad.Nonce, ApprovalData: data, Service: service, Requester: c.Username, Expires: ad.Expires}
-	stored := 0
-	var errs []error
-	for _, h := range e.answering() {
-		if err := h.PutToken(t); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		stored++
-	}
-	if stored == 0 {
-		return nil, fmt.Errorf("issue the token: %w", errors.Join(append(errs, ErrNoHSM)...))
+	if err := e.toEach(func(h node) error { return h.PutToken(t) }); err != nil {
+		return nil, fmt.Errorf("issue the token: %w", err)
 	}
 	e.events.publish(Event{Kind: EventQuorumToken, Detail: fmt.Sprintf("%s token for %s", service, c.Username)})
 	if service == quorum.ServiceRegistration {
@@ -335,16 +326,20 @@ func (e *Embedded) SetQuorumTimeouts(ctx context.Context, c Caller, generated, a
 
 func (e *Embedded) putQuorumAll(s quorumSettings) error {
 	s.Updated = max(time.Now().UnixNano(), s.Updated+1)
-	stored := 0
+	return e.toEach(func(h node) error { return h.PutQuorumSettings(s) })
+}
+
+// toEach writes to every HSM that answers, and succeeds if at least one
+// took it: sync brings the others what they missed.
+func (e *Embedded) toEach(write func(h node) error) error {
 	var errs []error
-	for _, h := range e.answering() {
-		if err := h.PutQuorumSettings(s); err != nil {
+	hs := e.answering()
+	for _, h := range hs {
+		if err := write(h); err != nil {
 			errs = append(errs, err)
-			continue
 		}
-		stored++
 	}
-	if stored == 0 {
+	if len(hs) == 0 || len(errs) == len(hs) {
 		return errors.Join(append(errs, ErrNoHSM)...)
 	}
 	return nil

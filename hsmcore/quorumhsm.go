@@ -90,11 +90,11 @@ type approvalRequest struct {
 	Token     []byte `json:"token,omitempty"` // the token file, with signatures
 }
 
-// approvalResult is the HSM's answer: what was required, and who approved.
+// approvalResult is the HSM's answer: the token it used (none when the
+// operation needed no approval), and who approved.
 type approvalResult struct {
-	Required string   `json:"required"` // "" when no approval is needed
-	Signers  []string `json:"signers,omitempty"`
-	Nonce    string   `json:"nonce,omitempty"`
+	Signers []string `json:"signers,omitempty"`
+	Nonce   string   `json:"nonce,omitempty"`
 }
 
 // quorumState is what an HSM reports of its quorum state.
@@ -300,38 +300,37 @@ func (h *hsm) Approve(req approvalRequest) (approvalResult, error) {
 	if len(alts) == 0 {
 		return approvalResult{}, nil
 	}
-	res := approvalResult{Required: describeRules(alts)}
+	required := describeRules(alts)
 	if len(req.Token) == 0 {
-		return res, fmt.Errorf("%w: it needs the approval of %s (quorum token-sign generate --service %s, then --approval FILE)", quorum.ErrApprovalRequired, res.Required, req.Service)
+		return approvalResult{}, fmt.Errorf("%w: it needs the approval of %s (quorum token-sign generate --service %s, then --approval FILE)", quorum.ErrApprovalRequired, required, req.Service)
 	}
 	tf, ad, err := quorum.ParseTokenFile(req.Token)
 	if err != nil {
-		return res, fmt.Errorf("%w: %w", ErrInvalid, err)
+		return approvalResult{}, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	now := time.Now()
 	t, err := h.liveToken(ad, tf.ApprovalData, now)
 	if err != nil {
-		return res, err
+		return approvalResult{}, err
 	}
 	switch {
 	case ad.Service != req.Service:
-		return res, fmt.Errorf("%w: this token approves the %s service, not %s", ErrPermission, ad.Service, req.Service)
+		return approvalResult{}, fmt.Errorf("%w: this token approves the %s service, not %s", ErrPermission, ad.Service, req.Service)
 	case ad.Requester != req.Requester:
-		return res, fmt.Errorf("%w: this token was made for %s, not %s", ErrPermission, ad.Requester, req.Requester)
+		return approvalResult{}, fmt.Errorf("%w: this token was made for %s, not %s", ErrPermission, ad.Requester, req.Requester)
 	case ad.KeyRef != "" && ad.KeyRef != req.KeyRef.String():
-		return res, fmt.Errorf("%w: this token approves key %s only", ErrPermission, ad.KeyRef)
+		return approvalResult{}, fmt.Errorf("%w: this token approves key %s only", ErrPermission, ad.KeyRef)
 	case ad.Command != "" && ad.Command != req.Command:
-		return res, fmt.Errorf("%w: this token approves the command %q only, not %q", ErrPermission, ad.Command, req.Command)
+		return approvalResult{}, fmt.Errorf("%w: this token approves the command %q only, not %q", ErrPermission, ad.Command, req.Command)
 	}
 	signers, err := quorum.Verify(tf, ad, approvers, alts, now)
 	if err != nil {
-		return res, fmt.Errorf("%w: %w", ErrPermission, err)
+		return approvalResult{}, fmt.Errorf("%w: %w", ErrPermission, err)
 	}
 	if err := h.useLocked(t.Nonce, now, signers...); err != nil {
-		return res, err
+		return approvalResult{}, err
 	}
-	res.Signers, res.Nonce = signers, t.Nonce
-	return res, nil
+	return approvalResult{Signers: signers, Nonce: t.Nonce}, nil
 }
 
 // RegisterQuorumKey checks a registration token's proof of possession —

@@ -82,11 +82,7 @@ func OpenRemote(opts RemoteOptions) (*Remote, error) {
 		}()
 	}
 	wg.Wait()
-	if err := e.ensureAdmin(); err != nil {
-		e.Close()
-		return nil, err
-	}
-	if err := e.ensureDomain(); err != nil {
+	if err := e.prepare(); err != nil {
 		e.Close()
 		return nil, err
 	}

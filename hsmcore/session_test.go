@@ -105,10 +105,13 @@ func TestRestartDropsSessionKeys(t *testing.T) {
 	}
 	defer e.Close()
 	activate(t, e)
+	h, _ := inProcess(e.hsm("hsm-1"))
+	if len(h.sessions) == 0 {
+		t.Fatal("no session on the HSM to begin with")
+	}
 	if err := e.RestartHSM("hsm-1"); err != nil {
 		t.Fatal(err)
 	}
-	h, _ := inProcess(e.hsm("hsm-1"))
 	if len(h.sessions) != 0 {
 		t.Errorf("%d sessions survived the restart", len(h.sessions))
 	}

@@ -121,8 +121,11 @@ func (e *Embedded) authenticate(user string, role Role, password string) (s *cli
 		return nil, false, fmt.Errorf("login on %s: %w", h.ID(), err)
 	}
 	plain, err := authsession.Open(sk, authsession.ToClient, reply.EKT, resp)
-	if err != nil || resp.Seq != env.Seq {
-		return nil, false, fmt.Errorf("login on %s: the answer is not sealed under this session: %v", h.ID(), err)
+	if err != nil {
+		return nil, false, fmt.Errorf("login on %s: %w", h.ID(), err)
+	}
+	if resp.Seq != env.Seq {
+		return nil, false, fmt.Errorf("login on %s: the answer is numbered %d, not %d: refusing it", h.ID(), resp.Seq, env.Seq)
 	}
 	var ans authAnswer
 	if err := json.Unmarshal(plain, &ans); err != nil {

@@ -41,7 +41,6 @@ func PKIFiles(dir, clusterID string) nestedtls.Files {
 type pipeTransport struct {
 	server  nestedtls.ServerConfig
 	client  nestedtls.ClientConfig
-	pkiDir  string
 	ctx     context.Context
 	cancel  context.CancelFunc
 	serving sync.WaitGroup
@@ -80,7 +79,7 @@ func newPipeTransport(dir, clusterID string) (*pipeTransport, error) {
 		// The files are gone once loaded; say where they lived instead.
 		cli.Trust.Dir, cli.CustomerCAFile = "(ephemeral PKI, in memory)/"+pki.TrustDir, "ephemeral PKI, in memory"
 	}
-	t := &pipeTransport{server: srv, client: cli, pkiDir: dir}
+	t := &pipeTransport{server: srv, client: cli}
 	t.ctx, t.cancel = context.WithCancel(context.Background())
 	return t, nil
 }

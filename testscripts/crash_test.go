@@ -80,6 +80,18 @@ type listedKey struct {
 	Attrs map[string]any `json:"attributes"`
 }
 
+// runHsmsh runs hsmsh to completion in dir ("" for the test's own) with
+// env and stdin, and returns what it printed.
+func runHsmsh(ctx context.Context, bin, dir string, env []string, stdin string, args ...string) (stdout, stderr string, err error) {
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Env, cmd.Dir = env, dir
+	cmd.Stdin = strings.NewReader(stdin)
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err = cmd.Run()
+	return out.String(), errOut.String(), err
+}
+
 // keyList is the data of key list.
 type keyList struct {
 	Keys  []listedKey `json:"matched_keys"`
@@ -120,13 +132,7 @@ func TestCrashKeepsAcknowledgedKeys(t *testing.T) {
 	defer cancel()
 
 	run := func(stdin string, extraEnv []string, args ...string) (string, string, error) {
-		cmd := exec.CommandContext(ctx, bin, args...)
-		cmd.Env = append(append([]string(nil), env...), extraEnv...)
-		cmd.Stdin = strings.NewReader(stdin)
-		var out, errOut bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &errOut
-		err := cmd.Run()
-		return out.String(), errOut.String(), err
+		return runHsmsh(ctx, bin, "", append(env[:len(env):len(env)], extraEnv...), stdin, args...)
 	}
 
 	// A cluster with a crypto user.

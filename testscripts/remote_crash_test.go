@@ -74,14 +74,7 @@ func TestServerKilledKeepsAcknowledgedKeys(t *testing.T) {
 	defer cancel()
 
 	run := func(stdin string, extraEnv []string, args ...string) (string, string, error) {
-		cmd := exec.CommandContext(ctx, bin, args...)
-		cmd.Env = append(append([]string(nil), env...), extraEnv...)
-		cmd.Dir = dir
-		cmd.Stdin = strings.NewReader(stdin)
-		var out, errOut bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &errOut
-		err := cmd.Run()
-		return out.String(), errOut.String(), err
+		return runHsmsh(ctx, bin, dir, append(env[:len(env):len(env)], extraEnv...), stdin, args...)
 	}
 	if out, errOut, err := run("", nil, "pki", "init", "--dir", "pki"); err != nil {
 		t.Fatalf("pki init: %v\n%s%s", err, out, errOut)
