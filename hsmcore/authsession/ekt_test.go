@@ -124,11 +124,11 @@ func TestEKTContents(t *testing.T) {
 		{"empty", nil, "too short"},
 		{"key only", valid[:32], "too short"},
 		{"cut in a field", valid[:len(valid)-3], "truncated"},
-		{"cut before a length", valid[:40], "truncated"},
+		{"cut before a length", valid[:48], "truncated"},
 		{"left over", append(append([]byte(nil), valid...), 9), "1 bytes left over"},
 		{"bad session id", func() []byte {
 			b := append([]byte(nil), valid...)
-			b[42] = 'z' // first character of the session id
+			b[50] = 'z' // first character of the session id
 			return b
 		}(), "not hex"},
 	} {
@@ -169,7 +169,7 @@ func TestIssueEKT(t *testing.T) {
 	var sk [32]byte
 	sk[0] = 7
 	exp := time.Now().Add(time.Hour)
-	ekt, err := IssueEKT(domain, sk, Claims{SessionID: "00112233445566778899aabbccddeeff", User: "alice", Role: "crypto-user", Expires: exp})
+	ekt, err := IssueEKT(domain, sk, Claims{SessionID: "00112233445566778899aabbccddeeff", User: "alice", Role: "crypto-user", Expires: exp, Issued: time.Now()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -177,7 +177,10 @@ func TestIssueEKT(t *testing.T) {
 	if err != nil || got != sk || c.User != "alice" || c.Role != "crypto-user" || c.Domain != domain.ID() {
 		t.Fatalf("OpenEKT: %v %+v", err, c)
 	}
-	if _, err := IssueEKT(domain, sk, Claims{User: "alice", Role: "x", Expires: exp}); err == nil {
+	if _, err := IssueEKT(domain, sk, Claims{User: "alice", Role: "x", Expires: exp, Issued: time.Now()}); err == nil {
 		t.Error("an EKT without a session id was issued")
+	}
+	if _, err := IssueEKT(domain, sk, Claims{SessionID: "00112233445566778899aabbccddeeff", User: "alice", Role: "x", Expires: exp}); err == nil {
+		t.Error("an EKT without an issue time was issued")
 	}
 }

@@ -100,6 +100,33 @@ func Open(sk [32]byte, dir Direction, ekt []byte, e Envelope) ([]byte, error) {
 	return pt, nil
 }
 
+// Lanes let one session have several commands in flight at once without
+// giving up ordering. The top 16 bits of a sequence number name a lane and
+// the low 48 bits count within it; a client sends at most one command at a
+// time on each lane, and the HSM keeps a Window per lane. Within a lane a
+// replay or a reordered envelope is still refused; across lanes there is
+// no order to keep, because the client did not impose one. Since the lane
+// is part of the sequence number, the AAD binds it like the rest.
+const (
+	MaxLanes  = 64 // lanes an HSM keeps a window for, per session
+	laneShift = 48
+	maxInLane = 1<<laneShift - 1
+)
+
+// LaneSeq is the sequence number of the n-th command (n ≥ 1) on a lane.
+func LaneSeq(lane uint16, n uint64) (uint64, error) {
+	if int(lane) >= MaxLanes {
+		return 0, fmt.Errorf("lane %d: at most %d lanes", lane, MaxLanes)
+	}
+	if n == 0 || n > maxInLane {
+		return 0, fmt.Errorf("command %d on lane %d: numbers run from 1 to %d", n, lane, uint64(maxInLane))
+	}
+	return uint64(lane)<<laneShift | n, nil
+}
+
+// LaneOf is the lane a sequence number belongs to.
+func LaneOf(seq uint64) uint16 { return uint16(seq >> laneShift) }
+
 // Window enforces a strictly increasing sequence per (session, HSM): a
 // replay and a reordered (older) envelope are refused; gaps are allowed,
 // since the client may send the commands in between to other HSMs of the

@@ -261,3 +261,44 @@ func TestWindowConcurrent(t *testing.T) {
 		t.Fatalf("seq %d after the race: %v", n, err)
 	}
 }
+
+func TestLaneSeq(t *testing.T) {
+	for _, tt := range []struct {
+		lane    uint16
+		n       uint64
+		wantErr string
+	}{
+		{0, 1, ""},
+		{3, 42, ""},
+		{MaxLanes - 1, 1<<48 - 1, ""},
+		{MaxLanes, 1, "at most 64 lanes"},
+		{0, 0, "numbers run from 1"},
+		{1, 1 << 48, "numbers run from 1"},
+	} {
+		seq, err := LaneSeq(tt.lane, tt.n)
+		if tt.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("LaneSeq(%d, %d) = %d, %v; want an error saying %q", tt.lane, tt.n, seq, err, tt.wantErr)
+			}
+			continue
+		}
+		if err != nil || LaneOf(seq) != tt.lane || seq&(1<<48-1) != tt.n {
+			t.Errorf("LaneSeq(%d, %d) = %#x, %v", tt.lane, tt.n, seq, err)
+		}
+	}
+	// A window per lane: lane 1 may run behind lane 2, but within a lane
+	// order holds.
+	a1, _ := LaneSeq(1, 5)
+	b2, _ := LaneSeq(2, 1)
+	a0, _ := LaneSeq(1, 4)
+	var lanes [MaxLanes]Window
+	if err := lanes[LaneOf(b2)].Accept(b2); err != nil {
+		t.Fatal(err)
+	}
+	if err := lanes[LaneOf(a1)].Accept(a1); err != nil {
+		t.Fatalf("lane 1 behind lane 2: %v", err)
+	}
+	if err := lanes[LaneOf(a0)].Accept(a0); !errors.Is(err, ErrReorder) {
+		t.Errorf("an older command on the same lane: got %v, want ErrReorder", err)
+	}
+}

@@ -85,7 +85,7 @@ func negotiate(d *ecdh.PrivateKey, peer *ecdh.PublicKey, q1, q2 []byte) ([]byte,
 // Accept is the HSM's step 2. It checks the Hello against clientPub, the
 // identity key registered for h.Client, and issues a session for claims.User
 // in claims.Role until claims.Expires (cut to whole seconds). It fills in
-// claims.SessionID and claims.Domain itself, ignoring what the caller set,
+// claims.SessionID, claims.Issued and claims.Domain itself, ignoring what the caller set,
 // and returns the reply, the session key SK and the final claims.
 func Accept(h *Hello, clientPub *ecdsa.PublicKey, hsm string, hsmID *Identity, domain DomainKey, claims Claims) (*Reply, [32]byte, Claims, error) {
 	var sk [32]byte
@@ -131,6 +131,7 @@ func Accept(h *Hello, clientPub *ecdsa.PublicKey, hsm string, hsmID *Identity, d
 	}
 	claims.SessionID = hex.EncodeToString(sid[:])
 	claims.Domain = domain.ID()
+	claims.Issued = time.Now().UTC().Truncate(time.Second)
 	if err := checkClaims(claims); err != nil {
 		return fail(fmt.Errorf("accept: claims: %w", err))
 	}

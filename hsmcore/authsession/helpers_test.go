@@ -33,7 +33,8 @@ func mustDomain(t testing.TB) DomainKey {
 }
 
 func testClaims() Claims {
-	return Claims{User: "alice", Role: "crypto-officer", Expires: time.Now().Add(time.Hour)}
+	return Claims{User: "alice", Role: "crypto-officer", Expires: time.Now().Add(time.Hour),
+		Issued: time.Now().UTC().Truncate(time.Second)}
 }
 
 // session is the outcome of a successful handshake, from both ends.
