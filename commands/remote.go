@@ -54,6 +54,7 @@ func openRemote(cfg *config.Config, dataDir string) (*Env, error) {
 		QuorumRules:     rules,
 		Client:          client,
 		SessionLifetime: cfg.Session.Lifetime,
+		NoRenegotiate:   !cfg.Session.Renegotiate,
 		ID:              cfg.Cluster.ID,
 		Servers:         servers(cfg),
 		TLS:             tlsCfg,

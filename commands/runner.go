@@ -50,6 +50,7 @@ func Open(cfg *config.Config, dataDir string) (*Env, error) {
 		QuorumRules:     rules,
 		Client:          client,
 		SessionLifetime: cfg.Session.Lifetime,
+		NoRenegotiate:   !cfg.Session.Renegotiate,
 		ID:              cfg.Cluster.ID,
 		HSMs:            cfg.Cluster.HSMs,
 		DataDir:         dir,

@@ -127,6 +127,10 @@ type TLS struct {
 type Session struct {
 	// Lifetime is how long a login session (its EKT) lasts.
 	Lifetime time.Duration
+	// Renegotiate keeps the login's password in the client's memory so
+	// that an expired session, or one an HSM restart interrupted, is
+	// renegotiated without asking; false makes the user log in again.
+	Renegotiate bool
 }
 
 // Quorum holds quorum rule sets, from [[quorum.rules]] tables.
@@ -189,7 +193,7 @@ func Default() *Config {
 			ServerSyncInterval:       5 * time.Second,
 		},
 		Client:  Client{RetryOnMissingKey: 3},
-		Session: Session{Lifetime: time.Hour},
+		Session: Session{Lifetime: time.Hour, Renegotiate: true},
 		UI:      UI{Theme: "default"},
 	}
 	// An absolute base keeps the paths valid if the process changes

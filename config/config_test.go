@@ -485,7 +485,7 @@ func TestSetValues(t *testing.T) {
 		{"cluster.id", "", nil, `"" is not a valid id`},
 		{"ui.theme", "", nil, "ui.theme: must not be empty"},
 		{"durability.create_objects_min", "1", nil,
-			`unknown setting "durability.create_objects_min" (known settings: client.retry_on_missing_key, cluster.hsms, cluster.id, cluster.mode, cluster.transport, durability.create_object_minimum_nodes, durability.key_availability_check, durability.server_sync_interval, session.lifetime, tls.client_cert, tls.client_key, tls.cluster_cert, tls.cluster_key, tls.customer_ca, tls.pki_dir, tls.server_cert, tls.server_key, tls.trust_dir, ui.theme)`},
+			`unknown setting "durability.create_objects_min" (known settings: client.retry_on_missing_key, cluster.hsms, cluster.id, cluster.mode, cluster.transport, durability.create_object_minimum_nodes, durability.key_availability_check, durability.server_sync_interval, session.lifetime, session.renegotiate, tls.client_cert, tls.client_key, tls.cluster_cert, tls.cluster_key, tls.customer_ca, tls.pki_dir, tls.server_cert, tls.server_key, tls.trust_dir, ui.theme)`},
 		{"cluster.servers", "x", nil, `unknown setting "cluster.servers"`},
 	}
 	for _, tt := range tests {
@@ -534,6 +534,7 @@ func TestSettings(t *testing.T) {
 		{"durability.key_availability_check", "false", SourceFlag},
 		{"durability.server_sync_interval", "1m30s", SourceFile},
 		{"session.lifetime", "1h", SourceDefault},
+		{"session.renegotiate", "true", SourceDefault},
 		{"tls.client_cert", filepath.Join(pki, "client.crt"), SourceDefault},
 		{"tls.client_key", filepath.Join(pki, "client.key"), SourceDefault},
 		{"tls.cluster_cert", filepath.Join(pki, "cluster.crt"), SourceDefault},

@@ -69,6 +69,8 @@ var settings = func() []*setting {
 			dur: func(c *Config) *time.Duration { return &c.Durability.ServerSyncInterval }},
 		{name: "session.lifetime", kind: kindDuration, minDur: time.Minute, maxDur: 24 * time.Hour,
 			dur: func(c *Config) *time.Duration { return &c.Session.Lifetime }},
+		{name: "session.renegotiate", kind: kindBool,
+			bool: func(c *Config) *bool { return &c.Session.Renegotiate }},
 		tls("client_cert", "client.crt", func(t *TLS) *string { return &t.ClientCert }),
 		tls("client_key", "client.key", func(t *TLS) *string { return &t.ClientKey }),
 		tls("cluster_cert", "cluster.crt", func(t *TLS) *string { return &t.ClusterCert }),

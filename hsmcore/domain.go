@@ -228,9 +228,22 @@ func (e *Embedded) ensureDomain() error {
 	}
 	src := -1
 	for i, in := range infos {
-		if in.Domain != "" && (src < 0 || count[in.Domain] > count[infos[src].Domain]) {
+		switch {
+		case in.Domain == "":
+		case e.domainID != "":
+			// The domain this client has seen the cluster in wins: HSMs
+			// replaced while the rest were down must not start another.
+			if in.Domain == e.domainID && src < 0 {
+				src = i
+			}
+		case src < 0 || count[in.Domain] > count[infos[src].Domain]:
 			src = i
 		}
+	}
+	if src < 0 && e.domainID != "" {
+		// Only new hardware answers: it joins when an HSM of the domain
+		// comes back.
+		return nil
 	}
 	if src < 0 {
 		if err := hs[0].CreateDomain(members); err != nil {
@@ -238,6 +251,11 @@ func (e *Embedded) ensureDomain() error {
 		}
 		src = 0
 		infos[0].Domain = "new"
+	}
+	if infos[src].Domain != "new" {
+		e.domainID = infos[src].Domain
+	} else if info, err := hs[src].DomainInfo(); err == nil {
+		e.domainID = info.Domain
 	}
 	// Every member of the source's domain is known to it, old and new.
 	all := maps.Clone(infos[src].Members)

@@ -32,6 +32,9 @@ type Options struct {
 	Client ClientIdentity
 	// SessionLifetime is how long a login session lasts (default 1h).
 	SessionLifetime time.Duration
+	// NoRenegotiate forgets the password after login: an expired session
+	// then needs a new login instead of a transparent renegotiation.
+	NoRenegotiate bool
 }
 
 // Embedded is a cluster of in-process HSMs. It plays both parts: the HSMs,
@@ -60,12 +63,16 @@ type Embedded struct {
 
 	// ruled lists the command paths a configured quorum rule set gates.
 	ruled map[string]bool
-	// domainMu serialises bringing HSMs into the domain.
+	// domainMu serialises bringing HSMs into the domain; domainID is the
+	// cluster's domain once seen, which it guards.
 	domainMu sync.Mutex
+	domainID string
 	// The client's identity, and its authenticated sessions by session id.
 	client   ClientIdentity
 	lifetime time.Duration
-	auth     map[string]*clientSession
+	// keepCredentials keeps a login's password to renegotiate with.
+	keepCredentials bool
+	auth            map[string]*clientSession
 
 	// transport puts in-process HSMs behind nested TLS; nil calls them
 	// directly.
@@ -98,7 +105,7 @@ func OpenEmbedded(opts Options) (*Embedded, error) {
 	if e.dur.MinimumNodes < 1 {
 		e.dur.MinimumNodes = 1
 	}
-	if err := e.setClient(opts.Client, opts.SessionLifetime); err != nil {
+	if err := e.setClient(opts.Client, opts.SessionLifetime, !opts.NoRenegotiate); err != nil {
 		return nil, err
 	}
 	if opts.DataDir != "" {
@@ -368,15 +375,20 @@ func (e *Embedded) stamp(u *userRecord) {
 }
 
 // putUserAll writes a new version of a user record to every HSM that
-// answers; it succeeds if at least one took it.
-func (e *Embedded) putUserAll(u *userRecord) error {
+// answers; it succeeds if at least one took it. Bookkeeping with no
+// session (activation, failed logins) writes it as it is.
+func (e *Embedded) putUserAll(u *userRecord) error { return e.putUserAs(Caller{}, u) }
+
+// putUserAs is putUserAll for a change c's session makes, sealed in its
+// envelopes, so that each HSM checks c may make it.
+func (e *Embedded) putUserAs(c Caller, u *userRecord) error {
 	hs := e.up()
 	if len(hs) == 0 {
 		return ErrNoHSM
 	}
 	e.stamp(u)
 	var errs []error
-	for _, h := range hs {
+	for _, h := range e.onAll(c, hs) {
 		if err := h.PutUser(u); err != nil {
 			errs = append(errs, err)
 		}
@@ -423,7 +435,7 @@ func (e *Embedded) Login(ctx context.Context, username string, role Role, passwo
 	var sess *clientSession
 	ok := false
 	if u.Role == role {
-		sess, ok, err = e.authenticate(name, role, password)
+		sess, ok, err = e.authenticate(name, role, password, nil)
 		if err != nil {
 			return Caller{}, err
 		}
@@ -445,6 +457,9 @@ func (e *Embedded) Login(ctx context.Context, username string, role Role, passwo
 			return Caller{}, err
 		}
 	}
+	if e.keepCredentials {
+		sess.password = password // to renegotiate when the token expires
+	}
 	c := Caller{Username: name, Role: role, Session: sess.sid}
 	e.mu.Lock()
 	e.sessions[c.Session] = c
@@ -458,7 +473,7 @@ func (e *Embedded) Logout(ctx context.Context, c Caller) error {
 		return err
 	}
 	for _, h := range e.members() {
-		if n := h.DestroySession(c.Session); n > 0 {
+		if n := e.on(c, h).DestroySession(c.Session); n > 0 {
 			e.events.publish(Event{Kind: EventSessionKeys, HSM: h.ID(), Count: n, Detail: "logout of " + c.Username})
 		}
 	}
@@ -466,7 +481,7 @@ func (e *Embedded) Logout(ctx context.Context, c Caller) error {
 	e.mu.Lock()
 	delete(e.sessions, c.Session)
 	if s := e.auth[c.Session]; s != nil {
-		clear(s.sk[:])
+		s.end()
 		delete(e.auth, c.Session)
 	}
 	for ref, sk := range e.sessionKeys {
@@ -532,7 +547,7 @@ func (e *Embedded) CreateUser(ctx context.Context, c Caller, username string, ro
 		return User{}, err
 	}
 	u := &userRecord{Username: name, Role: role, Hash: hashPassword(password)}
-	if err := e.putUserAll(u); err != nil {
+	if err := e.putUserAs(c, u); err != nil {
 		return User{}, err
 	}
 	return e.userView(u), nil
@@ -589,7 +604,7 @@ func (e *Embedded) DeleteUser(ctx context.Context, c Caller, username string, ro
 	if at <= u.Updated {
 		at = u.Updated + 1 // the deletion must be newer than the record
 	}
-	for _, h := range hs {
+	for _, h := range e.onAll(c, hs) {
 		if err := h.DeleteUser(name, at); err != nil {
 			errs = append(errs, err)
 		}
@@ -646,7 +661,7 @@ func (e *Embedded) ChangePassword(ctx context.Context, c Caller, username string
 		return ErrLocked
 	}
 	u.Hash, u.Failed = hashPassword(password), 0
-	return e.putUserAll(u)
+	return e.putUserAs(c, u)
 }
 
 // checkCryptoUsers checks that each name is an existing crypto user other
@@ -742,6 +757,7 @@ func (e *Embedded) create(ctx context.Context, c Caller, recs []*keyRecord, sess
 	if len(hs) == 0 {
 		return nil, ErrNoHSM
 	}
+	hs = e.onAll(c, hs)
 	holders := map[string]bool{}
 	for _, h := range e.members() {
 		holders[h.ID()] = false
@@ -762,7 +778,7 @@ func (e *Embedded) create(ctx context.Context, c Caller, recs []*keyRecord, sess
 	} else {
 		// Report where the key was acknowledged, not a later look that a
 		// concurrent fault could change.
-		ok, err := e.replicate(ctx, hs, recs, minServers)
+		ok, err := e.replicate(ctx, c, hs, recs, minServers)
 		if err != nil {
 			return nil, err
 		}
@@ -848,7 +864,7 @@ func (e *SyncError) Error() string {
 // in parallel (client-side sync, best effort on all of them). The creation
 // counts only if at least max(create_object_minimum_nodes, min-srv) HSMs
 // hold it; otherwise the copies are removed so the caller can retry.
-func (e *Embedded) replicate(ctx context.Context, hs []node, recs []*keyRecord, minServers int) ([]string, error) {
+func (e *Embedded) replicate(ctx context.Context, c Caller, hs []node, recs []*keyRecord, minServers int) ([]string, error) {
 	dur := e.Durability()
 	needed := max(dur.MinimumNodes, minServers, 1)
 	if err := hs[0].PutKeys(recs); err != nil {
@@ -897,13 +913,13 @@ func (e *Embedded) replicate(ctx context.Context, hs []node, recs []*keyRecord, 
 		se.Refs = append(se.Refs, r.Ref)
 	}
 	se.Availability = len(succeeded) >= needed
-	e.cleanup(se, recs)
+	e.cleanup(c, se, recs)
 	return nil, se
 }
 
 // cleanup removes the copies of a creation that did not count. It is best
 // effort: what it cannot remove is recorded in se.Leftover for the admin.
-func (e *Embedded) cleanup(se *SyncError, recs []*keyRecord) {
+func (e *Embedded) cleanup(c Caller, se *SyncError, recs []*keyRecord) {
 	injected := e.failCleanup.Swap(false)
 	for _, id := range se.Succeeded {
 		h := e.hsm(id)
@@ -914,7 +930,7 @@ func (e *Embedded) cleanup(se *SyncError, recs []*keyRecord) {
 			} else if h == nil {
 				err = fmt.Errorf("%s left the cluster", id)
 			} else {
-				err = h.DeleteKey(r.Ref)
+				err = e.on(c, h).DeleteKey(r.Ref)
 			}
 			if err != nil {
 				if se.Leftover == nil {
@@ -999,7 +1015,7 @@ func (e *Embedded) Keys(ctx context.Context, c Caller, f Filter) ([]Key, error) 
 	found := map[Ref]*entry{}
 	all := e.members()
 	for _, h := range all {
-		for _, r := range h.Snapshot() {
+		for _, r := range e.on(c, h).Snapshot() {
 			en, ok := found[r.Ref]
 			if !ok {
 				if !r.visibleTo(c) || !f.match(r) {
@@ -1055,7 +1071,7 @@ func (e *Embedded) DeleteKey(ctx context.Context, c Caller, ref Ref) error {
 	done := 0
 	for _, h := range e.members() {
 		if k.Info.HSMCoverage[h.ID()] {
-			if err := h.DeleteKey(ref); err != nil {
+			if err := e.on(c, h).DeleteKey(ref); err != nil {
 				errs = append(errs, err)
 				continue
 			}
@@ -1075,12 +1091,13 @@ func (e *Embedded) DeleteKey(ctx context.Context, c Caller, ref Ref) error {
 }
 
 // update changes a key's record on every HSM that holds it.
-func (e *Embedded) update(ref Ref, holders map[string]bool, change func(r *keyRecord) error) (Key, error) {
+func (e *Embedded) update(c Caller, ref Ref, holders map[string]bool, change func(r *keyRecord) error) (Key, error) {
 	var last *keyRecord
 	for _, h := range e.members() {
 		if !holders[h.ID()] {
 			continue
 		}
+		h = e.on(c, h)
 		// Attributes and users only: the material stays in the HSM.
 		r, err := h.KeyMeta(ref)
 		if err != nil {
@@ -1115,7 +1132,7 @@ func (e *Embedded) ShareKey(ctx context.Context, c Caller, ref Ref, username str
 			return Key{}, err
 		}
 	}
-	return e.update(ref, k.Info.HSMCoverage, func(r *keyRecord) error {
+	return e.update(c, ref, k.Info.HSMCoverage, func(r *keyRecord) error {
 		i := sort.SearchStrings(r.Shared, name)
 		has := i < len(r.Shared) && r.Shared[i] == name
 		switch {
@@ -1150,7 +1167,7 @@ func (e *Embedded) SetAttribute(ctx context.Context, c Caller, ref Ref, name, va
 			return Key{}, err
 		}
 	}
-	return e.update(ref, k.Info.HSMCoverage, func(r *keyRecord) error {
+	return e.update(c, ref, k.Info.HSMCoverage, func(r *keyRecord) error {
 		return r.Attrs.set(name, value, false)
 	})
 }
@@ -1184,6 +1201,7 @@ func (e *Embedded) use(ctx context.Context, c Caller, ref Ref, fn func(h node) e
 		if h == nil || !h.Up() {
 			return fmt.Errorf("%w: session key %s was on %s, which is down", ErrKeyNotFound, ref, id)
 		}
+		h = e.on(c, h)
 		r, err := h.KeyMeta(ref)
 		if err != nil {
 			return err
@@ -1208,7 +1226,7 @@ func (e *Embedded) use(ctx context.Context, c Caller, ref Ref, fn func(h node) e
 	}
 	attempts := min(1+dur.RetryOnMissingKey, len(hs))
 	var last error
-	for _, h := range hs[:attempts] {
+	for _, h := range e.onAll(c, hs[:attempts]) {
 		if err := ctx.Err(); err != nil {
 			return err
 		}

@@ -16,6 +16,7 @@ const (
 	EventKeyDeleted     EventKind = "key-deleted"
 	EventKeyLost        EventKind = "key-lost" // its last copy was destroyed
 	EventSessionKeys    EventKind = "session-keys-destroyed"
+	EventRenegotiated   EventKind = "session-renegotiated" // a new session key, same session
 	EventHSMDown        EventKind = "hsm-down"
 	EventHSMUp          EventKind = "hsm-up"
 	EventHSMRestarted   EventKind = "hsm-restarted"

@@ -51,6 +51,7 @@ const (
 	mHandshake    = "handshake"
 	mAuthenticate = "authenticate"
 	mEndSession   = "end-session"
+	mEnveloped    = "enveloped"
 
 	mSyncNow    = "sync-now"
 	mSyncPause  = "sync-pause"
@@ -131,7 +132,15 @@ type deleteUserArgs struct {
 // nodeHandler answers the rpc methods of node with h.
 func nodeHandler(h node) rpc.Handler {
 	return func(ctx context.Context, method string, args json.RawMessage) (any, error) {
-		out, err := dispatch(h, method, args)
+		var out any
+		var err error
+		if sessionOnly[method] {
+			// Holding a cluster client certificate is not a login: using a
+			// key takes a session, whose envelope says who is asking.
+			err = fmt.Errorf("%w: %s needs a logged-in session; send it in a session envelope", ErrPermission, method)
+		} else {
+			out, err = dispatch(h, method, args)
+		}
 		if err != nil {
 			return nil, &rpc.RemoteError{Code: codeOf(err), Message: err.Error()}
 		}
@@ -325,6 +334,12 @@ func dispatch(h node, method string, args json.RawMessage) (any, error) {
 			return nil, err
 		}
 		return nil, h.EndSession(sid)
+	case mEnveloped:
+		var env authsession.Envelope
+		if err := decode(&env); err != nil {
+			return nil, err
+		}
+		return h.Enveloped(env)
 	}
 	return nil, fmt.Errorf("%w %q: the server runs another hsmsh version?", errUnknownMethod, method)
 }

@@ -44,6 +44,10 @@ type hsm struct {
 	members  map[string][]byte      // the domain's HSMs' identity keys
 	clients  map[string][]byte      // client installs' identity keys, by client id
 	sessions map[string]*hsmSession // authenticated sessions: volatile
+	ended    map[string]time.Time   // sessions logged out → their expiry
+	// started is when the HSM last came up with empty volatile memory: a
+	// session issued before it cannot be served without renegotiating.
+	started time.Time
 }
 
 func newHSM(id string, st store) (*hsm, error) {
@@ -53,6 +57,7 @@ func newHSM(id string, st store) (*hsm, error) {
 		users: map[string]*userRecord{}, tombstones: map[Ref]time.Time{},
 		userTombs: map[string]int64{},
 		quorum:    defaultQuorumSettings(), tokens: map[string]*tokenRecord{},
+		started: time.Now(),
 	}
 	if st == nil {
 		return h, h.loadDomain(nil)
@@ -418,6 +423,7 @@ func (h *hsm) fail(destroy bool, dir string) ([]Ref, error) {
 	h.up = false
 	h.sessionKeys = map[Ref]*keyRecord{}
 	h.sessions = nil // volatile, like session keys
+	h.ended = nil
 	if !destroy {
 		return nil, nil
 	}
@@ -463,6 +469,7 @@ func (h *hsm) recover(open func() (store, error)) error {
 	}
 	h.destroyed = false
 	h.up = true
+	h.started = time.Now() // its volatile memory was lost when it failed
 	return nil
 }
 
@@ -473,6 +480,8 @@ func (h *hsm) restart() int {
 	n := len(h.sessionKeys)
 	h.sessionKeys = map[Ref]*keyRecord{}
 	h.sessions = nil // session keys (SK) live in volatile memory only
+	h.ended = nil
+	h.started = time.Now()
 	return n
 }
 

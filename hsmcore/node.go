@@ -98,4 +98,8 @@ type node interface {
 	Handshake(a handshakeArgs) (*authsession.Reply, error)
 	Authenticate(a authArgs) (authsession.Envelope, error)
 	EndSession(sid string) error
+	// Enveloped serves one command of a logged-in session: a call sealed
+	// under the session key, carrying the session's EKT. The answer comes
+	// back sealed the same way.
+	Enveloped(env authsession.Envelope) (authsession.Envelope, error)
 }

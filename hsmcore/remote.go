@@ -258,112 +258,49 @@ func (n *remoteNode) Info() HSMInfo {
 	return info
 }
 
-func (n *remoteNode) PutKeys(recs []*keyRecord) error {
-	return n.call(mPutKeys, toWire(recs), nil)
-}
+func (n *remoteNode) PutKeys(recs []*keyRecord) error { return callFunc(n.call).PutKeys(recs) }
 
-func (n *remoteNode) UpdateMeta(r *keyRecord) error {
-	return n.call(mUpdateMeta, toWire([]*keyRecord{r.meta()})[0], nil)
-}
+func (n *remoteNode) UpdateMeta(r *keyRecord) error { return callFunc(n.call).UpdateMeta(r) }
 
-func (n *remoteNode) KeyMeta(ref Ref) (*keyRecord, error) {
-	var w wireKey
-	if err := n.call(mKeyMeta, ref, &w); err != nil {
-		return nil, err
-	}
-	return w.record(), nil
-}
+func (n *remoteNode) KeyMeta(ref Ref) (*keyRecord, error) { return callFunc(n.call).KeyMeta(ref) }
 
-func (n *remoteNode) TokenKeys(refs []Ref) []*keyRecord {
-	var ws []wireKey
-	if err := n.call(mTokenKeys, refs, &ws); err != nil {
-		return nil
-	}
-	return fromWire(ws)
-}
+func (n *remoteNode) TokenKeys(refs []Ref) []*keyRecord { return callFunc(n.call).TokenKeys(refs) }
 
-func (n *remoteNode) Has(ref Ref) bool {
-	var ok bool
-	return n.call(mHas, ref, &ok) == nil && ok
-}
+func (n *remoteNode) Has(ref Ref) bool { return callFunc(n.call).Has(ref) }
 
-func (n *remoteNode) RefTaken(ref Ref) bool {
-	var ok bool
-	return n.call(mRefTaken, ref, &ok) == nil && ok
-}
+func (n *remoteNode) RefTaken(ref Ref) bool { return callFunc(n.call).RefTaken(ref) }
 
-func (n *remoteNode) DeleteKey(ref Ref) error { return n.call(mDeleteKey, ref, nil) }
+func (n *remoteNode) DeleteKey(ref Ref) error { return callFunc(n.call).DeleteKey(ref) }
 
-func (n *remoteNode) Snapshot() []*keyRecord {
-	var ws []wireKey
-	if err := n.call(mSnapshot, nil, &ws); err != nil {
-		return nil
-	}
-	return fromWire(ws)
-}
+func (n *remoteNode) Snapshot() []*keyRecord { return callFunc(n.call).Snapshot() }
 
-func (n *remoteNode) TokenState() ([]Ref, map[Ref]time.Time) {
-	var st tokenState
-	if err := n.call(mTokenState, nil, &st); err != nil {
-		return nil, nil
-	}
-	return st.Keys, st.Tombstones
-}
+func (n *remoteNode) TokenState() ([]Ref, map[Ref]time.Time) { return callFunc(n.call).TokenState() }
 
 func (n *remoteNode) DestroySession(session string) int {
-	var count int
-	if err := n.call(mDestroySession, session, &count); err != nil {
-		return 0
-	}
-	return count
+	return callFunc(n.call).DestroySession(session)
 }
 
-func (n *remoteNode) Sign(req SignRequest) ([]byte, error) {
-	var sig []byte
-	if err := n.call(mSign, req, &sig); err != nil {
-		return nil, err
-	}
-	return sig, nil
-}
+func (n *remoteNode) Sign(req SignRequest) ([]byte, error) { return callFunc(n.call).Sign(req) }
 
 func (n *remoteNode) Verify(req SignRequest, sig []byte) error {
-	return n.call(mVerify, verifyArgs{Req: req, Sig: sig}, nil)
+	return callFunc(n.call).Verify(req, sig)
 }
 
-func (n *remoteNode) PublicKeyPEM(ref Ref) ([]byte, error) {
-	var p []byte
-	if err := n.call(mPublicKey, ref, &p); err != nil {
-		return nil, err
-	}
-	return p, nil
-}
+func (n *remoteNode) PublicKeyPEM(ref Ref) ([]byte, error) { return callFunc(n.call).PublicKeyPEM(ref) }
 
 func (n *remoteNode) UserState() (map[string]*userRecord, map[string]int64) {
-	var st userState
-	if err := n.call(mUserState, nil, &st); err != nil || !st.Up {
-		return nil, nil
-	}
-	if st.Users == nil {
-		st.Users = map[string]*userRecord{}
-	}
-	if st.Tombstones == nil {
-		st.Tombstones = map[string]int64{}
-	}
-	return st.Users, st.Tombstones
+	return callFunc(n.call).UserState()
 }
 
-func (n *remoteNode) PutUser(u *userRecord) error { return n.call(mPutUser, u, nil) }
+func (n *remoteNode) PutUser(u *userRecord) error { return callFunc(n.call).PutUser(u) }
 
 func (n *remoteNode) DeleteUser(name string, at int64) error {
-	return n.call(mDeleteUser, deleteUserArgs{Name: name, At: at}, nil)
+	return callFunc(n.call).DeleteUser(name, at)
 }
 
-func (n *remoteNode) UnshareAll(username string) error { return n.call(mUnshareAll, username, nil) }
+func (n *remoteNode) UnshareAll(username string) error { return callFunc(n.call).UnshareAll(username) }
 
-func (n *remoteNode) Owns(username string) bool {
-	var ok bool
-	return n.call(mOwns, username, &ok) == nil && ok
-}
+func (n *remoteNode) Owns(username string) bool { return callFunc(n.call).Owns(username) }
 
 func (n *remoteNode) QuorumState() (quorumState, error) {
 	var st quorumState
@@ -443,6 +380,12 @@ func (n *remoteNode) Authenticate(a authArgs) (authsession.Envelope, error) {
 
 func (n *remoteNode) EndSession(sid string) error { return n.call(mEndSession, sid, nil) }
 
+func (n *remoteNode) Enveloped(env authsession.Envelope) (authsession.Envelope, error) {
+	var out authsession.Envelope
+	err := n.call(mEnveloped, env, &out)
+	return out, err
+}
+
 // downError is an HSM that cannot be reached, or that says it is down.
 type downError struct {
 	id  string
@@ -467,6 +410,8 @@ const (
 	codeDown         = "down"
 	codeUserNotFound = "user-not-found"
 	codeApproval     = "approval-required"
+	codeExpired      = "session-expired"
+	codeRenegotiate  = "session-renegotiate"
 	codeOther        = "error"
 )
 
@@ -476,6 +421,8 @@ var codeSentinels = map[string]error{
 	codePermission:   ErrPermission,
 	codeUserNotFound: ErrUserNotFound,
 	codeApproval:     quorum.ErrApprovalRequired,
+	codeExpired:      ErrSessionExpired,
+	codeRenegotiate:  ErrRenegotiate,
 }
 
 // codeOf classifies an HSM's error for the wire.

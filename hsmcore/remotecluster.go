@@ -28,6 +28,8 @@ type RemoteOptions struct {
 	// a login session lasts.
 	Client          ClientIdentity
 	SessionLifetime time.Duration
+	// NoRenegotiate: see Options.NoRenegotiate.
+	NoRenegotiate bool
 	// ConnectWait is how long Open waits for the first connections.
 	// Default 5s; servers that are not up by then are down until they are.
 	ConnectWait time.Duration
@@ -60,7 +62,7 @@ func OpenRemote(opts RemoteOptions) (*Remote, error) {
 	if e.dur.MinimumNodes < 1 {
 		e.dur.MinimumNodes = 1
 	}
-	if err := e.setClient(opts.Client, opts.SessionLifetime); err != nil {
+	if err := e.setClient(opts.Client, opts.SessionLifetime, !opts.NoRenegotiate); err != nil {
 		return nil, err
 	}
 	seen := map[string]bool{}

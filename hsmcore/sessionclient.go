@@ -3,9 +3,11 @@ package hsmcore
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/hsmsh/hsmsh/hsmcore/authsession"
@@ -29,12 +31,50 @@ type ClientIdentity struct {
 
 // clientSession is a login session as the client library holds it.
 type clientSession struct {
-	sid     string
-	sk      [32]byte
-	ekt     []byte
-	expires time.Time
-	opened  string          // the HSM that ran the handshake
-	served  map[string]bool // HSMs that have served the session
+	sid  string
+	user string
+	role Role
+
+	mu       sync.RWMutex
+	sk       [32]byte
+	ekt      []byte
+	expires  time.Time
+	opened   string          // the HSM that ran the last handshake
+	served   map[string]bool // HSMs that have served the session
+	password string          // kept to renegotiate; "" once forgotten
+	gen      int             // counts renegotiations
+	ended    bool
+
+	// lanes hands out the session's lanes, one command in flight on each;
+	// next[l] is the last number used on lane l, touched only by the
+	// lane's holder.
+	lanes chan uint16
+	next  [authsession.MaxLanes]uint64
+}
+
+func newClientSession(sid, user string, role Role) *clientSession {
+	s := &clientSession{sid: sid, user: user, role: role, served: map[string]bool{},
+		lanes: make(chan uint16, authsession.MaxLanes)}
+	for l := range authsession.MaxLanes {
+		s.lanes <- uint16(l)
+	}
+	s.next[0] = 1 // the login's envelope was number 1 on lane 0
+	return s
+}
+
+// keys returns what a command is sealed with.
+func (s *clientSession) keys() (sk [32]byte, ekt []byte, expires time.Time, gen int, ended bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.sk, s.ekt, s.expires, s.gen, s.ended
+}
+
+// end forgets the session's key and the password (logout).
+func (s *clientSession) end() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	clear(s.sk[:])
+	s.password, s.ended = "", true
 }
 
 // SessionInfo is what session info shows.
@@ -55,7 +95,7 @@ type SessionInfo struct {
 
 // setClient records the client's identity and session lifetime, making an
 // identity for this process when none is given.
-func (e *Embedded) setClient(id ClientIdentity, lifetime time.Duration) error {
+func (e *Embedded) setClient(id ClientIdentity, lifetime time.Duration, keepCredentials bool) error {
 	if id.Key == nil {
 		k, err := authsession.NewIdentity()
 		if err != nil {
@@ -69,20 +109,19 @@ func (e *Embedded) setClient(id ClientIdentity, lifetime time.Duration) error {
 	if lifetime <= 0 {
 		lifetime = DefaultSessionLifetime
 	}
-	e.client, e.lifetime = id, lifetime
+	e.client, e.lifetime, e.keepCredentials = id, lifetime, keepCredentials
 	return nil
 }
 
 // authenticate opens a session for user on one HSM and has the HSM check
 // the password inside it. ok is false for a wrong password or role.
-func (e *Embedded) authenticate(user string, role Role, password string) (s *clientSession, ok bool, err error) {
-	// The first HSM that answers, without a turn of the round-robin: a
-	// login should not shift where the next key operation goes.
-	hs := e.answering()
-	if len(hs) == 0 {
-		return nil, false, ErrNoHSM
+// resume, if not nil, is the EKT of a session to renegotiate: the session
+// keeps its id under a new session key.
+func (e *Embedded) authenticate(user string, role Role, password string, resume []byte) (s *clientSession, ok bool, err error) {
+	h, err := e.loginHSM(user)
+	if err != nil {
+		return nil, false, err
 	}
-	h := hs[0]
 	info, err := h.DomainInfo()
 	if err != nil {
 		return nil, false, fmt.Errorf("login on %s: %w", h.ID(), err)
@@ -107,11 +146,12 @@ func (e *Embedded) authenticate(user string, role Role, password string) (s *cli
 	if err != nil {
 		return nil, false, fmt.Errorf("login handshake with %s: %w", h.ID(), err)
 	}
-	body, err := json.Marshal(authBody{Password: password, Role: role})
+	body, err := json.Marshal(authBody{Password: password, Role: role, Resume: resume})
 	if err != nil {
 		return nil, false, err
 	}
-	env, err := authsession.Seal(sk, authsession.ToHSM, 1, reply.EKT, body)
+	seq, _ := authsession.LaneSeq(0, 1) // a fresh session key: numbering starts again
+	env, err := authsession.Seal(sk, authsession.ToHSM, seq, reply.EKT, body)
 	clear(body)
 	if err != nil {
 		return nil, false, err
@@ -134,8 +174,190 @@ func (e *Embedded) authenticate(user string, role Role, password string) (s *cli
 	if !ans.OK {
 		return nil, false, nil
 	}
-	return &clientSession{sid: ans.Session, sk: sk, ekt: ans.EKT, expires: ans.Expires, opened: h.ID(),
-		served: map[string]bool{h.ID(): true}}, true, nil
+	s = newClientSession(ans.Session, user, role)
+	s.sk, s.ekt, s.expires, s.opened = sk, ans.EKT, ans.Expires, h.ID()
+	s.served[h.ID()] = true
+	return s, true, nil
+}
+
+// renegotiate runs the handshake again for a session whose token expired
+// or that an HSM cannot serve since it restarted, if the client still
+// holds the password; gen is the generation the failed command used, so
+// that commands failing together renegotiate once.
+func (e *Embedded) renegotiate(s *clientSession, gen int) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.ended:
+		return fmt.Errorf("%w (the login session has ended)", ErrNotLoggedIn)
+	case s.gen != gen:
+		return nil // another command already did
+	case s.password == "":
+		return fmt.Errorf("%w: the client holds no credentials to renegotiate with", ErrSessionExpired)
+	}
+	n, ok, err := e.authenticate(s.user, s.role, s.password, s.ekt)
+	switch {
+	case err != nil:
+		return fmt.Errorf("renegotiate session %s: %w", s.sid, err)
+	case !ok:
+		s.password = "" // it changed: the user must log in again
+		return fmt.Errorf("%w: renegotiating session %s: %w", ErrSessionExpired, s.sid, ErrBadCredentials)
+	case n.sid != s.sid:
+		return fmt.Errorf("renegotiate session %s: the HSM answered for session %s", s.sid, n.sid)
+	}
+	clear(s.sk[:])
+	s.sk, s.ekt, s.expires, s.opened = n.sk, n.ekt, n.expires, n.opened
+	s.served[n.opened] = true
+	s.gen++
+	e.events.publish(Event{Kind: EventRenegotiated, HSM: n.opened, Detail: "session of " + s.user + " renegotiated"})
+	return nil
+}
+
+// sessionCall sends one command of session s to h, sealed, and opens the
+// answer into reply. A token that expired, or an HSM that restarted, is
+// met by renegotiating once and sending the command again.
+func (e *Embedded) sessionCall(s *clientSession, h node, method string, args, reply any) error {
+	argb, err := json.Marshal(args)
+	if err != nil {
+		return err
+	}
+	body, err := json.Marshal(sessionCall{HSM: h.ID(), Method: method, Args: argb})
+	clear(argb) // it may hold key material, on its way to the HSM
+	if err != nil {
+		return err
+	}
+	defer clear(body)
+	for attempt := 0; ; attempt++ {
+		sk, ekt, expires, gen, ended := s.keys()
+		if ended {
+			return fmt.Errorf("%w (the login session has ended)", ErrNotLoggedIn)
+		}
+		var err error
+		if time.Now().Before(expires) {
+			err = e.sealedCall(s, h, sk, ekt, body, reply)
+		} else {
+			err = fmt.Errorf("%w (its token expired at %s)", ErrSessionExpired, expires.UTC().Format(time.RFC3339))
+		}
+		if attempt > 0 || !(errors.Is(err, ErrSessionExpired) || errors.Is(err, ErrRenegotiate)) {
+			return err
+		}
+		if rerr := e.renegotiate(s, gen); rerr != nil {
+			return fmt.Errorf("%w; %w", err, rerr)
+		}
+	}
+}
+
+// sealedCall is one try of sessionCall.
+func (e *Embedded) sealedCall(s *clientSession, h node, sk [32]byte, ekt, body []byte, reply any) error {
+	lane := <-s.lanes
+	s.next[lane]++
+	seq, err := authsession.LaneSeq(lane, s.next[lane])
+	var env, resp authsession.Envelope
+	if err == nil {
+		env, err = authsession.Seal(sk, authsession.ToHSM, seq, ekt, body)
+	}
+	if err == nil {
+		resp, err = h.Enveloped(env)
+	}
+	s.lanes <- lane
+	if err != nil {
+		return err
+	}
+	if resp.Seq != seq {
+		return fmt.Errorf("%w: %s answered command %d with number %d: refusing it", ErrPermission, h.ID(), seq, resp.Seq)
+	}
+	plain, err := authsession.Open(sk, authsession.ToClient, ekt, resp)
+	if err != nil {
+		return fmt.Errorf("the answer of %s: %w", h.ID(), err)
+	}
+	defer clear(plain)
+	var res sessionResult
+	if err := json.Unmarshal(plain, &res); err != nil {
+		return fmt.Errorf("the answer of %s: %w", h.ID(), err)
+	}
+	s.mu.Lock()
+	s.served[h.ID()] = true
+	s.mu.Unlock()
+	if res.Code != "" {
+		return &hsmError{code: res.Code, msg: res.Error}
+	}
+	if reply == nil {
+		return nil
+	}
+	return json.Unmarshal(res.Result, reply)
+}
+
+// sealedNode is an HSM as one logged-in session reaches it: the commands
+// a user's session makes go in envelopes under the session key; the rest
+// (sync, domain, quorum bookkeeping) go as they are.
+type sealedNode struct {
+	node
+	e *Embedded
+	s *clientSession
+}
+
+// on returns h as c's session reaches it.
+func (e *Embedded) on(c Caller, h node) node {
+	e.mu.RLock()
+	s := e.auth[c.Session]
+	e.mu.RUnlock()
+	if s == nil || h == nil {
+		return h
+	}
+	return &sealedNode{node: h, e: e, s: s}
+}
+
+// onAll is on for each of hs.
+func (e *Embedded) onAll(c Caller, hs []node) []node {
+	out := make([]node, len(hs))
+	for i, h := range hs {
+		out[i] = e.on(c, h)
+	}
+	return out
+}
+
+func (n *sealedNode) via() callFunc {
+	return func(method string, args, reply any) error {
+		return n.e.sessionCall(n.s, n.node, method, args, reply)
+	}
+}
+
+func (n *sealedNode) PutKeys(recs []*keyRecord) error          { return n.via().PutKeys(recs) }
+func (n *sealedNode) UpdateMeta(r *keyRecord) error            { return n.via().UpdateMeta(r) }
+func (n *sealedNode) KeyMeta(ref Ref) (*keyRecord, error)      { return n.via().KeyMeta(ref) }
+func (n *sealedNode) Has(ref Ref) bool                         { return n.via().Has(ref) }
+func (n *sealedNode) DeleteKey(ref Ref) error                  { return n.via().DeleteKey(ref) }
+func (n *sealedNode) Snapshot() []*keyRecord                   { return n.via().Snapshot() }
+func (n *sealedNode) DestroySession(session string) int        { return n.via().DestroySession(session) }
+func (n *sealedNode) Sign(req SignRequest) ([]byte, error)     { return n.via().Sign(req) }
+func (n *sealedNode) Verify(req SignRequest, sig []byte) error { return n.via().Verify(req, sig) }
+func (n *sealedNode) PublicKeyPEM(ref Ref) ([]byte, error)     { return n.via().PublicKeyPEM(ref) }
+func (n *sealedNode) PutUser(u *userRecord) error              { return n.via().PutUser(u) }
+func (n *sealedNode) DeleteUser(name string, at int64) error   { return n.via().DeleteUser(name, at) }
+func (n *sealedNode) UnshareAll(username string) error         { return n.via().UnshareAll(username) }
+
+// loginHSM picks the HSM to check a login on: the first that answers and
+// holds the user's newest record, without a turn of the round-robin (a
+// login should not shift where the next key operation goes). An HSM that
+// came back empty, or missed a password change, would refuse the right
+// password until server-side sync reaches it.
+func (e *Embedded) loginHSM(user string) (node, error) {
+	hs := e.answering()
+	if len(hs) == 0 {
+		return nil, ErrNoHSM
+	}
+	var best node
+	var newest int64
+	for _, h := range hs {
+		users, _ := h.UserState()
+		if u := users[user]; u != nil && (best == nil || u.Updated > newest) {
+			best, newest = h, u.Updated
+		}
+	}
+	if best == nil {
+		return hs[0], nil // it refuses the login like any unknown user
+	}
+	return best, nil
 }
 
 // endSession has every HSM that answers forget a session's key.
@@ -152,17 +374,16 @@ func (e *Embedded) SessionInfo(ctx context.Context, c Caller) (SessionInfo, erro
 	}
 	e.mu.RLock()
 	s := e.auth[c.Session]
-	var served []string
-	if s != nil {
-		served = slices.Sorted(maps.Keys(s.served))
-	}
 	e.mu.RUnlock()
 	if s == nil {
 		return SessionInfo{}, fmt.Errorf("%w (no authenticated session)", ErrNotLoggedIn)
 	}
+	s.mu.RLock()
+	served, opened, expires := slices.Sorted(maps.Keys(s.served)), s.opened, s.expires
+	s.mu.RUnlock()
 	return SessionInfo{
-		SessionID: s.sid, Username: c.Username, Role: c.Role, OpenedOn: s.opened, ServedBy: served,
-		Expires: s.expires.UTC().Format(time.RFC3339), SecondsLeft: max(0, int(time.Until(s.expires)/time.Second)),
+		SessionID: s.sid, Username: c.Username, Role: c.Role, OpenedOn: opened, ServedBy: served,
+		Expires: expires.UTC().Format(time.RFC3339), SecondsLeft: max(0, int(time.Until(expires)/time.Second)),
 		Curve: authsession.Curve, AEAD: authsession.AEAD, KDF: authsession.KDF,
 		Client: e.client.ID, ClientKey: authsession.Fingerprint(e.client.Key.Public()),
 	}, nil

@@ -3,6 +3,7 @@ package hsmcore
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -28,10 +29,17 @@ const (
 type hsmSession struct {
 	sk        [32]byte
 	claims    authsession.Claims
-	window    authsession.Window
-	client    string
-	clientKey []byte // the client's identity key, PKIX DER
+	ekt       []byte                                   // the token last seen, to skip re-opening it
+	window    authsession.Window                       // the login envelope
+	lanes     [authsession.MaxLanes]authsession.Window // commands, one window per lane
+	client    string                                   // "" for a session adopted from its EKT alone
+	clientKey []byte                                   // the client's identity key, PKIX DER
 }
+
+// maxSessions bounds the sessions an HSM holds in memory. A session is
+// never evicted early (its replay windows would go with it); past the
+// bound new ones are refused until old ones expire.
+const maxSessions = 10000
 
 type handshakeArgs struct {
 	Hello     *authsession.Hello `json:"hello"`
@@ -49,6 +57,10 @@ type authArgs struct {
 type authBody struct {
 	Password string `json:"password"`
 	Role     Role   `json:"role"`
+	// Resume is the EKT of the session this login renegotiates (it
+	// expired, or an HSM restarted): the session keeps its id, so its
+	// session keys stay its own, under the new session key.
+	Resume []byte `json:"resume,omitempty"`
 }
 
 // authAnswer is the sealed answer to Authenticate.
@@ -133,11 +145,34 @@ func (h *hsm) Authenticate(a authArgs) (authsession.Envelope, error) {
 	u := h.users[claims.User]
 	if u != nil && u.Role == body.Role && !u.locked() && checkPassword(u.Hash, body.Password) {
 		claims.Role = string(body.Role)
+		if body.Resume != nil {
+			// The old token may have expired: that is why the client is
+			// here. What matters is that this domain issued it, to this
+			// user; the password was just checked.
+			// The zero time is before every expiry: OpenEKT checks the
+			// domain and the contents, not the clock.
+			_, old, err := authsession.OpenEKT(*h.domain, body.Resume, time.Time{})
+			if err == nil {
+				if _, gone := h.ended[old.SessionID]; gone {
+					err = fmt.Errorf("session %s was logged out", old.SessionID)
+				}
+			}
+			if err != nil {
+				return authsession.Envelope{}, fmt.Errorf("%w: the session to resume: %w", ErrPermission, err)
+			}
+			if old.User != claims.User {
+				return authsession.Envelope{}, fmt.Errorf("%w: session %s belongs to %s, not %s", ErrPermission, old.SessionID, old.User, claims.User)
+			}
+			delete(h.sessions, claims.SessionID)
+			claims.SessionID = old.SessionID
+			delete(h.ended, old.SessionID)
+			h.sessions[claims.SessionID] = s
+		}
 		ekt, err := authsession.IssueEKT(*h.domain, sk, claims)
 		if err != nil {
 			return authsession.Envelope{}, err
 		}
-		s.claims = claims
+		s.claims, s.ekt = claims, ekt
 		if _, known := h.clients[s.client]; !known {
 			if err := h.registerClientLocked(s.client, s.clientKey); err != nil {
 				return authsession.Envelope{}, err
@@ -171,13 +206,275 @@ func (h *hsm) registerClientLocked(client string, key []byte) error {
 	return h.store.putSecret(secretClients, b)
 }
 
-// EndSession forgets a session's key (logout).
+// EndSession forgets a session's key (logout), and remembers until the
+// session would have expired that it ended, so that its token cannot bring
+// it back.
 func (h *hsm) EndSession(sid string) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if h.ended == nil {
+		h.ended = map[string]time.Time{}
+	}
 	if s, ok := h.sessions[sid]; ok {
+		h.ended[sid] = s.claims.Expires
 		clear(s.sk[:])
 		delete(h.sessions, sid)
+	} else if len(h.ended) < maxSessions {
+		// Not served here yet: no session outlives the longest lifetime.
+		h.ended[sid] = time.Now().Add(maxSessionLifetime)
 	}
 	return nil
+}
+
+// sessionCall is the sealed content of a command envelope.
+type sessionCall struct {
+	// HSM is the HSM the command is for, so that an envelope recorded on
+	// its way to one HSM cannot be replayed to another, whose window for
+	// the session has not seen it.
+	HSM    string          `json:"hsm"`
+	Method string          `json:"method"`
+	Args   json.RawMessage `json:"args,omitempty"`
+}
+
+// sessionResult is the sealed answer to a command: its result, or its
+// error with the code the client library matches on.
+type sessionResult struct {
+	Result json.RawMessage `json:"result,omitempty"`
+	Code   string          `json:"code,omitempty"`
+	Error  string          `json:"error,omitempty"`
+}
+
+// Enveloped serves one command of a logged-in session. Any HSM of the
+// domain can: the EKT gives it the session key and says whose session it
+// is, so it decides access itself, from the session's user and role and
+// its own records, not from what the client library claims.
+func (h *hsm) Enveloped(env authsession.Envelope) (authsession.Envelope, error) {
+	s, claims, err := h.sessionFor(env.EKT)
+	if err != nil {
+		return authsession.Envelope{}, err
+	}
+	plain, err := authsession.Open(s.sk, authsession.ToHSM, env.EKT, env)
+	if err != nil {
+		return authsession.Envelope{}, fmt.Errorf("%w: %w", ErrPermission, err)
+	}
+	if err := s.lanes[authsession.LaneOf(env.Seq)].Accept(env.Seq); err != nil {
+		return authsession.Envelope{}, fmt.Errorf("%w: %w", ErrPermission, err)
+	}
+	var call sessionCall
+	if err := json.Unmarshal(plain, &call); err != nil {
+		return authsession.Envelope{}, fmt.Errorf("%w: the envelope holds no command: %v", ErrInvalid, err)
+	}
+	if call.HSM != h.id {
+		return authsession.Envelope{}, fmt.Errorf("%w: the command was sealed for %s, not %s: refusing a redirected envelope", ErrPermission, call.HSM, h.id)
+	}
+	c := Caller{Username: claims.User, Role: Role(claims.Role), Session: claims.SessionID}
+	var res sessionResult
+	out, err := h.serveAs(c, call.Method, call.Args)
+	if err == nil {
+		res.Result, err = json.Marshal(out)
+	}
+	if err != nil {
+		res = sessionResult{Code: codeOf(err), Error: err.Error()}
+	}
+	b, err := json.Marshal(res)
+	if err != nil {
+		return authsession.Envelope{}, err
+	}
+	return authsession.Seal(s.sk, authsession.ToClient, env.Seq, env.EKT, b)
+}
+
+// sessionFor finds or adopts the session an EKT names.
+func (h *hsm) sessionFor(ekt []byte) (*hsmSession, authsession.Claims, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.up {
+		return nil, authsession.Claims{}, errDown(h.id)
+	}
+	if h.domain == nil {
+		return nil, authsession.Claims{}, fmt.Errorf("%w: %s belongs to no domain", ErrInvalid, h.id)
+	}
+	now := time.Now()
+	sk, claims, err := authsession.OpenEKT(*h.domain, ekt, now)
+	switch {
+	case errors.Is(err, authsession.ErrExpired):
+		return nil, claims, fmt.Errorf("%w (%v)", ErrSessionExpired, err)
+	case err != nil:
+		return nil, claims, fmt.Errorf("%w: %w", ErrPermission, err)
+	case claims.Role == provisionalRole:
+		return nil, claims, fmt.Errorf("%w: session %s has not finished logging in", ErrPermission, claims.SessionID)
+	}
+	s, ok := h.sessions[claims.SessionID]
+	switch {
+	case ok && s.sk == sk:
+		if !bytes.Equal(s.ekt, ekt) { // re-issued with the user's role
+			s.claims, s.ekt = claims, bytes.Clone(ekt)
+		}
+		return s, s.claims, nil
+	case ok && !claims.Issued.After(s.claims.Issued):
+		return nil, claims, fmt.Errorf("%w: session %s was renegotiated since this token was issued", ErrRenegotiate, claims.SessionID)
+	case !ok:
+		if _, gone := h.ended[claims.SessionID]; gone {
+			return nil, claims, fmt.Errorf("%w: session %s was logged out", ErrPermission, claims.SessionID)
+		}
+		if claims.Issued.Before(h.started) {
+			return nil, claims, fmt.Errorf("%w: %s restarted at %s, after session %s began", ErrRenegotiate, h.id, h.started.UTC().Format(time.RFC3339), claims.SessionID)
+		}
+		h.sweepSessionsLocked(now)
+		if len(h.sessions) >= maxSessions {
+			return nil, claims, fmt.Errorf("%w: %s holds %d sessions, its limit: try again when some expire", ErrPermission, h.id, maxSessions)
+		}
+	}
+	// A session new to this HSM, or a renegotiated one: fresh windows.
+	if h.sessions == nil {
+		h.sessions = map[string]*hsmSession{}
+	}
+	s = &hsmSession{sk: sk, claims: claims, ekt: bytes.Clone(ekt)}
+	h.sessions[claims.SessionID] = s
+	return s, claims, nil
+}
+
+// sweepSessionsLocked forgets expired sessions; h.mu is held.
+func (h *hsm) sweepSessionsLocked(now time.Time) {
+	for id, s := range h.sessions {
+		if !now.Before(s.claims.Expires) {
+			clear(s.sk[:])
+			delete(h.sessions, id)
+		}
+	}
+	for id, exp := range h.ended {
+		if !now.Before(exp) {
+			delete(h.ended, id)
+		}
+	}
+}
+
+// sessionOnly are the methods that use a key: they are served only inside
+// a session envelope, never to a bare connection.
+var sessionOnly = map[string]bool{mSign: true, mVerify: true, mPublicKey: true}
+
+// serveAs runs one command for the session's caller, after the HSM's own
+// access check. The client library checks the same rules first, to give
+// the user the right message; this is the check that holds when the
+// client is not hsmsh's library.
+func (h *hsm) serveAs(c Caller, method string, args json.RawMessage) (any, error) {
+	decode := func(v any) error {
+		if err := json.Unmarshal(args, v); err != nil {
+			return fmt.Errorf("%w: %s: bad arguments: %v", ErrInvalid, method, err)
+		}
+		return nil
+	}
+	// checkKey checks the caller may reach the key: a crypto user's own
+	// or shared key (use), a key it may see (meta), or one it owns
+	// (change). A key it may not reach is "not found", as in key list.
+	checkKey := func(ref Ref, may func(r *keyRecord) bool) error {
+		r, err := h.KeyMeta(ref)
+		if err != nil {
+			return err
+		}
+		if !may(r) {
+			return fmt.Errorf("%w: key %s", ErrKeyNotFound, ref)
+		}
+		return nil
+	}
+	keyFor := func(may func(r *keyRecord) bool) error {
+		var ref Ref
+		if err := decode(&ref); err != nil {
+			return err
+		}
+		return checkKey(ref, may)
+	}
+	inSession := func(r *keyRecord) bool { return r.Session == "" || r.Session == c.Session }
+	usable := func(r *keyRecord) bool { return inSession(r) && r.usableBy(c) }
+	owned := func(r *keyRecord) bool {
+		return inSession(r) && c.Role == RoleCryptoUser && r.Owner == c.Username
+	}
+	admin := func() error {
+		if c.Role != RoleAdmin {
+			return fmt.Errorf("%w: %s needs the admin role; the session is %s's, a %s", ErrPermission, method, c.Username, c.Role)
+		}
+		return nil
+	}
+
+	var err error
+	switch method {
+	case mPublicKey:
+		err = keyFor(usable)
+	case mSign:
+		var req SignRequest
+		if err = decode(&req); err == nil {
+			err = checkKey(req.Ref, usable)
+		}
+	case mVerify:
+		var a verifyArgs
+		if err = decode(&a); err == nil {
+			err = checkKey(a.Req.Ref, usable)
+		}
+	case mKeyMeta:
+		err = keyFor(func(r *keyRecord) bool { return r.visibleTo(c) })
+	case mDeleteKey:
+		err = keyFor(owned)
+	case mUpdateMeta:
+		var w wireKey
+		if err = decode(&w); err != nil {
+			return nil, err
+		}
+		if r, e := h.KeyMeta(w.Ref); e != nil {
+			err = e
+		} else if !owned(r) || w.Owner != r.Owner || w.Session != r.Session {
+			err = fmt.Errorf("%w: only the key's owner may change key %s, and not its owner or session", ErrPermission, w.Ref)
+		}
+	case mPutKeys:
+		var ws []wireKey
+		if err = decode(&ws); err != nil {
+			return nil, err
+		}
+		for _, w := range ws {
+			if c.Role != RoleCryptoUser || w.Owner != c.Username || (w.Session != "" && w.Session != c.Session) {
+				err = fmt.Errorf("%w: a session of %s (%s) may store only its own keys", ErrPermission, c.Username, c.Role)
+				break
+			}
+		}
+	case mDestroySession:
+		var sid string
+		if err = decode(&sid); err == nil && sid != c.Session {
+			err = fmt.Errorf("%w: a session may end only its own session keys", ErrPermission)
+		}
+	case mPutUser:
+		var u userRecord
+		if err = decode(&u); err != nil {
+			return nil, err
+		}
+		// A user may change its own password, never its role.
+		if own := h.userRole(u.Username); u.Username != c.Username || own != u.Role {
+			err = admin()
+		}
+	case mDeleteUser, mUnshareAll:
+		err = admin()
+	case mSnapshot:
+		var out []*keyRecord
+		for _, r := range h.Snapshot() {
+			if r.visibleTo(c) {
+				out = append(out, r)
+			}
+		}
+		return toWire(out), nil
+	case mHas, mRefTaken, mUserState, mOwns:
+		// Presence and user records, as every client sees them.
+	default:
+		err = fmt.Errorf("%w: %s is not a session command", ErrInvalid, method)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return dispatch(h, method, args)
+}
+
+// userRole is the role of a user the HSM knows, or "".
+func (h *hsm) userRole(name string) Role {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	if u := h.users[name]; u != nil {
+		return u.Role
+	}
+	return ""
 }

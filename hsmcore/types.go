@@ -87,6 +87,14 @@ var (
 	ErrNoHSM          = errors.New("no HSM of the cluster is available")
 	ErrNotActivated   = errors.New("the cluster is not activated: run cluster activate to give the built-in admin its password")
 	ErrInvalid        = errors.New("invalid request")
+	// ErrSessionExpired is a session whose token (EKT) has expired; the
+	// client library renegotiates when it holds the credentials.
+	ErrSessionExpired = errors.New("the login session has expired: log in again")
+	// ErrRenegotiate is a session an HSM cannot serve as it stands: the HSM
+	// restarted since the session began (so it lost the session's replay
+	// windows), or the session's token was superseded. The client library
+	// runs the handshake again.
+	ErrRenegotiate = errors.New("the HSM cannot serve this session as it stands: renegotiate")
 )
 
 // HSMState is what the client knows of one HSM.

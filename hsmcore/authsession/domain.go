@@ -48,13 +48,13 @@ type Claims struct {
 	User      string    `json:"user"`
 	Role      string    `json:"role"`
 	Expires   time.Time `json:"exp"`    // whole seconds, UTC
-	Issued    time.Time `json:"iat"`    // when the handshake ran, whole seconds, UTC
+	Issued    time.Time `json:"iat"`    // when the handshake ran, whole milliseconds, UTC
 	Domain    string    `json:"domain"` // DomainKey.ID()
 }
 
 // EKT wire format: version ‖ nonce ‖ GCM ciphertext, AAD
 // labelEKT ‖ version ‖ domain id. The plaintext is
-// SK (32) ‖ expiry (int64 Unix seconds) ‖ issued (int64 Unix seconds) ‖ session id ‖ user ‖ role ‖ domain id,
+// SK (32) ‖ expiry (int64 Unix seconds) ‖ issued (int64 Unix milliseconds) ‖ session id ‖ user ‖ role ‖ domain id,
 // each string preceded by its length as a uint16.
 const (
 	ektVersion = 1
@@ -98,7 +98,7 @@ func sealEKT(domain DomainKey, sk [32]byte, c Claims) ([]byte, error) {
 	pt := make([]byte, 0, 128)
 	pt = append(pt, sk[:]...)
 	pt = binary.BigEndian.AppendUint64(pt, uint64(c.Expires.Unix()))
-	pt = binary.BigEndian.AppendUint64(pt, uint64(c.Issued.Unix()))
+	pt = binary.BigEndian.AppendUint64(pt, uint64(c.Issued.UnixMilli()))
 	for _, s := range []string{c.SessionID, c.User, c.Role, c.Domain} {
 		pt = binary.BigEndian.AppendUint16(pt, uint16(len(s)))
 		pt = append(pt, s...)
@@ -119,7 +119,7 @@ func parseEKTPlaintext(pt []byte) (sk [32]byte, c Claims, err error) {
 	}
 	copy(sk[:], pt)
 	c.Expires = time.Unix(int64(binary.BigEndian.Uint64(pt[keyLen:])), 0).UTC()
-	c.Issued = time.Unix(int64(binary.BigEndian.Uint64(pt[keyLen+8:])), 0).UTC()
+	c.Issued = time.UnixMilli(int64(binary.BigEndian.Uint64(pt[keyLen+8:]))).UTC()
 	rest := pt[keyLen+16:]
 	for _, f := range []*string{&c.SessionID, &c.User, &c.Role, &c.Domain} {
 		if len(rest) < 2 {
@@ -183,7 +183,7 @@ func OpenEKT(domain DomainKey, ekt []byte, now time.Time) ([32]byte, Claims, err
 func IssueEKT(domain DomainKey, sk [32]byte, claims Claims) ([]byte, error) {
 	claims.Domain = domain.ID()
 	claims.Expires = claims.Expires.UTC().Truncate(time.Second)
-	claims.Issued = claims.Issued.UTC().Truncate(time.Second)
+	claims.Issued = claims.Issued.UTC().Truncate(time.Millisecond)
 	if err := checkClaims(claims); err != nil {
 		return nil, fmt.Errorf("issue a session token: %w", err)
 	}

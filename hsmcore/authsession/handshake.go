@@ -131,7 +131,10 @@ func Accept(h *Hello, clientPub *ecdsa.PublicKey, hsm string, hsmID *Identity, d
 	}
 	claims.SessionID = hex.EncodeToString(sid[:])
 	claims.Domain = domain.ID()
-	claims.Issued = time.Now().UTC().Truncate(time.Second)
+	// Milliseconds, not seconds: an HSM that restarted refuses sessions
+	// issued before, and a renegotiated session must be newer than the
+	// one it replaces, even within one second.
+	claims.Issued = time.Now().UTC().Truncate(time.Millisecond)
 	if err := checkClaims(claims); err != nil {
 		return fail(fmt.Errorf("accept: claims: %w", err))
 	}
