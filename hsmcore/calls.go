@@ -113,3 +113,23 @@ func (f callFunc) Owns(username string) bool {
 	var ok bool
 	return f(mOwns, username, &ok) == nil && ok
 }
+
+func (f callFunc) Backup(a backupArgs) ([]byte, error) {
+	var b []byte
+	if err := f(mBackup, a, &b); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+func (f callFunc) ExportWrapped(ref Ref) (*wrappedKey, error) {
+	var w wrappedKey
+	if err := f(mExportWrapped, ref, &w); err != nil {
+		return nil, err
+	}
+	return &w, nil
+}
+
+func (f callFunc) ImportWrapped(w *wrappedKey, owner string) error {
+	return f(mImportWrapped, importWrappedArgs{Key: w, Owner: owner}, nil)
+}

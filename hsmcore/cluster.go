@@ -60,6 +60,15 @@ type Cluster interface {
 	SetQuorumTimeouts(ctx context.Context, c Caller, generated, approved time.Duration) error
 	RegisterQuorumKey(ctx context.Context, c Caller, pubPEM, signedToken []byte) error
 
+	// Backups and replication between clusters of one domain (a cluster
+	// and its clones).
+	CreateBackup(ctx context.Context, c Caller, password string) ([]byte, BackupInfo, error)
+	DomainID() (string, error)
+	ExportKey(ctx context.Context, c Caller, ref Ref) (KeyCopy, error)
+	ReplicateKey(ctx context.Context, c Caller, k KeyCopy) error
+	ExportUser(ctx context.Context, c Caller, username string, role Role) (UserCopy, error)
+	ReplicateUser(ctx context.Context, c Caller, u UserCopy) error
+
 	// Subscribe follows the cluster's events; cancel ends it. A slow
 	// subscriber loses events rather than blocking the cluster.
 	Subscribe(buffer int) (events <-chan Event, cancel func())

@@ -35,6 +35,9 @@ type Options struct {
 	// NoRenegotiate forgets the password after login: an expired session
 	// then needs a new login instead of a transparent renegotiation.
 	NoRenegotiate bool
+
+	// restore, set by OpenClone, is a backup every new HSM starts from.
+	restore *backupContents
 }
 
 // Embedded is a cluster of in-process HSMs. It plays both parts: the HSMs,
@@ -152,6 +155,13 @@ func OpenEmbedded(opts Options) (*Embedded, error) {
 			return nil, fmt.Errorf("open %s: %w", id, err)
 		}
 		h.rules = opts.QuorumRules
+		if opts.restore != nil {
+			if err := h.restore(opts.restore); err != nil {
+				h.Close()
+				e.Close()
+				return nil, fmt.Errorf("clone: %w", err)
+			}
+		}
 		e.hsms = append(e.hsms, e.wrap(h))
 	}
 	if err := e.prepare(); err != nil {

@@ -53,6 +53,10 @@ const (
 	mEndSession   = "end-session"
 	mEnveloped    = "enveloped"
 
+	mBackup        = "backup"
+	mExportWrapped = "export-wrapped"
+	mImportWrapped = "import-wrapped"
+
 	mSyncNow    = "sync-now"
 	mSyncPause  = "sync-pause"
 	mSyncResume = "sync-resume"
@@ -122,6 +126,11 @@ type registerArgs struct {
 type importDomainArgs struct {
 	Wrapped *authsession.WrappedDomain `json:"wrapped"`
 	Members map[string][]byte          `json:"members"`
+}
+
+type importWrappedArgs struct {
+	Key   *wrappedKey `json:"key"`
+	Owner string      `json:"owner"`
 }
 
 type deleteUserArgs struct {
@@ -334,6 +343,24 @@ func dispatch(h node, method string, args json.RawMessage) (any, error) {
 			return nil, err
 		}
 		return nil, h.EndSession(sid)
+	case mBackup:
+		var a backupArgs
+		if err := decode(&a); err != nil {
+			return nil, err
+		}
+		return h.Backup(a)
+	case mExportWrapped:
+		var ref Ref
+		if err := decode(&ref); err != nil {
+			return nil, err
+		}
+		return h.ExportWrapped(ref)
+	case mImportWrapped:
+		var a importWrappedArgs
+		if err := decode(&a); err != nil {
+			return nil, err
+		}
+		return nil, h.ImportWrapped(a.Key, a.Owner)
 	case mEnveloped:
 		var env authsession.Envelope
 		if err := decode(&env); err != nil {

@@ -102,4 +102,10 @@ type node interface {
 	// under the session key, carrying the session's EKT. The answer comes
 	// back sealed the same way.
 	Enveloped(env authsession.Envelope) (authsession.Envelope, error)
+
+	// Backups and replication between clusters of one domain (backup.go);
+	// served only inside a session.
+	Backup(a backupArgs) ([]byte, error)
+	ExportWrapped(ref Ref) (*wrappedKey, error)
+	ImportWrapped(w *wrappedKey, owner string) error
 }

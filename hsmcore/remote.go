@@ -380,6 +380,14 @@ func (n *remoteNode) Authenticate(a authArgs) (authsession.Envelope, error) {
 
 func (n *remoteNode) EndSession(sid string) error { return n.call(mEndSession, sid, nil) }
 
+func (n *remoteNode) Backup(a backupArgs) ([]byte, error) { return callFunc(n.call).Backup(a) }
+func (n *remoteNode) ExportWrapped(ref Ref) (*wrappedKey, error) {
+	return callFunc(n.call).ExportWrapped(ref)
+}
+func (n *remoteNode) ImportWrapped(w *wrappedKey, owner string) error {
+	return callFunc(n.call).ImportWrapped(w, owner)
+}
+
 func (n *remoteNode) Enveloped(env authsession.Envelope) (authsession.Envelope, error) {
 	var out authsession.Envelope
 	err := n.call(mEnveloped, env, &out)

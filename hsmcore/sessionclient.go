@@ -388,3 +388,8 @@ func (e *Embedded) SessionInfo(ctx context.Context, c Caller) (SessionInfo, erro
 		Client: e.client.ID, ClientKey: authsession.Fingerprint(e.client.Key.Public()),
 	}, nil
 }
+func (n *sealedNode) Backup(a backupArgs) ([]byte, error)        { return n.via().Backup(a) }
+func (n *sealedNode) ExportWrapped(ref Ref) (*wrappedKey, error) { return n.via().ExportWrapped(ref) }
+func (n *sealedNode) ImportWrapped(w *wrappedKey, owner string) error {
+	return n.via().ImportWrapped(w, owner)
+}

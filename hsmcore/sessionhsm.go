@@ -350,7 +350,8 @@ func (h *hsm) sweepSessionsLocked(now time.Time) {
 
 // sessionOnly are the methods that use a key: they are served only inside
 // a session envelope, never to a bare connection.
-var sessionOnly = map[string]bool{mSign: true, mVerify: true, mPublicKey: true}
+var sessionOnly = map[string]bool{mSign: true, mVerify: true, mPublicKey: true,
+	mBackup: true, mExportWrapped: true, mImportWrapped: true}
 
 // serveAs runs one command for the session's caller, after the HSM's own
 // access check. The client library checks the same rules first, to give
@@ -448,8 +449,21 @@ func (h *hsm) serveAs(c Caller, method string, args json.RawMessage) (any, error
 		if own := h.userRole(u.Username); u.Username != c.Username || own != u.Role {
 			err = admin()
 		}
-	case mDeleteUser, mUnshareAll:
+	case mDeleteUser, mUnshareAll, mBackup:
 		err = admin()
+	case mExportWrapped:
+		err = keyFor(owned)
+	case mImportWrapped:
+		var a importWrappedArgs
+		if err = decode(&a); err != nil {
+			return nil, err
+		}
+		if c.Role != RoleCryptoUser {
+			return nil, fmt.Errorf("%w: key replicate needs a crypto user's session", ErrPermission)
+		}
+		// The session's user is the owner asked for, whatever the client
+		// sent.
+		return nil, h.ImportWrapped(a.Key, c.Username)
 	case mSnapshot:
 		var out []*keyRecord
 		for _, r := range h.Snapshot() {
