@@ -13,7 +13,6 @@ import (
 	"github.com/hsmsh/hsmsh/config"
 	"github.com/hsmsh/hsmsh/hsmcore"
 	"github.com/hsmsh/hsmsh/hsmcore/nestedtls"
-	"github.com/hsmsh/hsmsh/session"
 )
 
 // tlsFiles names the PKI files the configuration's [tls] keys give.
@@ -41,7 +40,7 @@ func servers(cfg *config.Config) []hsmcore.Peer {
 }
 
 // openRemote connects to the servers of [[cluster.servers]].
-func openRemote(cfg *config.Config, dataDir string) (*Env, error) {
+func openRemote(cfg *config.Config, dataDir string) (hsmcore.Cluster, error) {
 	tlsCfg, err := nestedtls.LoadClient(tlsFiles(cfg))
 	if err != nil {
 		return nil, pkiHint(cfg, err)
@@ -63,7 +62,7 @@ func openRemote(cfg *config.Config, dataDir string) (*Env, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Env{Session: session.New(c), Config: cfg}, nil
+	return c, nil
 }
 
 // Serve runs the HSM server named id in the configuration's

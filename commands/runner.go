@@ -24,13 +24,31 @@ type Env struct {
 	// Dir is the folder relative file paths are read from and written to;
 	// "" is the process's working folder.
 	Dir string
+
+	// set is the clusters this Env has opened, shared by its copies; Session
+	// is the one this copy runs on (clusters.go).
+	set *clusterSet
 }
 
 // Open opens the cluster the configuration describes — embedded HSMs, or
 // the HSM servers of a remote cluster — and returns an Env with nobody
 // logged in. dataDir is the folder under which the embedded cluster keeps
-// its stores ("" for memory only); the remote mode does not use it.
+// its stores ("" for memory only); the remote mode does not use it. The
+// configuration's other clusters ([[clusters]]) and the clones under
+// dataDir open when a command first names them.
 func Open(cfg *config.Config, dataDir string) (*Env, error) {
+	c, err := openCluster(cfg, dataDir)
+	if err != nil {
+		return nil, err
+	}
+	s := session.New(c)
+	set := &clusterSet{cfg: cfg, dataDir: dataDir, current: cfg.Cluster.ID,
+		sessions: map[string]*session.Session{cfg.Cluster.ID: s}, opened: []string{cfg.Cluster.ID}}
+	return &Env{Session: s, Config: cfg, set: set}, nil
+}
+
+// openCluster opens the cluster cfg.Cluster describes.
+func openCluster(cfg *config.Config, dataDir string) (hsmcore.Cluster, error) {
 	switch cfg.Cluster.Mode {
 	case "remote":
 		return openRemote(cfg, dataDir)
@@ -38,29 +56,30 @@ func Open(cfg *config.Config, dataDir string) (*Env, error) {
 	default:
 		return nil, fmt.Errorf("cluster mode %q: use \"embedded\" or \"remote\"", cfg.Cluster.Mode)
 	}
-	dir := ""
-	if dataDir != "" {
-		dir = filepath.Join(dataDir, "clusters", cfg.Cluster.ID)
-	}
 	rules, client, err := clientSide(cfg, dataDir)
 	if err != nil {
 		return nil, err
 	}
-	c, err := hsmcore.OpenEmbedded(hsmcore.Options{
+	return hsmcore.OpenEmbedded(embeddedOptions(cfg, dataDir, cfg.Cluster.ID, cfg.Cluster.HSMs, cfg.Cluster.Transport, rules, client))
+}
+
+// embeddedOptions are the options of an embedded cluster (or clone) id.
+func embeddedOptions(cfg *config.Config, dataDir, id string, hsms int, transport string, rules map[string][]quorum.Rule, client hsmcore.ClientIdentity) hsmcore.Options {
+	dir := ""
+	if dataDir != "" {
+		dir = filepath.Join(dataDir, "clusters", id)
+	}
+	return hsmcore.Options{
 		QuorumRules:     rules,
 		Client:          client,
 		SessionLifetime: cfg.Session.Lifetime,
 		NoRenegotiate:   !cfg.Session.Renegotiate,
-		ID:              cfg.Cluster.ID,
-		HSMs:            cfg.Cluster.HSMs,
+		ID:              id,
+		HSMs:            hsms,
 		DataDir:         dir,
 		Durability:      durability(cfg),
-		Transport:       cfg.Cluster.Transport,
-	})
-	if err != nil {
-		return nil, err
+		Transport:       transport,
 	}
-	return &Env{Session: session.New(c), Config: cfg}, nil
 }
 
 // clientSide is what both modes' client library needs besides the
@@ -75,9 +94,13 @@ func clientSide(cfg *config.Config, dataDir string) (map[string][]quorum.Rule, h
 	return rules, client, err
 }
 
-// Close logs out (destroying session keys) and closes the cluster.
+// Close logs out of every cluster the Env opened (destroying session
+// keys) and closes them.
 func (e *Env) Close(ctx context.Context) error {
-	return errors.Join(e.Session.Close(ctx), e.Session.Cluster().Close())
+	if e.set == nil {
+		return errors.Join(e.Session.Close(ctx), e.Session.Cluster().Close())
+	}
+	return e.set.close(ctx)
 }
 
 // durability maps the configuration onto the cluster's settings.
@@ -130,6 +153,17 @@ func (r *Runner) Run(ctx context.Context, words []string) Result {
 	if words[0] == "help" {
 		return r.help(words[1:])
 	}
+	words, clusterID, err := splitClusterID(words)
+	if err != nil {
+		return failure(err)
+	}
+	// The command runs on its own copy of the Env, on the cluster it
+	// names or the current one, so use-cluster meanwhile changes nothing
+	// under it.
+	env, err := r.Env.On(clusterID)
+	if err != nil {
+		return failure(err)
+	}
 	cmd, rest, err := r.Tree.Find(words)
 	if err != nil {
 		return failure(err)
@@ -142,17 +176,17 @@ func (r *Runner) Run(ctx context.Context, words []string) Result {
 	if err != nil {
 		return failure(err)
 	}
-	if err := cmd.allowed(r.Env); err != nil {
+	if err := cmd.allowed(env); err != nil {
 		return failure(err)
 	}
 	if err := ctx.Err(); err != nil {
 		return failure(fmt.Errorf("%s: cancelled", cmd.Name()))
 	}
-	ctx, err = withApproval(ctx, r.Env, cmd, args, words)
+	ctx, err = withApproval(ctx, env, cmd, args, words)
 	if err != nil {
 		return failure(err)
 	}
-	data, err := cmd.Run(ctx, r.Env, args)
+	data, err := cmd.Run(ctx, env, args)
 	if err != nil {
 		if errors.Is(err, context.Canceled) {
 			return failure(fmt.Errorf("%s: cancelled", cmd.Name()))

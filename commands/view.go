@@ -43,7 +43,7 @@ func (k KeyView) Held() int {
 
 // Who is the logged-in user and role, if any.
 func (e *Env) Who() (user, role string, ok bool) {
-	c, err := e.Session.Caller()
+	c, err := e.Current().Session.Caller()
 	if err != nil {
 		return "", "", false
 	}
@@ -53,6 +53,7 @@ func (e *Env) Who() (user, role string, ok bool) {
 // SessionLeft is how long the login session has left, for the status
 // bar; ok is false when nobody is logged in.
 func (e *Env) SessionLeft(ctx context.Context) (left time.Duration, ok bool) {
+	e = e.Current()
 	c, err := e.Session.Caller()
 	if err != nil {
 		return 0, false
@@ -65,14 +66,15 @@ func (e *Env) SessionLeft(ctx context.Context) (left time.Duration, ok bool) {
 }
 
 // ClusterID is the id of the cluster the session runs on.
-func (e *Env) ClusterID() string { return e.Session.Cluster().ID() }
+func (e *Env) ClusterID() string { return e.Current().Session.Cluster().ID() }
 
 // HSMs describes the cluster's HSMs.
-func (e *Env) HSMs(ctx context.Context) []HSMInfo { return e.Session.Cluster().HSMs(ctx) }
+func (e *Env) HSMs(ctx context.Context) []HSMInfo { return e.Current().Session.Cluster().HSMs(ctx) }
 
 // Keys lists the keys the logged-in user may see, by reference; nil when
 // nobody is logged in.
 func (e *Env) Keys(ctx context.Context) ([]KeyView, error) {
+	e = e.Current()
 	c, err := e.Session.Caller()
 	if err != nil {
 		return nil, nil
@@ -94,6 +96,7 @@ type TokenView = hsmcore.QuorumToken
 // Tokens lists the live quorum tokens the logged-in user may see (an
 // admin sees all); none when nobody is logged in.
 func (e *Env) Tokens(ctx context.Context) ([]TokenView, error) {
+	e = e.Current()
 	c, err := e.Session.Caller()
 	if err != nil {
 		return nil, nil
@@ -103,6 +106,7 @@ func (e *Env) Tokens(ctx context.Context) ([]TokenView, error) {
 
 // Usernames lists the cluster's users, for completion.
 func (e *Env) Usernames(ctx context.Context) []string {
+	e = e.Current()
 	c, _ := e.Session.Caller()
 	users, err := e.Session.Cluster().Users(ctx, c)
 	if err != nil {
@@ -116,11 +120,12 @@ func (e *Env) Usernames(ctx context.Context) []string {
 }
 
 // Durability is the durability settings in force.
-func (e *Env) Durability() hsmcore.Durability { return e.Session.Cluster().Durability() }
+func (e *Env) Durability() hsmcore.Durability { return e.Current().Session.Cluster().Durability() }
 
 // Sync reports server-side sync's state; ok is false for a cluster with no
 // lab (remote servers sync on their own).
 func (e *Env) Sync() (SyncStatus, bool) {
+	e = e.Current()
 	l, ok := e.Session.Cluster().(hsmcore.Lab)
 	if !ok {
 		return SyncStatus{}, false

@@ -63,8 +63,12 @@ func (s Source) rank() int {
 // Config is hsmsh's configuration. Change it with Set rather than by
 // assigning fields, so that sources are recorded and TLS paths stay resolved.
 type Config struct {
-	Path       string // the file that was loaded, "" if none
-	Cluster    Cluster
+	Path    string // the file that was loaded, "" if none
+	Cluster Cluster
+	// Clusters are further clusters, from [[clusters]] tables, in file
+	// order. They come only from the file, and no two clusters, counting
+	// Cluster, share an id.
+	Clusters   []Cluster
 	Durability Durability
 	Client     Client
 	TLS        TLS
@@ -186,7 +190,7 @@ func (e *Error) Error() string {
 // current directory.
 func Default() *Config {
 	c := &Config{
-		Cluster: Cluster{ID: "cluster-local", Mode: "embedded", HSMs: 3, Transport: "tls"},
+		Cluster: defaultCluster(),
 		Durability: Durability{
 			CreateObjectMinimumNodes: 1,
 			KeyAvailabilityCheck:     true,
@@ -280,6 +284,13 @@ func load(path string, data []byte, getenv func(string) string) (*Config, error)
 		}
 		return nil, e
 	}
+	// The file's ids were checked as it was parsed; only the environment
+	// can have given [cluster] the id of a [[clusters]] table since.
+	if i := c.clusterIndex(c.Cluster.ID); i >= 0 {
+		return nil, &Error{Key: envName("cluster.id"), Msg: fmt.Sprintf(
+			"cluster id %q is also the id of the [[clusters]] table at %s:%d; give each cluster its own id",
+			c.Cluster.ID, path, d.KeyLine(fmt.Sprintf("clusters[%d].id", i)))}
+	}
 	return c, nil
 }
 
@@ -304,6 +315,9 @@ func (c *Config) Set(name, value string, src Source) error {
 	}
 	if cur := c.Source(name); cur.rank() > src.rank() {
 		return fmt.Errorf("%s was set by %s; it takes precedence over %s", name, c.setBy(name, cur), over(src))
+	}
+	if name == "cluster.id" && c.clusterIndex(value) >= 0 {
+		return &Error{Key: name, Msg: fmt.Sprintf("%q is already the id of a [[clusters]] table; give each cluster its own id", value)}
 	}
 	if err := c.apply(s, value, ""); err != nil {
 		return &Error{Key: name, Msg: err.Error()}
@@ -374,10 +388,15 @@ func (c *Config) Settings() []Setting {
 	return out
 }
 
-// Clone returns a deep copy of c, including the sources and the servers.
+// Clone returns a deep copy of c, including the sources, the clusters and
+// their servers.
 func (c *Config) Clone() *Config {
 	d := *c
 	d.Cluster.Servers = slices.Clone(c.Cluster.Servers)
+	d.Clusters = slices.Clone(c.Clusters)
+	for i := range d.Clusters {
+		d.Clusters[i].Servers = slices.Clone(c.Clusters[i].Servers)
+	}
 	d.Quorum.Rules = slices.Clone(c.Quorum.Rules)
 	d.sources = maps.Clone(c.sources)
 	return &d

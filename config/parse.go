@@ -21,6 +21,9 @@ type parser struct {
 	doc  *tomlscan.Doc
 	c    *Config
 	errs []*Error
+	// clusterKeys holds, for each entry of c.Clusters, its key in the
+	// file (clusters[N]), for messages about it found later.
+	clusterKeys []string
 }
 
 // parse decodes the file contents data, named path, on top of the defaults.
@@ -49,6 +52,8 @@ func parse(path string, data []byte) (*Config, *tomlscan.Doc, error) {
 	for _, table := range sortedKeys(raw) {
 		p.table(table, raw[table])
 	}
+	// Only now is the [cluster] id final, whichever table came first.
+	p.checkClusterIDs()
 	if len(p.errs) > 0 {
 		// Report problems in file order, whatever order the map gave them.
 		slices.SortStableFunc(p.errs, func(a, b *Error) int {
@@ -86,6 +91,10 @@ func (p *parser) table(name string, v any) {
 		p.errorf(name, "unknown %s (known tables: %s)", what, strings.Join(tableNames(), ", "))
 		return
 	}
+	if name == "clusters" {
+		p.clusters(v)
+		return
+	}
 	m, ok := v.(map[string]any)
 	if !ok {
 		p.errorf(name, "must be a table ([%s]), got %s", name, tomlscan.Describe(v))
@@ -94,7 +103,7 @@ func (p *parser) table(name string, v any) {
 	for _, k := range sortedKeys(m) {
 		full := name + "." + k
 		if full == "cluster.servers" {
-			p.servers(m[k])
+			p.c.Cluster.Servers, _ = p.servers(full, m[k])
 			continue
 		}
 		if full == "quorum.rules" {
@@ -112,28 +121,8 @@ func (p *parser) table(name string, v any) {
 
 // setting checks the TOML type of v and stores it.
 func (p *parser) setting(s *setting, v any) {
-	var str string
-	switch x := v.(type) {
-	case string:
-		if s.kind == kindInt || s.kind == kindBool {
-			p.typeError(s, v)
-			return
-		}
-		str = x
-	case int64:
-		if s.kind != kindInt {
-			p.typeError(s, v)
-			return
-		}
-		str = strconv.FormatInt(x, 10)
-	case bool:
-		if s.kind != kindBool {
-			p.typeError(s, v)
-			return
-		}
-		str = strconv.FormatBool(x)
-	default:
-		p.typeError(s, v)
+	str, ok := p.scalar(s.name, s, v)
+	if !ok {
 		return
 	}
 	if err := p.c.apply(s, str, p.c.base); err != nil {
@@ -143,7 +132,29 @@ func (p *parser) setting(s *setting, v any) {
 	p.c.setSource(s.name, SourceFile)
 }
 
-func (p *parser) typeError(s *setting, v any) {
+// scalar checks that the TOML type of v suits s and returns v as the text
+// that apply parses, reporting a mismatch at key. The key is not always
+// s.name: clusters[1].hsms is checked as the setting cluster.hsms.
+func (p *parser) scalar(key string, s *setting, v any) (string, bool) {
+	switch x := v.(type) {
+	case string:
+		if s.kind != kindInt && s.kind != kindBool {
+			return x, true
+		}
+	case int64:
+		if s.kind == kindInt {
+			return strconv.FormatInt(x, 10), true
+		}
+	case bool:
+		if s.kind == kindBool {
+			return strconv.FormatBool(x), true
+		}
+	}
+	p.typeError(key, s, v)
+	return "", false
+}
+
+func (p *parser) typeError(key string, s *setting, v any) {
 	var want string
 	switch s.kind {
 	case kindInt:
@@ -155,19 +166,24 @@ func (p *parser) typeError(s *setting, v any) {
 	default:
 		want = "a string"
 	}
-	p.errorf(s.name, "must be %s, got %s", want, tomlscan.Describe(v))
+	p.errorf(key, "must be %s, got %s", want, tomlscan.Describe(v))
 }
 
-// servers checks the [[cluster.servers]] tables.
-func (p *parser) servers(v any) {
-	list, ok := p.arrayOfTables("cluster.servers", v)
+// servers checks the server tables at array: cluster.servers, or
+// clusters[N].servers for a [[clusters]] entry. It returns the valid servers,
+// and false if it reported a problem.
+func (p *parser) servers(array string, v any) ([]Server, bool) {
+	// Messages name the tables as the user writes their headers.
+	header := "[[" + arrayName(array) + "]]"
+	list, ok := p.arrayOfTables(array, v)
 	if !ok {
-		return
+		return nil, false
 	}
+	allOK := true
 	ids := make(map[string]string) // id -> key where it was first used
 	var servers []Server
 	for i, m := range list {
-		key := fmt.Sprintf("cluster.servers[%d]", i)
+		key := fmt.Sprintf("%s[%d]", array, i)
 		var srv Server
 		ok := true
 		for _, k := range sortedKeys(m) {
@@ -178,7 +194,7 @@ func (p *parser) servers(v any) {
 			case "address":
 				dst = &srv.Address
 			default:
-				p.errorf(key+"."+k, "unknown key (known keys in [[cluster.servers]]: %s)", strings.Join(serverKeys, ", "))
+				p.errorf(key+"."+k, "unknown key (known keys in %s: %s)", header, strings.Join(serverKeys, ", "))
 				ok = false
 				continue
 			}
@@ -191,7 +207,7 @@ func (p *parser) servers(v any) {
 			*dst = s
 		}
 		if _, has := m["id"]; !has {
-			p.errorf(key, "server has no id; add id = %q to this [[cluster.servers]] table", fmt.Sprintf("hsm-%d", i+1))
+			p.errorf(key, "server has no id; add id = %q to this %s table", fmt.Sprintf("hsm-%d", i+1), header)
 			ok = false
 		} else if _, isString := m["id"].(string); isString {
 			if err := checkID(srv.ID); err != nil {
@@ -200,7 +216,7 @@ func (p *parser) servers(v any) {
 			}
 		}
 		if _, has := m["address"]; !has {
-			p.errorf(key, "server has no address; add address = \"HOST:PORT\" to this [[cluster.servers]] table")
+			p.errorf(key, "server has no address; add address = \"HOST:PORT\" to this %s table", header)
 			ok = false
 		} else if _, isString := m["address"].(string); isString {
 			if err := checkAddress(srv.Address); err != nil {
@@ -209,17 +225,38 @@ func (p *parser) servers(v any) {
 			}
 		}
 		if !ok {
+			allOK = false
 			continue
 		}
 		if first, dup := ids[srv.ID]; dup {
 			p.errorf(key+".id", "duplicate server id %q (also used at line %d); give each server its own id",
 				srv.ID, p.doc.KeyLine(first))
+			allOK = false
 			continue
 		}
 		ids[srv.ID] = key + ".id"
 		servers = append(servers, srv)
 	}
-	p.c.Cluster.Servers = servers
+	return servers, allOK
+}
+
+// arrayName turns the key of an array of tables into the name its header
+// uses, without element indexes: clusters[1].servers -> clusters.servers.
+func arrayName(key string) string {
+	var b strings.Builder
+	for {
+		i := strings.IndexByte(key, '[')
+		if i < 0 {
+			b.WriteString(key)
+			return b.String()
+		}
+		b.WriteString(key[:i])
+		j := strings.IndexByte(key[i:], ']')
+		if j < 0 {
+			return b.String()
+		}
+		key = key[i+j+1:]
+	}
 }
 
 func sortedKeys[V any](m map[string]V) []string {

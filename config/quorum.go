@@ -143,15 +143,17 @@ func tableArray(v any) (list []map[string]any, bad any, inArray bool) {
 	return nil, v, false
 }
 
-// arrayOfTables reads [[key]] tables, reporting anything else at key.
+// arrayOfTables reads [[key]] tables, reporting anything else at key. The
+// message names the header without indexes: [[clusters.servers]] for the
+// key clusters[1].servers.
 func (p *parser) arrayOfTables(key string, v any) ([]map[string]any, bool) {
 	list, bad, inArray := tableArray(v)
 	switch {
 	case inArray:
-		p.errorf(key, "must be an array of tables ([[%s]]), got an array holding %s", key, tomlscan.Describe(bad))
+		p.errorf(key, "must be an array of tables ([[%s]]), got an array holding %s", arrayName(key), tomlscan.Describe(bad))
 		return nil, false
 	case bad != nil:
-		p.errorf(key, "must be an array of tables ([[%s]]), got %s", key, tomlscan.Describe(bad))
+		p.errorf(key, "must be an array of tables ([[%s]]), got %s", arrayName(key), tomlscan.Describe(bad))
 		return nil, false
 	}
 	return list, true

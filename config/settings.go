@@ -88,7 +88,8 @@ var settings = func() []*setting {
 }()
 
 // tables lists the known tables of the file and their keys, for unknown-key
-// messages. cluster.servers is an array of tables, not a scalar setting.
+// messages. cluster.servers is an array of tables, not a scalar setting, and
+// so is clusters, whose entries take the keys of [cluster].
 var tables = func() map[string][]string {
 	m := map[string][]string{"cluster": {"servers"}, "quorum": {"rules"}}
 	for _, s := range settings {
@@ -98,6 +99,7 @@ var tables = func() map[string][]string {
 	for _, keys := range m {
 		slices.Sort(keys)
 	}
+	m["clusters"] = slices.Clone(m["cluster"])
 	return m
 }()
 
