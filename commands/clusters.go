@@ -27,6 +27,7 @@ type clusterSet struct {
 	dataDir string
 
 	mu       sync.Mutex
+	backups  map[string][]byte           // with no data folder, backups by id, for this run
 	sessions map[string]*session.Session // opened clusters
 	opened   []string                    // in the order they opened
 	current  string
@@ -168,12 +169,15 @@ func (e *Env) On(id string) (*Env, error) {
 		return nil, err
 	}
 	cp := *e
-	cp.Session = ss
+	cp.Session, cp.pinned = ss, true
 	return &cp, nil
 }
 
-// Current is e on the current cluster.
+// Current is e on the current cluster; a copy On made stays on its own.
 func (e *Env) Current() *Env {
+	if e.pinned {
+		return e
+	}
 	cur, err := e.On("")
 	if err != nil {
 		return e // the current cluster is always open

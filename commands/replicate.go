@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -20,11 +22,49 @@ import (
 // backupExt names backup files under the data folder.
 const backupExt = ".hsmbak"
 
-func (e *Env) backupDir(cluster string) (string, error) {
-	if e.set == nil || e.set.dataDir == "" {
-		return "", errors.New("backups are kept in the data folder, and this run has none (--ephemeral): give --file PATH")
+var backupName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+
+// memory marks a backup kept in memory (no data folder: --ephemeral).
+const memory = "(memory)"
+
+// saveBackup keeps a new backup: under the data folder, or in memory for
+// this run when there is none (the teaching demos run --ephemeral).
+func (e *Env) saveBackup(cluster, id string, file []byte) (string, error) {
+	if e.set == nil {
+		return "", errors.New("this shell keeps no backups: give --file PATH")
 	}
-	return filepath.Join(e.set.dataDir, "backups", cluster), nil
+	if e.set.dataDir == "" {
+		e.set.mu.Lock()
+		defer e.set.mu.Unlock()
+		if e.set.backups == nil {
+			e.set.backups = map[string][]byte{}
+		}
+		e.set.backups[id] = file
+		return memory, nil
+	}
+	path := filepath.Join(e.set.dataDir, "backups", cluster, id+backupExt)
+	return path, writeNew(path, file)
+}
+
+// readBackup reads --backup: a file path, or a backup id (under the data
+// folder, or in memory).
+func (e *Env) readBackup(name string) (path string, file []byte, err error) {
+	if e.set != nil {
+		e.set.mu.Lock()
+		b, ok := e.set.backups[name]
+		e.set.mu.Unlock()
+		if ok {
+			return memory, b, nil
+		}
+	}
+	if path, err = e.findBackup(name); err != nil {
+		return "", nil, err
+	}
+	file, err = os.ReadFile(path)
+	if err != nil {
+		return "", nil, fmt.Errorf("read backup: %w", err)
+	}
+	return path, file, nil
 }
 
 // BackupView is a backup as backup list shows it.
@@ -51,7 +91,7 @@ func (e *Env) findBackup(name string) (string, error) {
 		return e.path(name), nil
 	}
 	if e.set == nil || e.set.dataDir == "" {
-		return "", fmt.Errorf("backup %q: with no data folder, give the backup file's path", name)
+		return "", fmt.Errorf("no backup %q in this run: cluster backup list shows the backups there are", name)
 	}
 	matches, _ := filepath.Glob(filepath.Join(e.set.dataDir, "backups", "*", name+backupExt))
 	switch len(matches) {
@@ -151,6 +191,7 @@ func replicateCommands() []*Command {
 			Flags: []Flag{
 				{Name: "backup-password", Kind: String, Secret: true, Help: "the password the backup is sealed under (asked for when left out)"},
 				{Name: "file", Kind: String, Path: true, Help: "where to write it (default: the data folder's backups/CLUSTER/)"},
+				{Name: "name", Kind: String, Help: "the backup's id (default: CLUSTER-TIME-RANDOM)"},
 			},
 			Run: func(ctx context.Context, env *Env, a *Args) (any, error) {
 				c, err := env.Session.Caller()
@@ -168,17 +209,19 @@ func replicateCommands() []*Command {
 				}
 				// Two backups in one second must not collide.
 				id := fmt.Sprintf("%s-%s-%x", cluster.ID(), info.Created.Format("20060102T150405Z"), info.Salt[:3])
+				if a.Has("name") {
+					if id = a.String("name"); !backupName.MatchString(id) {
+						return nil, fmt.Errorf("--name %q: a backup id is 1 to 64 letters, digits, '.', '_' or '-'", id)
+					}
+				}
 				path := a.String("file")
 				if path != "" {
 					path = env.path(path)
+					err = writeNew(path, file)
 				} else {
-					dir, err := env.backupDir(cluster.ID())
-					if err != nil {
-						return nil, err
-					}
-					path = filepath.Join(dir, id+backupExt)
+					path, err = env.saveBackup(cluster.ID(), id, file)
 				}
-				if err := writeNew(path, file); err != nil {
+				if err != nil {
 					return nil, err
 				}
 				return backupView(id, path, info), nil
@@ -189,7 +232,17 @@ func replicateCommands() []*Command {
 			Summary: "list the backups in the data folder (no password needed: their headers are in clear, and checked when restored)",
 			Run: func(ctx context.Context, env *Env, a *Args) (any, error) {
 				out := []BackupView{}
-				if env.set == nil || env.set.dataDir == "" {
+				if env.set == nil {
+					return out, nil
+				}
+				env.set.mu.Lock()
+				for _, id := range slices.Sorted(maps.Keys(env.set.backups)) {
+					if info, err := hsmcore.ReadBackupInfo(env.set.backups[id]); err == nil {
+						out = append(out, backupView(id, memory, info))
+					}
+				}
+				env.set.mu.Unlock()
+				if env.set.dataDir == "" {
 					return out, nil
 				}
 				paths, _ := filepath.Glob(filepath.Join(env.set.dataDir, "backups", "*", "*"+backupExt))
@@ -335,13 +388,9 @@ func cloneCluster(env *Env, a *Args) (any, error) {
 	if slices.Contains(env.ClusterIDs(), id) {
 		return nil, fmt.Errorf("cluster %s already exists: choose another id for the clone", id)
 	}
-	path, err := env.findBackup(a.String("backup"))
+	path, file, err := env.readBackup(a.String("backup"))
 	if err != nil {
 		return nil, err
-	}
-	file, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("read backup: %w", err)
 	}
 	pw, err := secretFlag(env, a, "backup-password", "Backup password: ")
 	if err != nil {

@@ -26,8 +26,10 @@ type Env struct {
 	Dir string
 
 	// set is the clusters this Env has opened, shared by its copies; Session
-	// is the one this copy runs on (clusters.go).
-	set *clusterSet
+	// is the one this copy runs on (clusters.go). pinned marks a copy made
+	// for one cluster: its views stay on it whatever use-cluster does.
+	set    *clusterSet
+	pinned bool
 }
 
 // Open opens the cluster the configuration describes — embedded HSMs, or

@@ -253,27 +253,28 @@ func readPassword(stdin io.Reader, stderr io.Writer) func(string) (string, error
 }
 
 // single runs one command, logging in first from HSMSH_ROLE and HSMSH_PIN
-// as CloudHSM CLI does with CLOUDHSM_ROLE and CLOUDHSM_PIN.
+// as CloudHSM CLI does with CLOUDHSM_ROLE and CLOUDHSM_PIN: on the cluster
+// the command names (--cluster-id, or --source-cluster-id for replicate),
+// and, for replicate, on the destination from DESTINATION_HSMSH_ROLE and
+// DESTINATION_HSMSH_PIN.
 func single(ctx context.Context, r *commands.Runner, words []string, stdout, stderr io.Writer) int {
-	if pin := os.Getenv("HSMSH_PIN"); pin != "" && words[0] != "login" {
-		user, pw, ok := strings.Cut(pin, ":")
-		fail := func(msg string) int {
-			stdout.Write(commands.Result{ErrorCode: 1, Data: msg}.JSON())
-			fmt.Fprintln(stderr, "hsmsh: "+msg)
-			return 1
+	fail := func(msg string) int {
+		stdout.Write(commands.Result{ErrorCode: 1, Data: msg}.JSON())
+		fmt.Fprintln(stderr, "hsmsh: "+msg)
+		return 1
+	}
+	if words[0] != "login" {
+		cluster := flagValue(words, "--cluster-id")
+		if src := flagValue(words, "--source-cluster-id"); src != "" {
+			cluster = src
 		}
-		if !ok {
-			return fail("HSMSH_PIN must be username:password")
+		if msg, ok := envLogin(ctx, r, "HSMSH", cluster, stdout); !ok {
+			return fail(msg)
 		}
-		role := os.Getenv("HSMSH_ROLE")
-		if role == "" {
-			return fail("HSMSH_PIN is set but HSMSH_ROLE is not: set it to admin or crypto-user")
-		}
-		res := r.Run(ctx, []string{"login", "--username", user, "--role", role, "--password", pw})
-		if !res.OK() {
-			stdout.Write(res.JSON())
-			fmt.Fprintf(stderr, "hsmsh: login from HSMSH_ROLE/HSMSH_PIN failed\n")
-			return 1
+		if dst := flagValue(words, "--destination-cluster-id"); dst != "" {
+			if msg, ok := envLogin(ctx, r, "DESTINATION_HSMSH", dst, stdout); !ok {
+				return fail(msg)
+			}
 		}
 	}
 	res := r.Run(ctx, words)
@@ -282,6 +283,46 @@ func single(ctx context.Context, r *commands.Runner, words []string, stdout, std
 		return 1
 	}
 	return 0
+}
+
+// envLogin logs in to cluster ("" the default) from PREFIX_ROLE and
+// PREFIX_PIN (username:password), when PREFIX_PIN is set.
+func envLogin(ctx context.Context, r *commands.Runner, prefix, cluster string, stdout io.Writer) (string, bool) {
+	pin := os.Getenv(prefix + "_PIN")
+	if pin == "" {
+		return "", true
+	}
+	user, pw, ok := strings.Cut(pin, ":")
+	if !ok {
+		return prefix + "_PIN must be username:password", false
+	}
+	role := os.Getenv(prefix + "_ROLE")
+	if role == "" {
+		return prefix + "_PIN is set but " + prefix + "_ROLE is not: set it to admin or crypto-user", false
+	}
+	login := []string{"login", "--username", user, "--role", role, "--password", pw}
+	if cluster != "" {
+		login = append(login, "--cluster-id", cluster)
+	}
+	res := r.Run(ctx, login)
+	if !res.OK() {
+		stdout.Write(res.JSON())
+		return fmt.Sprintf("login from %s_ROLE/%s_PIN failed", prefix, prefix), false
+	}
+	return "", true
+}
+
+// flagValue is the value of --name in words ("--name V" or "--name=V").
+func flagValue(words []string, name string) string {
+	for i, w := range words {
+		if w == name && i+1 < len(words) {
+			return words[i+1]
+		}
+		if v, ok := strings.CutPrefix(w, name+"="); ok {
+			return v
+		}
+	}
+	return ""
 }
 
 func batchCommand(ctx context.Context, r *commands.Runner, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
@@ -464,13 +505,25 @@ func endsInComment(line string) bool {
 	return false
 }
 
+// promptFor is the REPL's prompt: who is logged in to which cluster, as
+// CloudHSM CLI shows it with several clusters.
+func promptFor(env *commands.Env) string {
+	if user, _, ok := env.Who(); ok {
+		return fmt.Sprintf("hsmsh [%s@%s] > ", user, env.ClusterID())
+	}
+	if ids := env.ClusterIDs(); len(ids) > 1 {
+		return fmt.Sprintf("hsmsh [%s] > ", env.ClusterID())
+	}
+	return "hsmsh > "
+}
+
 // lineLoop is the inline REPL: results flow into the terminal's own
 // scrollback, and a one-line status follows each command.
 func lineLoop(ctx context.Context, r *commands.Runner, stdin io.Reader, stdout, stderr io.Writer) int {
 	sc := bufio.NewScanner(stdin)
 	sc.Buffer(make([]byte, 64<<10), maxLine)
 	for {
-		fmt.Fprint(stdout, "hsmsh > ")
+		fmt.Fprint(stdout, promptFor(r.Env))
 		if !sc.Scan() {
 			fmt.Fprintln(stdout)
 			return 0

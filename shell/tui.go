@@ -38,6 +38,7 @@ type (
 		keys   []commands.KeyView
 		tokens []commands.TokenView
 		err    error
+		cmp    *clusterView // the cluster compared side by side, if any
 	}
 	tickMsg time.Time
 )
@@ -98,8 +99,13 @@ type Model struct {
 	sugSel      int
 	sugStart    int
 
-	events     []commands.Event // newest first
-	evCh       <-chan commands.Event
+	events    []commands.Event // newest first
+	evCh      <-chan commands.Event
+	evCluster string // the cluster the events come from
+	// compare is a second cluster whose keys the key pane shows beside the
+	// current one's (the clone-and-replicate demo); cmp its last state.
+	compare    string
+	cmp        *clusterView
 	evCancel   func()
 	hsms       []commands.HSMInfo
 	keys       []commands.KeyView
@@ -195,6 +201,7 @@ func (m *Model) loadHistory() {
 // Init starts following the cluster's events and the refresh tick.
 func (m *Model) Init() tea.Cmd {
 	m.evCh, m.evCancel = m.env.Subscribe(4096)
+	m.evCluster = m.env.ClusterID()
 	return tea.Batch(textinput.Blink, waitEvents(m.evCh), tick(), m.refresh())
 }
 
@@ -232,7 +239,7 @@ func (m *Model) refresh() tea.Cmd {
 		return nil
 	}
 	m.refreshing, m.dirty = true, false
-	env := m.env
+	env, compare := m.env.Current(), m.compare
 	return func() tea.Msg {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -241,7 +248,11 @@ func (m *Model) refresh() tea.Cmd {
 		if err == nil {
 			err = terr
 		}
-		return snapshotMsg{hsms: env.HSMs(ctx), keys: keys, tokens: tokens, err: err}
+		msg := snapshotMsg{hsms: env.HSMs(ctx), keys: keys, tokens: tokens, err: err}
+		if compare != "" {
+			msg.cmp = viewCluster(ctx, env, compare)
+		}
+		return msg
 	}
 }
 
@@ -254,7 +265,7 @@ func (m *Model) appendOut(lines ...string) {
 	}
 }
 
-// promptText is the prompt: hsmsh [user@role] > .
+// promptText is the prompt: hsmsh [user@cluster] > , or what a mode asks.
 func (m *Model) promptText() string {
 	switch m.mode {
 	case modeSecret:
@@ -267,10 +278,7 @@ func (m *Model) promptText() string {
 	case modeFilter:
 		return "filter keys > "
 	}
-	if user, role, ok := m.env.Who(); ok {
-		return fmt.Sprintf("hsmsh [%s@%s] > ", user, role)
-	}
-	return "hsmsh > "
+	return promptFor(m.env)
 }
 
 // Update handles one message.
@@ -296,7 +304,7 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		return m, tea.Batch(waitEvents(m.evCh), m.refreshIfDirty())
 	case snapshotMsg:
 		m.refreshing = false
-		m.hsms, m.keys, m.tokens, m.snapErr = msg.hsms, msg.keys, msg.tokens, msg.err
+		m.hsms, m.keys, m.tokens, m.snapErr, m.cmp = msg.hsms, msg.keys, msg.tokens, msg.err, msg.cmp
 		m.clampKeyScroll()
 		return m, nil
 	case tickMsg:
@@ -652,6 +660,11 @@ func (m *Model) submit() (tea.Model, tea.Cmd) {
 	if len(words) == 0 {
 		return m, nil
 	}
+	if words[0] == "compare" {
+		m.echo(redacted)
+		m.compareWith(words[1:])
+		return m, m.refresh()
+	}
 	if flag, confirm := m.runner.Tree.AsksSecret(words); flag != "" {
 		m.echo(redacted)
 		m.mode, m.pending, m.secretFlag, m.confirm, m.draft = modeSecret, words, flag, confirm, ""
@@ -727,5 +740,61 @@ func (m *Model) finished(msg resultMsg) (tea.Model, tea.Cmd) {
 	if msg.res.Quit {
 		return m.quit()
 	}
-	return m, m.refresh()
+	var follow tea.Cmd
+	if id := m.env.ClusterID(); id != m.evCluster {
+		// use-cluster: the panes and the event log follow the new cluster.
+		m.evCancel()
+		m.evCh, m.evCancel = m.env.Subscribe(4096)
+		m.evCluster, m.events, m.lost = id, nil, nil
+		follow = waitEvents(m.evCh)
+	}
+	return m, tea.Batch(m.refresh(), follow)
+}
+
+// clusterView is another cluster's keys, for the side-by-side key pane.
+type clusterView struct {
+	id   string
+	hsms []commands.HSMInfo
+	keys []commands.KeyView
+	err  string
+}
+
+func viewCluster(ctx context.Context, env *commands.Env, id string) *clusterView {
+	v := &clusterView{id: id}
+	other, err := env.On(id)
+	if err != nil {
+		v.err = err.Error()
+		return v
+	}
+	v.hsms = other.HSMs(ctx)
+	if _, _, ok := other.Who(); !ok {
+		v.err = "log in to " + id + " (login --cluster-id " + id + ") to see its keys"
+		return v
+	}
+	v.keys, err = other.Keys(ctx)
+	if err != nil {
+		v.err = err.Error()
+	}
+	return v
+}
+
+// compareWith is the shell's own compare command: compare CLUSTER-ID shows
+// that cluster's keys beside the current one's; compare off stops.
+func (m *Model) compareWith(args []string) {
+	switch {
+	case len(args) != 1:
+		m.appendOut(renderResult(m.theme, commands.Result{ErrorCode: 1, Data: "usage: compare CLUSTER-ID | compare off"})...)
+	case args[0] == "off":
+		m.compare, m.cmp = "", nil
+		m.appendOut(m.theme.OK.Render("the key pane shows one cluster"))
+	case args[0] == m.env.ClusterID():
+		m.appendOut(renderResult(m.theme, commands.Result{ErrorCode: 1, Data: "compare: " + args[0] + " is the current cluster; name another (cluster list)"})...)
+	default:
+		if _, err := m.env.On(args[0]); err != nil {
+			m.appendOut(renderResult(m.theme, commands.Result{ErrorCode: 1, Data: "compare: " + err.Error()})...)
+			return
+		}
+		m.compare = args[0]
+		m.appendOut(m.theme.OK.Render("the key pane shows " + m.env.ClusterID() + " and " + args[0] + " side by side"))
+	}
 }

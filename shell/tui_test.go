@@ -338,7 +338,7 @@ func TestResizeSmallTerminal(t *testing.T) {
 				t.Errorf("%dx%d: line %d is %d wide: %q", size[0], size[1], i, w, l)
 			}
 		}
-		if !strings.Contains(v, "hsmsh [cu1@crypto-user] > ") {
+		if !strings.Contains(v, "hsmsh [cu1@cluster-local] > ") {
 			t.Errorf("%dx%d: prompt missing", size[0], size[1])
 		}
 	}
@@ -427,5 +427,52 @@ func TestStatusBarShowsSessionLifetime(t *testing.T) {
 	runLine(t, m, "logout")
 	if v := m.View(); strings.Contains(v, "s left") {
 		t.Errorf("a session lifetime after logout:\n%s", lineWith(v, "not logged in"))
+	}
+}
+
+// compare shows a clone's keys beside the source's: a key made after the
+// backup is missing there (○) until key replicate copies it (●).
+func TestCompareClusters(t *testing.T) {
+	m := newTestModel(t, 3, false, "")
+	m.Update(tea.WindowSizeMsg{Width: 160, Height: 50})
+	backup := filepath.Join(t.TempDir(), "b.hsmbak")
+	for _, line := range []string{
+		"login --username admin --role admin --password adminpass",
+		"cluster backup create --backup-password backuppass1 --file " + backup,
+		"logout",
+		"cluster clone --backup " + backup + " --id dr --hsms 2 --backup-password backuppass1",
+		"login --username cu1 --role crypto-user --password cu1pass1",
+		"login --cluster-id dr --username cu1 --role crypto-user --password cu1pass1",
+		"key generate-symmetric aes --label teach --key-length-bytes 16",
+		"compare dr",
+	} {
+		runLine(t, m, line)
+	}
+	pump(t, m, m.refresh(), func() bool { return !m.refreshing && m.cmp != nil })
+	v := m.View()
+	if !strings.Contains(v, "Keys (1) · cluster-local | dr") || !strings.Contains(v, "HSMs · cluster-local") {
+		t.Fatalf("pane titles do not name the clusters:\n%s", v)
+	}
+	// The key pane's part of the line: from the label to the pane's edge.
+	pane := func(screen string) string {
+		row := lineWith(screen, "teach ")
+		row = row[strings.Index(row, "teach "):]
+		return strings.TrimSuffix(strings.TrimRight(row, " "), "│")
+	}
+	row := pane(v)
+	left, right, ok := strings.Cut(row, "│")
+	if !ok || strings.Count(left, "○") != 0 || strings.Count(right, "○") != 2 || strings.Count(right, "●") != 0 {
+		t.Fatalf("before replicate, row %q; screen:\n%s", row, v)
+	}
+	runLine(t, m, "key replicate --filter attr.label=teach --source-cluster-id cluster-local --destination-cluster-id dr")
+	pump(t, m, m.refresh(), func() bool { return !m.refreshing })
+	row = pane(m.View())
+	if _, right, _ := strings.Cut(row, "│"); strings.Count(right, "●")+strings.Count(right, "◆") != 2 {
+		t.Errorf("after replicate, row %q", row)
+	}
+	// use-cluster: the prompt and the panes follow.
+	runLine(t, m, "use-cluster dr")
+	if v := m.View(); !strings.Contains(v, "hsmsh [cu1@dr] > ") || !strings.Contains(v, "HSMs · dr") {
+		t.Errorf("after use-cluster:\n%s", v)
 	}
 }

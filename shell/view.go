@@ -3,6 +3,7 @@ package shell
 import (
 	"context"
 	"fmt"
+	"sort"
 	"strings"
 	"time"
 
@@ -49,7 +50,7 @@ func (m *Model) View() string {
 		}
 		keyH := bodyH - hsmH - evH - qH
 		panes := []string{
-			m.box("HSMs", m.hsmLines(rightW-2, hsmH-2), rightW, hsmH),
+			m.box("HSMs · "+m.env.ClusterID(), m.hsmLines(rightW-2, hsmH-2), rightW, hsmH),
 			m.box(m.keyTitle(), m.keyLines(rightW-2, keyH-2), rightW, keyH),
 		}
 		if qH > 0 {
@@ -230,7 +231,10 @@ func (m *Model) hsmSummary() string {
 }
 
 func (m *Model) keyTitle() string {
-	t := fmt.Sprintf("Keys (%d)", len(m.visibleKeys()))
+	t := fmt.Sprintf("Keys (%d) · %s", len(m.visibleKeys()), m.env.ClusterID())
+	if m.compare != "" {
+		t += " | " + m.compare
+	}
 	if m.keyFilter != "" {
 		t += " filter: " + m.keyFilter
 	}
@@ -271,6 +275,9 @@ func shortType(k commands.KeyView) string {
 // keyLines draws the key-presence grid: a row per key, a column per HSM.
 // Only the rows that fit are drawn, so thousands of keys cost nothing.
 func (m *Model) keyLines(w, h int) []string {
+	if m.compare != "" && m.cmp != nil {
+		return m.compareLines(h)
+	}
 	if _, _, ok := m.env.Who(); !ok {
 		return []string{m.theme.Dim.Render("log in to see keys (admins see every key, crypto users their own)")}
 	}
@@ -444,4 +451,81 @@ func (m *Model) helpView() string {
 	lines = append(lines, "", m.theme.Dim.Render("Key pane: ● present  ○ missing  ◆ just copied (syncing)  - HSM down  ✗ LOST  ! breaks the availability quorum or minimum nodes  * session key"),
 		"", m.theme.Dim.Render("press any key to return"))
 	return m.box("Help", lines, max(m.width, 20), max(m.height, 6))
+}
+
+// compareLines draws the key pane for two clusters side by side: a row per
+// key of either, a column per HSM of each, so a teacher can show a key
+// missing from a clone until key replicate copies it.
+func (m *Model) compareLines(h int) []string {
+	a, b := m.env.ClusterID(), m.cmp
+	idsA, idsB := commands.SortedHSMIDs(m.hsms), commands.SortedHSMIDs(b.hsms)
+	stA, stB := map[string]string{}, map[string]string{}
+	for _, x := range m.hsms {
+		stA[x.ID] = string(x.State)
+	}
+	for _, x := range b.hsms {
+		stB[x.ID] = string(x.State)
+	}
+	cols := func(ids []string) string {
+		var s strings.Builder
+		for _, id := range ids {
+			s.WriteString(fmt.Sprintf("%-2s", strings.TrimPrefix(id, "hsm-")))
+		}
+		return s.String()
+	}
+	wA := max(len(a), 2*len(idsA))
+	head := fmt.Sprintf("%-14s %-18s  %-*s │ %s", "", "", wA, trunc(a, wA), b.id)
+	sub := fmt.Sprintf("%-14s %-18s  %-*s │ %s", "label", "key-reference", wA, cols(idsA), cols(idsB))
+	out := []string{m.theme.Dim.Render(head), m.theme.Dim.Render(sub)}
+	if b.err != "" {
+		out = append(out, m.theme.Warn.Render(b.err))
+	}
+	byRef := map[string][2]*commands.KeyView{}
+	var refs []string
+	add := func(keys []commands.KeyView, side int) {
+		for i := range keys {
+			k := &keys[i]
+			e, ok := byRef[k.Ref]
+			if !ok {
+				refs = append(refs, k.Ref)
+			}
+			e[side] = k
+			byRef[k.Ref] = e
+		}
+	}
+	add(m.keys, 0)
+	add(b.keys, 1)
+	sort.Strings(refs)
+	if len(refs) == 0 {
+		out = append(out, m.theme.Dim.Render("no keys"))
+	}
+	side := func(k *commands.KeyView, ids []string, st map[string]string) string {
+		var s strings.Builder
+		for _, id := range ids {
+			if k == nil {
+				if st[id] != "active" {
+					s.WriteString(m.theme.Down.Render("-"))
+				} else {
+					s.WriteString(m.theme.Missing.Render("○"))
+				}
+			} else {
+				s.WriteString(m.cell(*k, id, st[id]))
+			}
+			s.WriteByte(' ')
+		}
+		return s.String()
+	}
+	for _, ref := range refs[:min(len(refs), max(0, h-len(out)))] {
+		e := byRef[ref]
+		label := ""
+		for _, k := range e {
+			if k != nil && label == "" {
+				label = k.Label
+			}
+		}
+		row := fmt.Sprintf("%-14s %-18s  ", trunc(label, 14), ref)
+		row += side(e[0], idsA, stA) + strings.Repeat(" ", max(0, wA-2*len(idsA))) + "│ " + side(e[1], idsB, stB)
+		out = append(out, row)
+	}
+	return out
 }
