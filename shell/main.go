@@ -268,11 +268,18 @@ func single(ctx context.Context, r *commands.Runner, words []string, stdout, std
 		if src := flagValue(words, "--source-cluster-id"); src != "" {
 			cluster = src
 		}
-		if msg, ok := envLogin(ctx, r, "HSMSH", cluster, stdout); !ok {
-			return fail(msg)
-		}
+		logins := [][2]string{{"HSMSH", cluster}}
 		if dst := flagValue(words, "--destination-cluster-id"); dst != "" {
-			if msg, ok := envLogin(ctx, r, "DESTINATION_HSMSH", dst, stdout); !ok {
+			logins = append(logins, [2]string{"DESTINATION_HSMSH", dst})
+		}
+		for _, l := range logins {
+			res, msg := envLogin(ctx, r, l[0], l[1])
+			if res != nil { // the login's own answer says why
+				stdout.Write(res.JSON())
+				fmt.Fprintln(stderr, "hsmsh: "+msg)
+				return 1
+			}
+			if msg != "" {
 				return fail(msg)
 			}
 		}
@@ -286,30 +293,29 @@ func single(ctx context.Context, r *commands.Runner, words []string, stdout, std
 }
 
 // envLogin logs in to cluster ("" the default) from PREFIX_ROLE and
-// PREFIX_PIN (username:password), when PREFIX_PIN is set.
-func envLogin(ctx context.Context, r *commands.Runner, prefix, cluster string, stdout io.Writer) (string, bool) {
+// PREFIX_PIN (username:password), when PREFIX_PIN is set. A failed login
+// gives its result and a message; a bad variable gives a message only.
+func envLogin(ctx context.Context, r *commands.Runner, prefix, cluster string) (*commands.Result, string) {
 	pin := os.Getenv(prefix + "_PIN")
 	if pin == "" {
-		return "", true
+		return nil, ""
 	}
 	user, pw, ok := strings.Cut(pin, ":")
 	if !ok {
-		return prefix + "_PIN must be username:password", false
+		return nil, prefix + "_PIN must be username:password"
 	}
 	role := os.Getenv(prefix + "_ROLE")
 	if role == "" {
-		return prefix + "_PIN is set but " + prefix + "_ROLE is not: set it to admin or crypto-user", false
+		return nil, prefix + "_PIN is set but " + prefix + "_ROLE is not: set it to admin or crypto-user"
 	}
 	login := []string{"login", "--username", user, "--role", role, "--password", pw}
 	if cluster != "" {
 		login = append(login, "--cluster-id", cluster)
 	}
-	res := r.Run(ctx, login)
-	if !res.OK() {
-		stdout.Write(res.JSON())
-		return fmt.Sprintf("login from %s_ROLE/%s_PIN failed", prefix, prefix), false
+	if res := r.Run(ctx, login); !res.OK() {
+		return &res, fmt.Sprintf("login from %s_ROLE/%s_PIN failed", prefix, prefix)
 	}
-	return "", true
+	return nil, ""
 }
 
 // flagValue is the value of --name in words ("--name V" or "--name=V").
