@@ -69,7 +69,9 @@ func openRemote(cfg *config.Config, dataDir string) (hsmcore.Cluster, error) {
 // [[cluster.servers]], on that entry's address, until ctx is done; then it
 // shuts down gracefully. Its HSM's store lives under dataDir ("" keeps it
 // in memory). log receives the server's connection and sync lines.
-func Serve(ctx context.Context, cfg *config.Config, id, dataDir string, log *slog.Logger) error {
+// restore, if not nil, is a backup a new server starts from, opened with
+// password: a cluster restored into a fresh set of servers.
+func Serve(ctx context.Context, cfg *config.Config, id, dataDir string, log *slog.Logger, restore []byte, password string) error {
 	var me *config.Server
 	var ids []string
 	for i, s := range cfg.Cluster.Servers {
@@ -123,6 +125,7 @@ func Serve(ctx context.Context, cfg *config.Config, id, dataDir string, log *slo
 		QuorumRules: rules,
 		ID:          id, DataDir: dir, TLS: srvTLS, Peers: peers, PeerTLS: peerTLS,
 		SyncInterval: cfg.Durability.ServerSyncInterval, Log: log,
+		Restore: restore, RestorePassword: password,
 	})
 	if err != nil {
 		ln.Close()

@@ -6,6 +6,9 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/hsmsh/hsmsh/hsmcore/rpc"
 )
 
 // A backup restores into a clone of the same domain; a key made in the
@@ -120,4 +123,41 @@ func mustLogin(t *testing.T, e *Embedded, user string, role Role, pw string) Cal
 		t.Fatal(err)
 	}
 	return c
+}
+
+// A backup of an embedded cluster restored into a fresh set of servers:
+// the remote cluster has its keys, users and domain, and serves them.
+func TestRestoreIntoServers(t *testing.T) {
+	ctx := context.Background()
+	src, err := OpenEmbedded(Options{ID: "a", HSMs: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	admin, cu := activate(t, src)
+	ref := signer(t, src, cu)
+	file, info, err := src.CreateBackup(ctx, admin, "backuppass")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := newLoopbackWith(t, 3, time.Hour, rpc.ServerOptions{}, file)
+	if !strings.Contains(l.log.String(), "restored from backup") {
+		t.Errorf("server log:\n%s", l.log.String())
+	}
+	r := l.client(Durability{MinimumNodes: 3})
+	cu2 := mustLogin(t, r.Embedded, "cu1", RoleCryptoUser, "cu1pass1")
+	for i := range 3 { // every server answers with the restored key
+		if err := signOnce(r.Embedded, cu2, ref, i); err != nil {
+			t.Fatalf("sign %d: %v", i, err)
+		}
+	}
+	if d, _ := r.DomainID(); d != info.Domain {
+		t.Errorf("domain %s, backup's %s", d, info.Domain)
+	}
+	// A restart with the same flags starts as it is.
+	l.stop(0)
+	l.start(0, nil)
+	if !strings.Contains(l.log.String(), "restore skipped") {
+		t.Errorf("restart log:\n%s", l.log.String())
+	}
 }

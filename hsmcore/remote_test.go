@@ -55,14 +55,22 @@ type loopback struct {
 	log     *syncBuffer
 	sync    time.Duration
 	rpc     rpc.ServerOptions
+	restore []byte // a backup every server starts from (password "backuppass")
 }
 
 func newLoopback(t testing.TB, n int, syncEvery time.Duration, opts ...rpc.ServerOptions) *loopback {
 	t.Helper()
-	l := &loopback{t: t, pkiDir: t.TempDir(), log: &syncBuffer{}, sync: syncEvery}
+	var o rpc.ServerOptions
 	if len(opts) > 0 {
-		l.rpc = opts[0]
+		o = opts[0]
 	}
+	return newLoopbackWith(t, n, syncEvery, o, nil)
+}
+
+// newLoopbackWith is newLoopback with every server restored from backup.
+func newLoopbackWith(t testing.TB, n int, syncEvery time.Duration, o rpc.ServerOptions, backup []byte) *loopback {
+	t.Helper()
+	l := &loopback{t: t, pkiDir: t.TempDir(), log: &syncBuffer{}, sync: syncEvery, rpc: o, restore: backup}
 	if _, err := pki.Init(pki.Options{Dir: l.pkiDir, ClusterID: "remote-test"}); err != nil {
 		t.Fatal(err)
 	}
@@ -126,7 +134,8 @@ func (l *loopback) start(i int, ln net.Listener) {
 		}
 	}
 	s, err := NewServer(ServerOptions{ID: l.id(i), DataDir: l.dirs[i], TLS: srvTLS, Peers: peers, PeerTLS: cliTLS,
-		SyncInterval: l.sync, Log: slog.New(slog.NewTextHandler(l.log, nil)), RPC: l.rpc})
+		SyncInterval: l.sync, Log: slog.New(slog.NewTextHandler(l.log, nil)), RPC: l.rpc,
+		Restore: l.restore, RestorePassword: "backuppass"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -45,6 +45,12 @@ type ServerOptions struct {
 	HandshakeTimeout time.Duration
 	// QuorumRules are KMS-style quorum rule sets by command path.
 	QuorumRules map[string][]quorum.Rule
+	// Restore, if set, is a backup (cluster backup create) a new server
+	// starts from, opened with RestorePassword: a cluster restored into a
+	// fresh set of servers. A server already in the backup's domain (a
+	// restart with the same flags) starts as it is.
+	Restore         []byte
+	RestorePassword string
 }
 
 // Server is one HSM server: an HSM with its own store, reached over the
@@ -101,6 +107,13 @@ func NewServer(opts ServerOptions) (*Server, error) {
 		return nil, fmt.Errorf("open %s: %w", opts.ID, err)
 	}
 	h.rules = opts.QuorumRules
+	if opts.Restore != nil {
+		if err := restoreServer(h, opts, log); err != nil {
+			h.Close()
+			g.Close()
+			return nil, err
+		}
+	}
 	g.hsms = []node{h}
 	for _, p := range opts.Peers {
 		pn := dialNode(p.ID, p.Addr, opts.PeerTLS, 0)
@@ -256,3 +269,29 @@ func (s *Server) Shutdown() error {
 
 // SyncNow runs one server-side sync pass at once.
 func (s *Server) SyncNow(ctx context.Context) SyncStats { return s.group.SyncNow(ctx) }
+
+// restoreServer loads a backup into a new server's HSM.
+func restoreServer(h *hsm, opts ServerOptions, log *slog.Logger) error {
+	info, c, err := openBackup(opts.Restore, opts.RestorePassword)
+	if err != nil {
+		return fmt.Errorf("restore %s: %w", opts.ID, err)
+	}
+	defer func() {
+		clear(c.Domain)
+		for i := range c.Keys {
+			clear(c.Keys[i].Material)
+		}
+	}()
+	h.mu.RLock()
+	already := h.domain != nil && h.domain.ID() == info.Domain
+	h.mu.RUnlock()
+	if already {
+		log.Info("restore skipped: the HSM is already in the backup's domain", "hsm", opts.ID, "domain", info.Domain)
+		return nil
+	}
+	if err := h.restore(c); err != nil {
+		return fmt.Errorf("restore %s: %w", opts.ID, err)
+	}
+	log.Info("restored from backup", "hsm", opts.ID, "cluster", info.Cluster, "from", info.HSM, "keys", info.Keys, "users", info.Users, "domain", info.Domain)
+	return nil
+}

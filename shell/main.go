@@ -33,7 +33,7 @@ Usage:
   hsmsh [global flags] interactive         interactive line mode
   hsmsh [global flags] batch FILE|-  [--keep-going] [--events]
   hsmsh [global flags] COMMAND...          run one command (credentials from HSMSH_ROLE, HSMSH_PIN=user:password)
-  hsmsh [global flags] serve --config FILE --id ID [--data-dir DIR]   one HSM server of a remote cluster
+  hsmsh [global flags] serve --config FILE --id ID [--data-dir DIR] [--restore BACKUP]   one HSM server of a remote cluster
   hsmsh quorum approve --token FILE --key KEY.pem --username U          sign a quorum token offline (no login)
   hsmsh pki init --dir DIR [--key-type ecdsa-p256|ecdsa-p384|rsa-2048|rsa-3072] [--cluster-id ID] [--host NAME...]
   hsmsh [global flags] configure [--disable-key-availability-check | --enable-key-availability-check]

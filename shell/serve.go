@@ -13,7 +13,7 @@ import (
 	"github.com/hsmsh/hsmsh/commands"
 )
 
-const serveUsage = "usage: hsmsh serve --config FILE --id ID [--data-dir DIR | --ephemeral]"
+const serveUsage = "usage: hsmsh serve --config FILE --id ID [--data-dir DIR | --ephemeral] [--restore BACKUP-FILE (password in HSMSH_BACKUP_PASSWORD)]"
 
 // serveCommand is hsmsh serve: one HSM server of a remote cluster, until
 // SIGTERM or SIGINT. It logs to stderr, one line per connection and per
@@ -23,7 +23,7 @@ func serveCommand(g globals, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "hsmsh serve: %s\n%s\n", msg, serveUsage)
 		return 2
 	}
-	var id string
+	var id, restore string
 	for i := 0; i < len(args); i++ {
 		name, val, hasVal := strings.Cut(args[i], "=")
 		value := func() (string, bool) {
@@ -46,6 +46,8 @@ func serveCommand(g globals, args []string, stdout, stderr io.Writer) int {
 			g.dataDir, ok = value()
 		case "--ephemeral":
 			g.ephemeral, ok = true, !hasVal
+		case "--restore":
+			restore, ok = value()
 		default:
 			return fail(fmt.Sprintf("unknown flag %q", args[i]))
 		}
@@ -66,10 +68,23 @@ func serveCommand(g globals, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "hsmsh serve: %v\n", err)
 		return 1
 	}
+	var backup []byte
+	password := os.Getenv("HSMSH_BACKUP_PASSWORD")
+	if restore != "" {
+		// A server has no terminal to ask on: the password comes from the
+		// environment, never from the command line (ps would show it).
+		if password == "" {
+			return fail("--restore needs the backup's password in HSMSH_BACKUP_PASSWORD")
+		}
+		if backup, err = os.ReadFile(restore); err != nil {
+			fmt.Fprintf(stderr, "hsmsh serve: read backup: %v\n", err)
+			return 1
+		}
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	log := slog.New(slog.NewTextHandler(stderr, nil))
-	if err := commands.Serve(ctx, cfg, id, dir, log); err != nil {
+	if err := commands.Serve(ctx, cfg, id, dir, log, backup, password); err != nil {
 		fmt.Fprintf(stderr, "hsmsh serve: %v\n", err)
 		return 1
 	}
