@@ -81,6 +81,7 @@ func embeddedOptions(cfg *config.Config, dataDir, id string, hsms int, transport
 		DataDir:         dir,
 		Durability:      durability(cfg),
 		Transport:       transport,
+		Profile:         cfg.Cluster.Profile,
 	}
 }
 

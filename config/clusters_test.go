@@ -38,32 +38,32 @@ func TestLoadClusters(t *testing.T) {
 		more    []Cluster
 	}{
 		{"cluster and two more", clustersFile,
-			Cluster{ID: "main", Mode: "embedded", HSMs: 4, Transport: "tls"},
+			Cluster{ID: "main", Mode: "embedded", HSMs: 4, Transport: "tls", Profile: "none"},
 			[]Cluster{
-				{ID: "lab", Mode: "embedded", HSMs: 2, Transport: "direct"},
-				{ID: "prod", Mode: "remote", HSMs: 3, Transport: "tls", Servers: []Server{
+				{ID: "lab", Mode: "embedded", HSMs: 2, Transport: "direct", Profile: "none"},
+				{ID: "prod", Mode: "remote", HSMs: 3, Transport: "tls", Profile: "none", Servers: []Server{
 					{ID: "hsm-1", Address: "10.0.0.1:2223"},
 					{ID: "hsm-2", Address: "10.0.0.2:2223"},
 				}},
 			}},
 		{"no clusters", "[cluster]\nid = \"main\"\n",
-			Cluster{ID: "main", Mode: "embedded", HSMs: 3, Transport: "tls"}, nil},
+			Cluster{ID: "main", Mode: "embedded", HSMs: 3, Transport: "tls", Profile: "none"}, nil},
 		{"only clusters, defaults for the rest", "[[clusters]]\nid = \"lab\"\n",
 			defaultCluster(),
-			[]Cluster{{ID: "lab", Mode: "embedded", HSMs: 3, Transport: "tls"}}},
+			[]Cluster{{ID: "lab", Mode: "embedded", HSMs: 3, Transport: "tls", Profile: "none"}}},
 		{"clusters before cluster in the file", "[[clusters]]\nid = \"lab\"\n\n[cluster]\nid = \"main\"\n",
-			Cluster{ID: "main", Mode: "embedded", HSMs: 3, Transport: "tls"},
-			[]Cluster{{ID: "lab", Mode: "embedded", HSMs: 3, Transport: "tls"}}},
+			Cluster{ID: "main", Mode: "embedded", HSMs: 3, Transport: "tls", Profile: "none"},
+			[]Cluster{{ID: "lab", Mode: "embedded", HSMs: 3, Transport: "tls", Profile: "none"}}},
 		{"server ids are per cluster",
 			"[cluster]\nmode = \"remote\"\n[[cluster.servers]]\nid = \"hsm-1\"\naddress = \"a:1\"\n" +
 				"[[clusters]]\nid = \"b\"\nmode = \"remote\"\n[[clusters.servers]]\nid = \"hsm-1\"\naddress = \"b:1\"\n",
-			Cluster{ID: "cluster-local", Mode: "remote", HSMs: 3, Transport: "tls", Servers: []Server{{ID: "hsm-1", Address: "a:1"}}},
-			[]Cluster{{ID: "b", Mode: "remote", HSMs: 3, Transport: "tls", Servers: []Server{{ID: "hsm-1", Address: "b:1"}}}}},
+			Cluster{ID: "cluster-local", Mode: "remote", HSMs: 3, Transport: "tls", Profile: "none", Servers: []Server{{ID: "hsm-1", Address: "a:1"}}},
+			[]Cluster{{ID: "b", Mode: "remote", HSMs: 3, Transport: "tls", Profile: "none", Servers: []Server{{ID: "hsm-1", Address: "b:1"}}}}},
 		{"inline array of tables", "clusters = [{id = \"a\", hsms = 1}, {id = \"b\", transport = \"direct\"}]\n",
 			defaultCluster(),
 			[]Cluster{
-				{ID: "a", Mode: "embedded", HSMs: 1, Transport: "tls"},
-				{ID: "b", Mode: "embedded", HSMs: 3, Transport: "direct"},
+				{ID: "a", Mode: "embedded", HSMs: 1, Transport: "tls", Profile: "none"},
+				{ID: "b", Mode: "embedded", HSMs: 3, Transport: "direct", Profile: "none"},
 			}},
 	}
 	for _, tt := range tests {
@@ -148,7 +148,7 @@ func TestLoadClustersErrors(t *testing.T) {
 		{"wrong type for id", "[[clusters]]\nid = 7\n",
 			2, "clusters[0].id", "must be a string, got integer 7", false},
 		{"unknown key", "[[clusters]]\nid = \"a\"\nhsm = 2\n",
-			3, "clusters[0].hsm", "unknown key (known keys in [[clusters]]: hsms, id, mode, servers, transport)", false},
+			3, "clusters[0].hsm", "unknown key (known keys in [[clusters]]: hsms, id, mode, profile, servers, transport)", false},
 		{"not an array of tables", "clusters = 5\n",
 			1, "clusters", "must be an array of tables ([[clusters]]), got integer 5", false},
 		{"a table, not an array of tables", "[clusters]\nid = \"a\"\n",

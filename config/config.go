@@ -91,7 +91,10 @@ type Cluster struct {
 	// Transport is how the embedded mode reaches its in-process HSMs:
 	// "tls" (nested TLS over in-memory pipes) or "direct" (Go calls).
 	Transport string
-	Servers   []Server
+	// Profile makes each embedded HSM serve at a real HSM type's published
+	// rates: "none", "hsm1.medium" or "hsm2m.medium".
+	Profile string
+	Servers []Server
 }
 
 // Server is one remote HSM server.

@@ -53,7 +53,7 @@ func TestDefault(t *testing.T) {
 	c := Default()
 	pki := filepath.Join(cwd(t), "pki")
 	want := &Config{
-		Cluster: Cluster{ID: "cluster-local", Mode: "embedded", HSMs: 3, Transport: "tls"},
+		Cluster: Cluster{ID: "cluster-local", Mode: "embedded", HSMs: 3, Transport: "tls", Profile: "none"},
 		Durability: Durability{
 			CreateObjectMinimumNodes: 1,
 			KeyAvailabilityCheck:     true,
@@ -167,7 +167,7 @@ func TestLoadFullFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantCluster := Cluster{ID: "prod.eu-1", Mode: "remote", HSMs: 5, Transport: "tls", Servers: []Server{
+	wantCluster := Cluster{ID: "prod.eu-1", Mode: "remote", HSMs: 5, Transport: "tls", Profile: "none", Servers: []Server{
 		{ID: "hsm-a", Address: "10.0.0.1:2223"},
 		{ID: "hsm-b", Address: "[::1]:2224"},
 	}}
@@ -222,7 +222,7 @@ func TestLoadErrors(t *testing.T) {
 		{"unknown top-level key", "verbose = true\n[cluster]\n",
 			1, "verbose", "unknown key (known tables: client, cluster, clusters, durability, quorum, session, tls, ui)"},
 		{"unknown cluster key", "[cluster]\nhsms = 3\nserver = 1\n",
-			3, "cluster.server", "known keys in [cluster]: hsms, id, mode, servers"},
+			3, "cluster.server", "known keys in [cluster]: hsms, id, mode, profile, servers"},
 		{"wrong type", "[cluster]\nid = \"a\"\nhsms = \"three\"\n",
 			3, "cluster.hsms", `must be an integer, got string "three"`},
 		{"float for int", "[client]\nretry_on_missing_key = 1.5\n",
@@ -485,7 +485,7 @@ func TestSetValues(t *testing.T) {
 		{"cluster.id", "", nil, `"" is not a valid id`},
 		{"ui.theme", "", nil, "ui.theme: must not be empty"},
 		{"durability.create_objects_min", "1", nil,
-			`unknown setting "durability.create_objects_min" (known settings: client.retry_on_missing_key, cluster.hsms, cluster.id, cluster.mode, cluster.transport, durability.create_object_minimum_nodes, durability.key_availability_check, durability.server_sync_interval, session.lifetime, session.renegotiate, tls.client_cert, tls.client_key, tls.cluster_cert, tls.cluster_key, tls.customer_ca, tls.pki_dir, tls.server_cert, tls.server_key, tls.trust_dir, ui.theme)`},
+			`unknown setting "durability.create_objects_min" (known settings: client.retry_on_missing_key, cluster.hsms, cluster.id, cluster.mode, cluster.profile, cluster.transport, durability.create_object_minimum_nodes, durability.key_availability_check, durability.server_sync_interval, session.lifetime, session.renegotiate, tls.client_cert, tls.client_key, tls.cluster_cert, tls.cluster_key, tls.customer_ca, tls.pki_dir, tls.server_cert, tls.server_key, tls.trust_dir, ui.theme)`},
 		{"cluster.servers", "x", nil, `unknown setting "cluster.servers"`},
 	}
 	for _, tt := range tests {
@@ -529,6 +529,7 @@ func TestSettings(t *testing.T) {
 		{"cluster.hsms", "6", SourceEnv},
 		{"cluster.id", "cluster-local", SourceDefault},
 		{"cluster.mode", "embedded", SourceDefault},
+		{"cluster.profile", "none", SourceDefault},
 		{"cluster.transport", "tls", SourceDefault},
 		{"durability.create_object_minimum_nodes", "1", SourceDefault},
 		{"durability.key_availability_check", "false", SourceFlag},

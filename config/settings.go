@@ -59,6 +59,8 @@ var settings = func() []*setting {
 			str: func(c *Config) *string { return &c.Cluster.ID }},
 		{name: "cluster.mode", kind: kindString, check: checkMode,
 			str: func(c *Config) *string { return &c.Cluster.Mode }},
+		{name: "cluster.profile", kind: kindString, check: checkProfile,
+			str: func(c *Config) *string { return &c.Cluster.Profile }},
 		{name: "cluster.transport", kind: kindString, check: checkTransport,
 			str: func(c *Config) *string { return &c.Cluster.Transport }},
 		{name: "durability.create_object_minimum_nodes", kind: kindInt, min: 1, max: maxHSMs,
@@ -278,6 +280,14 @@ func checkMode(mode string) error {
 		return fmt.Errorf("%q is not a mode (use \"embedded\" or \"remote\")", mode)
 	}
 	return nil
+}
+
+func checkProfile(p string) error {
+	switch p {
+	case "none", "hsm1.medium", "hsm2m.medium":
+		return nil
+	}
+	return fmt.Errorf("%q is not an HSM profile (use \"none\", or \"hsm1.medium\" or \"hsm2m.medium\" for AWS's published rates)", p)
 }
 
 func checkTransport(t string) error {

@@ -5,6 +5,7 @@ import (
 	"crypto"
 	"fmt"
 	"testing"
+	"time"
 )
 
 // BenchmarkTokenKeyCreation measures durable token-key creation replicated
@@ -125,5 +126,64 @@ func BenchmarkEnvelope(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// TestPacerSlots checks the pacer's schedule without timing anything: each
+// caller is given the slot one interval after the previous one.
+func TestPacerSlots(t *testing.T) {
+	for _, tt := range []struct {
+		rate     float64
+		interval time.Duration
+	}{{250, 4 * time.Millisecond}, {1500, 666666 * time.Nanosecond}, {1e9, time.Nanosecond}} {
+		p := newPacer(tt.rate)
+		if p.interval != tt.interval {
+			t.Errorf("rate %v: interval %v, want %v", tt.rate, p.interval, tt.interval)
+		}
+		start := time.Now().Add(time.Hour) // far ahead: wait only books slots
+		p.next = start
+		p.mu.Lock()
+		for i := range 3 {
+			at := p.next
+			p.next = p.next.Add(p.interval)
+			if want := start.Add(time.Duration(i) * tt.interval); !at.Equal(want) {
+				t.Errorf("slot %d at %v, want %v", i, at, want)
+			}
+		}
+		p.mu.Unlock()
+	}
+	if newPacer(0) != nil {
+		t.Error("a zero rate paces")
+	}
+	var none *pacers
+	none.pace(SignRequest{Mechanism: MechECDSA}) // a nil set paces nothing, and does not panic
+}
+
+// BenchmarkProfile measures ECDSA P-256 sign on clusters of 2, 3 and 6
+// HSMs under each profile; AWS's published figures are the baseline
+// (hsm1.medium 500/750/1,500 ops/s, hsm2m.medium 3,000/4,500/7,000).
+func BenchmarkProfile(b *testing.B) {
+	for _, profile := range []string{ProfileHSM1Medium, ProfileHSM2mMedium} {
+		for _, n := range []int{2, 3, 6} {
+			b.Run(fmt.Sprintf("%s/hsms=%d", profile, n), func(b *testing.B) {
+				e, err := OpenEmbedded(Options{ID: "bench", HSMs: n, Profile: profile, Transport: TransportDirect, Durability: Durability{MinimumNodes: n}})
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer e.Close()
+				e.PauseSync()
+				ctx := context.Background()
+				_, cu := activate(b, e)
+				keys, err := e.GenerateKey(ctx, cu, KeySpec{Type: TypeEC, Curve: "secp256r1", PublicLabel: "b", PrivateLabel: "b"})
+				if err != nil {
+					b.Fatal(err)
+				}
+				req := SignRequest{Ref: keys[1].Ref, Mechanism: MechECDSA, Hash: crypto.SHA256, Data: make([]byte, 64)}
+				signParallel(b, 4*n, func() error {
+					_, err := e.Sign(ctx, cu, req)
+					return err
+				})
+			})
+		}
 	}
 }

@@ -36,6 +36,10 @@ type Options struct {
 	// then needs a new login instead of a transparent renegotiation.
 	NoRenegotiate bool
 
+	// Profile makes each HSM serve at a real HSM type's published rates
+	// ("none", ProfileHSM1Medium, ProfileHSM2mMedium; profile.go).
+	Profile string
+
 	// restore, set by OpenClone, is a backup every new HSM starts from.
 	restore *backupContents
 }
@@ -70,6 +74,15 @@ type Embedded struct {
 	// cluster's domain once seen, which it guards.
 	domainMu sync.Mutex
 	domainID string
+
+	// ceiling paces this client at a profile's cluster-wide rates.
+	ceiling *pacers
+	profile string
+
+	// gates and avail are what the client remembers of keys to spare a
+	// round trip per use (use()).
+	gates sync.Map // Ref → gate
+	avail sync.Map // Ref → availability
 	// The client's identity, and its authenticated sessions by session id.
 	client   ClientIdentity
 	lifetime time.Duration
@@ -104,9 +117,15 @@ func OpenEmbedded(opts Options) (*Embedded, error) {
 	if opts.HSMs < 1 {
 		return nil, fmt.Errorf("%w: a cluster needs at least one HSM", ErrInvalid)
 	}
+	if err := CheckProfile(opts.Profile); err != nil {
+		return nil, err
+	}
 	e := &Embedded{id: opts.ID, dir: opts.DataDir, dur: opts.Durability, ruled: ruledCommands(opts.QuorumRules), sessions: map[string]Caller{}, deleted: map[Ref]bool{}, sessionKeys: map[Ref]sessionKey{}, auth: map[string]*clientSession{}}
 	if e.dur.MinimumNodes < 1 {
 		e.dur.MinimumNodes = 1
+	}
+	if p, ok := profiles[opts.Profile]; ok {
+		e.ceiling, e.profile = newPacers(p.ceiling), opts.Profile
 	}
 	if err := e.setClient(opts.Client, opts.SessionLifetime, !opts.NoRenegotiate); err != nil {
 		return nil, err
@@ -155,6 +174,9 @@ func OpenEmbedded(opts Options) (*Embedded, error) {
 			return nil, fmt.Errorf("open %s: %w", id, err)
 		}
 		h.rules = opts.QuorumRules
+		if p, ok := profiles[opts.Profile]; ok {
+			h.paced = newPacers(p.perHSM)
+		}
 		if opts.restore != nil {
 			if err := h.restore(opts.restore); err != nil {
 				h.Close()
@@ -1069,6 +1091,8 @@ func (e *Embedded) DeleteKey(ctx context.Context, c Caller, ref Ref) error {
 	if err != nil {
 		return err
 	}
+	e.gates.Delete(ref)
+	e.avail.Delete(ref)
 	if !k.Session {
 		e.mu.Lock()
 		e.deleted[ref] = true
@@ -1229,10 +1253,8 @@ func (e *Embedded) use(ctx context.Context, c Caller, ref Ref, fn func(h node) e
 	if len(hs) == 0 {
 		return ErrNoHSM
 	}
-	if dur.AvailabilityCheck {
-		if countHolders(hs, ref) == 1 {
-			return errors.New(availabilityMessage(ref))
-		}
+	if dur.AvailabilityCheck && !e.available(hs, ref) {
+		return errors.New(availabilityMessage(ref))
 	}
 	attempts := min(1+dur.RetryOnMissingKey, len(hs))
 	var last error
@@ -1240,26 +1262,79 @@ func (e *Embedded) use(ctx context.Context, c Caller, ref Ref, fn func(h node) e
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		r, err := h.KeyMeta(ref)
+		// What gates the use (the key's use quorum value, its session)
+		// never changes after the key is made, so it is read once per key;
+		// who may use the key can change, and the HSM checks that itself
+		// on every use, inside the session.
+		r, err := e.keyGate(h, ref)
+		if err == nil && r.Session != "" && r.Session != c.Session {
+			err = fmt.Errorf("%w: key %s", ErrKeyNotFound, ref)
+		}
+		if err == nil {
+			err = gated(r)
+		}
+		if err == nil {
+			err = fn(h)
+		}
 		if errors.Is(err, ErrKeyNotFound) {
 			last = err
 			continue
 		}
-		if err != nil {
-			return err
-		}
-		if (r.Session != "" && r.Session != c.Session) || !r.usableBy(c) {
-			return fmt.Errorf("%w: key %s", ErrKeyNotFound, ref)
-		}
-		if err := gated(r); err != nil {
-			return err
-		}
-		return fn(h)
+		return err
 	}
 	return last
 }
 
+// gate is what the client remembers of a key to decide whether a use
+// needs quorum approval.
+type gate struct {
+	session   string
+	useQuorum int
+}
+
+// keyGate returns the key's gate, asking h the first time.
+func (e *Embedded) keyGate(h node, ref Ref) (*keyRecord, error) {
+	if g, ok := e.gates.Load(ref); ok {
+		g := g.(gate)
+		return &keyRecord{Ref: ref, Session: g.session, UseQuorum: g.useQuorum}, nil
+	}
+	r, err := h.KeyMeta(ref)
+	if err != nil {
+		return nil, err
+	}
+	e.gates.Store(ref, gate{session: r.Session, useQuorum: r.UseQuorum})
+	return r, nil
+}
+
+// available is the SDK 5 availability check: the key is on at least two
+// of the HSMs that answer. A pass is remembered for a second, until an
+// HSM goes down or a key is deleted or lost (the bus's epoch moves): the
+// check costs a question to every HSM, and a busy client asks it for every
+// use of the same few keys.
+func (e *Embedded) available(hs []node, ref Ref) bool {
+	epoch := e.events.epoch.Load()
+	if v, ok := e.avail.Load(ref); ok {
+		a := v.(availability)
+		if a.epoch == epoch && time.Since(a.at) < availabilityTTL {
+			return true
+		}
+	}
+	if countHolders(hs, ref) < 2 {
+		return false
+	}
+	e.avail.Store(ref, availability{epoch: epoch, at: time.Now()})
+	return true
+}
+
+const availabilityTTL = time.Second
+
+type availability struct {
+	epoch int64
+	at    time.Time
+}
+
 func (e *Embedded) Sign(ctx context.Context, c Caller, req SignRequest) ([]byte, error) {
+	e.ceiling.pace(req)
 	var sig []byte
 	err := e.use(ctx, c, req.Ref, func(h node) error {
 		var err error

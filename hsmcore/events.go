@@ -52,11 +52,19 @@ type bus struct {
 	next    int
 	subs    map[int]chan Event
 	dropped atomic.Int64
+	// epoch counts events after which what the client remembers of
+	// where keys are may be wrong: an HSM went down or away, or a key was
+	// deleted or lost.
+	epoch atomic.Int64
 }
 
 func (b *bus) publish(ev Event) {
 	if ev.Time.IsZero() {
 		ev.Time = time.Now()
+	}
+	switch ev.Kind {
+	case EventHSMDown, EventHSMDestroyed, EventHSMRemoved, EventHSMRestarted, EventKeyDeleted, EventKeyLost:
+		b.epoch.Add(1)
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()

@@ -45,6 +45,11 @@ type hsm struct {
 	clients  map[string][]byte      // client installs' identity keys, by client id
 	sessions map[string]*hsmSession // authenticated sessions: volatile
 	ended    map[string]time.Time   // sessions logged out → their expiry
+	byEKT    map[string]*hsmSession // sessions by their current token
+	// parsed holds private keys parsed for signing (Ref → parsedKey).
+	parsed sync.Map
+	// paced makes the HSM serve at a hardware profile's rates (profile.go).
+	paced *pacers
 	// started is when the HSM last came up with empty volatile memory: a
 	// session issued before it cannot be served without renegotiating.
 	started time.Time
@@ -198,11 +203,40 @@ func (h *hsm) TokenKeys(refs []Ref) []*keyRecord {
 
 // Sign signs with a private key the HSM holds.
 func (h *hsm) Sign(req SignRequest) ([]byte, error) {
+	h.paced.pace(req)
 	r, err := h.stored(req.Ref)
 	if err != nil {
 		return nil, err
 	}
-	return sign(r.clone(), req)
+	// A stored record is never changed in place (changes replace it), so
+	// it is read without a copy of its material.
+	var parsed any
+	if r.Attrs.Class == ClassPrivate {
+		if parsed, err = h.privateKey(r); err != nil {
+			return nil, err
+		}
+	}
+	return signWith(r, req, parsed)
+}
+
+// parsedKey is a private key parsed once, for the record it came from.
+type parsedKey struct {
+	rec *keyRecord
+	key any
+}
+
+// privateKey returns r's private key, parsed once per stored record; in
+// volatile memory only, like the record's material.
+func (h *hsm) privateKey(r *keyRecord) (any, error) {
+	if v, ok := h.parsed.Load(r.Ref); ok && v.(parsedKey).rec == r {
+		return v.(parsedKey).key, nil
+	}
+	k, err := parsePrivate(r)
+	if err != nil {
+		return nil, err
+	}
+	h.parsed.Store(r.Ref, parsedKey{rec: r, key: k})
+	return k, nil
 }
 
 // Verify checks a signature with a public or private key the HSM holds.
@@ -256,6 +290,7 @@ func (h *hsm) DeleteKey(ref Ref) error {
 		return nil
 	}
 	delete(h.keys, ref)
+	h.parsed.Delete(ref)
 	h.tombstones[ref] = now
 	return nil
 }
@@ -423,7 +458,8 @@ func (h *hsm) fail(destroy bool, dir string) ([]Ref, error) {
 	h.up = false
 	h.sessionKeys = map[Ref]*keyRecord{}
 	h.sessions = nil // volatile, like session keys
-	h.ended = nil
+	h.ended, h.byEKT = nil, nil
+	h.parsed.Clear()
 	if !destroy {
 		return nil, nil
 	}
@@ -480,7 +516,8 @@ func (h *hsm) restart() int {
 	n := len(h.sessionKeys)
 	h.sessionKeys = map[Ref]*keyRecord{}
 	h.sessions = nil // session keys (SK) live in volatile memory only
-	h.ended = nil
+	h.ended, h.byEKT = nil, nil
+	h.parsed.Clear()
 	h.started = time.Now()
 	return n
 }

@@ -511,7 +511,7 @@ func BenchmarkSign(b *testing.B) {
 		return l.client(Durability{MinimumNodes: 3, AvailabilityCheck: true}).Embedded
 	}
 	for _, s := range []setup{{"embedded-direct", embedded(TransportDirect)}, {"embedded-tls", embedded(TransportTLS)}, {"remote-loopback", remote}} {
-		for _, conc := range []int{1, 8} {
+		for _, conc := range []int{1, 2, 8} {
 			b.Run(fmt.Sprintf("%s/concurrency=%d", s.name, conc), func(b *testing.B) {
 				e := s.open(b)
 				ctx := context.Background()
@@ -537,7 +537,7 @@ func BenchmarkSignRaw(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	for _, conc := range []int{1, 8} {
+	for _, conc := range []int{1, 2, 8} {
 		b.Run(fmt.Sprintf("concurrency=%d", conc), func(b *testing.B) {
 			signParallel(b, conc, func() error {
 				d := sha256.Sum256(make([]byte, 64))

@@ -166,13 +166,19 @@ func (h *hsm) Authenticate(a authArgs) (authsession.Envelope, error) {
 			delete(h.sessions, claims.SessionID)
 			claims.SessionID = old.SessionID
 			delete(h.ended, old.SessionID)
+			if prev, ok := h.sessions[old.SessionID]; ok { // superseded
+				delete(h.byEKT, string(prev.ekt))
+				clear(prev.sk[:])
+			}
 			h.sessions[claims.SessionID] = s
 		}
 		ekt, err := authsession.IssueEKT(*h.domain, sk, claims)
 		if err != nil {
 			return authsession.Envelope{}, err
 		}
+		delete(h.byEKT, string(s.ekt))
 		s.claims, s.ekt = claims, ekt
+		h.indexSessionLocked(s)
 		if _, known := h.clients[s.client]; !known {
 			if err := h.registerClientLocked(s.client, s.clientKey); err != nil {
 				return authsession.Envelope{}, err
@@ -219,6 +225,7 @@ func (h *hsm) EndSession(sid string) error {
 		h.ended[sid] = s.claims.Expires
 		clear(s.sk[:])
 		delete(h.sessions, sid)
+		delete(h.byEKT, string(s.ekt))
 	} else if len(h.ended) < maxSessions {
 		// Not served here yet: no session outlives the longest lifetime.
 		h.ended[sid] = time.Now().Add(maxSessionLifetime)
@@ -249,11 +256,12 @@ type sessionResult struct {
 // is, so it decides access itself, from the session's user and role and
 // its own records, not from what the client library claims.
 func (h *hsm) Enveloped(env authsession.Envelope) (authsession.Envelope, error) {
-	s, claims, err := h.sessionFor(env.EKT)
+	s, sk, claims, err := h.sessionFor(env.EKT)
 	if err != nil {
 		return authsession.Envelope{}, err
 	}
-	plain, err := authsession.Open(s.sk, authsession.ToHSM, env.EKT, env)
+	defer clear(sk[:])
+	plain, err := authsession.Open(sk, authsession.ToHSM, env.EKT, env)
 	if err != nil {
 		return authsession.Envelope{}, fmt.Errorf("%w: %w", ErrPermission, err)
 	}
@@ -280,57 +288,85 @@ func (h *hsm) Enveloped(env authsession.Envelope) (authsession.Envelope, error) 
 	if err != nil {
 		return authsession.Envelope{}, err
 	}
-	return authsession.Seal(s.sk, authsession.ToClient, env.Seq, env.EKT, b)
+	return authsession.Seal(sk, authsession.ToClient, env.Seq, env.EKT, b)
 }
 
 // sessionFor finds or adopts the session an EKT names.
-func (h *hsm) sessionFor(ekt []byte) (*hsmSession, authsession.Claims, error) {
+// It returns a copy of the session key, taken under the lock, since logout
+// may clear the session's own copy while a command is being served.
+func (h *hsm) sessionFor(ekt []byte) (*hsmSession, [32]byte, authsession.Claims, error) {
+	// The common case: the session's current token, seen before. Opening
+	// it again would give the same answer; only its expiry can change.
+	h.mu.RLock()
+	if s, ok := h.byEKT[string(ekt)]; ok && h.up {
+		claims, sk := s.claims, s.sk
+		h.mu.RUnlock()
+		if !time.Now().Before(claims.Expires) {
+			return nil, [32]byte{}, claims, fmt.Errorf("%w (session %s of %s expired at %s)", ErrSessionExpired, claims.SessionID, claims.User, claims.Expires.Format(time.RFC3339))
+		}
+		return s, sk, claims, nil
+	}
+	h.mu.RUnlock()
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if !h.up {
-		return nil, authsession.Claims{}, errDown(h.id)
+		return nil, [32]byte{}, authsession.Claims{}, errDown(h.id)
 	}
 	if h.domain == nil {
-		return nil, authsession.Claims{}, fmt.Errorf("%w: %s belongs to no domain", ErrInvalid, h.id)
+		return nil, [32]byte{}, authsession.Claims{}, fmt.Errorf("%w: %s belongs to no domain", ErrInvalid, h.id)
 	}
 	now := time.Now()
 	sk, claims, err := authsession.OpenEKT(*h.domain, ekt, now)
 	switch {
 	case errors.Is(err, authsession.ErrExpired):
-		return nil, claims, fmt.Errorf("%w (%v)", ErrSessionExpired, err)
+		return nil, [32]byte{}, claims, fmt.Errorf("%w (%v)", ErrSessionExpired, err)
 	case err != nil:
-		return nil, claims, fmt.Errorf("%w: %w", ErrPermission, err)
+		return nil, [32]byte{}, claims, fmt.Errorf("%w: %w", ErrPermission, err)
 	case claims.Role == provisionalRole:
-		return nil, claims, fmt.Errorf("%w: session %s has not finished logging in", ErrPermission, claims.SessionID)
+		return nil, [32]byte{}, claims, fmt.Errorf("%w: session %s has not finished logging in", ErrPermission, claims.SessionID)
 	}
 	s, ok := h.sessions[claims.SessionID]
 	switch {
 	case ok && s.sk == sk:
 		if !bytes.Equal(s.ekt, ekt) { // re-issued with the user's role
+			delete(h.byEKT, string(s.ekt))
 			s.claims, s.ekt = claims, bytes.Clone(ekt)
+			h.indexSessionLocked(s)
 		}
-		return s, s.claims, nil
+		return s, s.sk, s.claims, nil
 	case ok && !claims.Issued.After(s.claims.Issued):
-		return nil, claims, fmt.Errorf("%w: session %s was renegotiated since this token was issued", ErrRenegotiate, claims.SessionID)
+		return nil, [32]byte{}, claims, fmt.Errorf("%w: session %s was renegotiated since this token was issued", ErrRenegotiate, claims.SessionID)
 	case !ok:
 		if _, gone := h.ended[claims.SessionID]; gone {
-			return nil, claims, fmt.Errorf("%w: session %s was logged out", ErrPermission, claims.SessionID)
+			return nil, [32]byte{}, claims, fmt.Errorf("%w: session %s was logged out", ErrPermission, claims.SessionID)
 		}
 		if claims.Issued.Before(h.started) {
-			return nil, claims, fmt.Errorf("%w: %s restarted at %s, after session %s began", ErrRenegotiate, h.id, h.started.UTC().Format(time.RFC3339), claims.SessionID)
+			return nil, [32]byte{}, claims, fmt.Errorf("%w: %s restarted at %s, after session %s began", ErrRenegotiate, h.id, h.started.UTC().Format(time.RFC3339), claims.SessionID)
 		}
 		h.sweepSessionsLocked(now)
 		if len(h.sessions) >= maxSessions {
-			return nil, claims, fmt.Errorf("%w: %s holds %d sessions, its limit: try again when some expire", ErrPermission, h.id, maxSessions)
+			return nil, [32]byte{}, claims, fmt.Errorf("%w: %s holds %d sessions, its limit: try again when some expire", ErrPermission, h.id, maxSessions)
 		}
 	}
 	// A session new to this HSM, or a renegotiated one: fresh windows.
 	if h.sessions == nil {
 		h.sessions = map[string]*hsmSession{}
 	}
+	if old, ok := h.sessions[claims.SessionID]; ok {
+		delete(h.byEKT, string(old.ekt))
+	}
 	s = &hsmSession{sk: sk, claims: claims, ekt: bytes.Clone(ekt)}
 	h.sessions[claims.SessionID] = s
-	return s, claims, nil
+	h.indexSessionLocked(s)
+	return s, sk, claims, nil
+}
+
+// indexSessionLocked finds s by its token from now on; h.mu is held.
+func (h *hsm) indexSessionLocked(s *hsmSession) {
+	if h.byEKT == nil {
+		h.byEKT = map[string]*hsmSession{}
+	}
+	h.byEKT[string(s.ekt)] = s
 }
 
 // sweepSessionsLocked forgets expired sessions; h.mu is held.
@@ -339,6 +375,7 @@ func (h *hsm) sweepSessionsLocked(now time.Time) {
 		if !now.Before(s.claims.Expires) {
 			clear(s.sk[:])
 			delete(h.sessions, id)
+			delete(h.byEKT, string(s.ekt))
 		}
 	}
 	for id, exp := range h.ended {
@@ -402,9 +439,13 @@ func (h *hsm) serveAs(c Caller, method string, args json.RawMessage) (any, error
 		err = keyFor(usable)
 	case mSign:
 		var req SignRequest
-		if err = decode(&req); err == nil {
-			err = checkKey(req.Ref, usable)
+		if err = decode(&req); err != nil {
+			return nil, err
 		}
+		if err = checkKey(req.Ref, usable); err != nil {
+			return nil, err
+		}
+		return h.Sign(req) // decoded once: the hot path
 	case mVerify:
 		var a verifyArgs
 		if err = decode(&a); err == nil {
