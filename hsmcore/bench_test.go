@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto"
 	"fmt"
+	"runtime"
 	"testing"
 	"time"
 )
@@ -186,4 +187,47 @@ func BenchmarkProfile(b *testing.B) {
 			})
 		}
 	}
+}
+
+// BenchmarkKeyList100k measures key list of one key (a filter on its
+// label) among 100,000 token keys on each of 3 HSMs, on the embedded
+// default (nested TLS on pipes, sessions and envelopes), and reports the
+// heap the cluster holds with them (after a GC).
+func BenchmarkKeyList100k(b *testing.B) {
+	const keys = 100_000
+	e, err := OpenEmbedded(Options{ID: "bench", HSMs: 3})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer e.Close()
+	e.PauseSync()
+	_, cu := activate(b, e)
+	var recs []*keyRecord
+	for i := range keys {
+		r, _ := generate(KeySpec{Type: TypeAES, Label: fmt.Sprint("k", i), LengthBytes: 32})
+		r[0].Ref, r[0].Owner = newRef(), "cu1"
+		recs = append(recs, r[0])
+	}
+	for _, h := range inProcessHSMs(e) {
+		for i := 0; i < keys; i += 5000 {
+			if err := h.PutKeys(recs[i : i+5000]); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	recs = nil
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	ctx := context.Background()
+	f := Filter{Attrs: map[string]string{"label": "k54321"}}
+	b.ResetTimer()
+	for b.Loop() {
+		got, err := e.Keys(ctx, cu, f)
+		if err != nil || len(got) != 1 || got[0].Info.ClusterCoverage != CoverageFull {
+			b.Fatalf("key list: %v, %d keys", err, len(got))
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Milliseconds())/float64(b.N), "ms/list")
+	b.ReportMetric(float64(ms.HeapInuse)/(1<<20), "heap-MB")
 }

@@ -43,9 +43,9 @@ func (f callFunc) RefTaken(ref Ref) bool {
 
 func (f callFunc) DeleteKey(ref Ref) error { return f(mDeleteKey, ref, nil) }
 
-func (f callFunc) Snapshot() []*keyRecord {
+func (f callFunc) Snapshot(flt Filter) []*keyRecord {
 	var ws []wireKey
-	if err := f(mSnapshot, nil, &ws); err != nil {
+	if err := f(mSnapshot, flt, &ws); err != nil {
 		return nil
 	}
 	return fromWire(ws)

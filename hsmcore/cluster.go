@@ -136,9 +136,8 @@ func (f Filter) match(r *keyRecord) bool {
 	if len(f.Attrs) == 0 {
 		return true
 	}
-	m := r.Attrs.Map()
 	for k, v := range f.Attrs {
-		if got, ok := m[k]; !ok || got != v {
+		if got, ok := r.Attrs.Get(k); !ok || got != v {
 			return false
 		}
 	}

@@ -1046,8 +1046,19 @@ func (e *Embedded) Keys(ctx context.Context, c Caller, f Filter) ([]Key, error) 
 	}
 	found := map[Ref]*entry{}
 	all := e.members()
-	for _, h := range all {
-		for _, r := range e.on(c, h).Snapshot() {
+	// Every HSM is asked at once: over a transport each is a round trip.
+	snaps := make([][]*keyRecord, len(all))
+	var wg sync.WaitGroup
+	for i, h := range all {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			snaps[i] = e.on(c, h).Snapshot(f)
+		}()
+	}
+	wg.Wait()
+	for i, h := range all {
+		for _, r := range snaps[i] {
 			en, ok := found[r.Ref]
 			if !ok {
 				if !r.visibleTo(c) || !f.match(r) {

@@ -209,7 +209,13 @@ func dispatch(h node, method string, args json.RawMessage) (any, error) {
 	case mDeleteKey:
 		return nil, h.DeleteKey(ref)
 	case mSnapshot:
-		return toWire(h.Snapshot()), nil
+		var f Filter
+		if len(args) > 0 && string(args) != "null" {
+			if err := decode(&f); err != nil {
+				return nil, err
+			}
+		}
+		return toWire(h.Snapshot(f)), nil
 	case mTokenState:
 		keys, tombs := h.TokenState()
 		return tokenState{Keys: keys, Tombstones: tombs}, nil

@@ -295,18 +295,32 @@ func (h *hsm) DeleteKey(ref Ref) error {
 	return nil
 }
 
-// Snapshot returns copies of every key the HSM holds, token keys and
-// session keys, without material, sorted by reference.
-func (h *hsm) Snapshot() []*keyRecord {
+// Snapshot returns copies of the keys the HSM holds that match f, token
+// keys and session keys, without material, sorted by reference. The
+// filter runs here, so a key list of one key among 100,000 moves one.
+func (h *hsm) Snapshot(f Filter) []*keyRecord {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	if !h.up {
 		return nil
 	}
-	out := make([]*keyRecord, 0, len(h.keys)+len(h.sessionKeys))
+	var out []*keyRecord
+	if f.Ref != nil {
+		for _, m := range []map[Ref]*keyRecord{h.keys, h.sessionKeys} {
+			if r, ok := m[*f.Ref]; ok && f.match(r) {
+				out = append(out, r.meta())
+			}
+		}
+		return out
+	}
+	if len(f.Attrs) == 0 {
+		out = make([]*keyRecord, 0, len(h.keys)+len(h.sessionKeys))
+	}
 	for _, m := range []map[Ref]*keyRecord{h.keys, h.sessionKeys} {
 		for _, r := range m {
-			out = append(out, r.meta())
+			if f.match(r) {
+				out = append(out, r.meta())
+			}
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Ref < out[j].Ref })

@@ -568,3 +568,29 @@ func TestDeletedUserLosesSharedKeys(t *testing.T) {
 		t.Errorf("shared users after delete: %+v", ks)
 	}
 }
+
+// Get agrees with Map for every attribute of real keys.
+func TestAttributesGet(t *testing.T) {
+	for _, spec := range []KeySpec{
+		{Type: TypeAES, Label: "a", LengthBytes: 32},
+		{Type: TypeEC, Curve: "secp256r1", PublicLabel: "p", PrivateLabel: "k"},
+	} {
+		recs, err := generate(spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range recs {
+			m := r.Attrs.Map()
+			for name := range attrFields {
+				got, ok := r.Attrs.Get(name)
+				want, wantOK := m[name]
+				if got != want || ok != wantOK {
+					t.Errorf("%s %s: Get = %q, %v; Map = %q, %v", r.Attrs.Class, name, got, ok, want, wantOK)
+				}
+			}
+		}
+	}
+	if _, ok := (&Attributes{}).Get("no-such"); ok {
+		t.Error("an unknown attribute was found")
+	}
+}

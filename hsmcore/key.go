@@ -3,6 +3,7 @@ package hsmcore
 import (
 	"encoding/json"
 	"fmt"
+	"reflect"
 	"sort"
 	"strconv"
 	"strings"
@@ -113,6 +114,57 @@ func (a Attributes) Map() map[string]string {
 		}
 	}
 	return out
+}
+
+// attrFields maps each attribute's JSON name to its field, and says
+// whether an empty value leaves it out (omitempty), as Map does.
+var attrFields = func() map[string]attrField {
+	m := map[string]attrField{}
+	t := reflect.TypeFor[Attributes]()
+	for i := range t.NumField() {
+		name, opts, _ := strings.Cut(t.Field(i).Tag.Get("json"), ",")
+		if name != "" && name != "-" {
+			m[name] = attrField{index: i, omitEmpty: strings.Contains(opts, "omitempty")}
+		}
+	}
+	return m
+}()
+
+type attrField struct {
+	index     int
+	omitEmpty bool
+}
+
+// Get is one attribute's value as Map gives it, without building the
+// map: filters test a few attributes of every key the HSM holds.
+func (a *Attributes) Get(name string) (string, bool) {
+	switch name { // the usual filters, without reflection
+	case "label":
+		return a.Label, true
+	case "class":
+		return a.Class, true
+	case "key-type":
+		return a.KeyType, true
+	case "id":
+		return a.ID, true
+	}
+	f, ok := attrFields[name]
+	if !ok {
+		return "", false
+	}
+	v := reflect.ValueOf(a).Elem().Field(f.index)
+	if f.omitEmpty && v.IsZero() {
+		return "", false
+	}
+	switch v.Kind() {
+	case reflect.String:
+		return v.String(), true
+	case reflect.Bool:
+		return strconv.FormatBool(v.Bool()), true
+	case reflect.Int, reflect.Int64, reflect.Int32:
+		return strconv.FormatInt(v.Int(), 10), true
+	}
+	return "", false
 }
 
 // validateLabel applies CloudHSM's label rule.

@@ -507,7 +507,13 @@ func (h *hsm) serveAs(c Caller, method string, args json.RawMessage) (any, error
 		return nil, h.ImportWrapped(a.Key, c.Username)
 	case mSnapshot:
 		var out []*keyRecord
-		for _, r := range h.Snapshot() {
+		var f Filter
+		if len(args) > 0 && string(args) != "null" {
+			if err := decode(&f); err != nil {
+				return nil, err
+			}
+		}
+		for _, r := range h.Snapshot(f) {
 			if r.visibleTo(c) {
 				out = append(out, r)
 			}
