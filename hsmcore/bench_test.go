@@ -42,9 +42,9 @@ func BenchmarkTokenKeyCreation(b *testing.B) {
 }
 
 // BenchmarkSyncFill measures one server-side sync pass filling an empty
-// (destroyed and recovered) HSM with 10,000 token keys on disk.
+// (destroyed and recovered) HSM with 100,000 token keys on disk.
 func BenchmarkSyncFill(b *testing.B) {
-	const keys = 10000
+	const keys = 100_000
 	e, err := OpenEmbedded(Options{ID: "bench", HSMs: 3, DataDir: b.TempDir(), Durability: Durability{MinimumNodes: 1}})
 	if err != nil {
 		b.Fatal(err)
