@@ -79,12 +79,12 @@ func signRequest(ctx context.Context, env *Env, a *Args, mech hsmcore.Mechanism)
 	if err != nil {
 		return hsmcore.Caller{}, req, err
 	}
-	c, k, err := oneKey(ctx, env, a.List("key-filter"))
+	c, ref, err := keyToUse(ctx, env, a.List("key-filter"))
 	if err != nil {
 		return c, req, err
 	}
 	req = hsmcore.SignRequest{
-		Ref: k.Ref, Mechanism: mech, Hash: hsmcore.Hashes[a.String("hash-function")],
+		Ref: ref, Mechanism: mech, Hash: hsmcore.Hashes[a.String("hash-function")],
 		Data: data, Digest: a.String("data-type") == "digest", SaltLength: a.Int("salt-length"),
 	}
 	if m := a.String("mgf"); m != "" && strings.TrimPrefix(m, "mgf1-") != a.String("hash-function") {
@@ -94,6 +94,28 @@ func signRequest(ctx context.Context, env *Env, a *Args, mech hsmcore.Mechanism)
 		return c, req, errors.New("--salt-length must be at least 1")
 	}
 	return c, req, nil
+}
+
+// keyToUse resolves the key a crypto command uses. A filter that is just a
+// key reference needs no listing: the HSM that serves the command checks
+// the key exists, is the caller's to use and suits the mechanism, and a
+// listing would cost a question to every HSM on every signature.
+func keyToUse(ctx context.Context, env *Env, words []string) (hsmcore.Caller, hsmcore.Ref, error) {
+	if len(words) == 1 {
+		if v, ok := strings.CutPrefix(words[0], "key-reference="); ok {
+			c, err := env.Session.Caller()
+			if err != nil {
+				return c, 0, err
+			}
+			ref, err := hsmcore.ParseRef(v)
+			if err != nil {
+				return c, 0, fmt.Errorf("filter %q: %w", words[0], err)
+			}
+			return c, ref, nil
+		}
+	}
+	c, k, err := oneKey(ctx, env, words)
+	return c, k.Ref, err
 }
 
 func cryptoCommands() []*Command {

@@ -43,12 +43,21 @@ func (f callFunc) RefTaken(ref Ref) bool {
 
 func (f callFunc) DeleteKey(ref Ref) error { return f(mDeleteKey, ref, nil) }
 
-func (f callFunc) Snapshot(flt Filter) []*keyRecord {
-	var ws []wireKey
-	if err := f(mSnapshot, flt, &ws); err != nil {
-		return nil
+// Snapshot asks for the keys page by page.
+func (f callFunc) Snapshot(flt Filter) ([]*keyRecord, error) {
+	var out []*keyRecord
+	a := snapshotArgs{Filter: flt}
+	for {
+		var page snapshotReply
+		if err := f(mSnapshot, a, &page); err != nil {
+			return nil, err
+		}
+		out = append(out, fromWire(page.Keys)...)
+		if !page.More || len(page.Keys) == 0 {
+			return out, nil
+		}
+		a.After = page.Keys[len(page.Keys)-1].Ref
 	}
-	return fromWire(ws)
 }
 
 func (f callFunc) TokenState() ([]Ref, map[Ref]time.Time) {

@@ -1048,15 +1048,23 @@ func (e *Embedded) Keys(ctx context.Context, c Caller, f Filter) ([]Key, error) 
 	all := e.members()
 	// Every HSM is asked at once: over a transport each is a round trip.
 	snaps := make([][]*keyRecord, len(all))
+	errs := make([]error, len(all))
 	var wg sync.WaitGroup
 	for i, h := range all {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			snaps[i] = e.on(c, h).Snapshot(f)
+			snaps[i], errs[i] = e.on(c, h).Snapshot(f)
 		}()
 	}
 	wg.Wait()
+	for i, err := range errs {
+		// An HSM that is down holds nothing as far as the list can tell;
+		// any other failure would make the list wrong, so it is an error.
+		if err != nil && !isDown(err) {
+			return nil, fmt.Errorf("key list on %s: %w", all[i].ID(), err)
+		}
+	}
 	for i, h := range all {
 		for _, r := range snaps[i] {
 			en, ok := found[r.Ref]

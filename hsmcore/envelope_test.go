@@ -403,3 +403,39 @@ func TestLoggedOutSessionStaysDead(t *testing.T) {
 		t.Error("the client kept the session key after logout")
 	}
 }
+
+// A key list larger than one frame travels in pages, in order, and loses
+// nothing (a snapshot of 4,500 keys is three pages).
+func TestKeyListPages(t *testing.T) {
+	e, err := OpenEmbedded(Options{ID: "s", HSMs: 2}) // over the TLS pipes
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	e.PauseSync()
+	_, cu := activate(t, e)
+	const n = 2*snapshotPageSize + 500
+	var recs []*keyRecord
+	for i := range n {
+		r, _ := generate(KeySpec{Type: TypeAES, Label: fmt.Sprint("k", i), LengthBytes: 32})
+		r[0].Ref, r[0].Owner = newRef(), "cu1"
+		recs = append(recs, r[0])
+	}
+	for _, h := range inProcessHSMs(e) {
+		if err := h.PutKeys(recs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	keys, err := e.Keys(context.Background(), cu, Filter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(keys) != n {
+		t.Fatalf("listed %d keys, want %d", len(keys), n)
+	}
+	for i, k := range keys {
+		if i > 0 && keys[i-1].Ref >= k.Ref || k.Info.ClusterCoverage != CoverageFull {
+			t.Fatalf("key %d: %s after %s, coverage %s", i, k.Ref, keys[max(i-1, 0)].Ref, k.Info.ClusterCoverage)
+		}
+	}
+}

@@ -128,6 +128,35 @@ type importDomainArgs struct {
 	Members map[string][]byte          `json:"members"`
 }
 
+// snapshotArgs asks for one page of a snapshot.
+type snapshotArgs struct {
+	Filter Filter `json:"filter"`
+	After  Ref    `json:"after,omitempty"`
+}
+
+// snapshotPageSize keeps a page of key records well inside one frame
+// (wire.MaxPayload, 4 MiB): a record's JSON is under 1 KiB.
+const snapshotPageSize = 2000
+
+// snapshotReply is one page of a snapshot.
+type snapshotReply struct {
+	Keys []wireKey `json:"keys"`
+	More bool      `json:"more,omitempty"`
+}
+
+// snapshotOf answers a snapshot page request on an in-process HSM.
+func snapshotOf(n node, a snapshotArgs, keep func(*keyRecord) bool) (snapshotReply, error) {
+	h, ok := inProcess(n)
+	if !ok {
+		return snapshotReply{}, fmt.Errorf("%w: %s serves no snapshot pages", ErrInvalid, n.ID())
+	}
+	recs, more, err := h.snapshotPage(a.Filter, keep, a.After, snapshotPageSize)
+	if err != nil {
+		return snapshotReply{}, err
+	}
+	return snapshotReply{Keys: toWire(recs), More: more}, nil
+}
+
 type importWrappedArgs struct {
 	Key   *wrappedKey `json:"key"`
 	Owner string      `json:"owner"`
@@ -209,13 +238,11 @@ func dispatch(h node, method string, args json.RawMessage) (any, error) {
 	case mDeleteKey:
 		return nil, h.DeleteKey(ref)
 	case mSnapshot:
-		var f Filter
-		if len(args) > 0 && string(args) != "null" {
-			if err := decode(&f); err != nil {
-				return nil, err
-			}
+		var a snapshotArgs
+		if err := decode(&a); err != nil {
+			return nil, err
 		}
-		return toWire(h.Snapshot(f)), nil
+		return snapshotOf(h, a, nil)
 	case mTokenState:
 		keys, tombs := h.TokenState()
 		return tokenState{Keys: keys, Tombstones: tombs}, nil

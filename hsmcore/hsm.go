@@ -1,11 +1,11 @@
 package hsmcore
 
 import (
+	"errors"
 	"fmt"
 	"maps"
 	"os"
 	"slices"
-	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -91,6 +91,14 @@ func newHSM(id string, st store) (*hsm, error) {
 		h.tokens[t.Nonce] = t
 	}
 	return h, nil
+}
+
+// isDown says whether err says an HSM is down: unreachable, or saying so
+// itself (in-process, or across the wire).
+func isDown(err error) bool {
+	var de *downError
+	var he *hsmError
+	return errors.As(err, &de) || errors.As(err, &he) && he.code == codeDown
 }
 
 // errDown is what an HSM that does not answer gives.
@@ -298,33 +306,50 @@ func (h *hsm) DeleteKey(ref Ref) error {
 // Snapshot returns copies of the keys the HSM holds that match f, token
 // keys and session keys, without material, sorted by reference. The
 // filter runs here, so a key list of one key among 100,000 moves one.
-func (h *hsm) Snapshot(f Filter) []*keyRecord {
+func (h *hsm) Snapshot(f Filter) ([]*keyRecord, error) {
+	recs, _, err := h.snapshotPage(f, nil, 0, 0)
+	return recs, err
+}
+
+// snapshotPage is one page of Snapshot: at most limit keys (0: all) with
+// references above after that match f and, if keep is set, keep. more
+// says whether keys are left. Over a transport a snapshot travels in
+// pages, since 100,000 keys would not fit one frame.
+func (h *hsm) snapshotPage(f Filter, keep func(*keyRecord) bool, after Ref, limit int) (recs []*keyRecord, more bool, err error) {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	if !h.up {
-		return nil
+		return nil, false, errDown(h.id)
 	}
-	var out []*keyRecord
-	if f.Ref != nil {
-		for _, m := range []map[Ref]*keyRecord{h.keys, h.sessionKeys} {
-			if r, ok := m[*f.Ref]; ok && f.match(r) {
-				out = append(out, r.meta())
-			}
-		}
-		return out
-	}
-	if len(f.Attrs) == 0 {
-		out = make([]*keyRecord, 0, len(h.keys)+len(h.sessionKeys))
-	}
+	// References first: sorting and cutting them is cheap; copies are
+	// made only of the keys on the page.
+	var refs []Ref
 	for _, m := range []map[Ref]*keyRecord{h.keys, h.sessionKeys} {
-		for _, r := range m {
-			if f.match(r) {
-				out = append(out, r.meta())
+		if f.Ref != nil {
+			if r, ok := m[*f.Ref]; ok && r.Ref > after && f.match(r) && (keep == nil || keep(r)) {
+				refs = append(refs, r.Ref)
+			}
+			continue
+		}
+		for ref, r := range m {
+			if ref > after && f.match(r) && (keep == nil || keep(r)) {
+				refs = append(refs, ref)
 			}
 		}
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Ref < out[j].Ref })
-	return out
+	slices.Sort(refs)
+	if limit > 0 && len(refs) > limit {
+		refs, more = refs[:limit], true
+	}
+	recs = make([]*keyRecord, 0, len(refs))
+	for _, ref := range refs {
+		r, ok := h.keys[ref]
+		if !ok {
+			r = h.sessionKeys[ref]
+		}
+		recs = append(recs, r.meta())
+	}
+	return recs, more, nil
 }
 
 // DestroySession deletes the session keys of one login session.

@@ -48,7 +48,7 @@ type node interface {
 	DeleteKey(ref Ref) error
 	// Snapshot returns every key the HSM holds, token and session keys,
 	// without material, sorted by reference: key list.
-	Snapshot(f Filter) []*keyRecord
+	Snapshot(f Filter) ([]*keyRecord, error)
 	// TokenState returns the references of the token keys the HSM holds,
 	// in no particular order, and its tombstones (deleted key → when):
 	// server-side sync, and the check for keys lost with a destroyed HSM.

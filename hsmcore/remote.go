@@ -272,7 +272,7 @@ func (n *remoteNode) RefTaken(ref Ref) bool { return callFunc(n.call).RefTaken(r
 
 func (n *remoteNode) DeleteKey(ref Ref) error { return callFunc(n.call).DeleteKey(ref) }
 
-func (n *remoteNode) Snapshot(f Filter) []*keyRecord { return callFunc(n.call).Snapshot(f) }
+func (n *remoteNode) Snapshot(f Filter) ([]*keyRecord, error) { return callFunc(n.call).Snapshot(f) }
 
 func (n *remoteNode) TokenState() ([]Ref, map[Ref]time.Time) { return callFunc(n.call).TokenState() }
 

@@ -327,7 +327,7 @@ func (n *sealedNode) UpdateMeta(r *keyRecord) error            { return n.via().
 func (n *sealedNode) KeyMeta(ref Ref) (*keyRecord, error)      { return n.via().KeyMeta(ref) }
 func (n *sealedNode) Has(ref Ref) bool                         { return n.via().Has(ref) }
 func (n *sealedNode) DeleteKey(ref Ref) error                  { return n.via().DeleteKey(ref) }
-func (n *sealedNode) Snapshot(f Filter) []*keyRecord           { return n.via().Snapshot(f) }
+func (n *sealedNode) Snapshot(f Filter) ([]*keyRecord, error)  { return n.via().Snapshot(f) }
 func (n *sealedNode) DestroySession(session string) int        { return n.via().DestroySession(session) }
 func (n *sealedNode) Sign(req SignRequest) ([]byte, error)     { return n.via().Sign(req) }
 func (n *sealedNode) Verify(req SignRequest, sig []byte) error { return n.via().Verify(req, sig) }

@@ -506,19 +506,12 @@ func (h *hsm) serveAs(c Caller, method string, args json.RawMessage) (any, error
 		// sent.
 		return nil, h.ImportWrapped(a.Key, c.Username)
 	case mSnapshot:
-		var out []*keyRecord
-		var f Filter
-		if len(args) > 0 && string(args) != "null" {
-			if err := decode(&f); err != nil {
-				return nil, err
-			}
+		var sa snapshotArgs
+		if err := decode(&sa); err != nil {
+			return nil, err
 		}
-		for _, r := range h.Snapshot(f) {
-			if r.visibleTo(c) {
-				out = append(out, r)
-			}
-		}
-		return toWire(out), nil
+		// Only what the session's user may see, as in key list.
+		return snapshotOf(h, sa, func(r *keyRecord) bool { return r.visibleTo(c) })
 	case mHas, mRefTaken, mUserState, mOwns:
 		// Presence and user records, as every client sees them.
 	default:

@@ -34,6 +34,7 @@ Usage:
   hsmsh [global flags] batch FILE|-  [--keep-going] [--events]
   hsmsh [global flags] COMMAND...          run one command (credentials from HSMSH_ROLE, HSMSH_PIN=user:password)
   hsmsh [global flags] serve --config FILE --id ID [--data-dir DIR] [--restore BACKUP]   one HSM server of a remote cluster
+  hsmsh [global flags] bench --op OP [--hsms N[,N...]] [--duration D] [--concurrency C] [--json] ...   measure one operation (hsmsh bench --help)
   hsmsh quorum approve --token FILE --key KEY.pem --username U          sign a quorum token offline (no login)
   hsmsh pki init --dir DIR [--key-type ecdsa-p256|ecdsa-p384|rsa-2048|rsa-3072] [--cluster-id ID] [--host NAME...]
   hsmsh [global flags] configure [--disable-key-availability-check | --enable-key-availability-check]
@@ -124,6 +125,8 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			}
 		case "serve":
 			return serveCommand(g, rest[1:], stdout, stderr)
+		case "bench":
+			return benchCommand(g, rest[1:], stdout, stderr)
 		}
 		if strings.HasPrefix(rest[0], "--") {
 			fmt.Fprintf(stderr, "hsmsh: unknown global flag %s\n%s", rest[0], usage)
