@@ -825,18 +825,24 @@ func (e *Embedded) create(ctx context.Context, c Caller, recs []*keyRecord, sess
 	return out, nil
 }
 
-// freshRef draws a reference no HSM uses or has used.
+// freshRef draws a reference no HSM uses or has used. The HSMs are asked
+// at once: over a transport each question is a round trip.
 func (e *Embedded) freshRef() Ref {
 	for {
 		r := newRef()
-		clash := false
+		var clash atomic.Bool
+		var wg sync.WaitGroup
 		for _, h := range e.members() {
-			if h.RefTaken(r) {
-				clash = true
-				break
-			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if h.RefTaken(r) {
+					clash.Store(true)
+				}
+			}()
 		}
-		if !clash {
+		wg.Wait()
+		if !clash.Load() {
 			return r
 		}
 	}
