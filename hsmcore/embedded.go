@@ -369,16 +369,23 @@ func (e *Embedded) userVersions() (map[string]*userRecord, map[string]int64, err
 		return nil, nil, ErrNoHSM
 	}
 	users, tombs := map[string]*userRecord{}, map[string]int64{}
+	var versions []*userRecord
 	for _, h := range hs {
 		us, ts := h.UserState()
 		for n, u := range us {
+			versions = append(versions, u)
 			if cur, ok := users[n]; !ok || u.Updated > cur.Updated {
-				users[n] = u
+				c := *u
+				users[n] = &c
 			}
 		}
 		for n, t := range ts {
 			tombs[n] = max(tombs[n], t)
 		}
+	}
+	// Failure counters add up over every HSM's version.
+	for _, v := range versions {
+		users[v.Username].mergeFails(v)
 	}
 	for n, u := range users {
 		if t, ok := tombs[n]; ok && t >= u.Updated {
@@ -404,6 +411,17 @@ func (e *Embedded) findUser(name string) (*userRecord, error) {
 func (e *Embedded) stamp(u *userRecord) {
 	now := time.Now().UnixNano()
 	u.Updated = max(now, u.Updated+1)
+}
+
+// spreadUser copies the newest record of a user (with its failure
+// counters merged from every HSM) to every HSM that answers, so that a
+// failed login counts cluster-wide at once rather than at the next sync.
+func (e *Embedded) spreadUser(name string) error {
+	u, err := e.findUser(name)
+	if err != nil {
+		return err
+	}
+	return e.putUserAll(u)
 }
 
 // putUserAll writes a new version of a user record to every HSM that
@@ -463,31 +481,22 @@ func (e *Embedded) Login(ctx context.Context, username string, role Role, passwo
 	if u.locked() {
 		return Caller{}, ErrLocked
 	}
-	// The HSM checks the password, inside the session's channel.
-	var sess *clientSession
-	ok := false
-	if u.Role == role {
-		sess, ok, err = e.authenticate(name, role, password, nil)
-		if err != nil {
-			return Caller{}, err
-		}
+	// The HSM checks the password (and the role), inside the session's
+	// channel, and counts a failure itself.
+	sess, ans, err := e.authenticate(name, role, password, nil)
+	if err != nil {
+		return Caller{}, err
 	}
-	if !ok {
-		// Every HSM records the failure, so the count is cluster-wide.
-		u.Failed++
-		if err := e.putUserAll(u); err != nil {
-			return Caller{}, fmt.Errorf("record failed login: %w", err)
-		}
-		if u.locked() {
+	if ans.OK && u.failures() == 0 {
+		// Nothing to spread.
+	} else if err := e.spreadUser(name); err != nil {
+		return Caller{}, fmt.Errorf("record the login attempt: %w", err)
+	}
+	if !ans.OK {
+		if ans.Locked {
 			return Caller{}, fmt.Errorf("%w; %w", ErrBadCredentials, ErrLocked)
 		}
-		return Caller{}, fmt.Errorf("%w (%d of %d attempts left before the user is locked)", ErrBadCredentials, MaxFailedLogins-u.Failed, MaxFailedLogins)
-	}
-	if u.Failed > 0 {
-		u.Failed = 0
-		if err := e.putUserAll(u); err != nil {
-			return Caller{}, err
-		}
+		return Caller{}, fmt.Errorf("%w (%d of %d attempts left before the user is locked)", ErrBadCredentials, ans.Left, MaxFailedLogins)
 	}
 	if e.keepCredentials {
 		sess.password = password // to renegotiate when the token expires
@@ -692,7 +701,8 @@ func (e *Embedded) ChangePassword(ctx context.Context, c Caller, username string
 	if u.locked() && c.Role != RoleAdmin {
 		return ErrLocked
 	}
-	u.Hash, u.Failed = hashPassword(password), 0
+	u.Hash = hashPassword(password)
+	u.resetFails(time.Now().UnixNano()) // a new password unlocks
 	return e.putUserAs(c, u)
 }
 

@@ -415,16 +415,26 @@ func (h *hsm) PutUser(u *userRecord) error {
 	if !h.Up() {
 		return errDown(h.id)
 	}
+	// The newer version's fields win, but failure counters merge: a
+	// version written elsewhere must not erase a failure counted here.
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	c := *u
+	if cur, ok := h.users[u.Username]; ok {
+		if cur.Updated > c.Updated {
+			c = *cur
+			c.mergeFails(u)
+		} else {
+			c.mergeFails(cur)
+		}
+	}
 	if h.store != nil {
-		if err := h.store.putUser(u); err != nil {
+		if err := h.store.putUser(&c); err != nil {
 			return fmt.Errorf("%s: write user %s: %w", h.id, u.Username, err)
 		}
 	}
-	c := *u
-	h.mu.Lock()
 	h.users[u.Username] = &c
 	delete(h.userTombs, u.Username)
-	h.mu.Unlock()
 	return nil
 }
 

@@ -138,3 +138,78 @@ func TestRemoteLoginHandshake(t *testing.T) {
 		t.Errorf("%d servers hold the session after login, want the handshake's one", held)
 	}
 }
+
+// Wrong passwords are counted by the HSM that checks them, and the counts
+// add up over the cluster: a client that skips hsmsh's library and spreads
+// its guesses over the HSMs (CloudHSM's weakness) is locked out after
+// MaxFailedLogins in all, and then even the right password is refused.
+func TestLockoutCountsGuessesSpreadOverHSMs(t *testing.T) {
+	e, err := OpenEmbedded(Options{ID: "s", HSMs: 3, Transport: TransportDirect})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	e.PauseSync()
+	admin, _ := activate(t, e)
+	ctx := context.Background()
+	hs := e.members()
+	guess := func(h node, pw string) authAnswer {
+		t.Helper()
+		_, ans, err := e.authenticateOn(h, "cu1", RoleCryptoUser, pw, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ans
+	}
+	// One guess on each HSM before sync runs (so the counts of different
+	// HSMs must merge, not overwrite each other), then the next round.
+	for i := range MaxFailedLogins {
+		h := hs[i%len(hs)]
+		if ans := guess(h, "wrongpass"); ans.OK {
+			t.Fatal("a wrong password was accepted")
+		}
+		if i%len(hs) == len(hs)-1 || i == MaxFailedLogins-1 {
+			e.SyncNow(ctx)
+		}
+	}
+	for _, h := range hs {
+		if ans := guess(h, "cu1pass1"); ans.OK || !ans.Locked {
+			t.Errorf("%s after %d guesses over 3 HSMs: %+v, want locked", h.ID(), MaxFailedLogins, ans)
+		}
+	}
+	if _, err := e.Login(ctx, "cu1", RoleCryptoUser, "cu1pass1"); !errors.Is(err, ErrLocked) {
+		t.Errorf("login after the lockout: %v", err)
+	}
+	// An admin's new password unlocks, on every HSM.
+	if err := e.ChangePassword(ctx, admin, "cu1", RoleCryptoUser, "cu1pass2"); err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range hs {
+		if ans := guess(h, "cu1pass2"); !ans.OK {
+			t.Errorf("%s after the reset: %+v", h.ID(), ans)
+		}
+	}
+}
+
+// Concurrent failures on two HSMs are both kept when the records meet,
+// whichever is newer; a reset wins over counts made before it.
+func TestMergeFails(t *testing.T) {
+	a := &userRecord{Username: "u", FailedOn: map[string]int{"hsm-1": 2}, Updated: 10}
+	b := &userRecord{Username: "u", FailedOn: map[string]int{"hsm-2": 1}, Updated: 20}
+	m := *b
+	m.mergeFails(a)
+	if m.failures() != 3 || !m.failsCover(a) || !m.failsCover(b) || a.FailedOn["hsm-2"] != 0 {
+		t.Errorf("merged %+v (a %+v)", m, a)
+	}
+	reset := m
+	reset.resetFails(30)
+	old := m
+	old.mergeFails(&reset)
+	if old.failures() != 0 || !old.failsCover(&m) {
+		t.Errorf("a reset lost to older counts: %+v", old)
+	}
+	reset.mergeFails(&m)
+	if reset.failures() != 0 {
+		t.Errorf("older counts came back after a reset: %+v", reset)
+	}
+}

@@ -117,67 +117,71 @@ func (e *Embedded) setClient(id ClientIdentity, lifetime time.Duration, keepCred
 // the password inside it. ok is false for a wrong password or role.
 // resume, if not nil, is the EKT of a session to renegotiate: the session
 // keeps its id under a new session key.
-func (e *Embedded) authenticate(user string, role Role, password string, resume []byte) (s *clientSession, ok bool, err error) {
+func (e *Embedded) authenticate(user string, role Role, password string, resume []byte) (s *clientSession, ans authAnswer, err error) {
 	h, err := e.loginHSM(user)
 	if err != nil {
-		return nil, false, err
+		return nil, ans, err
 	}
+	return e.authenticateOn(h, user, role, password, resume)
+}
+
+// authenticateOn is authenticate with the HSM h.
+func (e *Embedded) authenticateOn(h node, user string, role Role, password string, resume []byte) (s *clientSession, ans authAnswer, err error) {
 	info, err := h.DomainInfo()
 	if err != nil {
-		return nil, false, fmt.Errorf("login on %s: %w", h.ID(), err)
+		return nil, ans, fmt.Errorf("login on %s: %w", h.ID(), err)
 	}
 	hsmPub, err := authsession.ParsePublic(info.Identity)
 	if err != nil {
-		return nil, false, fmt.Errorf("login on %s: its identity key: %w", h.ID(), err)
+		return nil, ans, fmt.Errorf("login on %s: its identity key: %w", h.ID(), err)
 	}
 	clientKey, err := authsession.MarshalPublic(e.client.Key.Public())
 	if err != nil {
-		return nil, false, err
+		return nil, ans, err
 	}
 	hello, d1, err := authsession.NewHello(e.client.ID, e.client.Key)
 	if err != nil {
-		return nil, false, err
+		return nil, ans, err
 	}
 	reply, err := h.Handshake(handshakeArgs{Hello: hello, ClientKey: clientKey, User: user, Lifetime: e.lifetime})
 	if err != nil {
-		return nil, false, fmt.Errorf("login handshake with %s: %w", h.ID(), err)
+		return nil, ans, fmt.Errorf("login handshake with %s: %w", h.ID(), err)
 	}
 	sk, err := authsession.Finish(hello, d1, reply, hsmPub)
 	if err != nil {
-		return nil, false, fmt.Errorf("login handshake with %s: %w", h.ID(), err)
+		return nil, ans, fmt.Errorf("login handshake with %s: %w", h.ID(), err)
 	}
 	body, err := json.Marshal(authBody{Password: password, Role: role, Resume: resume})
 	if err != nil {
-		return nil, false, err
+		return nil, ans, err
 	}
 	seq, _ := authsession.LaneSeq(0, 1) // a fresh session key: numbering starts again
 	env, err := authsession.Seal(sk, authsession.ToHSM, seq, reply.EKT, body)
 	clear(body)
 	if err != nil {
-		return nil, false, err
+		return nil, ans, err
 	}
 	resp, err := h.Authenticate(authArgs{EKT: reply.EKT, Envelope: env})
 	if err != nil {
-		return nil, false, fmt.Errorf("login on %s: %w", h.ID(), err)
+		return nil, ans, fmt.Errorf("login on %s: %w", h.ID(), err)
 	}
 	plain, err := authsession.Open(sk, authsession.ToClient, reply.EKT, resp)
 	if err != nil {
-		return nil, false, fmt.Errorf("login on %s: %w", h.ID(), err)
+		return nil, ans, fmt.Errorf("login on %s: %w", h.ID(), err)
 	}
 	if resp.Seq != env.Seq {
-		return nil, false, fmt.Errorf("login on %s: the answer is numbered %d, not %d: refusing it", h.ID(), resp.Seq, env.Seq)
+		return nil, ans, fmt.Errorf("login on %s: the answer is numbered %d, not %d: refusing it", h.ID(), resp.Seq, env.Seq)
 	}
-	var ans authAnswer
 	if err := json.Unmarshal(plain, &ans); err != nil {
-		return nil, false, fmt.Errorf("login on %s: %w", h.ID(), err)
+		return nil, ans, fmt.Errorf("login on %s: %w", h.ID(), err)
 	}
 	if !ans.OK {
-		return nil, false, nil
+		return nil, ans, nil
 	}
 	s = newClientSession(ans.Session, user, role)
 	s.sk, s.ekt, s.expires, s.opened = sk, ans.EKT, ans.Expires, h.ID()
 	s.served[h.ID()] = true
-	return s, true, nil
+	return s, ans, nil
 }
 
 // renegotiate runs the handshake again for a session whose token expired
@@ -195,11 +199,11 @@ func (e *Embedded) renegotiate(s *clientSession, gen int) error {
 	case s.password == "":
 		return fmt.Errorf("%w: the client holds no credentials to renegotiate with", ErrSessionExpired)
 	}
-	n, ok, err := e.authenticate(s.user, s.role, s.password, s.ekt)
+	n, ans, err := e.authenticate(s.user, s.role, s.password, s.ekt)
 	switch {
 	case err != nil:
 		return fmt.Errorf("renegotiate session %s: %w", s.sid, err)
-	case !ok:
+	case !ans.OK:
 		s.password = "" // it changed: the user must log in again
 		return fmt.Errorf("%w: renegotiating session %s: %w", ErrSessionExpired, s.sid, ErrBadCredentials)
 	case n.sid != s.sid:

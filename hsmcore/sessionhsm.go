@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"time"
 
 	"github.com/hsmsh/hsmsh/hsmcore/authsession"
@@ -65,7 +66,11 @@ type authBody struct {
 
 // authAnswer is the sealed answer to Authenticate.
 type authAnswer struct {
-	OK      bool      `json:"ok"`
+	OK bool `json:"ok"`
+	// Left is how many more wrong passwords lock the user, as this HSM
+	// counts them (after a failure); Locked says the user is locked.
+	Left    int       `json:"left,omitempty"`
+	Locked  bool      `json:"locked,omitempty"`
 	EKT     []byte    `json:"ekt,omitempty"` // the session's token, with the user's role
 	Session string    `json:"session,omitempty"`
 	Expires time.Time `json:"expires,omitempty"`
@@ -143,7 +148,33 @@ func (h *hsm) Authenticate(a authArgs) (authsession.Envelope, error) {
 	clear(plain)
 	var ans authAnswer
 	u := h.users[claims.User]
-	if u != nil && u.Role == body.Role && !u.locked() && checkPassword(u.Hash, body.Password) {
+	good := u != nil && !u.locked() && checkPassword(u.Hash, body.Password) && u.Role == body.Role
+	if u != nil {
+		// This HSM counts the attempt itself: a client that talks to the
+		// HSMs directly cannot guess without being counted.
+		nu := *u
+		switch {
+		case !good && !u.locked():
+			nu.FailedOn = maps.Clone(u.FailedOn)
+			if nu.FailedOn == nil {
+				nu.FailedOn = map[string]int{}
+			}
+			nu.FailedOn[h.id]++
+		case good && u.failures() > 0:
+			nu.resetFails(time.Now().UnixNano())
+		}
+		if !good || u.failures() > 0 {
+			nu.Updated = max(time.Now().UnixNano(), u.Updated+1)
+			if h.store != nil {
+				if err := h.store.putUser(&nu); err != nil {
+					return authsession.Envelope{}, fmt.Errorf("%s: record the login attempt: %w", h.id, err)
+				}
+			}
+			h.users[nu.Username] = &nu
+		}
+		ans.Left, ans.Locked = max(0, MaxFailedLogins-nu.failures()), nu.locked()
+	}
+	if good {
 		claims.Role = string(body.Role)
 		if body.Resume != nil {
 			// The old token may have expired: that is why the client is

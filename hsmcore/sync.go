@@ -262,7 +262,7 @@ func (e *Embedded) SyncNow(ctx context.Context) SyncStats {
 			}
 			have, haveTombs := h.UserState()
 			for n, u := range users {
-				if cur, ok := have[n]; ok && cur.Updated >= u.Updated {
+				if cur, ok := have[n]; ok && cur.Updated >= u.Updated && cur.failsCover(u) {
 					continue
 				}
 				if err := h.PutUser(u); err != nil {

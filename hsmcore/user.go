@@ -5,6 +5,7 @@ import (
 	"crypto/subtle"
 	"encoding/base64"
 	"fmt"
+	"maps"
 	"strings"
 	"unicode/utf8"
 
@@ -20,9 +21,17 @@ type userRecord struct {
 	Username string `json:"username"`
 	Role     Role   `json:"role"`
 	Hash     string `json:"hash,omitempty"`
-	// Failed counts wrong passwords across the cluster: every HSM records
-	// each failure, so spreading guesses over HSMs gains nothing.
+	// Failed is a count of wrong passwords kept by older versions; new
+	// failures go to FailedOn.
 	Failed int `json:"failed"`
+	// FailedOn counts the wrong passwords each HSM has seen since the
+	// counters were last reset (at FailEpoch, Unix ns). The HSM that checks
+	// a password counts the failure itself, so a client that skips hsmsh's
+	// library cannot guess without being counted; merging takes each HSM's
+	// highest count (merged), so failures spread over HSMs add up and no
+	// sync loses one.
+	FailedOn  map[string]int `json:"failed_on,omitempty"`
+	FailEpoch int64          `json:"fail_epoch,omitempty"`
 	// Updated orders versions of the record (Unix nanoseconds), so sync
 	// copies the newest and a deletion can win over an older record.
 	Updated int64 `json:"updated"`
@@ -31,7 +40,60 @@ type userRecord struct {
 	QuorumKey string `json:"quorum_key,omitempty"`
 }
 
-func (u *userRecord) locked() bool { return u.Failed >= MaxFailedLogins }
+func (u *userRecord) locked() bool { return u.failures() >= MaxFailedLogins }
+
+// failures is the user's wrong passwords across the cluster.
+func (u *userRecord) failures() int {
+	n := u.Failed
+	for _, c := range u.FailedOn {
+		n += c
+	}
+	return n
+}
+
+// mergeFails folds other's failure counters into u: a newer reset wins;
+// at the same reset, each HSM's higher count.
+func (u *userRecord) mergeFails(other *userRecord) {
+	switch {
+	case other.FailEpoch > u.FailEpoch:
+		u.FailEpoch, u.Failed, u.FailedOn = other.FailEpoch, other.Failed, maps.Clone(other.FailedOn)
+	case other.FailEpoch == u.FailEpoch:
+		u.Failed = max(u.Failed, other.Failed)
+		for id, c := range other.FailedOn {
+			if c > u.FailedOn[id] {
+				if u.FailedOn == nil {
+					u.FailedOn = map[string]int{}
+				} else {
+					u.FailedOn = maps.Clone(u.FailedOn)
+				}
+				u.FailedOn[id] = c
+			}
+		}
+	}
+}
+
+// failsCover says whether u already counts every failure other does.
+func (u *userRecord) failsCover(other *userRecord) bool {
+	if other.FailEpoch != u.FailEpoch {
+		return u.FailEpoch > other.FailEpoch
+	}
+	if other.Failed > u.Failed {
+		return false
+	}
+	for id, c := range other.FailedOn {
+		if c > u.FailedOn[id] {
+			return false
+		}
+	}
+	return true
+}
+
+// resetFails clears the failure counters (a successful login, or an
+// admin's new password), newer than any count made before.
+func (u *userRecord) resetFails(at int64) {
+	u.Failed, u.FailedOn = 0, nil
+	u.FailEpoch = max(at, u.FailEpoch+1)
+}
 
 // User is a user as user list reports it.
 type User struct {
