@@ -2,6 +2,7 @@ package commands
 
 import (
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -117,6 +118,8 @@ func TestParseFilter(t *testing.T) {
 		wantErr string
 	}{
 		{[]string{"attr.label=k", "attr.class=private-key"}, ""},
+		{slices.Repeat([]string{"attr.label=k"}, maxFilterTerms+1), "the filter has 33 terms; at most 32 are allowed"},
+		{[]string{"attr.label=" + strings.Repeat("x", maxFilterTerm)}, "at most 512 are allowed"},
 		{[]string{"key-reference=0x0000000000000010"}, ""},
 		{[]string{"label=k"}, "attr.ATTRIBUTE or key-reference"},
 		{[]string{"attr.colour=red"}, "unknown attribute"},

@@ -28,11 +28,26 @@ func briefKey(k hsmcore.Key) keyOut {
 	return keyOut{Ref: k.Ref.String(), Attrs: map[string]string{"label": k.Attrs.Label}}
 }
 
+// Limits on a key filter: CloudHSM has some 30 attributes, and a label is
+// at most 127 characters.
+const (
+	maxFilterTerms = 32
+	maxFilterTerm  = 512
+)
+
 // parseFilter reads CloudHSM CLI's filter words: attr.NAME=VALUE (several
 // are ANDed) and key-reference=0x….
 func parseFilter(words []string) (hsmcore.Filter, error) {
 	f := hsmcore.Filter{Attrs: map[string]string{}}
+	// A filter travels to every HSM and is tested against every key it
+	// holds: it is kept small.
+	if len(words) > maxFilterTerms {
+		return f, fmt.Errorf("the filter has %d terms; at most %d are allowed", len(words), maxFilterTerms)
+	}
 	for _, w := range words {
+		if len(w) > maxFilterTerm {
+			return f, fmt.Errorf("filter term %.20q… is %d bytes; at most %d are allowed", w, len(w), maxFilterTerm)
+		}
 		k, v, ok := strings.Cut(w, "=")
 		if !ok {
 			return f, fmt.Errorf("filter %q is not NAME=VALUE: write attr.label=my-key or key-reference=0x…", w)
