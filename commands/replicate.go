@@ -299,6 +299,7 @@ func replicateCommands() []*Command {
 				case k.Session:
 					return nil, fmt.Errorf("key %s is a session key: only token keys replicate", k.Ref)
 				case k.Info.ClusterCoverage != hsmcore.CoverageFull:
+					//lint:ignore ST1005 CloudHSM CLI's own words, which scripts match
 					return nil, errors.New("The selected key is not synchronized throughout the cluster")
 				}
 				kc, err := src.Session.Cluster().ExportKey(ctx, sc, k.Ref)

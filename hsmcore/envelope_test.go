@@ -179,13 +179,12 @@ func TestSessionExpiry(t *testing.T) {
 // hand-made envelopes straight to the HSMs, as a client other than hsmsh's
 // library could: the HSM's own checks are what is tested.
 type envelopeRig struct {
-	e        *Embedded
-	hsms     []*hsm
-	cu, cu2  Caller
-	admin    Caller
-	ref      Ref // cu1's private key
-	lane     uint16
-	seqInUse uint64
+	e       *Embedded
+	hsms    []*hsm
+	cu, cu2 Caller
+	admin   Caller
+	ref     Ref // cu1's private key
+	lane    uint16
 }
 
 func newEnvelopeRig(t *testing.T) *envelopeRig {
