@@ -200,6 +200,11 @@ func (e *Embedded) renegotiate(s *clientSession, gen int) error {
 		return fmt.Errorf("%w: the client holds no credentials to renegotiate with", ErrSessionExpired)
 	}
 	n, ans, err := e.authenticate(s.user, s.role, s.password, s.ekt)
+	for try := 1; isDown(err) && try < len(e.members()); try++ {
+		// The HSM went down between being picked and answering: the next
+		// one that answers will do.
+		n, ans, err = e.authenticate(s.user, s.role, s.password, s.ekt)
+	}
 	switch {
 	case err != nil:
 		return fmt.Errorf("renegotiate session %s: %w", s.sid, err)
