@@ -206,30 +206,3 @@ func (e *Env) ClusterIDs() []string {
 	}
 	return e.set.ids()
 }
-
-// splitClusterID takes a --cluster-id flag out of a command's words: every
-// command takes it, so it is handled here rather than by each command.
-func splitClusterID(words []string) (rest []string, id string, err error) {
-	for i := 0; i < len(words); i++ {
-		w := words[i]
-		switch {
-		case w == "--cluster-id":
-			if i+1 >= len(words) || strings.HasPrefix(words[i+1], "--") {
-				return nil, "", errors.New("--cluster-id needs a value: the id of a cluster (see cluster list)")
-			}
-			if id != "" {
-				return nil, "", errors.New("--cluster-id given twice")
-			}
-			id = words[i+1]
-			i++
-		case strings.HasPrefix(w, "--cluster-id="):
-			if id != "" {
-				return nil, "", errors.New("--cluster-id given twice")
-			}
-			id = strings.TrimPrefix(w, "--cluster-id=")
-		default:
-			rest = append(rest, w)
-		}
-	}
-	return rest, id, nil
-}

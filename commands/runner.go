@@ -156,17 +156,6 @@ func (r *Runner) Run(ctx context.Context, words []string) Result {
 	if words[0] == "help" {
 		return r.help(words[1:])
 	}
-	words, clusterID, err := splitClusterID(words)
-	if err != nil {
-		return failure(err)
-	}
-	// The command runs on its own copy of the Env, on the cluster it
-	// names or the current one, so use-cluster meanwhile changes nothing
-	// under it.
-	env, err := r.Env.On(clusterID)
-	if err != nil {
-		return failure(err)
-	}
 	cmd, rest, err := r.Tree.Find(words)
 	if err != nil {
 		return failure(err)
@@ -176,6 +165,13 @@ func (r *Runner) Run(ctx context.Context, words []string) Result {
 	if errors.As(err, &h) {
 		return success(helpFor(h.cmd))
 	}
+	if err != nil {
+		return failure(err)
+	}
+	// The command runs on its own copy of the Env, on the cluster it
+	// names or the current one, so use-cluster meanwhile changes nothing
+	// under it.
+	env, err := r.Env.On(args.String(clusterIDFlag.Name))
 	if err != nil {
 		return failure(err)
 	}

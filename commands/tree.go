@@ -140,6 +140,9 @@ type errHelp struct{ cmd *Command }
 
 func (errHelp) Error() string { return "help requested" }
 
+// clusterIDFlag names the cluster a command runs on (clusters.go).
+var clusterIDFlag = Flag{Name: "cluster-id", Kind: String, Help: "the cluster to run on (default: the current one; see cluster list)"}
+
 // parse reads the words after a command's path.
 func (c *Command) parse(words []string) (*Args, error) {
 	a := &Args{values: map[string][]string{}, ints: map[string]int{}}
@@ -154,6 +157,13 @@ func (c *Command) parse(words []string) (*Args, error) {
 		}
 		name, val, hasVal := strings.Cut(w[2:], "=")
 		f := c.flag(name)
+		if f == nil && name == clusterIDFlag.Name {
+			// Every command takes --cluster-id. It is parsed here, with the
+			// command's own flags, so that a flag's value is never taken
+			// for it (or the other way round) and the redaction of echo and
+			// history reads the line as the command does.
+			f = &clusterIDFlag
+		}
 		if f == nil {
 			return nil, fmt.Errorf("unknown flag --%s for %s%s; run help %s to see its flags", name, c.Name(), suggest("--"+name, flagNames(c)), c.Name())
 		}
@@ -350,6 +360,10 @@ func (t *Tree) Find(args []string) (*Command, []string, error) {
 		if next == nil {
 			if n.cmd != nil {
 				return n.cmd, args[i:], nil
+			}
+			// A flag's value may be a secret: an error shows its name only.
+			if name, _, ok := strings.Cut(w, "="); ok && strings.HasPrefix(w, "-") {
+				w = name + "=…"
 			}
 			prefix := strings.Join(args[:i], " ")
 			words := t.Children(args[:i])

@@ -1140,7 +1140,9 @@ func (e *Embedded) DeleteKey(ctx context.Context, c Caller, ref Ref) error {
 	done := 0
 	for _, h := range e.members() {
 		if k.Info.HSMCoverage[h.ID()] {
-			if err := e.on(c, h).DeleteKey(ref); err != nil {
+			// Not found is the end wanted: sync may have removed the copy
+			// (from another HSM's tombstone) since the listing.
+			if err := e.on(c, h).DeleteKey(ref); err != nil && !errors.Is(err, ErrKeyNotFound) {
 				errs = append(errs, err)
 				continue
 			}

@@ -222,6 +222,9 @@ func (e *Embedded) renegotiate(s *clientSession, gen int) error {
 	return nil
 }
 
+// maxRenegotiations bounds the renegotiations one command may cause.
+const maxRenegotiations = 3
+
 // sessionCall sends one command of session s to h, sealed, and opens the
 // answer into reply. A token that expired, or an HSM that restarted, is
 // met by renegotiating once and sending the command again.
@@ -247,7 +250,9 @@ func (e *Embedded) sessionCall(s *clientSession, h node, method string, args, re
 		} else {
 			err = fmt.Errorf("%w (its token expired at %s)", ErrSessionExpired, expires.UTC().Format(time.RFC3339))
 		}
-		if attempt > 0 || !(errors.Is(err, ErrSessionExpired) || errors.Is(err, ErrRenegotiate)) {
+		// A few tries: HSMs that restart one after the other each refuse
+		// the session once more.
+		if attempt >= maxRenegotiations || !(errors.Is(err, ErrSessionExpired) || errors.Is(err, ErrRenegotiate)) {
 			return err
 		}
 		if rerr := e.renegotiate(s, gen); rerr != nil {

@@ -118,37 +118,35 @@ func (h *hsm) Handshake(a handshakeArgs) (*authsession.Reply, error) {
 // user the session was opened for. On success the client's identity key is
 // registered (first login) and the EKT re-issued with the user's role.
 func (h *hsm) Authenticate(a authArgs) (authsession.Envelope, error) {
+	sk, claims, body, hash, err := h.openLogin(a)
+	if err != nil {
+		return authsession.Envelope{}, err
+	}
+	defer clear(sk[:])
+	// The password check (argon2id, tens of milliseconds) runs without the
+	// HSM's lock: holding it would stall every other command on the HSM,
+	// and a wave of logins after a restart would stall it for seconds.
+	passOK := hash != "" && checkPassword(hash, body.Password)
+	body.Password = ""
+
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if !h.up {
 		return authsession.Envelope{}, errDown(h.id)
 	}
-	if h.domain == nil {
-		return authsession.Envelope{}, fmt.Errorf("%w: %s belongs to no domain", ErrInvalid, h.id)
-	}
-	sk, claims, err := authsession.OpenEKT(*h.domain, a.EKT, time.Now())
-	if err != nil {
-		return authsession.Envelope{}, fmt.Errorf("%w: %w", ErrPermission, err)
-	}
 	s, ok := h.sessions[claims.SessionID]
 	if !ok || s.sk != sk {
-		return authsession.Envelope{}, fmt.Errorf("%w: the login must finish on the HSM that began it (%s does not hold the session)", ErrPermission, h.id)
+		return authsession.Envelope{}, fmt.Errorf("%w: session %s ended during the login", ErrPermission, claims.SessionID)
 	}
-	plain, err := authsession.Open(sk, authsession.ToHSM, a.EKT, a.Envelope)
-	if err != nil {
-		return authsession.Envelope{}, fmt.Errorf("%w: %w", ErrPermission, err)
-	}
-	if err := s.window.Accept(a.Envelope.Seq); err != nil {
-		return authsession.Envelope{}, fmt.Errorf("%w: %w", ErrPermission, err)
-	}
-	var body authBody
-	if err := json.Unmarshal(plain, &body); err != nil {
-		return authsession.Envelope{}, fmt.Errorf("%w: the login envelope is not a login", ErrInvalid)
-	}
-	clear(plain)
 	var ans authAnswer
 	u := h.users[claims.User]
-	good := u != nil && !u.locked() && checkPassword(u.Hash, body.Password) && u.Role == body.Role
+	if u != nil && u.Hash != hash {
+		// The password changed while it was being checked: this attempt
+		// proves nothing either way, and is not counted.
+		delete(h.sessions, claims.SessionID)
+		return authsession.Envelope{}, fmt.Errorf("%w: the user's password changed during the login: log in again", ErrPermission)
+	}
+	good := u != nil && !u.locked() && passOK && u.Role == body.Role
 	if u != nil {
 		// This HSM counts the attempt itself: a client that talks to the
 		// HSMs directly cannot guess without being counted.
@@ -224,6 +222,47 @@ func (h *hsm) Authenticate(a authArgs) (authsession.Envelope, error) {
 		return authsession.Envelope{}, err
 	}
 	return authsession.Seal(sk, authsession.ToClient, a.Envelope.Seq, a.EKT, b)
+}
+
+// openLogin is the first half of Authenticate, under the HSM's lock: the
+// session must be the one this HSM began, the envelope must open and be
+// new. It returns the user's password hash ("" for no such user) for the
+// check that runs outside the lock.
+func (h *hsm) openLogin(a authArgs) (sk [32]byte, claims authsession.Claims, body authBody, hash string, err error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	fail := func(err error) ([32]byte, authsession.Claims, authBody, string, error) {
+		return [32]byte{}, authsession.Claims{}, authBody{}, "", err
+	}
+	if !h.up {
+		return fail(errDown(h.id))
+	}
+	if h.domain == nil {
+		return fail(fmt.Errorf("%w: %s belongs to no domain", ErrInvalid, h.id))
+	}
+	sk, claims, err = authsession.OpenEKT(*h.domain, a.EKT, time.Now())
+	if err != nil {
+		return fail(fmt.Errorf("%w: %w", ErrPermission, err))
+	}
+	s, ok := h.sessions[claims.SessionID]
+	if !ok || s.sk != sk {
+		return fail(fmt.Errorf("%w: the login must finish on the HSM that began it (%s does not hold the session)", ErrPermission, h.id))
+	}
+	plain, err := authsession.Open(sk, authsession.ToHSM, a.EKT, a.Envelope)
+	if err != nil {
+		return fail(fmt.Errorf("%w: %w", ErrPermission, err))
+	}
+	defer clear(plain)
+	if err := s.window.Accept(a.Envelope.Seq); err != nil {
+		return fail(fmt.Errorf("%w: %w", ErrPermission, err))
+	}
+	if err := json.Unmarshal(plain, &body); err != nil {
+		return fail(fmt.Errorf("%w: the login envelope is not a login", ErrInvalid))
+	}
+	if u := h.users[claims.User]; u != nil {
+		hash = u.Hash
+	}
+	return sk, claims, body, hash, nil
 }
 
 // registerClientLocked records a client install's identity key; h.mu is

@@ -35,41 +35,12 @@ func liveBackslash(s string) bool {
 	return errWith != nil && errWithout == nil
 }
 
-// knownBatchLineBug says whether the physical lines of one logical line
-// show a known, reported bug of nextLine's comment detection
-// (endsInComment), and which. These inputs are skipped rather than failed,
-// so that fuzzing keeps looking for new problems; remove a case once its bug
-// is fixed.
-//
-//   - "CR": endsInComment does not treat a carriage return inside a line as
-//     a word separator, while commands.Split does, so "x\r# note \\" is a
-//     comment to Split but is continued, and the next line disappears into
-//     the comment.
-//   - "quote context": endsInComment reads each physical line on its own,
-//     not in the quoting state the earlier lines of the logical line leave,
-//     so a continued line inside a double-quoted string that starts with #
-//     stops the continuation (leaving a trailing backslash), and one that
-//     closes the quote before a "# ... \\" comment continues into it.
-func knownBatchLineBug(group []string) string {
-	var prefix strings.Builder
-	for _, p := range group {
-		got := endsInComment(p)
-		if endsInComment(prefix.String()+p) != got {
-			return "quote context"
-		}
-		if endsInComment(strings.ReplaceAll(prefix.String()+p, "\r", " ")) != got {
-			return "CR"
-		}
-		prefix.WriteString(strings.TrimSuffix(p, "\\"))
-		prefix.WriteByte(' ')
-	}
-	return ""
-}
-
 // FuzzBatchLines runs the batch reader's nextLine over arbitrary file
 // contents, as batch does. The seed corpus is under
 // testdata/fuzz/FuzzBatchLines: plain files, continuations (also at EOF
-// and in quotes), comments ending in backslashes, CRLF files, blank lines.
+// and in quotes), comments ending in backslashes, CRLF files, blank lines,
+// and the inputs of two fixed bugs (known-bug-*: a carriage return before
+// "#", and a quote opened on an earlier continued line).
 //
 // Properties:
 //   - it terminates: each logical line consumes at least one physical line,
@@ -82,10 +53,10 @@ func knownBatchLineBug(group []string) string {
 //     (so the logical line is as long as its physical lines together); a
 //     line whose backslash the shell's word splitting reads as part of a
 //     comment is never joined to the next (that would hide the next line
-//     in the comment); and
-//     no logical line is returned with a live backslash-newline continuation
-//     left at its end: the commands batch runs never end in a backslash
-//     that the shell's word splitting would take as escaping the newline.
+//     in the comment); and no logical line is returned with a live
+//     backslash-newline continuation left at its end: the commands batch
+//     runs never end in a backslash that the shell's word splitting would
+//     take as escaping the newline.
 func FuzzBatchLines(f *testing.F) {
 	for _, s := range []string{
 		"key list\nlogin --username admin --role admin --password adminpass\n",
@@ -132,21 +103,18 @@ func FuzzBatchLines(f *testing.F) {
 			}
 			group := phys[start-1 : lineNo]
 			prevEnd = lineNo
-			// fail reports a broken property, unless the group of lines
-			// shows one of the known bugs below.
-			fail := func(format string, args ...any) {
-				t.Helper()
-				if bug := knownBatchLineBug(group); bug != "" {
-					t.Skipf("known bug (%s): "+format, append([]any{bug}, args...)...)
-				}
-				t.Fatalf(format, args...)
-			}
+			fail := t.Fatalf
 
 			// The physical lines were joined exactly where they continue.
 			total := 0
+			var sofar strings.Builder // the logical line before p, as nextLine builds it
 			for i, p := range group {
 				total += len(p)
-				continues := !endsInComment(p) && trailingBackslashes(p)%2 == 1
+				// Whether p ends in a comment depends on the quotes the lines
+				// before it left open, and a carriage return separates words.
+				continues := !endsInComment(sofar.String()+p) && trailingBackslashes(p)%2 == 1
+				sofar.WriteString(strings.TrimSuffix(p, "\\"))
+				sofar.WriteByte(' ')
 				last := i == len(group)-1
 				if !last && !continues {
 					t.Fatalf("line %d %q was joined to the next, though it does not continue", start+i, p)

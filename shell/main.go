@@ -466,7 +466,9 @@ func nextLine(sc *bufio.Scanner, lineNo *int) (string, int, bool) {
 		}
 		t := sc.Text()
 		trailing := len(t) - len(strings.TrimRight(t, "\\"))
-		if !endsInComment(t) && trailing%2 == 1 {
+		// Whether the line ends in a comment depends on the quotes the
+		// lines before it opened, so the logical line so far is read.
+		if !endsInComment(b.String()+t) && trailing%2 == 1 {
 			b.WriteString(t[:len(t)-1])
 			b.WriteByte(' ')
 			continue
@@ -503,7 +505,7 @@ func endsInComment(line string) bool {
 		case c == '\'' || c == '"':
 			quote = c
 			atWordStart = false
-		case c == ' ' || c == '\t':
+		case c == ' ' || c == '\t' || c == '\r' || c == '\n': // as commands.Split separates words
 			atWordStart = true
 		case c == '#' && atWordStart:
 			return true
