@@ -2,6 +2,7 @@ package hsmcore
 
 import (
 	"bytes"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -135,7 +136,7 @@ func (h *hsm) Authenticate(a authArgs) (authsession.Envelope, error) {
 		return authsession.Envelope{}, errDown(h.id)
 	}
 	s, ok := h.sessions[claims.SessionID]
-	if !ok || s.sk != sk {
+	if !ok || !sameKey(s.sk, sk) {
 		return authsession.Envelope{}, fmt.Errorf("%w: session %s ended during the login", ErrPermission, claims.SessionID)
 	}
 	var ans authAnswer
@@ -245,7 +246,7 @@ func (h *hsm) openLogin(a authArgs) (sk [32]byte, claims authsession.Claims, bod
 		return fail(fmt.Errorf("%w: %w", ErrPermission, err))
 	}
 	s, ok := h.sessions[claims.SessionID]
-	if !ok || s.sk != sk {
+	if !ok || !sameKey(s.sk, sk) {
 		return fail(fmt.Errorf("%w: the login must finish on the HSM that began it (%s does not hold the session)", ErrPermission, h.id))
 	}
 	plain, err := authsession.Open(sk, authsession.ToHSM, a.EKT, a.Envelope)
@@ -397,7 +398,7 @@ func (h *hsm) sessionFor(ekt []byte) (*hsmSession, [32]byte, authsession.Claims,
 	}
 	s, ok := h.sessions[claims.SessionID]
 	switch {
-	case ok && s.sk == sk:
+	case ok && sameKey(s.sk, sk):
 		if !bytes.Equal(s.ekt, ekt) { // re-issued with the user's role
 			delete(h.byEKT, string(s.ekt))
 			s.claims, s.ekt = claims, bytes.Clone(ekt)
@@ -454,6 +455,10 @@ func (h *hsm) sweepSessionsLocked(now time.Time) {
 		}
 	}
 }
+
+// sameKey compares two session keys in constant time: how far two keys
+// agree must not show in how long the comparison takes.
+func sameKey(a, b [32]byte) bool { return subtle.ConstantTimeCompare(a[:], b[:]) == 1 }
 
 // sessionOnly are the methods that use a key: they are served only inside
 // a session envelope, never to a bare connection.
