@@ -200,7 +200,7 @@ func FuzzCommandLine(f *testing.F) {
 			nonEmpty("Find", err)
 			// An unknown command's error shows no flag's value.
 			for _, w := range all {
-				if name, v, ok := strings.Cut(w, "="); ok && strings.HasPrefix(name, "--") && len(v) > 3 && strings.Contains(err.Error(), w) {
+				if name, v, ok := strings.Cut(w, "="); ok && strings.HasPrefix(name, "--") && len(v) > 3 && strings.Contains(err.Error(), fmt.Sprintf("%q", w)) {
 					t.Fatalf("Find(%q): the error shows the value of %s: %v", all, name, err)
 				}
 			}
