@@ -10,11 +10,16 @@ import (
 
 // password returns --password, or asks for it on the terminal.
 func password(env *Env, a *Args, prompt string) (string, error) {
-	if a.Has("password") {
-		return a.String("password"), nil
+	return secretFlag(env, a, "password", prompt)
+}
+
+// secretFlag returns a secret flag's value, or asks for it.
+func secretFlag(env *Env, a *Args, name, prompt string) (string, error) {
+	if a.Has(name) {
+		return a.String(name), nil
 	}
 	if env.ReadPassword == nil {
-		return "", errors.New("--password is required: there is no terminal to ask for it on")
+		return "", fmt.Errorf("--%s is required: there is no terminal to ask for it on", name)
 	}
 	return env.ReadPassword(prompt)
 }

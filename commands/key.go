@@ -311,7 +311,9 @@ func keyCommands() []*Command {
 }
 
 // createFile writes data to a new file at p (named as the user gave it),
-// never over an existing one: a key or token file is not silently lost.
+// never over an existing one: a key, token or backup file is not silently
+// lost. It is on disk (fsync) when createFile returns, and a failed write
+// leaves no half file behind.
 func createFile(p, given, flag string, data []byte, mode os.FileMode) error {
 	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
 	if errors.Is(err, os.ErrExist) {
@@ -320,11 +322,18 @@ func createFile(p, given, flag string, data []byte, mode os.FileMode) error {
 	if err != nil {
 		return err
 	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
 	}
-	return f.Close()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(p)
+		return fmt.Errorf("write %s: %w", given, err)
+	}
+	return nil
 }
 
 func settableAttributes() []string {

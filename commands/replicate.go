@@ -350,37 +350,13 @@ func replicateCommands() []*Command {
 	}
 }
 
-// secretFlag returns a secret flag's value, or asks for it.
-func secretFlag(env *Env, a *Args, name, prompt string) (string, error) {
-	if a.Has(name) {
-		return a.String(name), nil
-	}
-	if env.ReadPassword == nil {
-		return "", fmt.Errorf("--%s is required: there is no terminal to ask for it on", name)
-	}
-	return env.ReadPassword(prompt)
-}
-
-// writeNew writes a file that must not exist yet, privately and durably.
+// writeNew writes a file that must not exist yet, privately (its folder
+// made if need be).
 func writeNew(path string, b []byte) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return err
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		os.Remove(path)
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		os.Remove(path)
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return f.Close()
+	return createFile(path, path, "--file or --name", b, 0o600)
 }
 
 // cloneCluster is cluster clone.

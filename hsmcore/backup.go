@@ -537,7 +537,8 @@ func (e *Embedded) ReplicateKey(ctx context.Context, c Caller, k KeyCopy) error 
 		return fmt.Errorf("%w: no key to replicate", ErrInvalid)
 	}
 	err := e.replicateTo(c, "Key", func(h node) error { return h.ImportWrapped(k.w, c.Username) })
-	if err == nil || len(err.(*ReplicateError).Failed) < len(e.members()) {
+	var re *ReplicateError
+	if !errors.As(err, &re) || len(re.Failed) < re.Total { // some HSM took it
 		e.events.publish(Event{Kind: EventKeyReplicated, Ref: k.w.Ref.String(), Detail: "key replicate into " + e.id})
 	}
 	return err

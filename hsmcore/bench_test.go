@@ -53,13 +53,7 @@ func BenchmarkSyncFill(b *testing.B) {
 	e.PauseSync()
 	// Load the two other HSMs directly, in batches: this benchmark is about
 	// sync, not about creating keys.
-	var recs []*keyRecord
-	for i := 0; i < keys; i++ {
-		r, _ := generate(KeySpec{Type: TypeAES, Label: fmt.Sprint("k", i), LengthBytes: 32})
-		r[0].Ref = newRef()
-		r[0].Owner = "cu1"
-		recs = append(recs, r[0])
-	}
+	recs := aesRecords(keys, "cu1")
 	for _, h := range e.members()[:2] {
 		for i := 0; i < keys; i += 1000 {
 			if err := h.PutKeys(recs[i : i+1000]); err != nil {
@@ -130,8 +124,9 @@ func BenchmarkEnvelope(b *testing.B) {
 	}
 }
 
-// TestPacerSlots checks the pacer's schedule without timing anything: each
-// caller is given the slot one interval after the previous one.
+// TestPacerSlots checks the pacer's schedule without timing anything:
+// callers arriving together get slots one interval apart, and a caller
+// after an idle spell starts at once.
 func TestPacerSlots(t *testing.T) {
 	for _, tt := range []struct {
 		rate     float64
@@ -141,17 +136,16 @@ func TestPacerSlots(t *testing.T) {
 		if p.interval != tt.interval {
 			t.Errorf("rate %v: interval %v, want %v", tt.rate, p.interval, tt.interval)
 		}
-		start := time.Now().Add(time.Hour) // far ahead: wait only books slots
-		p.next = start
-		p.mu.Lock()
+		start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 		for i := range 3 {
-			at := p.next
-			p.next = p.next.Add(p.interval)
-			if want := start.Add(time.Duration(i) * tt.interval); !at.Equal(want) {
-				t.Errorf("slot %d at %v, want %v", i, at, want)
+			if at, want := p.reserve(start), start.Add(time.Duration(i)*tt.interval); !at.Equal(want) {
+				t.Errorf("rate %v: caller %d at %v, want %v", tt.rate, i, at, want)
 			}
 		}
-		p.mu.Unlock()
+		later := start.Add(time.Hour)
+		if at := p.reserve(later); !at.Equal(later) {
+			t.Errorf("rate %v: after an idle hour the slot is %v, want %v", tt.rate, at, later)
+		}
 	}
 	if newPacer(0) != nil {
 		t.Error("a zero rate paces")
@@ -202,12 +196,7 @@ func BenchmarkKeyList100k(b *testing.B) {
 	defer e.Close()
 	e.PauseSync()
 	_, cu := activate(b, e)
-	var recs []*keyRecord
-	for i := range keys {
-		r, _ := generate(KeySpec{Type: TypeAES, Label: fmt.Sprint("k", i), LengthBytes: 32})
-		r[0].Ref, r[0].Owner = newRef(), "cu1"
-		recs = append(recs, r[0])
-	}
+	recs := aesRecords(keys, "cu1")
 	for _, h := range inProcessHSMs(e) {
 		for i := 0; i < keys; i += 5000 {
 			if err := h.PutKeys(recs[i : i+5000]); err != nil {
@@ -230,4 +219,20 @@ func BenchmarkKeyList100k(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Milliseconds())/float64(b.N), "ms/list")
 	b.ReportMetric(float64(ms.HeapInuse)/(1<<20), "heap-MB")
+}
+
+// aesRecords makes n AES-256 token key records owned by owner, labelled
+// k0, k1, …, to load HSMs directly: tests about listing and sync, not
+// about creating keys.
+func aesRecords(n int, owner string) []*keyRecord {
+	recs := make([]*keyRecord, 0, n)
+	for i := range n {
+		r, err := generate(KeySpec{Type: TypeAES, Label: fmt.Sprint("k", i), LengthBytes: 32})
+		if err != nil {
+			panic(err)
+		}
+		r[0].Ref, r[0].Owner = newRef(), owner
+		recs = append(recs, r[0])
+	}
+	return recs
 }

@@ -414,12 +414,7 @@ func TestKeyListPages(t *testing.T) {
 	e.PauseSync()
 	_, cu := activate(t, e)
 	const n = 2*snapshotPageSize + 500
-	var recs []*keyRecord
-	for i := range n {
-		r, _ := generate(KeySpec{Type: TypeAES, Label: fmt.Sprint("k", i), LengthBytes: 32})
-		r[0].Ref, r[0].Owner = newRef(), "cu1"
-		recs = append(recs, r[0])
-	}
+	recs := aesRecords(n, "cu1")
 	for _, h := range inProcessHSMs(e) {
 		if err := h.PutKeys(recs); err != nil {
 			t.Fatal(err)

@@ -85,17 +85,22 @@ func (p *pacer) wait() {
 	if p == nil {
 		return
 	}
+	if d := time.Until(p.reserve(time.Now())); d > 0 {
+		time.Sleep(d)
+	}
+}
+
+// reserve books the next free slot for a caller arriving at now: now
+// itself if the pacer has been idle, else one interval after the last.
+func (p *pacer) reserve(now time.Time) time.Time {
 	p.mu.Lock()
-	now := time.Now()
+	defer p.mu.Unlock()
 	if p.next.Before(now) {
 		p.next = now
 	}
 	at := p.next
 	p.next = p.next.Add(p.interval)
-	p.mu.Unlock()
-	if d := time.Until(at); d > 0 {
-		time.Sleep(d)
-	}
+	return at
 }
 
 // pacers are one pacer per operation class.

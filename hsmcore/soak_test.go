@@ -299,23 +299,14 @@ func soakTrunc(s string, n int) string {
 // soakUsers activates the cluster and logs in one crypto user per worker.
 func soakUsers(t *testing.T, e *Embedded) []Caller {
 	t.Helper()
-	ctx := context.Background()
-	if err := e.Activate(ctx, "adminpass"); err != nil {
-		t.Fatal(err)
-	}
-	admin, err := e.Login(ctx, "admin", RoleAdmin, "adminpass")
-	if err != nil {
-		t.Fatal(err)
-	}
+	admin, _ := activate(t, e)
 	users := make([]Caller, soakWorkers)
 	for w := range users {
 		name, pw := fmt.Sprintf("soak_%d", w), fmt.Sprintf("soakpass%d", w)
-		if _, err := e.CreateUser(ctx, admin, name, RoleCryptoUser, pw); err != nil {
+		if _, err := e.CreateUser(context.Background(), admin, name, RoleCryptoUser, pw); err != nil {
 			t.Fatal(err)
 		}
-		if users[w], err = e.Login(ctx, name, RoleCryptoUser, pw); err != nil {
-			t.Fatal(err)
-		}
+		users[w] = mustLogin(t, e, name, RoleCryptoUser, pw)
 	}
 	return users
 }
