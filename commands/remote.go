@@ -13,6 +13,8 @@ import (
 	"github.com/hsmsh/hsmsh/config"
 	"github.com/hsmsh/hsmsh/hsmcore"
 	"github.com/hsmsh/hsmsh/hsmcore/nestedtls"
+	"github.com/hsmsh/hsmsh/hsmcore/netguard"
+	"github.com/hsmsh/hsmsh/hsmcore/rpc"
 )
 
 // tlsFiles names the PKI files the configuration's [tls] keys give.
@@ -116,6 +118,10 @@ func Serve(ctx context.Context, cfg *config.Config, id, dataDir string, log *slo
 	if err != nil {
 		return fmt.Errorf("server %s: listen on %s (its address in [[cluster.servers]]): %w", id, me.Address, err)
 	}
+	// [server] max_connections: a flood of connections is refused before
+	// it can use up the process's file descriptors, and running out of
+	// them (or any other accept failure) is waited out, not fatal.
+	ln = netguard.Listen(ln, netguard.Options{MaxConns: cfg.Server.MaxConnections, Log: log})
 	rules, err := quorumRules(cfg)
 	if err != nil {
 		ln.Close()
@@ -126,6 +132,9 @@ func Serve(ctx context.Context, cfg *config.Config, id, dataDir string, log *slo
 		ID:          id, DataDir: dir, TLS: srvTLS, Peers: peers, PeerTLS: peerTLS,
 		SyncInterval: cfg.Durability.ServerSyncInterval, Log: log,
 		Restore: restore, RestorePassword: password,
+		// [server] idle_timeout closes abandoned connections; a handler's
+		// panic fails its one request and is logged here.
+		RPC: rpc.ServerOptions{IdleTimeout: cfg.Server.IdleTimeout, Log: log},
 	})
 	if err != nil {
 		ln.Close()

@@ -77,6 +77,9 @@ type Config struct {
 	Quorum Quorum
 	// Session holds the authenticated sessions' settings.
 	Session Session
+	// Server holds the limits of an HSM server (hsmsh serve), from the
+	// [server] table.
+	Server ServerLimits
 
 	sources map[string]Source // setting name -> source; missing means default
 	given   TLS               // TLS paths as set (already absolute), "" = derive
@@ -140,6 +143,17 @@ type Session struct {
 	Renegotiate bool
 }
 
+// ServerLimits bound what clients may cost an HSM server (hsmsh serve),
+// so that abandoned or flooding connections cannot exhaust it.
+type ServerLimits struct {
+	// IdleTimeout closes a connection with no request in flight and none
+	// sent for that long; 0 never does.
+	IdleTimeout time.Duration
+	// MaxConnections caps the connections open at once; one more is
+	// closed as soon as it is accepted.
+	MaxConnections int
+}
+
 // Quorum holds quorum rule sets, from [[quorum.rules]] tables.
 type Quorum struct {
 	Rules []QuorumRule
@@ -201,6 +215,7 @@ func Default() *Config {
 		},
 		Client:  Client{RetryOnMissingKey: 3},
 		Session: Session{Lifetime: time.Hour, Renegotiate: true},
+		Server:  ServerLimits{IdleTimeout: 5 * time.Minute, MaxConnections: 512},
 		UI:      UI{Theme: "default"},
 	}
 	// An absolute base keeps the paths valid if the process changes

@@ -71,10 +71,11 @@ func TestDefault(t *testing.T) {
 			ClusterCert: filepath.Join(pki, "cluster.crt"),
 			ClusterKey:  filepath.Join(pki, "cluster.key"),
 		},
-		UI: UI{Theme: "default"},
+		UI:     UI{Theme: "default"},
+		Server: ServerLimits{IdleTimeout: 5 * time.Minute, MaxConnections: 512},
 	}
 	if c.Path != "" || !reflect.DeepEqual(c.Cluster, want.Cluster) || c.Durability != want.Durability ||
-		c.Client != want.Client || c.TLS != want.TLS || c.UI != want.UI {
+		c.Client != want.Client || c.TLS != want.TLS || c.UI != want.UI || c.Server != want.Server {
 		t.Errorf("Default() = %+v\nwant %+v", c, want)
 	}
 	for _, s := range c.Settings() {
@@ -218,9 +219,9 @@ func TestLoadErrors(t *testing.T) {
 			7, "durability.create_objects_min",
 			"unknown key (known keys in [durability]: create_object_minimum_nodes, key_availability_check, server_sync_interval)"},
 		{"unknown table", "[cluster]\nhsms = 3\n\n[duarbility]\nx = 1\n",
-			4, "duarbility", "unknown table (known tables: client, cluster, clusters, durability, quorum, session, tls, ui)"},
+			4, "duarbility", "unknown table (known tables: client, cluster, clusters, durability, quorum, server, session, tls, ui)"},
 		{"unknown top-level key", "verbose = true\n[cluster]\n",
-			1, "verbose", "unknown key (known tables: client, cluster, clusters, durability, quorum, session, tls, ui)"},
+			1, "verbose", "unknown key (known tables: client, cluster, clusters, durability, quorum, server, session, tls, ui)"},
 		{"unknown cluster key", "[cluster]\nhsms = 3\nserver = 1\n",
 			3, "cluster.server", "known keys in [cluster]: hsms, id, mode, profile, servers"},
 		{"wrong type", "[cluster]\nid = \"a\"\nhsms = \"three\"\n",
@@ -485,7 +486,7 @@ func TestSetValues(t *testing.T) {
 		{"cluster.id", "", nil, `"" is not a valid id`},
 		{"ui.theme", "", nil, "ui.theme: must not be empty"},
 		{"durability.create_objects_min", "1", nil,
-			`unknown setting "durability.create_objects_min" (known settings: client.retry_on_missing_key, cluster.hsms, cluster.id, cluster.mode, cluster.profile, cluster.transport, durability.create_object_minimum_nodes, durability.key_availability_check, durability.server_sync_interval, session.lifetime, session.renegotiate, tls.client_cert, tls.client_key, tls.cluster_cert, tls.cluster_key, tls.customer_ca, tls.pki_dir, tls.server_cert, tls.server_key, tls.trust_dir, ui.theme)`},
+			`unknown setting "durability.create_objects_min" (known settings: client.retry_on_missing_key, cluster.hsms, cluster.id, cluster.mode, cluster.profile, cluster.transport, durability.create_object_minimum_nodes, durability.key_availability_check, durability.server_sync_interval, server.idle_timeout, server.max_connections, session.lifetime, session.renegotiate, tls.client_cert, tls.client_key, tls.cluster_cert, tls.cluster_key, tls.customer_ca, tls.pki_dir, tls.server_cert, tls.server_key, tls.trust_dir, ui.theme)`},
 		{"cluster.servers", "x", nil, `unknown setting "cluster.servers"`},
 	}
 	for _, tt := range tests {
@@ -534,6 +535,8 @@ func TestSettings(t *testing.T) {
 		{"durability.create_object_minimum_nodes", "1", SourceDefault},
 		{"durability.key_availability_check", "false", SourceFlag},
 		{"durability.server_sync_interval", "1m30s", SourceFile},
+		{"server.idle_timeout", "5m", SourceDefault},
+		{"server.max_connections", "512", SourceDefault},
 		{"session.lifetime", "1h", SourceDefault},
 		{"session.renegotiate", "true", SourceDefault},
 		{"tls.client_cert", filepath.Join(pki, "client.crt"), SourceDefault},
@@ -1004,5 +1007,132 @@ func TestLoadQuorumRules(t *testing.T) {
 	want := []QuorumRule{{Command: "user delete", Alternatives: [][]Requirement{{{"admin", 2}}, {{"admin", 1}, {"crypto-user", 2}}}}}
 	if fmt.Sprint(c.Quorum.Rules) != fmt.Sprint(want) {
 		t.Errorf("rules %v, want %v", c.Quorum.Rules, want)
+	}
+}
+
+// The [server] table bounds an HSM server's connections: idle_timeout (a
+// duration, 0 to turn it off, else 1s..24h) and max_connections
+// (1..100000). Each comes from the file, the environment or config set
+// like any setting, and a value out of range names the key and the range.
+func TestServerLimits(t *testing.T) {
+	tests := []struct {
+		name     string
+		file     string            // the [server] table's body, "" for no table
+		env      map[string]string // HSMSH_SERVER_*
+		idle     time.Duration
+		max      int
+		wantErr  string // in Load's error; the rest is not checked then
+		wantLine int    // the error's line in the file (0: no file)
+	}{
+		{"defaults", "", nil, 5 * time.Minute, 512, "", 0},
+		{"from the file", "idle_timeout = \"90s\"\nmax_connections = 100\n", nil, 90 * time.Second, 100, "", 0},
+		{"0 turns the idle timeout off", "idle_timeout = \"0\"\n", nil, 0, 512, "", 0},
+		{"0s too", "idle_timeout = \"0s\"\n", nil, 0, 512, "", 0},
+		{"the bounds", "idle_timeout = \"24h\"\nmax_connections = 100000\n", nil, 24 * time.Hour, 100000, "", 0},
+		{"the lower bounds", "idle_timeout = \"1s\"\nmax_connections = 1\n", nil, time.Second, 1, "", 0},
+		{"from the environment", "idle_timeout = \"90s\"\n", map[string]string{
+			"HSMSH_SERVER_IDLE_TIMEOUT": "10m", "HSMSH_SERVER_MAX_CONNECTIONS": "64"}, 10 * time.Minute, 64, "", 0},
+		{"idle timeout too long", "\nidle_timeout = \"25h\"\n", nil, 0, 0,
+			"server.idle_timeout: 25h is out of range (0 to turn it off, or 1s..24h)", 3},
+		{"idle timeout too short", "idle_timeout = \"500ms\"\n", nil, 0, 0,
+			"server.idle_timeout: 500ms is out of range (0 to turn it off, or 1s..24h)", 2},
+		{"negative idle timeout", "idle_timeout = \"-5m\"\n", nil, 0, 0,
+			"server.idle_timeout: -5m is out of range (0 to turn it off, or 1s..24h)", 2},
+		{"idle timeout not a duration", "idle_timeout = \"forever\"\n", nil, 0, 0,
+			`server.idle_timeout: "forever" is not a duration (examples: 500ms, 5s, 1m30s)`, 2},
+		{"idle timeout as a number", "idle_timeout = 300\n", nil, 0, 0,
+			`server.idle_timeout: must be a duration string such as "5s", got integer 300`, 2},
+		{"no connections", "max_connections = 0\n", nil, 0, 0,
+			"server.max_connections: 0 is out of range (1..100000)", 2},
+		{"too many connections", "max_connections = 100001\n", nil, 0, 0,
+			"server.max_connections: 100001 is out of range (1..100000)", 2},
+		{"max connections as a string", "max_connections = \"512\"\n", nil, 0, 0,
+			`server.max_connections: must be an integer, got string "512"`, 2},
+		{"unknown key", "max_conns = 5\n", nil, 0, 0,
+			"server.max_conns: unknown key (known keys in [server]: idle_timeout, max_connections)", 2},
+		{"environment out of range", "", map[string]string{"HSMSH_SERVER_MAX_CONNECTIONS": "0"}, 0, 0,
+			"HSMSH_SERVER_MAX_CONNECTIONS: 0 is out of range (1..100000)", 0},
+		{"environment idle timeout out of range", "", map[string]string{"HSMSH_SERVER_IDLE_TIMEOUT": "48h"}, 0, 0,
+			"HSMSH_SERVER_IDLE_TIMEOUT: 48h is out of range (0 to turn it off, or 1s..24h)", 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := ""
+			if tt.file != "" {
+				path = writeConfig(t, "[server]\n"+tt.file)
+			}
+			c, err := Load(path, true, env(tt.env))
+			if tt.wantErr != "" {
+				want := tt.wantErr
+				if tt.wantLine > 0 {
+					want = fmt.Sprintf("%s:%d: %s", path, tt.wantLine, tt.wantErr)
+				}
+				if err == nil || err.Error() != want {
+					t.Fatalf("Load: %v\nwant the error %q", err, want)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.Server.IdleTimeout != tt.idle || c.Server.MaxConnections != tt.max {
+				t.Errorf("Server = %+v, want idle %v, max %d", c.Server, tt.idle, tt.max)
+			}
+			// config show lists both, with where each came from.
+			shown := map[string]Setting{}
+			for _, s := range c.Settings() {
+				shown[s.Name] = s
+			}
+			for name, want := range map[string]string{
+				"server.idle_timeout":    formatDuration(tt.idle),
+				"server.max_connections": strconv.Itoa(tt.max),
+			} {
+				s, ok := shown[name]
+				if !ok || s.Value != want {
+					t.Errorf("config show: %s = %+v, want the value %q", name, s, want)
+				}
+				wantSrc := SourceDefault
+				switch {
+				case tt.env[envName(name)] != "":
+					wantSrc = SourceEnv
+				case strings.Contains(tt.file, strings.TrimPrefix(name, "server.")):
+					wantSrc = SourceFile
+				}
+				if s.Source != wantSrc {
+					t.Errorf("config show: %s came from %q, want %q", name, s.Source, wantSrc)
+				}
+			}
+		})
+	}
+
+	// config set: the same checks, and a refused value changes nothing.
+	sets := []struct {
+		name, value, wantErr string
+	}{
+		{"server.idle_timeout", "0", ""},
+		{"server.idle_timeout", "2h30m", ""},
+		{"server.idle_timeout", "2ms", "server.idle_timeout: 2ms is out of range (0 to turn it off, or 1s..24h)"},
+		{"server.max_connections", "2048", ""},
+		{"server.max_connections", "-1", "server.max_connections: -1 is out of range (1..100000)"},
+		{"server.max_connections", "lots", `server.max_connections: must be an integer, got "lots"`},
+	}
+	for _, tt := range sets {
+		c := Default()
+		before := c.Settings()
+		err := c.Set(tt.name, tt.value, SourceCommand)
+		if tt.wantErr != "" {
+			if err == nil || err.Error() != tt.wantErr {
+				t.Errorf("Set(%s, %q) = %v, want %q", tt.name, tt.value, err, tt.wantErr)
+			}
+			if !reflect.DeepEqual(c.Settings(), before) {
+				t.Errorf("Set(%s, %q) failed but changed the config", tt.name, tt.value)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("Set(%s, %q): %v", tt.name, tt.value, err)
+		} else if c.Source(tt.name) != SourceCommand {
+			t.Errorf("Set(%s, %q): source %q", tt.name, tt.value, c.Source(tt.name))
+		}
 	}
 }

@@ -37,12 +37,22 @@ type setting struct {
 	// minDur, maxDur bound a kindDuration; zero means the sync interval's
 	// bounds.
 	minDur, maxDur time.Duration
+	// zeroOff allows a kindDuration of 0, outside minDur..maxDur: it turns
+	// off what the setting times.
+	zeroOff bool
 }
 
 const (
 	minSyncInterval = 100 * time.Millisecond
 	maxSyncInterval = 24 * time.Hour
 	maxHSMs         = 28
+	// An HSM server's connection limits: below a second a connection
+	// would be closed between a client's commands; past a day an
+	// abandoned one holds its place for too long. 100000 connections is
+	// far beyond one process's usual file-descriptor limit.
+	minIdleTimeout = time.Second
+	maxIdleTimeout = 24 * time.Hour
+	maxConnections = 100000
 )
 
 // settings lists every scalar setting, sorted by name.
@@ -69,6 +79,10 @@ var settings = func() []*setting {
 			bool: func(c *Config) *bool { return &c.Durability.KeyAvailabilityCheck }},
 		{name: "durability.server_sync_interval", kind: kindDuration,
 			dur: func(c *Config) *time.Duration { return &c.Durability.ServerSyncInterval }},
+		{name: "server.idle_timeout", kind: kindDuration, minDur: minIdleTimeout, maxDur: maxIdleTimeout, zeroOff: true,
+			dur: func(c *Config) *time.Duration { return &c.Server.IdleTimeout }},
+		{name: "server.max_connections", kind: kindInt, min: 1, max: maxConnections,
+			int: func(c *Config) *int { return &c.Server.MaxConnections }},
 		{name: "session.lifetime", kind: kindDuration, minDur: time.Minute, maxDur: 24 * time.Hour,
 			dur: func(c *Config) *time.Duration { return &c.Session.Lifetime }},
 		{name: "session.renegotiate", kind: kindBool,
@@ -164,7 +178,14 @@ func (s *setting) parseValue(value string) (any, error) {
 		if s.minDur > 0 {
 			lo, hi = s.minDur, s.maxDur
 		}
+		if d == 0 && s.zeroOff {
+			return d, nil
+		}
 		if d < lo || d > hi {
+			if s.zeroOff {
+				return nil, fmt.Errorf("%s is out of range (0 to turn it off, or %s..%s)", formatDuration(d),
+					formatDuration(lo), formatDuration(hi))
+			}
 			return nil, fmt.Errorf("%s is out of range (%s..%s)", formatDuration(d),
 				formatDuration(lo), formatDuration(hi))
 		}

@@ -102,14 +102,14 @@ func (h *hsm) Backup(a backupArgs) ([]byte, error) {
 	}
 	if h.domain == nil {
 		h.mu.RUnlock()
-		return nil, fmt.Errorf("%w: %s belongs to no domain yet", ErrInvalid, h.id)
+		return nil, fmt.Errorf("%w: %s", errNotInDomain, h.id)
 	}
 	c := backupContents{
 		Tombstones: maps.Clone(h.tombstones), Users: map[string]*userRecord{},
 		UserTombs: maps.Clone(h.userTombs), Quorum: h.quorum, Domain: bytes.Clone(h.domain[:]),
 	}
 	for _, ref := range slices.Sorted(maps.Keys(h.keys)) {
-		c.Keys = append(c.Keys, toWire([]*keyRecord{h.keys[ref].clone()})[0])
+		c.Keys = append(c.Keys, toWire(h.keys[ref].clone()))
 	}
 	for n, u := range h.users {
 		cp := *u
@@ -232,8 +232,9 @@ func (e *Embedded) CreateBackup(ctx context.Context, c Caller, password string) 
 	}
 	src, most := hs[0], -1
 	for _, h := range hs {
-		if keys, _ := h.TokenState(); len(keys) > most {
-			src, most = h, len(keys)
+		var info HSMInfo = h.Info()
+		if info.TokenKeyCount > most {
+			src, most = h, info.TokenKeyCount
 		}
 	}
 	info := BackupInfo{Salt: make([]byte, 16), Time: backupKDF.time, Memory: backupKDF.memory, Threads: backupKDF.threads}
@@ -263,13 +264,18 @@ func (h *hsm) restore(c *backupContents) error {
 	own, err := authsession.MarshalPublic(h.identity.Public())
 	if err == nil {
 		h.domain, h.members = &d, map[string][]byte{h.id: own}
+		h.membersVersion = time.Now().UnixNano()
 		err = h.saveDomainLocked()
 	}
 	h.mu.Unlock()
 	if err != nil {
 		return err
 	}
-	if err := h.PutKeys(fromWire(c.Keys)); err != nil {
+	keys := make([]*keyRecord, len(c.Keys))
+	for i := range c.Keys {
+		keys[i] = c.Keys[i].record()
+	}
+	if err := h.PutKeys(keys); err != nil {
 		return fmt.Errorf("%s: restore keys: %w", h.id, err)
 	}
 	for _, u := range c.Users {
@@ -301,7 +307,7 @@ func domainID(b []byte) string {
 // clones).
 func (e *Embedded) DomainID() (string, error) {
 	for _, h := range e.answering() {
-		info, err := h.DomainInfo()
+		info, err := domainInfoOf(h)
 		if err == nil && info.Domain != "" {
 			return info.Domain, nil
 		}
@@ -332,7 +338,7 @@ const labelKeyWrap = "hsmsh key wrap v1"
 
 func (h *hsm) wrapAEAD() (cipher.AEAD, string, error) {
 	if h.domain == nil {
-		return nil, "", fmt.Errorf("%w: %s belongs to no domain", ErrInvalid, h.id)
+		return nil, "", fmt.Errorf("%w: %s", errNotInDomain, h.id)
 	}
 	k, err := hkdf.Key(sha256.New, h.domain[:], nil, labelKeyWrap, 32)
 	if err != nil {
@@ -350,7 +356,8 @@ func (h *hsm) wrapAEAD() (cipher.AEAD, string, error) {
 // wrappedKey is a key on its way between clusters.
 type wrappedKey struct {
 	Domain string `json:"domain"` // the domain whose key wrapped it
-	Ref    Ref    `json:"ref"`
+	Ref    Ref    `json:"ref,omitempty"`
+	User   string `json:"user,omitempty"` // a sealed user record, for user replicate
 	Body   []byte `json:"body"` // nonce ‖ GCM(wireKey JSON), AAD label ‖ domain ‖ ref
 }
 
@@ -373,7 +380,7 @@ func (h *hsm) ExportWrapped(ref Ref) (*wrappedKey, error) {
 	if err != nil {
 		return nil, err
 	}
-	plain, err := json.Marshal(toWire([]*keyRecord{r.clone()})[0])
+	plain, err := json.Marshal(toWire(r.clone()))
 	if err != nil {
 		return nil, err
 	}
@@ -385,51 +392,84 @@ func (h *hsm) ExportWrapped(ref Ref) (*wrappedKey, error) {
 	return &wrappedKey{Domain: domain, Ref: ref, Body: g.Seal(nonce, nonce, plain, wrapAAD(domain, ref))}, nil
 }
 
-// ImportWrapped unwraps a key from a cluster of the same domain and
-// stores it, for owner only (the session's user: a crypto user replicates
-// its own keys). A key this HSM already holds is left as it is.
+// ImportWrapped unwraps a key from a cluster of the same domain (or from
+// another HSM of this one, for client-side sync) and stores it, for owner
+// only (the session's user: a crypto user replicates its own keys). A key
+// this HSM already holds is left as it is: an existing reference is never
+// overwritten.
 func (h *hsm) ImportWrapped(w *wrappedKey, owner string) error {
+	r, err := h.unwrapKey(w)
+	if err != nil || r == nil {
+		return err
+	}
+	defer clear(r.Material)
+	if r.Owner != owner {
+		return fmt.Errorf("%w: key %s belongs to %s; only its owner may replicate it", ErrPermission, w.Ref, r.Owner)
+	}
+	return h.PutKeys([]*keyRecord{r})
+}
+
+// unwrapKey opens a wrapped token key for this HSM: nil (and no error) if
+// it holds the key already.
+func (h *hsm) unwrapKey(w *wrappedKey) (*keyRecord, error) {
 	if w == nil {
-		return fmt.Errorf("%w: no wrapped key", ErrInvalid)
+		return nil, fmt.Errorf("%w: no wrapped key", ErrInvalid)
 	}
 	h.mu.RLock()
 	g, domain, err := h.wrapAEAD()
 	up := h.up
 	_, held := h.keys[w.Ref]
+	_, session := h.sessionKeys[w.Ref]
 	_, deleted := h.tombstones[w.Ref]
 	h.mu.RUnlock()
 	switch {
 	case !up:
-		return errDown(h.id)
+		return nil, errDown(h.id)
 	case err != nil:
-		return err
+		return nil, err
 	case w.Domain != domain:
-		return fmt.Errorf("%w: key %s was wrapped by domain %s; %s is in domain %s: keys replicate only between a cluster and its clones", ErrPermission, w.Ref, w.Domain, h.id, domain)
+		return nil, fmt.Errorf("%w: key %s was wrapped by domain %s; %s is in domain %s: keys replicate only between a cluster and its clones", ErrPermission, w.Ref, w.Domain, h.id, domain)
 	case held:
-		return nil
+		return nil, nil
+	case session:
+		return nil, fmt.Errorf("%w: key reference %s is taken on %s", ErrInvalid, w.Ref, h.id)
 	case deleted:
-		return fmt.Errorf("%w: key %s was deleted in this cluster; it is not brought back", ErrInvalid, w.Ref)
+		return nil, fmt.Errorf("%w: key %s was deleted in this cluster; it is not brought back", ErrInvalid, w.Ref)
 	case len(w.Body) < g.NonceSize():
-		return fmt.Errorf("%w: the wrapped key is truncated", ErrInvalid)
+		return nil, fmt.Errorf("%w: the wrapped key is truncated", ErrInvalid)
 	}
 	plain, err := g.Open(nil, w.Body[:g.NonceSize()], w.Body[g.NonceSize():], wrapAAD(w.Domain, w.Ref))
 	if err != nil {
-		return fmt.Errorf("%w: the wrapped key %s does not unwrap: altered, or wrapped by another domain", ErrPermission, w.Ref)
+		return nil, fmt.Errorf("%w: the wrapped key %s does not unwrap: altered, or wrapped by another domain", ErrPermission, w.Ref)
 	}
 	defer clear(plain)
 	var wk wireKey
 	if err := json.Unmarshal(plain, &wk); err != nil {
-		return fmt.Errorf("%w: the wrapped key is malformed: %v", ErrInvalid, err)
+		return nil, fmt.Errorf("%w: the wrapped key is malformed: %v", ErrInvalid, err)
 	}
 	r := wk.record()
-	defer clear(r.Material)
-	switch {
-	case r.Ref != w.Ref || r.Session != "":
-		return fmt.Errorf("%w: the wrapped key is not the token key %s it claims to be", ErrInvalid, w.Ref)
-	case r.Owner != owner:
-		return fmt.Errorf("%w: key %s belongs to %s; only its owner may replicate it", ErrPermission, w.Ref, r.Owner)
+	if r.Ref != w.Ref || r.Session != "" {
+		clear(r.Material)
+		return nil, fmt.Errorf("%w: the wrapped key is not the token key %s it claims to be", ErrInvalid, w.Ref)
 	}
-	return h.PutKeys([]*keyRecord{r})
+	return r, nil
+}
+
+// wrapTokenKeys wraps the token keys named that the HSM holds, for
+// server-side sync to another HSM of the domain; the others are left out.
+func (h *hsm) wrapTokenKeys(refs []Ref) ([]*wrappedKey, error) {
+	out := make([]*wrappedKey, 0, len(refs))
+	for _, ref := range refs {
+		w, err := h.ExportWrapped(ref)
+		if errors.Is(err, ErrKeyNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, w)
+	}
+	return out, nil
 }
 
 // OpenClone makes a new embedded cluster from a backup: every HSM starts
@@ -509,7 +549,7 @@ func (e *ReplicateError) Unwrap() []error {
 
 // replicateTo runs put on every HSM of the cluster, each in c's session;
 // HSMs that are down count as failed connections.
-func (e *Embedded) replicateTo(c Caller, what string, put func(h node) error) error {
+func (e *Embedded) replicateTo(c Caller, what string, put func(h *sealedNode) error) error {
 	all := e.members()
 	re := &ReplicateError{What: what, Total: len(all), Failed: map[string]error{}}
 	for _, h := range all {
@@ -536,7 +576,7 @@ func (e *Embedded) ReplicateKey(ctx context.Context, c Caller, k KeyCopy) error 
 	if k.w == nil {
 		return fmt.Errorf("%w: no key to replicate", ErrInvalid)
 	}
-	err := e.replicateTo(c, "Key", func(h node) error { return h.ImportWrapped(k.w, c.Username) })
+	err := e.replicateTo(c, "Key", func(h *sealedNode) error { return h.ImportWrapped(k.w) })
 	var re *ReplicateError
 	if !errors.As(err, &re) || len(re.Failed) < re.Total { // some HSM took it
 		e.events.publish(Event{Kind: EventKeyReplicated, Ref: k.w.Ref.String(), Detail: "key replicate into " + e.id})
@@ -544,11 +584,90 @@ func (e *Embedded) ReplicateKey(ctx context.Context, c Caller, k KeyCopy) error 
 	return err
 }
 
-// UserCopy is a user record on its way between clusters: its password
-// hash, never a password.
-type UserCopy struct{ u *userRecord }
+// UserCopy is a user record on its way between clusters, sealed by an
+// HSM under its domain's key: only an HSM of the same domain opens it, so
+// the password hash never reaches the client in clear.
+type UserCopy struct{ w *wrappedKey }
 
-// ExportUser reads a user for user replicate (admins only).
+const labelUserWrap = "hsmsh user wrap v1"
+
+// exportUser seals a user record for user replicate (admins only).
+func (h *hsm) exportUser(c Caller, a userArgs) (*wrappedKey, error) {
+	if err := requireAdmin(c, "user replicate"); err != nil {
+		return nil, err
+	}
+	u, err := h.userNamed(a.Username)
+	if err != nil {
+		return nil, err
+	}
+	if u.Role != a.Role {
+		return nil, fmt.Errorf("%w: %s has role %s, not %s", ErrUserNotFound, u.Username, u.Role, a.Role)
+	}
+	u.Failed, u.FailedOn, u.FailEpoch = 0, nil, 0
+	plain, err := json.Marshal(u)
+	if err != nil {
+		return nil, err
+	}
+	defer clear(plain)
+	h.mu.RLock()
+	g, domain, err := h.wrapAEAD()
+	h.mu.RUnlock()
+	if err != nil {
+		return nil, err
+	}
+	nonce := make([]byte, g.NonceSize())
+	if _, err := rand.Read(nonce); err != nil {
+		return nil, err
+	}
+	aad := []byte(labelUserWrap + "|" + domain + "|" + u.Username)
+	return &wrappedKey{Domain: domain, User: u.Username, Body: g.Seal(nonce, nonce, plain, aad)}, nil
+}
+
+// importUser opens a sealed user record and makes the user here (and on
+// the other HSMs); a user of that name must not exist.
+func (h *hsm) importUser(c Caller, w *wrappedKey) error {
+	if err := requireAdmin(c, "user replicate"); err != nil {
+		return err
+	}
+	if w == nil || w.User == "" {
+		return fmt.Errorf("%w: no user to replicate", ErrInvalid)
+	}
+	h.mu.RLock()
+	g, domain, err := h.wrapAEAD()
+	h.mu.RUnlock()
+	switch {
+	case err != nil:
+		return err
+	case w.Domain != domain:
+		return fmt.Errorf("%w: user %s was sealed by domain %s; this cluster is in domain %s: users replicate only between a cluster and its clones", ErrPermission, w.User, w.Domain, domain)
+	case len(w.Body) < g.NonceSize():
+		return fmt.Errorf("%w: the sealed user is truncated", ErrInvalid)
+	}
+	plain, err := g.Open(nil, w.Body[:g.NonceSize()], w.Body[g.NonceSize():], []byte(labelUserWrap+"|"+w.Domain+"|"+w.User))
+	if err != nil {
+		return fmt.Errorf("%w: the sealed user %s does not open: altered, or sealed by another domain", ErrPermission, w.User)
+	}
+	defer clear(plain)
+	var u userRecord
+	if err := json.Unmarshal(plain, &u); err != nil || u.Username != w.User {
+		return fmt.Errorf("%w: the sealed user is malformed", ErrInvalid)
+	}
+	if err := validHash(u.Hash); err != nil {
+		return fmt.Errorf("%w: user %s: %w", ErrInvalid, u.Username, err)
+	}
+	if _, err := h.userNamed(u.Username); err == nil {
+		return fmt.Errorf("%w: %s already exists in this cluster", ErrUserExists, u.Username)
+	}
+	u.Updated = time.Now().UnixNano()
+	if err := h.PutUser(&u); err != nil {
+		return err
+	}
+	h.push(mPutUser, &u)
+	return nil
+}
+
+// ExportUser reads a user for user replicate (admins only), sealed by an
+// HSM of this cluster.
 func (e *Embedded) ExportUser(ctx context.Context, c Caller, username string, role Role) (UserCopy, error) {
 	if err := e.requireRole(c, RoleAdmin); err != nil {
 		return UserCopy{}, err
@@ -557,30 +676,47 @@ func (e *Embedded) ExportUser(ctx context.Context, c Caller, username string, ro
 	if err != nil {
 		return UserCopy{}, err
 	}
-	u, err := e.findUser(name)
-	if err != nil {
-		return UserCopy{}, err
+	var last error = ErrNoHSM
+	for _, h := range e.answering() {
+		var w wrappedKey
+		err := e.on(c, h).call(mExportUser, userArgs{Username: name, Role: role}, &w)
+		if err == nil {
+			return UserCopy{&w}, nil
+		}
+		last = err
+		if !errors.Is(err, ErrUserNotFound) {
+			break
+		}
 	}
-	if u.Role != role {
-		return UserCopy{}, fmt.Errorf("%w: %s has role %s, not %s", ErrUserNotFound, name, u.Role, role)
-	}
-	return UserCopy{u}, nil
+	return UserCopy{}, last
 }
 
-// ReplicateUser creates a user from a cluster of the same domain on every
-// HSM of this one (admins only); a user of that name must not exist here.
+// ReplicateUser creates a user from a cluster of the same domain (admins
+// only): one HSM opens it and passes it to the others; a user of that
+// name must not exist here.
 func (e *Embedded) ReplicateUser(ctx context.Context, c Caller, u UserCopy) error {
 	if err := e.requireRole(c, RoleAdmin); err != nil {
 		return err
 	}
-	if u.u == nil {
+	if u.w == nil {
 		return fmt.Errorf("%w: no user to replicate", ErrInvalid)
 	}
-	if _, err := e.findUser(u.u.Username); err == nil {
-		return fmt.Errorf("%w: %s already exists in cluster %s", ErrUserExists, u.u.Username, e.id)
+	hs := e.answering()
+	if len(hs) == 0 {
+		return ErrNoHSM
 	}
-	rec := *u.u
-	rec.Failed = 0
-	e.stamp(&rec)
-	return e.replicateTo(c, "User", func(h node) error { return h.PutUser(&rec) })
+	if err := e.on(c, hs[0]).call(mImportUser, importWrappedArgs{Key: u.w}, nil); err != nil {
+		return err
+	}
+	// Each HSM that is down missed it: CloudHSM counts those as failed.
+	re := &ReplicateError{What: "User", Total: len(e.members()), Failed: map[string]error{}}
+	for _, h := range e.members() {
+		if !h.Up() {
+			re.Failed[h.ID()] = errDown(h.ID())
+		}
+	}
+	if len(re.Failed) > 0 {
+		return re
+	}
+	return nil
 }

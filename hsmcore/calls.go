@@ -1,144 +1,205 @@
 package hsmcore
 
-import "time"
+import (
+	"time"
+)
 
-// callFunc is one way of asking an HSM something: a request over a
-// connection (remoteNode), or a command sealed in a session envelope
-// (sealedNode). The node methods below are written once for both.
-type callFunc func(method string, args, reply any) error
+// The arguments and answers of the calls in handler.go's table, as they
+// cross the wire (JSON). Key material appears in none of them: keys move
+// between HSMs only as wrappedKey, sealed under a key derived from the
+// domain key, which no client holds.
 
-func (f callFunc) PutKeys(recs []*keyRecord) error {
-	return f(mPutKeys, toWire(recs), nil)
+// keyMeta is a key record as it crosses the wire to a client: attributes,
+// users and whether it is a session key, never material.
+type keyMeta struct {
+	keyRecord
+	Session string `json:"session,omitempty"`
 }
 
-func (f callFunc) UpdateMeta(r *keyRecord) error {
-	return f(mUpdateMeta, toWire([]*keyRecord{r.meta()})[0], nil)
+func (w *keyMeta) record() *keyRecord {
+	r := w.keyRecord
+	r.Session, r.Material = w.Session, nil
+	return &r
 }
 
-func (f callFunc) KeyMeta(ref Ref) (*keyRecord, error) {
-	var w wireKey
-	if err := f(mKeyMeta, ref, &w); err != nil {
-		return nil, err
+func metaOf(r *keyRecord) keyMeta {
+	m := keyMeta{keyRecord: *r, Session: r.Session}
+	m.Material = nil
+	return m
+}
+
+func metasOf(recs []*keyRecord) []keyMeta {
+	out := make([]keyMeta, len(recs))
+	for i, r := range recs {
+		out[i] = metaOf(r)
 	}
-	return w.record(), nil
+	return out
 }
 
-func (f callFunc) TokenKeys(refs []Ref) []*keyRecord {
-	var ws []wireKey
-	if err := f(mTokenKeys, refs, &ws); err != nil {
-		return nil
+func fromMetas(ws []keyMeta) []*keyRecord {
+	out := make([]*keyRecord, len(ws))
+	for i := range ws {
+		out[i] = ws[i].record()
 	}
-	return fromWire(ws)
+	return out
 }
 
-func (f callFunc) Has(ref Ref) bool {
-	var ok bool
-	return f(mHas, ref, &ok) == nil && ok
+// wireKey is a key record with its material, only ever inside a
+// wrappedKey's sealed body.
+type wireKey struct {
+	keyRecord
+	Session  string `json:"session,omitempty"`
+	Material []byte `json:"material,omitempty"`
 }
 
-func (f callFunc) RefTaken(ref Ref) bool {
-	var ok bool
-	return f(mRefTaken, ref, &ok) == nil && ok
+func (w *wireKey) record() *keyRecord {
+	r := w.keyRecord
+	r.Session, r.Material = w.Session, w.Material
+	return &r
 }
 
-func (f callFunc) DeleteKey(ref Ref) error { return f(mDeleteKey, ref, nil) }
-
-// Snapshot asks for the keys page by page.
-func (f callFunc) Snapshot(flt Filter) ([]*keyRecord, error) {
-	var out []*keyRecord
-	a := snapshotArgs{Filter: flt}
-	for {
-		var page snapshotReply
-		if err := f(mSnapshot, a, &page); err != nil {
-			return nil, err
-		}
-		out = append(out, fromWire(page.Keys)...)
-		if !page.More || len(page.Keys) == 0 {
-			return out, nil
-		}
-		a.After = page.Keys[len(page.Keys)-1].Ref
-	}
+func toWire(r *keyRecord) wireKey {
+	return wireKey{keyRecord: *r, Session: r.Session, Material: r.Material}
 }
 
-func (f callFunc) TokenState() ([]Ref, map[Ref]time.Time) {
-	var st tokenState
-	if err := f(mTokenState, nil, &st); err != nil {
-		return nil, nil
-	}
-	return st.Keys, st.Tombstones
+type tokenState struct {
+	Keys       []Ref             `json:"keys"`
+	Tombstones map[Ref]time.Time `json:"tombstones"`
 }
 
-func (f callFunc) DestroySession(session string) int {
-	var count int
-	if err := f(mDestroySession, session, &count); err != nil {
-		return 0
-	}
-	return count
+type verifyArgs struct {
+	Req SignRequest `json:"req"`
+	Sig []byte      `json:"sig"`
 }
 
-func (f callFunc) Sign(req SignRequest) ([]byte, error) {
-	var sig []byte
-	if err := f(mSign, req, &sig); err != nil {
-		return nil, err
-	}
-	return sig, nil
+// signArgs is a sign request and, for a key under a use quorum, its
+// approval: the HSM verifies and consumes it in the same call.
+type signArgs struct {
+	Req      SignRequest   `json:"req"`
+	Approval *approvalArgs `json:"approval,omitempty"`
 }
 
-func (f callFunc) Verify(req SignRequest, sig []byte) error {
-	return f(mVerify, verifyArgs{Req: req, Sig: sig}, nil)
+// approvalArgs is a quorum token file with its approvers' signatures, and
+// the command line it is used for (a command-bound token must match).
+type approvalArgs struct {
+	Token   []byte `json:"token,omitempty"`
+	Command string `json:"command,omitempty"`
 }
 
-func (f callFunc) PublicKeyPEM(ref Ref) ([]byte, error) {
-	var p []byte
-	if err := f(mPublicKey, ref, &p); err != nil {
-		return nil, err
-	}
-	return p, nil
+type userState struct {
+	Up         bool                   `json:"up"`
+	Users      map[string]*userRecord `json:"users"`
+	Tombstones map[string]int64       `json:"tombstones"`
 }
 
-func (f callFunc) UserState() (map[string]*userRecord, map[string]int64) {
-	var st userState
-	if err := f(mUserState, nil, &st); err != nil || !st.Up {
-		return nil, nil
-	}
-	if st.Users == nil {
-		st.Users = map[string]*userRecord{}
-	}
-	if st.Tombstones == nil {
-		st.Tombstones = map[string]int64{}
-	}
-	return st.Users, st.Tombstones
+// snapshotArgs asks for one page of a snapshot.
+type snapshotArgs struct {
+	Filter Filter `json:"filter"`
+	After  Ref    `json:"after,omitempty"`
 }
 
-func (f callFunc) PutUser(u *userRecord) error { return f(mPutUser, u, nil) }
+// snapshotPageSize keeps a page of key records well inside one frame
+// (wire.MaxPayload, 4 MiB): a record's JSON is under 1 KiB.
+const snapshotPageSize = 2000
 
-func (f callFunc) DeleteUser(name string, at int64) error {
-	return f(mDeleteUser, deleteUserArgs{Name: name, At: at}, nil)
+// snapshotReply is one page of a snapshot.
+type snapshotReply struct {
+	Keys []keyMeta `json:"keys"`
+	More bool      `json:"more,omitempty"`
 }
 
-func (f callFunc) UnshareAll(username string) error { return f(mUnshareAll, username, nil) }
-
-func (f callFunc) Owns(username string) bool {
-	var ok bool
-	return f(mOwns, username, &ok) == nil && ok
+// generateArgs asks an HSM to make a key: the material is made there and
+// never leaves it in clear. Ref is the reference the client drew, unused
+// on every HSM it asked; the HSM refuses one it holds or held.
+type generateArgs struct {
+	Spec KeySpec `json:"spec"`
+	Ref  Ref     `json:"ref"`
 }
 
-func (f callFunc) Backup(a backupArgs) ([]byte, error) {
-	var b []byte
-	if err := f(mBackup, a, &b); err != nil {
-		return nil, err
-	}
-	return b, nil
+// importArgs asks an HSM to import a public key.
+type importArgs struct {
+	Spec ImportSpec `json:"spec"`
+	Ref  Ref        `json:"ref"`
 }
 
-func (f callFunc) ExportWrapped(ref Ref) (*wrappedKey, error) {
-	var w wrappedKey
-	if err := f(mExportWrapped, ref, &w); err != nil {
-		return nil, err
-	}
-	return &w, nil
+// keyChangeArgs changes a key's users or attributes on one HSM, which
+// passes the change on to the other HSMs of the domain.
+type keyChangeArgs struct {
+	Ref      Ref           `json:"ref"`
+	Op       string        `json:"op"` // share, unshare, set-attribute
+	User     string        `json:"user,omitempty"`
+	Name     string        `json:"name,omitempty"`
+	Value    string        `json:"value,omitempty"`
+	Approval *approvalArgs `json:"approval,omitempty"`
 }
 
-func (f callFunc) ImportWrapped(w *wrappedKey, owner string) error {
-	return f(mImportWrapped, importWrappedArgs{Key: w, Owner: owner}, nil)
+// Key changes.
+const (
+	opShare        = "share"
+	opUnshare      = "unshare"
+	opSetAttribute = "set-attribute"
+)
+
+type importWrappedArgs struct {
+	Key *wrappedKey `json:"key"`
+}
+
+// userArgs is a user change an admin (or, for its own password, a user)
+// asks of an HSM.
+type userArgs struct {
+	Username string        `json:"username"`
+	Role     Role          `json:"role"`
+	Password string        `json:"password,omitempty"`
+	Approval *approvalArgs `json:"approval,omitempty"`
+}
+
+// userView is a user as a session sees it: never the password hash.
+type userView struct {
+	Username  string `json:"username"`
+	Role      Role   `json:"role"`
+	Locked    bool   `json:"locked"`
+	QuorumKey bool   `json:"quorum_key"`
+	Updated   int64  `json:"updated"`
+}
+
+func viewOf(u *userRecord) userView {
+	return userView{Username: u.Username, Role: u.Role, Locked: u.locked(), QuorumKey: u.QuorumKey != "", Updated: u.Updated}
+}
+
+// issueArgs asks an HSM for a quorum token.
+type issueArgs struct {
+	Service string `json:"service"`
+	KeyRef  *Ref   `json:"key_ref,omitempty"`
+	Command string `json:"command,omitempty"`
+	Cluster string `json:"cluster"`
+}
+
+// quorumList is what a session sees of the quorum state.
+type quorumList struct {
+	Settings quorumSettings `json:"settings"`
+	Tokens   []*tokenRecord `json:"tokens"`
+}
+
+// setQuorumArgs sets a service's quorum value (Service, Value) or the
+// token timeouts (Generated, Approved).
+type setQuorumArgs struct {
+	Service   string        `json:"service,omitempty"`
+	Value     int           `json:"value,omitempty"`
+	Generated time.Duration `json:"generated,omitempty"`
+	Approved  time.Duration `json:"approved,omitempty"`
+	Approval  *approvalArgs `json:"approval,omitempty"`
+}
+
+type registerArgs struct {
+	PubPEM []byte `json:"public_key"`
+	File   []byte `json:"file"`
+}
+
+type deleteTokensArgs struct {
+	All bool `json:"all"`
+}
+
+type deleteUserArgs struct {
+	Name string `json:"name"`
+	At   int64  `json:"at"`
 }

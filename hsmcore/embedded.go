@@ -2,6 +2,10 @@ package hsmcore
 
 import (
 	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 
 	"errors"
 	"fmt"
@@ -73,7 +77,6 @@ type Embedded struct {
 	// domainMu serialises bringing HSMs into the domain; domainID is the
 	// cluster's domain once seen, which it guards.
 	domainMu sync.Mutex
-	domainID string
 
 	// ceiling paces this client at a profile's cluster-wide rates.
 	ceiling *pacers
@@ -93,9 +96,11 @@ type Embedded struct {
 	// transport puts in-process HSMs behind nested TLS; nil calls them
 	// directly.
 	transport *pipeTransport
-	// syncInto, when set, limits what server-side sync writes to: an HSM
-	// server syncs into its own HSM only, pulling from its peers.
-	syncInto func(node) bool
+	// endorser is the embedded cluster's own key, which endorses each of
+	// its in-process HSMs' identity keys so that they can join the domain
+	// (the cluster certificate's key does this for servers). It lives in
+	// memory only: every HSM that joins is made by this process.
+	endorser crypto.Signer
 }
 
 var _ Cluster = (*Embedded)(nil)
@@ -121,6 +126,11 @@ func OpenEmbedded(opts Options) (*Embedded, error) {
 		return nil, err
 	}
 	e := &Embedded{id: opts.ID, dir: opts.DataDir, dur: opts.Durability, ruled: ruledCommands(opts.QuorumRules), sessions: map[string]Caller{}, deleted: map[Ref]bool{}, sessionKeys: map[Ref]sessionKey{}, auth: map[string]*clientSession{}}
+	endorser, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	e.endorser = endorser
 	if e.dur.MinimumNodes < 1 {
 		e.dur.MinimumNodes = 1
 	}
@@ -184,21 +194,54 @@ func OpenEmbedded(opts Options) (*Embedded, error) {
 				return nil, fmt.Errorf("clone: %w", err)
 			}
 		}
+		if opts.restore == nil {
+			// A new cluster's HSMs start with its unactivated admin.
+			if err := h.ensureAdmin(); err != nil {
+				h.Close()
+				e.Close()
+				return nil, fmt.Errorf("open %s: %w", id, err)
+			}
+		}
+		e.device(h)
 		e.hsms = append(e.hsms, e.wrap(h))
 	}
-	if err := e.prepare(); err != nil {
-		e.Close()
-		return nil, err
+	// The HSMs form their domain among themselves, in id order: the first
+	// makes it when none has one, the others join it.
+	for _, n := range e.members() {
+		if h, ok := inProcess(n); ok {
+			if err := h.ensureDomain(); err != nil && !errors.Is(err, errNoDomainYet) {
+				e.Close()
+				return nil, fmt.Errorf("domain: %s: %w", h.id, err)
+			}
+		}
 	}
 	e.startSync()
 	return e, nil
+}
+
+// device makes h one of the embedded cluster's HSMs: it reaches the other
+// in-process HSMs through their doors (peer calls), is endorsed by the
+// cluster's key, and tells the lab's event log what it does on its own.
+func (e *Embedded) device(h *hsm) {
+	h.setPeers(func() []peerLink {
+		var out []peerLink
+		for _, n := range e.members() {
+			if o, ok := inProcess(n); ok && o != h {
+				out = append(out, directLink{to: o})
+			}
+		}
+		return out
+	}, e.endorser)
+	h.mu.Lock()
+	h.notify = e.events.publish
+	h.mu.Unlock()
 }
 
 // wrap gives the client library its way to an in-process HSM: through
 // the nested TLS transport, or directly.
 func (e *Embedded) wrap(h *hsm) node {
 	if e.transport == nil {
-		return h
+		return directNode{h}
 	}
 	return e.transport.wrap(h)
 }
@@ -209,47 +252,10 @@ func (e *Embedded) Subscribe(buffer int) (<-chan Event, func()) {
 	return e.events.subscribe(buffer)
 }
 
-// prepare is what a client does on opening a cluster, embedded or remote:
-// a new cluster gets its built-in admin, and every HSM that answers joins
-// the domain.
-func (e *Embedded) prepare() error {
-	if err := e.ensureAdmin(); err != nil {
-		return err
-	}
-	return e.ensureDomain()
-}
-
-// ensureAdmin gives a brand-new cluster its unactivated admin.
-func (e *Embedded) ensureAdmin() error {
-	// Only HSMs that answer count: a remote server that is down may hold
-	// the cluster's users, and gets nothing written now.
-	up := e.answering()
-	for _, h := range up {
-		if users, _ := h.UserState(); len(users) > 0 {
-			return nil
-		}
-	}
-	// The oldest possible version: an HSM that joins empty (a new server,
-	// one that was down) and gets this record must never have it win over
-	// the activated admin the others hold.
-	admin := &userRecord{Username: builtinAdmin, Role: RoleUnactivatedAdmin, Updated: 1}
-	for _, h := range up {
-		if err := h.PutUser(admin); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
 func (e *Embedded) ID() string { return e.id }
 
 func (e *Embedded) Close() error {
-	if e.sync.stop != nil {
-		e.sync.stop()
-		<-e.sync.done
-		e.sync.pass.Lock() // let a pass in flight finish
-		defer e.sync.pass.Unlock()
-	}
+	e.sync.close()
 	defer e.events.closeAll()
 	var errs []error
 	for _, h := range e.members() {
@@ -284,7 +290,7 @@ func (e *Embedded) SetDurability(d Durability) error {
 	changed := e.dur.ServerSyncInterval != d.ServerSyncInterval
 	e.dur = d
 	e.mu.Unlock()
-	if changed && e.sync.kick != nil {
+	if changed {
 		e.rescheduleSync()
 	}
 	return nil
@@ -320,7 +326,7 @@ func (e *Embedded) up() []node {
 	if n == 0 {
 		return nil
 	}
-	start := int(e.next.Add(1) % uint64(n))
+	start := int((e.next.Add(1) - 1) % uint64(n)) // a new client starts at the first HSM
 	out := make([]node, 0, n)
 	for i := 0; i < n; i++ {
 		if h := all[(start+i)%n]; h.Up() {
@@ -359,108 +365,71 @@ func (e *Embedded) requireRole(c Caller, roles ...Role) error {
 	return fmt.Errorf("%w: this needs the %s role; you are logged in as %s", ErrPermission, strings.Join(names, " or "), c.Role)
 }
 
-// userVersions resolves the users of the HSMs that answer: for each name
-// the newest record, unless a newer deletion wins. HSMs may disagree until
-// sync runs (one was down when a user changed); the newest version is the
-// truth, so a user deleted elsewhere cannot log in on a stale HSM.
-func (e *Embedded) userVersions() (map[string]*userRecord, map[string]int64, error) {
-	hs := e.up()
+// userVersions resolves the users of the HSMs that answer, as c's session
+// sees them: for each name the newest record. HSMs may disagree until sync
+// runs (one was down when a user changed); the newest version is the
+// truth.
+func (e *Embedded) userVersions(c Caller) (map[string]userView, error) {
+	hs := e.answering()
 	if len(hs) == 0 {
-		return nil, nil, ErrNoHSM
+		return nil, ErrNoHSM
 	}
-	users, tombs := map[string]*userRecord{}, map[string]int64{}
-	var versions []*userRecord
+	users := map[string]userView{}
+	var errs []error
 	for _, h := range hs {
-		us, ts := h.UserState()
-		for n, u := range us {
-			versions = append(versions, u)
-			if cur, ok := users[n]; !ok || u.Updated > cur.Updated {
-				c := *u
-				users[n] = &c
+		vs, err := usersOf(h)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		for _, u := range vs {
+			if cur, ok := users[u.Username]; !ok || u.Updated > cur.Updated {
+				users[u.Username] = u
 			}
 		}
-		for n, t := range ts {
-			tombs[n] = max(tombs[n], t)
-		}
 	}
-	// Failure counters add up over every HSM's version.
-	for _, v := range versions {
-		users[v.Username].mergeFails(v)
+	if len(errs) == len(hs) {
+		return nil, errors.Join(errs...)
 	}
-	for n, u := range users {
-		if t, ok := tombs[n]; ok && t >= u.Updated {
-			delete(users, n)
-		}
-	}
-	return users, tombs, nil
+	return users, nil
 }
 
 // findUser looks a user up on the HSMs that answer.
-func (e *Embedded) findUser(name string) (*userRecord, error) {
-	users, _, err := e.userVersions()
+func (e *Embedded) findUser(c Caller, name string) (userView, error) {
+	users, err := e.userVersions(c)
 	if err != nil {
-		return nil, err
+		return userView{}, err
 	}
 	if u, ok := users[name]; ok {
 		return u, nil
 	}
-	return nil, fmt.Errorf("%w: %s", ErrUserNotFound, name)
+	return userView{}, fmt.Errorf("%w: %s", ErrUserNotFound, name)
 }
 
-// stamp gives a user record a version newer than any before it.
-func (e *Embedded) stamp(u *userRecord) {
-	now := time.Now().UnixNano()
-	u.Updated = max(now, u.Updated+1)
-}
-
-// spreadUser copies the newest record of a user (with its failure
-// counters merged from every HSM) to every HSM that answers, so that a
-// failed login counts cluster-wide at once rather than at the next sync.
-func (e *Embedded) spreadUser(name string) error {
-	u, err := e.findUser(name)
-	if err != nil {
-		return err
-	}
-	return e.putUserAll(u)
-}
-
-// putUserAll writes a new version of a user record to every HSM that
-// answers; it succeeds if at least one took it. Bookkeeping with no
-// session (activation, failed logins) writes it as it is.
-func (e *Embedded) putUserAll(u *userRecord) error { return e.putUserAs(Caller{}, u) }
-
-// putUserAs is putUserAll for a change c's session makes, sealed in its
-// envelopes, so that each HSM checks c may make it.
-func (e *Embedded) putUserAs(c Caller, u *userRecord) error {
-	hs := e.up()
+// first returns the first HSM that answers, as c's session reaches it.
+func (e *Embedded) first(c Caller) (*sealedNode, error) {
+	hs := e.answering()
 	if len(hs) == 0 {
-		return ErrNoHSM
+		return nil, ErrNoHSM
 	}
-	e.stamp(u)
-	var errs []error
-	for _, h := range e.onAll(c, hs) {
-		if err := h.PutUser(u); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	if len(errs) == len(hs) {
-		return errors.Join(errs...)
-	}
-	return nil
+	return e.on(c, hs[0]), nil
 }
 
+// Activate gives the built-in admin its first password. The HSM that
+// takes it passes it to the others.
 func (e *Embedded) Activate(ctx context.Context, password string) error {
-	u, err := e.findUser(builtinAdmin)
-	if err != nil {
-		return err
-	}
-	if u.Role != RoleUnactivatedAdmin {
-		return fmt.Errorf("the cluster %s is already activated", e.id)
-	}
 	if err := ValidatePassword(password); err != nil {
 		return err
 	}
-	return e.putUserAll(&userRecord{Username: builtinAdmin, Role: RoleAdmin, Hash: hashPassword(password)})
+	hs := e.answering()
+	if len(hs) == 0 {
+		return ErrNoHSM
+	}
+	err := hs[0].call(mActivate, activateArgs{Password: password}, nil)
+	if err != nil && strings.Contains(err.Error(), "already activated") {
+		return fmt.Errorf("the cluster %s is already activated", e.id)
+	}
+	return err
 }
 
 func (e *Embedded) Login(ctx context.Context, username string, role Role, password string) (Caller, error) {
@@ -468,32 +437,22 @@ func (e *Embedded) Login(ctx context.Context, username string, role Role, passwo
 	if err != nil {
 		return Caller{}, err
 	}
-	if admin, err := e.findUser(builtinAdmin); err == nil && admin.Role == RoleUnactivatedAdmin {
+	// The HSM checks the password (and the role), inside the session's
+	// channel, and counts a failure itself, on every HSM it reaches.
+	sess, ans, err := e.authenticate(name, role, password, nil)
+	if errors.Is(err, ErrNotActivated) {
 		return Caller{}, ErrNotActivated
 	}
-	u, err := e.findUser(name)
-	if errors.Is(err, ErrUserNotFound) {
-		return Caller{}, ErrBadCredentials
-	}
 	if err != nil {
 		return Caller{}, err
-	}
-	if u.locked() {
-		return Caller{}, ErrLocked
-	}
-	// The HSM checks the password (and the role), inside the session's
-	// channel, and counts a failure itself.
-	sess, ans, err := e.authenticate(name, role, password, nil)
-	if err != nil {
-		return Caller{}, err
-	}
-	if ans.OK && u.failures() == 0 {
-		// Nothing to spread.
-	} else if err := e.spreadUser(name); err != nil {
-		return Caller{}, fmt.Errorf("record the login attempt: %w", err)
 	}
 	if !ans.OK {
-		if ans.Locked {
+		switch {
+		case ans.WasLocked:
+			return Caller{}, ErrLocked
+		case ans.Unknown:
+			return Caller{}, ErrBadCredentials
+		case ans.Locked:
 			return Caller{}, fmt.Errorf("%w; %w", ErrBadCredentials, ErrLocked)
 		}
 		return Caller{}, fmt.Errorf("%w (%d of %d attempts left before the user is locked)", ErrBadCredentials, ans.Left, MaxFailedLogins)
@@ -518,7 +477,7 @@ func (e *Embedded) Logout(ctx context.Context, c Caller) error {
 			e.events.publish(Event{Kind: EventSessionKeys, HSM: h.ID(), Count: n, Detail: "logout of " + c.Username})
 		}
 	}
-	e.endSession(c.Session)
+	e.endSession(c)
 	e.mu.Lock()
 	delete(e.sessions, c.Session)
 	if s := e.auth[c.Session]; s != nil {
@@ -535,18 +494,8 @@ func (e *Embedded) Logout(ctx context.Context, c Caller) error {
 }
 
 // countHolders says how many of hs hold ref. Over a transport each
-// question is a round trip, so they are asked all at once; in-process HSMs
-// answer faster than a goroutine starts.
-func countHolders(hs []node, ref Ref) int {
-	if _, direct := hs[0].(*hsm); direct {
-		n := 0
-		for _, h := range hs {
-			if h.Has(ref) {
-				n++
-			}
-		}
-		return n
-	}
+// question is a round trip, so they are asked all at once.
+func countHolders(hs []*sealedNode, ref Ref) int {
 	var n atomic.Int32
 	var wg sync.WaitGroup
 	for _, h := range hs {
@@ -579,27 +528,35 @@ func (e *Embedded) CreateUser(ctx context.Context, c Caller, username string, ro
 	if err := ValidatePassword(password); err != nil {
 		return User{}, err
 	}
-	if err := e.approve(ctx, c, "user", 0); err != nil {
-		return User{}, err
-	}
-	if _, err := e.findUser(name); err == nil {
+	if _, err := e.findUser(c, name); err == nil {
 		return User{}, fmt.Errorf("%w: %s", ErrUserExists, name)
 	} else if !errors.Is(err, ErrUserNotFound) {
 		return User{}, err
 	}
-	u := &userRecord{Username: name, Role: role, Hash: hashPassword(password)}
-	if err := e.putUserAs(c, u); err != nil {
+	h, err := e.first(c)
+	if err != nil {
 		return User{}, err
 	}
-	return e.userView(u), nil
+	var u userView
+	if err := h.call(mCreateUser, userArgs{Username: name, Role: role, Password: password, Approval: approvalFrom(ctx)}, &u); err != nil {
+		return User{}, err
+	}
+	return e.userView(c, u), nil
 }
 
 // userView reports a user with its coverage over the whole cluster.
-func (e *Embedded) userView(u *userRecord) User {
+func (e *Embedded) userView(c Caller, u userView) User {
 	held, all := 0, e.members()
 	for _, h := range all {
-		if users, _ := h.UserState(); users[u.Username] != nil {
-			held++
+		if !h.Up() {
+			continue
+		}
+		vs, _ := usersOf(h)
+		for _, v := range vs {
+			if v.Username == u.Username {
+				held++
+				break
+			}
 		}
 	}
 	cov := CoverageFull
@@ -607,10 +564,10 @@ func (e *Embedded) userView(u *userRecord) User {
 		cov = CoveragePartial
 	}
 	q := []QuorumStrategy{}
-	if u.QuorumKey != "" {
+	if u.QuorumKey {
 		q = append(q, QuorumStrategy{Strategy: "token-sign", Status: "enabled"})
 	}
-	return User{Username: u.Username, Role: u.Role, Locked: fmt.Sprint(u.locked()), MFA: []string{}, Quorum: q, ClusterCoverage: cov}
+	return User{Username: u.Username, Role: u.Role, Locked: fmt.Sprint(u.Locked), MFA: []string{}, Quorum: q, ClusterCoverage: cov}
 }
 
 func (e *Embedded) DeleteUser(ctx context.Context, c Caller, username string, role Role) error {
@@ -621,51 +578,37 @@ func (e *Embedded) DeleteUser(ctx context.Context, c Caller, username string, ro
 	if err != nil {
 		return err
 	}
-	u, err := e.findUser(name)
+	u, err := e.findUser(c, name)
 	if err != nil {
 		return err
 	}
 	if u.Role != role {
 		return fmt.Errorf("%w: %s has role %s, not %s", ErrUserNotFound, name, u.Role, role)
 	}
-	if err := e.approve(ctx, c, "user", 0); err != nil {
-		return err
-	}
 	if name == c.Username {
 		return fmt.Errorf("%w: you cannot delete the user you are logged in as", ErrPermission)
 	}
-	for _, h := range e.members() {
-		if h.Owns(name) {
+	for _, h := range e.answering() {
+		var owns bool
+		if err := e.on(c, h).call(mOwns, name, &owns); err == nil && owns {
 			return fmt.Errorf("%w: user %s owns keys on %s; the keys must be deleted first", ErrPermission, name, h.ID())
 		}
 	}
-	var errs []error
-	hs := e.up()
-	at := time.Now().UnixNano()
-	if at <= u.Updated {
-		at = u.Updated + 1 // the deletion must be newer than the record
+	h, err := e.first(c)
+	if err != nil {
+		return err
 	}
-	for _, h := range e.onAll(c, hs) {
-		if err := h.DeleteUser(name, at); err != nil {
-			errs = append(errs, err)
-		}
-		// A deleted user keeps no access: a new user of the same name must
-		// not inherit the keys shared with the old one.
-		if err := h.UnshareAll(name); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	return errors.Join(errs...)
+	return h.call(mRemoveUser, userArgs{Username: name, Role: role, Approval: approvalFrom(ctx)}, nil)
 }
 
 func (e *Embedded) Users(ctx context.Context, c Caller) ([]User, error) {
-	users, _, err := e.userVersions()
+	users, err := e.userVersions(c)
 	if err != nil {
 		return nil, err
 	}
 	out := make([]User, 0, len(users))
 	for _, u := range users {
-		out = append(out, e.userView(u))
+		out = append(out, e.userView(c, u))
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Username < out[j].Username })
 	return out, nil
@@ -685,37 +628,47 @@ func (e *Embedded) ChangePassword(ctx context.Context, c Caller, username string
 	if err := ValidatePassword(password); err != nil {
 		return err
 	}
-	if name != c.Username {
-		// Changing another user's password is user management.
-		if err := e.approve(ctx, c, "user", 0); err != nil {
-			return err
-		}
-	}
-	u, err := e.findUser(name)
+	u, err := e.findUser(c, name)
 	if err != nil {
 		return err
 	}
 	if u.Role != role {
 		return fmt.Errorf("%w: %s has role %s, not %s", ErrUserNotFound, name, u.Role, role)
 	}
-	if u.locked() && c.Role != RoleAdmin {
+	if u.Locked && c.Role != RoleAdmin {
 		return ErrLocked
 	}
-	u.Hash = hashPassword(password)
-	u.resetFails(time.Now().UnixNano()) // a new password unlocks
-	return e.putUserAs(c, u)
+	// The HSM that knows the user's newest record changes it.
+	var target *sealedNode
+	var newest int64 = -1
+	for _, h := range e.answering() {
+		sn := e.on(c, h)
+		vs, err := usersOf(h)
+		if err != nil {
+			continue
+		}
+		for _, v := range vs {
+			if v.Username == name && v.Updated > newest {
+				target, newest = sn, v.Updated
+			}
+		}
+	}
+	if target == nil {
+		return fmt.Errorf("%w: %s", ErrUserNotFound, name)
+	}
+	return target.call(mSetPassword, userArgs{Username: name, Role: role, Password: password, Approval: approvalFrom(ctx)}, nil)
 }
 
 // checkCryptoUsers checks that each name is an existing crypto user other
 // than the owner, and returns the names normalised.
-func (e *Embedded) checkCryptoUsers(owner string, names []string) ([]string, error) {
+func (e *Embedded) checkCryptoUsers(c Caller, owner string, names []string) ([]string, error) {
 	out := make([]string, 0, len(names))
 	for _, n := range names {
 		name, err := NormalizeUsername(n)
 		if err != nil {
 			return nil, err
 		}
-		u, err := e.findUser(name)
+		u, err := e.findUser(c, name)
 		if err != nil {
 			return nil, err
 		}
@@ -746,7 +699,7 @@ func (e *Embedded) GenerateKey(ctx context.Context, c Caller, spec KeySpec) ([]K
 	if err := e.requireRole(c, RoleCryptoUser); err != nil {
 		return nil, err
 	}
-	shared, err := e.checkCryptoUsers(c.Username, spec.ShareWith)
+	shared, err := e.checkCryptoUsers(c, c.Username, spec.ShareWith)
 	if err != nil {
 		return nil, err
 	}
@@ -756,58 +709,58 @@ func (e *Embedded) GenerateKey(ctx context.Context, c Caller, spec KeySpec) ([]K
 	if err := checkKeyQuorum(spec.ManageQuorum, 1+len(shared), "manage-key-quorum-value"); err != nil {
 		return nil, err
 	}
-	recs, err := generate(spec)
-	if err != nil {
-		return nil, err
+	spec.ShareWith = shared
+	refs := 1
+	if spec.Type == TypeEC || spec.Type == TypeRSA {
+		refs = 2 // a pair: public, then private
 	}
-	for _, r := range recs {
-		r.Owner, r.Shared = c.Username, shared
-		r.UseQuorum, r.ManageQuorum = spec.UseQuorum, spec.ManageQuorum
-	}
-	return e.create(ctx, c, recs, spec.Session, spec.MinServers)
+	return e.create(ctx, c, refs, spec.Session, spec.MinServers, func(h *sealedNode, ref Ref) ([]keyMeta, error) {
+		var out []keyMeta
+		err := h.call(mGenerateKey, generateArgs{Spec: spec, Ref: ref}, &out)
+		return out, err
+	})
 }
 
 func (e *Embedded) ImportKey(ctx context.Context, c Caller, spec ImportSpec) (Key, error) {
 	if err := e.requireRole(c, RoleCryptoUser); err != nil {
 		return Key{}, err
 	}
-	rec, err := parseImport(spec)
-	if err != nil {
+	// Checked here too, for the user's message before any HSM is asked.
+	if _, err := parseImport(spec); err != nil {
 		return Key{}, err
 	}
-	rec.Owner = c.Username
-	keys, err := e.create(ctx, c, []*keyRecord{rec}, spec.Session, spec.MinServers)
+	keys, err := e.create(ctx, c, 1, spec.Session, spec.MinServers, func(h *sealedNode, ref Ref) ([]keyMeta, error) {
+		var out []keyMeta
+		err := h.call(mImportKey, importArgs{Spec: spec, Ref: ref}, &out)
+		return out, err
+	})
 	if err != nil {
 		return Key{}, err
 	}
 	return keys[0], nil
 }
 
-// create gives new records their references and stores them: a session
-// key on one HSM, a token key on one HSM and then, by client-side sync, on
-// every other HSM that answers.
-func (e *Embedded) create(ctx context.Context, c Caller, recs []*keyRecord, session bool, minServers int) ([]Key, error) {
-	now := time.Now().UTC()
-	for _, r := range recs {
-		r.Ref = e.freshRef()
-		r.Created = now
-		if session {
-			r.Session = c.Session
-		}
-	}
+// create has one HSM make a key (n references: one, or two for a pair)
+// with mk: a session key stays there; a token key is then copied by
+// client-side sync to every other HSM that answers, as a blob the HSM
+// wrapped under the domain key, which the client cannot open.
+func (e *Embedded) create(ctx context.Context, c Caller, n int, session bool, minServers int, mk func(h *sealedNode, ref Ref) ([]keyMeta, error)) ([]Key, error) {
 	hs := e.up()
 	if len(hs) == 0 {
 		return nil, ErrNoHSM
 	}
-	hs = e.onAll(c, hs)
+	sn := e.onAll(c, hs)
+	ref := e.freshRef(c, n)
 	holders := map[string]bool{}
 	for _, h := range e.members() {
 		holders[h.ID()] = false
 	}
+	metas, err := mk(sn[0], ref)
+	if err != nil {
+		return nil, err
+	}
+	recs := fromMetas(metas)
 	if session {
-		if err := hs[0].PutKeys(recs); err != nil {
-			return nil, err
-		}
 		holders[hs[0].ID()] = true
 		e.mu.Lock()
 		for _, r := range recs {
@@ -820,7 +773,7 @@ func (e *Embedded) create(ctx context.Context, c Caller, recs []*keyRecord, sess
 	} else {
 		// Report where the key was acknowledged, not a later look that a
 		// concurrent fault could change.
-		ok, err := e.replicate(ctx, c, hs, recs, minServers)
+		ok, err := e.replicate(ctx, c, sn, recs, minServers)
 		if err != nil {
 			return nil, err
 		}
@@ -835,21 +788,27 @@ func (e *Embedded) create(ctx context.Context, c Caller, recs []*keyRecord, sess
 	return out, nil
 }
 
-// freshRef draws a reference no HSM uses or has used. The HSMs are asked
-// at once: over a transport each question is a round trip.
-func (e *Embedded) freshRef() Ref {
+// freshRef draws n consecutive references no HSM uses or has used. The
+// HSMs are asked at once: over a transport each question is a round trip.
+func (e *Embedded) freshRef(c Caller, n int) Ref {
+	hs := e.onAll(c, e.members())
 	for {
 		r := newRef()
+		if (r+Ref(n))>>63 != 0 {
+			continue
+		}
 		var clash atomic.Bool
 		var wg sync.WaitGroup
-		for _, h := range e.members() {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				if h.RefTaken(r) {
-					clash.Store(true)
-				}
-			}()
+		for _, h := range hs {
+			for i := range n {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					if h.RefTaken(r + Ref(i)) {
+						clash.Store(true)
+					}
+				}()
+			}
 		}
 		wg.Wait()
 		if !clash.Load() {
@@ -908,30 +867,47 @@ func (e *SyncError) Error() string {
 	return b.String() + end
 }
 
-// replicate makes a token key on the first HSM and copies it to the others
-// in parallel (client-side sync, best effort on all of them). The creation
-// counts only if at least max(create_object_minimum_nodes, min-srv) HSMs
-// hold it; otherwise the copies are removed so the caller can retry.
-func (e *Embedded) replicate(ctx context.Context, c Caller, hs []node, recs []*keyRecord, minServers int) ([]string, error) {
+// replicate copies a token key that hs[0] has just made to the other HSMs
+// in parallel (client-side sync, best effort on all of them): hs[0] wraps
+// each record under the domain key and the client relays the blob, which
+// each receiver unwraps and checks. The creation counts only if at least
+// max(create_object_minimum_nodes, min-srv) HSMs hold it; otherwise the
+// copies are removed so the caller can retry.
+func (e *Embedded) replicate(ctx context.Context, c Caller, hs []*sealedNode, recs []*keyRecord, minServers int) ([]string, error) {
 	dur := e.Durability()
 	needed := max(dur.MinimumNodes, minServers, 1)
-	if err := hs[0].PutKeys(recs); err != nil {
-		return nil, fmt.Errorf("create key on %s: %w", hs[0].ID(), err)
-	}
 	for _, r := range recs {
 		e.events.publish(Event{Kind: EventKeyCreated, HSM: hs[0].ID(), Ref: r.Ref.String(), Detail: r.Attrs.Label})
 	}
 	succeeded := []string{hs[0].ID()}
 	failed := map[string]error{}
+	var blobs []*wrappedKey
+	var wrapErr error
+	if len(hs) > 1 {
+		for _, r := range recs {
+			w, err := hs[0].ExportWrapped(r.Ref)
+			if err != nil {
+				wrapErr = fmt.Errorf("wrap key %s on %s: %w", r.Ref, hs[0].ID(), err)
+				break
+			}
+			blobs = append(blobs, w)
+		}
+	}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for _, h := range hs[1:] {
 		wg.Add(1)
-		go func(h node) {
+		go func() {
 			defer wg.Done()
 			err := ctx.Err()
 			if err == nil {
-				err = h.PutKeys(recs)
+				err = wrapErr
+			}
+			for _, w := range blobs {
+				if err != nil {
+					break
+				}
+				err = h.ImportWrapped(w)
 			}
 			mu.Lock()
 			defer mu.Unlock()
@@ -943,7 +919,7 @@ func (e *Embedded) replicate(ctx context.Context, c Caller, hs []node, recs []*k
 			for _, r := range recs {
 				e.events.publish(Event{Kind: EventKeyReplicated, HSM: h.ID(), Ref: r.Ref.String(), Detail: "client-side sync from " + hs[0].ID()})
 			}
-		}(h)
+		}()
 	}
 	wg.Wait()
 	// HSMs that were down count as failed too: the client tries them all.
@@ -1008,12 +984,12 @@ func (e *Embedded) hsm(id string) node {
 	return nil
 }
 
-// holders returns, for every HSM, whether it holds ref.
-func (e *Embedded) holders(ref Ref) map[string]bool {
+// holders returns, for every HSM, whether it holds ref (as c may see).
+func (e *Embedded) holders(c Caller, ref Ref) map[string]bool {
 	all := e.members()
 	m := make(map[string]bool, len(all))
 	for _, h := range all {
-		m[h.ID()] = h.Has(ref)
+		m[h.ID()] = h.Up() && e.on(c, h).Has(ref)
 	}
 	return m
 }
@@ -1161,31 +1137,26 @@ func (e *Embedded) DeleteKey(ctx context.Context, c Caller, ref Ref) error {
 	return nil
 }
 
-// update changes a key's record on every HSM that holds it.
-func (e *Embedded) update(c Caller, ref Ref, holders map[string]bool, change func(r *keyRecord) error) (Key, error) {
-	var last *keyRecord
+// changeKey has one HSM that holds the key change it, with the approval
+// its manage quorum needs; that HSM passes the new record to the others.
+func (e *Embedded) changeKey(ctx context.Context, c Caller, k Key, a keyChangeArgs) (Key, error) {
+	a.Approval = approvalFrom(ctx)
+	var last error = fmt.Errorf("%w: %s", ErrKeyNotFound, k.Ref)
 	for _, h := range e.members() {
-		if !holders[h.ID()] {
+		if !k.Info.HSMCoverage[h.ID()] || !h.Up() {
 			continue
 		}
-		h = e.on(c, h)
-		// Attributes and users only: the material stays in the HSM.
-		r, err := h.KeyMeta(ref)
-		if err != nil {
-			return Key{}, err
+		var m keyMeta
+		err := e.on(c, h).call(mKeyChange, a, &m)
+		if err == nil {
+			return e.view(m.record(), e.holders(c, k.Ref)), nil
 		}
-		if err := change(r); err != nil {
-			return Key{}, err
+		last = err
+		if !errors.Is(err, ErrKeyNotFound) && !isDown(err) {
+			break
 		}
-		if err := h.UpdateMeta(r); err != nil {
-			return Key{}, err
-		}
-		last = r
 	}
-	if last == nil {
-		return Key{}, fmt.Errorf("%w: %s", ErrKeyNotFound, ref)
-	}
-	return e.view(last, e.holders(ref)), nil
+	return Key{}, last
 }
 
 func (e *Embedded) ShareKey(ctx context.Context, c Caller, ref Ref, username string, share bool) (Key, error) {
@@ -1193,35 +1164,15 @@ func (e *Embedded) ShareKey(ctx context.Context, c Caller, ref Ref, username str
 	if err != nil {
 		return Key{}, err
 	}
-	names, err := e.checkCryptoUsers(c.Username, []string{username})
+	names, err := e.checkCryptoUsers(c, c.Username, []string{username})
 	if err != nil {
 		return Key{}, err
 	}
-	name := names[0]
-	if e.needsApproval(ctx, k.Info.QuorumValues.Manage) {
-		if err := e.approve(ctx, c, "key-management", ref); err != nil {
-			return Key{}, err
-		}
+	op := opShare
+	if !share {
+		op = opUnshare
 	}
-	return e.update(c, ref, k.Info.HSMCoverage, func(r *keyRecord) error {
-		i := sort.SearchStrings(r.Shared, name)
-		has := i < len(r.Shared) && r.Shared[i] == name
-		switch {
-		case share && has:
-			return fmt.Errorf("%w: key %s is already shared with %s", ErrInvalid, ref, name)
-		case !share && !has:
-			return fmt.Errorf("%w: key %s is not shared with %s", ErrInvalid, ref, name)
-		case share:
-			r.Shared = append(r.Shared[:i], append([]string{name}, r.Shared[i:]...)...)
-		default:
-			r.Shared = append(r.Shared[:i], r.Shared[i+1:]...)
-			users := 1 + len(r.Shared)
-			if r.UseQuorum > users || r.ManageQuorum > users {
-				return fmt.Errorf("%w: unsharing would leave fewer users than the key's quorum value", ErrInvalid)
-			}
-		}
-		return nil
-	})
+	return e.changeKey(ctx, c, k, keyChangeArgs{Ref: ref, Op: op, User: names[0]})
 }
 
 func (e *Embedded) SetAttribute(ctx context.Context, c Caller, ref Ref, name, value string) (Key, error) {
@@ -1233,36 +1184,20 @@ func (e *Embedded) SetAttribute(ctx context.Context, c Caller, ref Ref, name, va
 	if err := probe.set(name, value, false); err != nil {
 		return Key{}, err
 	}
-	if e.needsApproval(ctx, k.Info.QuorumValues.Manage) {
-		if err := e.approve(ctx, c, "key-management", ref); err != nil {
-			return Key{}, err
-		}
-	}
-	return e.update(c, ref, k.Info.HSMCoverage, func(r *keyRecord) error {
-		return r.Attrs.set(name, value, false)
-	})
+	return e.changeKey(ctx, c, k, keyChangeArgs{Ref: ref, Op: opSetAttribute, Name: name, Value: value})
 }
 
-// use runs fn on one HSM that holds the key, once the caller's access to
-// it is checked: the session key's own HSM, or for a token key the next
-// HSM in turn, retrying on the next ones up to retry_on_missing_key times
-// when the HSM does not hold the key. fn asks the HSM to use the key; the
-// key's material stays there.
-// gate, if not "", is the quorum service the use needs when the key's
-// quorum value for it is on (crypto sign: key-usage).
-func (e *Embedded) use(ctx context.Context, c Caller, ref Ref, fn func(h node) error, gate ...string) error {
-	gated := func(r *keyRecord) error {
-		if len(gate) > 0 && e.needsApproval(ctx, r.UseQuorum) {
-			return e.approve(ctx, c, gate[0], ref)
-		}
-		return nil
-	}
+// use runs fn on one HSM that holds the key: the session key's own HSM,
+// or for a token key the next HSM in turn, retrying on the next ones up
+// to retry_on_missing_key times when the HSM does not hold the key. fn
+// asks the HSM to use the key; the key's material stays there, and the
+// HSM checks the caller's access (and any approval) itself.
+func (e *Embedded) use(ctx context.Context, c Caller, ref Ref, fn func(h *sealedNode) error) error {
 	if err := e.requireRole(c, RoleCryptoUser); err != nil {
 		return err
 	}
 	// A session key this client made is used on its HSM only. Another
-	// session's keys are not in the map; the HSM's record refuses them
-	// below.
+	// session's keys are not in the map; the HSM's record refuses them.
 	e.mu.RLock()
 	sk, isSession := e.sessionKeys[ref]
 	e.mu.RUnlock()
@@ -1272,47 +1207,24 @@ func (e *Embedded) use(ctx context.Context, c Caller, ref Ref, fn func(h node) e
 		if h == nil || !h.Up() {
 			return fmt.Errorf("%w: session key %s was on %s, which is down", ErrKeyNotFound, ref, id)
 		}
-		h = e.on(c, h)
-		r, err := h.KeyMeta(ref)
-		if err != nil {
-			return err
-		}
-		if r.Session != c.Session {
-			return fmt.Errorf("%w: key %s", ErrKeyNotFound, ref)
-		}
-		if err := gated(r); err != nil {
-			return err
-		}
-		return fn(h)
+		return fn(e.on(c, h))
 	}
 	dur := e.Durability()
 	hs := e.up()
 	if len(hs) == 0 {
 		return ErrNoHSM
 	}
-	if dur.AvailabilityCheck && !e.available(hs, ref) {
+	sn := e.onAll(c, hs)
+	if dur.AvailabilityCheck && !e.available(sn, ref) {
 		return errors.New(availabilityMessage(ref))
 	}
-	attempts := min(1+dur.RetryOnMissingKey, len(hs))
+	attempts := min(1+dur.RetryOnMissingKey, len(sn))
 	var last error
-	for _, h := range e.onAll(c, hs[:attempts]) {
+	for _, h := range sn[:attempts] {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		// What gates the use (the key's use quorum value, its session)
-		// never changes after the key is made, so it is read once per key;
-		// who may use the key can change, and the HSM checks that itself
-		// on every use, inside the session.
-		r, err := e.keyGate(h, ref)
-		if err == nil && r.Session != "" && r.Session != c.Session {
-			err = fmt.Errorf("%w: key %s", ErrKeyNotFound, ref)
-		}
-		if err == nil {
-			err = gated(r)
-		}
-		if err == nil {
-			err = fn(h)
-		}
+		err := fn(h)
 		if errors.Is(err, ErrKeyNotFound) {
 			last = err
 			continue
@@ -1322,33 +1234,12 @@ func (e *Embedded) use(ctx context.Context, c Caller, ref Ref, fn func(h node) e
 	return last
 }
 
-// gate is what the client remembers of a key to decide whether a use
-// needs quorum approval.
-type gate struct {
-	session   string
-	useQuorum int
-}
-
-// keyGate returns the key's gate, asking h the first time.
-func (e *Embedded) keyGate(h node, ref Ref) (*keyRecord, error) {
-	if g, ok := e.gates.Load(ref); ok {
-		g := g.(gate)
-		return &keyRecord{Ref: ref, Session: g.session, UseQuorum: g.useQuorum}, nil
-	}
-	r, err := h.KeyMeta(ref)
-	if err != nil {
-		return nil, err
-	}
-	e.gates.Store(ref, gate{session: r.Session, useQuorum: r.UseQuorum})
-	return r, nil
-}
-
 // available is the SDK 5 availability check: the key is on at least two
 // of the HSMs that answer. A pass is remembered for a second, until an
 // HSM goes down or a key is deleted or lost (the bus's epoch moves): the
 // check costs a question to every HSM, and a busy client asks it for every
 // use of the same few keys.
-func (e *Embedded) available(hs []node, ref Ref) bool {
+func (e *Embedded) available(hs []*sealedNode, ref Ref) bool {
 	epoch := e.events.epoch.Load()
 	if v, ok := e.avail.Load(ref); ok {
 		a := v.(availability)
@@ -1372,12 +1263,13 @@ type availability struct {
 
 func (e *Embedded) Sign(ctx context.Context, c Caller, req SignRequest) ([]byte, error) {
 	e.ceiling.pace(req)
+	appr := approvalFrom(ctx)
 	var sig []byte
-	err := e.use(ctx, c, req.Ref, func(h node) error {
+	err := e.use(ctx, c, req.Ref, func(h *sealedNode) error {
 		var err error
-		sig, err = h.Sign(req)
+		sig, err = h.Sign(req, appr)
 		return err
-	}, quorumKeyUsage)
+	})
 	return sig, err
 }
 
@@ -1385,14 +1277,14 @@ func (e *Embedded) Sign(ctx context.Context, c Caller, req SignRequest) ([]byte,
 const quorumKeyUsage = "key-usage"
 
 func (e *Embedded) Verify(ctx context.Context, c Caller, req SignRequest, sig []byte) error {
-	return e.use(ctx, c, req.Ref, func(h node) error {
+	return e.use(ctx, c, req.Ref, func(h *sealedNode) error {
 		return h.Verify(req, sig)
 	})
 }
 
 func (e *Embedded) PublicKeyPEM(ctx context.Context, c Caller, ref Ref) ([]byte, error) {
 	var out []byte
-	err := e.use(ctx, c, ref, func(h node) error {
+	err := e.use(ctx, c, ref, func(h *sealedNode) error {
 		var err error
 		out, err = h.PublicKeyPEM(ref)
 		return err

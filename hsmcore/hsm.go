@@ -1,6 +1,7 @@
 package hsmcore
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -42,6 +43,15 @@ type hsm struct {
 	identity *authsession.Identity
 	domain   *authsession.DomainKey // nil until it joins one
 	members  map[string][]byte      // the domain's HSMs' identity keys
+	// membersVersion orders member lists (Unix ns of the last change).
+	membersVersion int64
+	// peer reaches the cluster's other HSMs (peer.go).
+	peer peerState
+	// lab serves the lab's calls on a server started with its lab on.
+	lab func(method string, args []byte) (any, error)
+	// notify hears what the HSM does on its own (sync, pushes): the lab's
+	// event log in process, a server's log.
+	notify func(Event)
 	clients  map[string][]byte      // client installs' identity keys, by client id
 	sessions map[string]*hsmSession // authenticated sessions: volatile
 	ended    map[string]time.Time   // sessions logged out → their expiry
@@ -93,6 +103,20 @@ func newHSM(id string, st store) (*hsm, error) {
 	return h, nil
 }
 
+// ensureAdmin gives an HSM of a brand-new cluster (one with no users and
+// no deleted users) the cluster's unactivated built-in admin, at the oldest possible version: an HSM that joins a cluster empty
+// (a new server, a replaced one) must never have this record win over the
+// activated admin the others hold.
+func (h *hsm) ensureAdmin() error {
+	h.mu.RLock()
+	empty := len(h.users) == 0 && len(h.userTombs) == 0
+	h.mu.RUnlock()
+	if !empty {
+		return nil
+	}
+	return h.PutUser(&userRecord{Username: builtinAdmin, Role: RoleUnactivatedAdmin, Updated: 1})
+}
+
 // isDown says whether err says an HSM is down: unreachable, or saying so
 // itself (in-process, or across the wire).
 func isDown(err error) bool {
@@ -103,8 +127,6 @@ func isDown(err error) bool {
 
 // errDown is what an HSM that does not answer gives.
 func errDown(id string) error { return &downError{id: id} }
-
-var _ node = (*hsm)(nil)
 
 func (h *hsm) ID() string { return h.id }
 
@@ -617,4 +639,28 @@ func (h *hsm) UnshareAll(username string) error {
 		return nil
 	}
 	return h.PutKeys(changed)
+}
+
+// labControl returns the lab's handler, or nil while the lab is off.
+func (h *hsm) labControl() func(method string, args json.RawMessage) (any, error) {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	if h.lab == nil {
+		return nil
+	}
+	lab := h.lab
+	return func(method string, args json.RawMessage) (any, error) { return lab(method, args) }
+}
+
+// event tells whoever runs the HSM what it did on its own.
+func (h *hsm) event(ev Event) {
+	h.mu.RLock()
+	n := h.notify
+	h.mu.RUnlock()
+	if n != nil {
+		if ev.HSM == "" {
+			ev.HSM = h.id
+		}
+		n(ev)
+	}
 }

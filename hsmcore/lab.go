@@ -1,6 +1,7 @@
 package hsmcore
 
 import (
+	"errors"
 	"context"
 	"fmt"
 	"path/filepath"
@@ -101,8 +102,8 @@ func (e *Embedded) reportLost(id string, held []Ref) {
 		lost[ref] = true
 	}
 	for _, o := range e.members() {
-		if o.ID() != id {
-			keys, _ := o.TokenState()
+		if h, ok := inProcess(o); ok && o.ID() != id {
+			keys, _ := h.TokenState()
 			for _, ref := range keys {
 				delete(lost, ref)
 			}
@@ -127,8 +128,10 @@ func (e *Embedded) RecoverHSM(id string) error {
 		return fmt.Errorf("recover %s: %w", id, err)
 	}
 	e.events.publish(Event{Kind: EventHSMUp, HSM: id})
-	// A destroyed HSM comes back as new hardware: it joins the domain.
-	if err := e.ensureDomain(); err != nil {
+	// A destroyed HSM comes back as new hardware: it joins the domain
+	// through an HSM of it (or waits, while none answers); one that was
+	// waiting may join through this one.
+	if err := e.joinWaiting(); err != nil {
 		return fmt.Errorf("recover %s: %w", id, err)
 	}
 	return nil
@@ -155,8 +158,13 @@ func (e *Embedded) AddHSM() (string, error) {
 	if err != nil {
 		return "", err
 	}
-	// New hardware joins the domain, outside e.mu: joining calls the HSMs.
-	if err := e.ensureDomain(); err != nil {
+	// New hardware joins the domain through an HSM of it, outside e.mu:
+	// joining calls the HSMs.
+	h, err := e.member(id)
+	if err != nil {
+		return id, err
+	}
+	if err := h.ensureDomain(); err != nil && !errors.Is(err, errNoDomainYet) {
 		return id, fmt.Errorf("add %s: %w", id, err)
 	}
 	return id, nil
@@ -199,7 +207,9 @@ func (e *Embedded) addHSM() (string, error) {
 	}
 	if first, ok := inProcess(e.hsms[0]); ok {
 		h.rules = first.rules
+		h.paced = first.paced
 	}
+	e.device(h)
 	e.hsms = append(e.hsms, e.wrap(h))
 	e.events.publish(Event{Kind: EventHSMAdded, HSM: id})
 	return id, nil
@@ -225,7 +235,7 @@ func (e *Embedded) RemoveHSM(id string) error {
 	}
 	e.mu.Unlock()
 	held, err := h.fail(true, e.hsmDir(id))
-	if gone != h {
+	if _, direct := gone.(directNode); !direct {
 		gone.Close() // its connection; the store went with fail
 	}
 	if err != nil {
@@ -253,3 +263,18 @@ func (e *Embedded) SetLatency(id string, d time.Duration) error {
 }
 
 func (e *Embedded) FailNextCleanup() { e.failCleanup.Store(true) }
+
+// joinWaiting has every in-process HSM that answers and belongs to no
+// domain try to join it now, rather than at the next sync pass (which the
+// lab may have paused).
+func (e *Embedded) joinWaiting() error {
+	var errs []error
+	for _, n := range e.members() {
+		if h, ok := inProcess(n); ok {
+			if err := h.ensureDomain(); err != nil && !errors.Is(err, errNoDomainYet) {
+				errs = append(errs, fmt.Errorf("%s: %w", h.id, err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}

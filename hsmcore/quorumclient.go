@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/hsmsh/hsmsh/hsmcore/quorum"
@@ -42,15 +41,20 @@ func ruledCommands(rules map[string][]quorum.Rule) map[string]bool {
 	return m
 }
 
-// needsApproval says whether an operation must go to an HSM for approval:
-// its quorum value is on, or a rule set names its command.
-func (e *Embedded) needsApproval(ctx context.Context, value int) bool {
-	return value > 1 || e.ruled[approvalOf(ctx).path]
-}
-
 func approvalOf(ctx context.Context) approval {
 	a, _ := ctx.Value(approvalKey{}).(approval)
 	return a
+}
+
+// approvalFrom is the approval an operation carries to the HSM, which
+// decides whether it needs one and verifies and consumes it in the same
+// call: there is no separate approval step a client could skip.
+func approvalFrom(ctx context.Context) *approvalArgs {
+	a := approvalOf(ctx)
+	if a.token == nil && a.command == "" {
+		return nil
+	}
+	return &approvalArgs{Token: a.token, Command: a.command}
 }
 
 // QuorumStrategy is one entry of user list's quorum field.
@@ -59,49 +63,15 @@ type QuorumStrategy struct {
 	Status   string `json:"status"`
 }
 
-// approve asks the first HSM that answers whether the operation may go
-// ahead; the HSM decides and verifies. A token it used is then marked
-// used on every other HSM that answers.
-func (e *Embedded) approve(ctx context.Context, c Caller, service string, ref Ref) error {
-	hs := e.answering()
-	if len(hs) == 0 {
-		return ErrNoHSM
-	}
-	a := approvalOf(ctx)
-	res, err := hs[0].Approve(approvalRequest{Service: service, Requester: c.Username, KeyRef: ref, Command: a.command, Path: a.path, Token: a.token})
-	if err != nil {
-		return err
-	}
-	if res.Nonce != "" {
-		e.useToken(hs[1:], res.Nonce)
-		e.events.publish(Event{Kind: EventQuorumApproved, HSM: hs[0].ID(), Detail: fmt.Sprintf("%s approved by %v", service, res.Signers)})
-	}
-	return nil
-}
-
-// useToken marks a token used on hs, in parallel.
-func (e *Embedded) useToken(hs []node, nonce string) {
-	now := time.Now()
-	var wg sync.WaitGroup
-	for _, h := range hs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			h.UseToken(nonce, now)
-		}()
-	}
-	wg.Wait()
-}
-
 // quorumState is the newest quorum settings among the HSMs that answer,
-// and the union of their tokens.
-func (e *Embedded) quorumState() (quorumState, error) {
-	var out quorumState
+// and the union of their tokens, as c's session may see them.
+func (e *Embedded) quorumState(c Caller) (quorumList, error) {
+	var out quorumList
 	found := false
 	var errs []error
 	for _, h := range e.answering() {
-		st, err := h.QuorumState()
-		if err != nil {
+		var st quorumList
+		if err := e.on(c, h).call(mQuorumList, nil, &st); err != nil {
 			errs = append(errs, err)
 			continue
 		}
@@ -119,22 +89,25 @@ func (e *Embedded) quorumState() (quorumState, error) {
 
 // mergeTokens unions two HSMs' tokens: a token used anywhere is used.
 func mergeTokens(a, b []*tokenRecord) []*tokenRecord {
-	by := map[string]*tokenRecord{}
+	byNonce := map[string]*tokenRecord{}
 	var order []string
-	for _, t := range append(append([]*tokenRecord{}, a...), b...) {
-		cur, ok := by[t.Nonce]
-		if !ok {
-			by[t.Nonce] = t
-			order = append(order, t.Nonce)
-			continue
-		}
-		if cur.Used.IsZero() && !t.Used.IsZero() {
-			by[t.Nonce] = t
+	for _, list := range [][]*tokenRecord{a, b} {
+		for _, t := range list {
+			cur, ok := byNonce[t.Nonce]
+			if !ok {
+				c := *t
+				byNonce[t.Nonce] = &c
+				order = append(order, t.Nonce)
+				continue
+			}
+			if cur.Used.IsZero() && !t.Used.IsZero() {
+				cur.Used, cur.Signers = t.Used, t.Signers
+			}
 		}
 	}
 	out := make([]*tokenRecord, 0, len(order))
 	for _, n := range order {
-		out = append(out, by[n])
+		out = append(out, byNonce[n])
 	}
 	return out
 }
@@ -143,37 +116,21 @@ func mergeTokens(a, b []*tokenRecord) []*tokenRecord {
 // registration, a registration token file; for any other service, an
 // operation token file approvers sign. keyRef names the key of a
 // key-usage or key-management token; command, if not "", binds the token
-// to that command line.
+// to that command line. The HSM makes it and passes it to the others.
 func (e *Embedded) GenerateToken(ctx context.Context, c Caller, service string, keyRef *Ref, command string) ([]byte, error) {
 	if err := e.session(c); err != nil {
 		return nil, err
 	}
-	st, err := e.quorumState()
+	h, err := e.first(c)
 	if err != nil {
 		return nil, err
 	}
-	ref := ""
-	switch service {
-	case quorum.ServiceKeyUsage, quorum.ServiceKeyManagement:
-		if keyRef == nil {
-			return nil, fmt.Errorf("%w: a %s token is for one key: give --key-reference", ErrInvalid, service)
-		}
-		ref = keyRef.String()
-	}
-	ad, err := quorum.NewApprovalData(service, c.Username, string(c.Role), e.id, ref, command, time.Now(), st.Settings.ttl())
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
-	}
-	data := ad.Encode()
-	t := &tokenRecord{Nonce: ad.Nonce, ApprovalData: data, Service: service, Requester: c.Username, Expires: ad.Expires}
-	if err := e.toEach(func(h node) error { return h.PutToken(t) }); err != nil {
+	var file []byte
+	if err := h.call(mIssueToken, issueArgs{Service: service, KeyRef: keyRef, Command: command, Cluster: e.id}, &file); err != nil {
 		return nil, fmt.Errorf("issue the token: %w", err)
 	}
 	e.events.publish(Event{Kind: EventQuorumToken, Detail: fmt.Sprintf("%s token for %s", service, c.Username)})
-	if service == quorum.ServiceRegistration {
-		return quorum.NewRegistrationFile(ad).Marshal(), nil
-	}
-	return quorum.NewTokenFile(ad).Marshal(), nil
+	return file, nil
 }
 
 // QuorumTokens lists the live tokens: the caller's, or every token for an
@@ -182,7 +139,7 @@ func (e *Embedded) QuorumTokens(ctx context.Context, c Caller) ([]QuorumToken, e
 	if err := e.session(c); err != nil {
 		return nil, err
 	}
-	st, err := e.quorumState()
+	st, err := e.quorumState(c)
 	if err != nil {
 		return nil, err
 	}
@@ -203,7 +160,7 @@ func (e *Embedded) QuorumTokens(ctx context.Context, c Caller) ([]QuorumToken, e
 				q.Required = fmt.Sprintf("%d admin", m)
 			}
 		case quorum.ServiceKeyUsage, quorum.ServiceKeyManagement:
-			if m := e.keyQuorum(q.KeyRef, t.Service); m > 1 {
+			if m := e.keyQuorum(c, q.KeyRef, t.Service); m > 1 {
 				q.Required = fmt.Sprintf("%d crypto-user", m)
 			}
 		case quorum.ServiceRegistration:
@@ -215,27 +172,23 @@ func (e *Embedded) QuorumTokens(ctx context.Context, c Caller) ([]QuorumToken, e
 }
 
 // DeleteTokens deletes the caller's tokens, or (all, admins only) every
-// token, on every HSM that answers.
+// token; the HSM passes the deletion to the others.
 func (e *Embedded) DeleteTokens(ctx context.Context, c Caller, all bool) (int, error) {
 	if err := e.session(c); err != nil {
 		return 0, err
 	}
-	who := c.Username
 	if all {
 		if err := e.requireRole(c, RoleAdmin); err != nil {
 			return 0, err
 		}
-		who = ""
 	}
-	most := 0
-	for _, h := range e.answering() {
-		n, err := h.DeleteTokens(who)
-		if err != nil {
-			return most, err
-		}
-		most = max(most, n)
+	h, err := e.first(c)
+	if err != nil {
+		return 0, err
 	}
-	return most, nil
+	var n int
+	err = h.call(mDeleteTokens, deleteTokensArgs{All: all}, &n)
+	return n, err
 }
 
 // QuorumValues returns the service quorum values and token timeouts.
@@ -243,7 +196,7 @@ func (e *Embedded) QuorumValues(ctx context.Context, c Caller) (values map[strin
 	if err := e.session(c); err != nil {
 		return nil, 0, 0, err
 	}
-	st, err := e.quorumState()
+	st, err := e.quorumState(c)
 	if err != nil {
 		return nil, 0, 0, err
 	}
@@ -256,7 +209,8 @@ func (e *Embedded) QuorumValues(ctx context.Context, c Caller) (values map[strin
 
 // SetQuorumValue sets a service's M (1 turns quorum off). It needs a
 // quorum-service approval once quorum is on, and CloudHSM's rule holds:
-// the user service's value may not exceed the quorum service's.
+// the user service's value may not exceed the quorum service's. The HSM
+// checks all of it.
 func (e *Embedded) SetQuorumValue(ctx context.Context, c Caller, service string, value int) error {
 	if err := e.requireRole(c, RoleAdmin); err != nil {
 		return err
@@ -264,41 +218,11 @@ func (e *Embedded) SetQuorumValue(ctx context.Context, c Caller, service string,
 	if service != quorum.ServiceUser && service != quorum.ServiceQuorum {
 		return fmt.Errorf("%w: --service takes user or quorum, not %q", ErrInvalid, service)
 	}
-	if value < 1 || value > maxServiceQuorum {
-		return fmt.Errorf("%w: a quorum value is 1 (off) to %d, not %d", ErrInvalid, maxServiceQuorum, value)
-	}
-	st, err := e.quorumState()
+	h, err := e.first(c)
 	if err != nil {
 		return err
 	}
-	s := st.Settings
-	if service == quorum.ServiceUser && value > s.value(quorum.ServiceQuorum) {
-		return fmt.Errorf("%w: the user service's quorum value (%d) may not exceed the quorum service's (%d): raise quorum first", ErrInvalid, value, s.value(quorum.ServiceQuorum))
-	}
-	if service == quorum.ServiceQuorum && value < s.value(quorum.ServiceUser) {
-		return fmt.Errorf("%w: the quorum service's value (%d) may not go below the user service's (%d): lower user first", ErrInvalid, value, s.value(quorum.ServiceUser))
-	}
-	admins := 0
-	if users, _, err := e.userVersions(); err == nil {
-		for _, u := range users {
-			if u.Role == RoleAdmin && u.QuorumKey != "" {
-				admins++
-			}
-		}
-	}
-	if value > 1 && value > admins {
-		return fmt.Errorf("%w: only %d admins have registered a quorum key, fewer than %d: register more first (user change-quorum token-sign register)", ErrInvalid, admins, value)
-	}
-	if err := e.approve(ctx, c, quorum.ServiceQuorum, 0); err != nil {
-		return err
-	}
-	vals := map[string]int{}
-	for k, v := range s.Values {
-		vals[k] = v
-	}
-	vals[service] = value
-	s.Values = vals
-	return e.putQuorumAll(s)
+	return h.call(mSetQuorum, setQuorumArgs{Service: service, Value: value, Approval: approvalFrom(ctx)}, nil)
 }
 
 // SetQuorumTimeouts sets how long tokens wait for approval and stay usable.
@@ -307,76 +231,38 @@ func (e *Embedded) SetQuorumTimeouts(ctx context.Context, c Caller, generated, a
 		return err
 	}
 	for _, d := range []time.Duration{generated, approved} {
-		// Down to a second, so a class can watch a token expire.
 		if d < time.Second || d > 24*time.Hour {
 			return fmt.Errorf("%w: a token timeout is 1 s to 24 h (86400), not %v", ErrInvalid, d)
 		}
 	}
-	if err := e.approve(ctx, c, quorum.ServiceQuorum, 0); err != nil {
-		return err
-	}
-	st, err := e.quorumState()
+	h, err := e.first(c)
 	if err != nil {
 		return err
 	}
-	s := st.Settings
-	s.GeneratedS, s.ApprovedS = int64(generated/time.Second), int64(approved/time.Second)
-	return e.putQuorumAll(s)
-}
-
-func (e *Embedded) putQuorumAll(s quorumSettings) error {
-	s.Updated = max(time.Now().UnixNano(), s.Updated+1)
-	return e.toEach(func(h node) error { return h.PutQuorumSettings(s) })
-}
-
-// toEach writes to every HSM that answers, and succeeds if at least one
-// took it: sync brings the others what they missed.
-func (e *Embedded) toEach(write func(h node) error) error {
-	var errs []error
-	hs := e.answering()
-	for _, h := range hs {
-		if err := write(h); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	if len(hs) == 0 || len(errs) == len(hs) {
-		return errors.Join(append(errs, ErrNoHSM)...)
-	}
-	return nil
+	return h.call(mSetQuorum, setQuorumArgs{Generated: generated, Approved: approved, Approval: approvalFrom(ctx)}, nil)
 }
 
 // RegisterQuorumKey registers the caller's approver key: an HSM checks
-// the proof of possession, and the user record it returns is stored on
-// every HSM that answers.
+// the proof of possession and passes the record to the others.
 func (e *Embedded) RegisterQuorumKey(ctx context.Context, c Caller, pubPEM, signedToken []byte) error {
 	if err := e.session(c); err != nil {
 		return err
 	}
-	hs := e.answering()
-	if len(hs) == 0 {
-		return ErrNoHSM
-	}
-	u, err := hs[0].RegisterQuorumKey(c.Username, pubPEM, signedToken)
+	h, err := e.first(c)
 	if err != nil {
 		return err
 	}
-	if err := e.putUserAll(u); err != nil {
-		return err
-	}
-	if _, ad, _, err := quorum.ParseRegistrationFile(signedToken); err == nil {
-		e.useToken(hs[1:], ad.Nonce)
-	}
-	return nil
+	return h.call(mRegisterQuorum, registerArgs{PubPEM: pubPEM, File: signedToken}, nil)
 }
 
 // keyQuorum is a key's quorum value for a key service, 0 if unknown.
-func (e *Embedded) keyQuorum(ref, service string) int {
+func (e *Embedded) keyQuorum(c Caller, ref, service string) int {
 	r, err := ParseRef(ref)
 	if err != nil {
 		return 0
 	}
 	for _, h := range e.answering() {
-		k, err := h.KeyMeta(r)
+		k, err := e.on(c, h).KeyMeta(r)
 		if err != nil {
 			continue
 		}

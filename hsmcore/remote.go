@@ -9,7 +9,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/hsmsh/hsmsh/hsmcore/authsession"
 	"github.com/hsmsh/hsmsh/hsmcore/nestedtls"
 	"github.com/hsmsh/hsmsh/hsmcore/quorum"
 	"github.com/hsmsh/hsmsh/hsmcore/rpc"
@@ -258,142 +257,6 @@ func (n *remoteNode) Info() HSMInfo {
 	return info
 }
 
-func (n *remoteNode) PutKeys(recs []*keyRecord) error { return callFunc(n.call).PutKeys(recs) }
-
-func (n *remoteNode) UpdateMeta(r *keyRecord) error { return callFunc(n.call).UpdateMeta(r) }
-
-func (n *remoteNode) KeyMeta(ref Ref) (*keyRecord, error) { return callFunc(n.call).KeyMeta(ref) }
-
-func (n *remoteNode) TokenKeys(refs []Ref) []*keyRecord { return callFunc(n.call).TokenKeys(refs) }
-
-func (n *remoteNode) Has(ref Ref) bool { return callFunc(n.call).Has(ref) }
-
-func (n *remoteNode) RefTaken(ref Ref) bool { return callFunc(n.call).RefTaken(ref) }
-
-func (n *remoteNode) DeleteKey(ref Ref) error { return callFunc(n.call).DeleteKey(ref) }
-
-func (n *remoteNode) Snapshot(f Filter) ([]*keyRecord, error) { return callFunc(n.call).Snapshot(f) }
-
-func (n *remoteNode) TokenState() ([]Ref, map[Ref]time.Time) { return callFunc(n.call).TokenState() }
-
-func (n *remoteNode) DestroySession(session string) int {
-	return callFunc(n.call).DestroySession(session)
-}
-
-func (n *remoteNode) Sign(req SignRequest) ([]byte, error) { return callFunc(n.call).Sign(req) }
-
-func (n *remoteNode) Verify(req SignRequest, sig []byte) error {
-	return callFunc(n.call).Verify(req, sig)
-}
-
-func (n *remoteNode) PublicKeyPEM(ref Ref) ([]byte, error) { return callFunc(n.call).PublicKeyPEM(ref) }
-
-func (n *remoteNode) UserState() (map[string]*userRecord, map[string]int64) {
-	return callFunc(n.call).UserState()
-}
-
-func (n *remoteNode) PutUser(u *userRecord) error { return callFunc(n.call).PutUser(u) }
-
-func (n *remoteNode) DeleteUser(name string, at int64) error {
-	return callFunc(n.call).DeleteUser(name, at)
-}
-
-func (n *remoteNode) UnshareAll(username string) error { return callFunc(n.call).UnshareAll(username) }
-
-func (n *remoteNode) Owns(username string) bool { return callFunc(n.call).Owns(username) }
-
-func (n *remoteNode) QuorumState() (quorumState, error) {
-	var st quorumState
-	err := n.call(mQuorumState, nil, &st)
-	return st, err
-}
-
-func (n *remoteNode) PutQuorumSettings(s quorumSettings) error {
-	return n.call(mPutQuorum, s, nil)
-}
-
-func (n *remoteNode) PutToken(t *tokenRecord) error { return n.call(mPutToken, t, nil) }
-
-func (n *remoteNode) UseToken(nonce string, at time.Time) error {
-	return n.call(mUseToken, useTokenArgs{Nonce: nonce, At: at}, nil)
-}
-
-func (n *remoteNode) DeleteTokens(requester string) (int, error) {
-	var count int
-	err := n.call(mDeleteTokens, requester, &count)
-	return count, err
-}
-
-func (n *remoteNode) Approve(req approvalRequest) (approvalResult, error) {
-	var res approvalResult
-	err := n.call(mApprove, req, &res)
-	return res, err
-}
-
-func (n *remoteNode) RegisterQuorumKey(username string, pubPEM, file []byte) (*userRecord, error) {
-	var u userRecord
-	if err := n.call(mRegisterQuorum, registerArgs{Username: username, PubPEM: pubPEM, File: file}, &u); err != nil {
-		return nil, err
-	}
-	return &u, nil
-}
-
-func (n *remoteNode) DomainInfo() (domainInfo, error) {
-	var d domainInfo
-	err := n.call(mDomainInfo, nil, &d)
-	return d, err
-}
-
-func (n *remoteNode) CreateDomain(members map[string][]byte) error {
-	return n.call(mCreateDomain, members, nil)
-}
-
-func (n *remoteNode) AddMembers(members map[string][]byte) error {
-	return n.call(mAddMembers, members, nil)
-}
-
-func (n *remoteNode) ExportDomain(to string) (*authsession.WrappedDomain, error) {
-	var w authsession.WrappedDomain
-	if err := n.call(mExportDomain, to, &w); err != nil {
-		return nil, err
-	}
-	return &w, nil
-}
-
-func (n *remoteNode) ImportDomain(w *authsession.WrappedDomain, members map[string][]byte) error {
-	return n.call(mImportDomain, importDomainArgs{Wrapped: w, Members: members}, nil)
-}
-
-func (n *remoteNode) Handshake(a handshakeArgs) (*authsession.Reply, error) {
-	var r authsession.Reply
-	if err := n.call(mHandshake, a, &r); err != nil {
-		return nil, err
-	}
-	return &r, nil
-}
-
-func (n *remoteNode) Authenticate(a authArgs) (authsession.Envelope, error) {
-	var e authsession.Envelope
-	err := n.call(mAuthenticate, a, &e)
-	return e, err
-}
-
-func (n *remoteNode) EndSession(sid string) error { return n.call(mEndSession, sid, nil) }
-
-func (n *remoteNode) Backup(a backupArgs) ([]byte, error) { return callFunc(n.call).Backup(a) }
-func (n *remoteNode) ExportWrapped(ref Ref) (*wrappedKey, error) {
-	return callFunc(n.call).ExportWrapped(ref)
-}
-func (n *remoteNode) ImportWrapped(w *wrappedKey, owner string) error {
-	return callFunc(n.call).ImportWrapped(w, owner)
-}
-
-func (n *remoteNode) Enveloped(env authsession.Envelope) (authsession.Envelope, error) {
-	var out authsession.Envelope
-	err := n.call(mEnveloped, env, &out)
-	return out, err
-}
-
 // downError is an HSM that cannot be reached, or that says it is down.
 type downError struct {
 	id  string
@@ -418,6 +281,9 @@ const (
 	codeDown         = "down"
 	codeUserNotFound = "user-not-found"
 	codeApproval     = "approval-required"
+	codeNotActivated = "not-activated"
+	codeUserExists   = "user-exists"
+	codeNoDomain     = "no-domain"
 	codeExpired      = "session-expired"
 	codeRenegotiate  = "session-renegotiate"
 	codeOther        = "error"
@@ -429,6 +295,9 @@ var codeSentinels = map[string]error{
 	codePermission:   ErrPermission,
 	codeUserNotFound: ErrUserNotFound,
 	codeApproval:     quorum.ErrApprovalRequired,
+	codeNotActivated: ErrNotActivated,
+	codeUserExists:   ErrUserExists,
+	codeNoDomain:     errNotInDomain,
 	codeExpired:      ErrSessionExpired,
 	codeRenegotiate:  ErrRenegotiate,
 }

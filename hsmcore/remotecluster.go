@@ -84,10 +84,7 @@ func OpenRemote(opts RemoteOptions) (*Remote, error) {
 		}()
 	}
 	wg.Wait()
-	if err := e.prepare(); err != nil {
-		e.Close()
-		return nil, err
-	}
+	e.awaitDomain(opts.ConnectWait)
 	return &Remote{Embedded: e}, nil
 }
 
@@ -222,4 +219,23 @@ func (r *Remote) SyncStatus() SyncStatus {
 		}
 	}
 	return st
+}
+
+// awaitDomain waits, up to wait, for an HSM that answers to belong to the
+// cluster's domain: servers started together form it among themselves a
+// moment after they start, and a login before that would be refused.
+func (e *Embedded) awaitDomain(wait time.Duration) {
+	deadline := time.Now().Add(wait)
+	for {
+		hs := e.answering()
+		for _, h := range hs {
+			if info, err := domainInfoOf(h); err == nil && info.Domain != "" {
+				return
+			}
+		}
+		if len(hs) == 0 || time.Now().After(deadline) {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

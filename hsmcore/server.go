@@ -2,6 +2,7 @@ package hsmcore
 
 import (
 	"context"
+	"crypto"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -51,6 +52,10 @@ type ServerOptions struct {
 	// restart with the same flags) starts as it is.
 	Restore         []byte
 	RestorePassword string
+	// Lab turns on the lab's calls (pause, resume and trigger sync, add
+	// latency) for any client of the cluster: for teaching, never for a
+	// cluster that holds keys that matter.
+	Lab bool
 }
 
 // Server is one HSM server: an HSM with its own store, reached over the
@@ -58,7 +63,9 @@ type ServerOptions struct {
 type Server struct {
 	opts  ServerOptions
 	local *hsm
-	group *Embedded // local + peers: what server-side sync runs over
+	peers []*remoteNode // the cluster's other servers, as peers reach them
+	sync  syncer
+	lock  *dirLock
 	log   *slog.Logger
 
 	ctx    context.Context
@@ -82,61 +89,103 @@ func NewServer(opts ServerOptions) (*Server, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	g := &Embedded{id: opts.ID, sessions: map[string]Caller{}, deleted: map[Ref]bool{}, sessionKeys: map[Ref]sessionKey{}, auth: map[string]*clientSession{},
-		dur: Durability{MinimumNodes: 1, ServerSyncInterval: opts.SyncInterval}}
+	s := &Server{opts: opts, log: log}
 	var st store
 	if opts.DataDir != "" {
 		l, err := lockDir(opts.DataDir)
 		if err != nil {
 			return nil, err
 		}
-		g.lock = l
-		s, err := openBoltStore(filepath.Join(opts.DataDir, opts.ID))
+		s.lock = l
+		bs, err := openBoltStore(filepath.Join(opts.DataDir, opts.ID))
 		if err != nil {
-			g.Close()
+			l.release()
 			return nil, fmt.Errorf("open %s: %w", opts.ID, err)
 		}
-		st = s
+		st = bs
 	}
 	h, err := newHSM(opts.ID, st)
 	if err != nil {
 		if st != nil {
 			st.close()
 		}
-		g.Close()
+		s.lock.release()
 		return nil, fmt.Errorf("open %s: %w", opts.ID, err)
 	}
 	h.rules = opts.QuorumRules
-	if opts.Restore != nil {
-		if err := restoreServer(h, opts, log); err != nil {
+	if opts.Restore == nil {
+		// A new server starts with the cluster's unactivated admin; one
+		// that joins a running cluster gets the activated one by sync,
+		// whose newer version wins.
+		if err := h.ensureAdmin(); err != nil {
 			h.Close()
-			g.Close()
+			s.lock.release()
 			return nil, err
 		}
 	}
-	g.hsms = []node{h}
+	if opts.Restore != nil {
+		if err := restoreServer(h, opts, log); err != nil {
+			h.Close()
+			s.lock.release()
+			return nil, err
+		}
+	}
+	s.local = h
 	for _, p := range opts.Peers {
 		pn := dialNode(p.ID, p.Addr, opts.PeerTLS, 0)
 		pn.notify = func(ev Event) {
 			log.Info("peer "+string(ev.Kind), "peer", ev.HSM, "detail", ev.Detail)
 		}
-		g.hsms = append(g.hsms, pn)
+		s.peers = append(s.peers, pn)
 	}
-	g.syncInto = func(n node) bool { return n == node(h) }
-	s := &Server{opts: opts, local: h, group: g, log: log}
+	// The cluster certificate's key endorses this HSM's identity to its
+	// peers: only a server of the cluster holds it, never a client.
+	endorser, _ := opts.TLS.Cluster.PrivateKey.(crypto.Signer)
+	h.setPeers(func() []peerLink {
+		out := make([]peerLink, len(s.peers))
+		for i, p := range s.peers {
+			out[i] = p
+		}
+		return out
+	}, endorser)
+	h.mu.Lock()
+	h.notify = func(ev Event) {
+		log.Info(string(ev.Kind), "hsm", opts.ID, "ref", ev.Ref, "detail", ev.Detail)
+	}
+	if opts.Lab {
+		h.lab = s.labCall
+	}
+	h.mu.Unlock()
 	s.ctx, s.cancel = context.WithCancel(context.Background())
-	for _, n := range g.hsms[1:] {
-		n.(*remoteNode).start(0) // in the background: peers may start later
+	for _, n := range s.peers {
+		n.start(0) // in the background: peers may start later
 	}
-	events, _ := g.Subscribe(64)
+	s.sync.start(func() time.Duration { return opts.SyncInterval }, func(ctx context.Context) SyncStats {
+		return h.syncPass(ctx)
+	}, func(ev Event) {
+		if ev.Kind == EventSyncFinished && ev.Count > 0 {
+			log.Info("server-side sync", "hsm", opts.ID, "result", ev.Detail)
+		}
+	})
+	// A new server joins (or, with every peer new too, forms) the domain
+	// as soon as it can, not only at the first sync pass.
 	go func() {
-		for ev := range events {
-			if ev.Kind == EventSyncFinished && ev.Count > 0 {
-				log.Info("server-side sync", "hsm", opts.ID, "result", ev.Detail)
+		for s.ctx.Err() == nil {
+			h.mu.RLock()
+			in := h.domain != nil
+			h.mu.RUnlock()
+			if in {
+				return
+			}
+			if err := h.ensureDomain(); err != nil && !errors.Is(err, errNoDomainYet) {
+				log.Warn("domain", "hsm", opts.ID, "reason", err.Error())
+			}
+			select {
+			case <-s.ctx.Done():
+			case <-time.After(200 * time.Millisecond):
 			}
 		}
 	}()
-	g.startSync()
 	return s, nil
 }
 
@@ -220,35 +269,34 @@ func (s *Server) serveConn(raw net.Conn) {
 	s.log.Info("client disconnected", "from", from, "client", acc.Client)
 }
 
-// handle answers the node methods with the server's HSM, and the sync
-// and latency controls the lab sends in remote mode.
-func (s *Server) handle() rpc.Handler {
-	base := nodeHandler(s.local)
-	return func(ctx context.Context, method string, args json.RawMessage) (any, error) {
-		switch method {
-		case mSyncNow:
-			return s.group.SyncNow(ctx), nil
-		case mSyncPause:
-			s.group.PauseSync()
-			s.log.Info("server-side sync paused by a client", "hsm", s.opts.ID)
-			return s.group.SyncStatus(), nil
-		case mSyncResume:
-			s.group.ResumeSync()
-			s.log.Info("server-side sync resumed by a client", "hsm", s.opts.ID)
-			return s.group.SyncStatus(), nil
-		case mSyncStatus:
-			return s.group.SyncStatus(), nil
-		case mLatency:
-			var d time.Duration
-			if err := json.Unmarshal(args, &d); err != nil || d < 0 || d > maxLatency {
-				return nil, &rpc.RemoteError{Code: codeInvalid, Message: fmt.Sprintf("%v: latency must be 0 to %v", ErrInvalid, maxLatency)}
-			}
-			s.local.latency.Store(int64(d))
-			s.log.Info("latency set by a client", "hsm", s.opts.ID, "latency", d.String())
-			return nil, nil
+// handle is the server's door: its HSM's.
+func (s *Server) handle() rpc.Handler { return s.local.handler() }
+
+// labCall serves the lab's calls, on a server started with --lab.
+func (s *Server) labCall(method string, args []byte) (any, error) {
+	switch method {
+	case mSyncNow:
+		return s.sync.now(s.ctx), nil
+	case mSyncPause:
+		s.sync.pause()
+		s.log.Info("server-side sync paused by a client", "hsm", s.opts.ID)
+		return s.sync.status(), nil
+	case mSyncResume:
+		s.sync.resume()
+		s.log.Info("server-side sync resumed by a client", "hsm", s.opts.ID)
+		return s.sync.status(), nil
+	case mSyncStatus:
+		return s.sync.status(), nil
+	case mLatency:
+		var d time.Duration
+		if err := json.Unmarshal(args, &d); err != nil || d < 0 || d > maxLatency {
+			return nil, fmt.Errorf("%w: latency must be 0 to %v", ErrInvalid, maxLatency)
 		}
-		return base(ctx, method, args)
+		s.local.latency.Store(int64(d))
+		s.log.Info("latency set by a client", "hsm", s.opts.ID, "latency", d.String())
+		return nil, nil
 	}
+	return nil, fmt.Errorf("%w %q", errUnknownMethod, method)
 }
 
 // Shutdown stops accepting, ends every connection once its requests in
@@ -262,13 +310,18 @@ func (s *Server) Shutdown() error {
 	}
 	s.mu.Unlock()
 	s.conns.Wait()
-	err := s.group.Close()
+	s.sync.close()
+	for _, p := range s.peers {
+		p.Close()
+	}
+	err := s.local.Close()
+	s.lock.release()
 	s.log.Info("stopped", "hsm", s.opts.ID)
 	return err
 }
 
 // SyncNow runs one server-side sync pass at once.
-func (s *Server) SyncNow(ctx context.Context) SyncStats { return s.group.SyncNow(ctx) }
+func (s *Server) SyncNow(ctx context.Context) SyncStats { return s.sync.now(ctx) }
 
 // restoreServer loads a backup into a new server's HSM.
 func restoreServer(h *hsm, opts ServerOptions, log *slog.Logger) error {

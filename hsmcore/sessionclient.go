@@ -118,16 +118,25 @@ func (e *Embedded) setClient(id ClientIdentity, lifetime time.Duration, keepCred
 // resume, if not nil, is the EKT of a session to renegotiate: the session
 // keeps its id under a new session key.
 func (e *Embedded) authenticate(user string, role Role, password string, resume []byte) (s *clientSession, ans authAnswer, err error) {
-	h, err := e.loginHSM(user)
+	hs, err := e.loginHSMs()
 	if err != nil {
 		return nil, ans, err
 	}
-	return e.authenticateOn(h, user, role, password, resume)
+	for i, h := range hs {
+		s, ans, err = e.authenticateOn(h, user, role, password, resume)
+		// An HSM that went down mid-login, or that does not know the user
+		// yet, passes the login to the next.
+		if (isDown(err) || errors.Is(err, errNotInDomain) || (err == nil && ans.Unknown)) && i+1 < len(hs) {
+			continue
+		}
+		return s, ans, err
+	}
+	return s, ans, err
 }
 
 // authenticateOn is authenticate with the HSM h.
 func (e *Embedded) authenticateOn(h node, user string, role Role, password string, resume []byte) (s *clientSession, ans authAnswer, err error) {
-	info, err := h.DomainInfo()
+	info, err := domainInfoOf(h)
 	if err != nil {
 		return nil, ans, fmt.Errorf("login on %s: %w", h.ID(), err)
 	}
@@ -143,7 +152,11 @@ func (e *Embedded) authenticateOn(h node, user string, role Role, password strin
 	if err != nil {
 		return nil, ans, err
 	}
-	reply, err := h.Handshake(handshakeArgs{Hello: hello, ClientKey: clientKey, User: user, Lifetime: e.lifetime})
+	var reply *authsession.Reply
+	err = h.call(mHandshake, handshakeArgs{Hello: hello, ClientKey: clientKey, User: user, Lifetime: e.lifetime}, &reply)
+	if err == nil && reply == nil {
+		err = fmt.Errorf("%w: no handshake reply", ErrInvalid)
+	}
 	if err != nil {
 		return nil, ans, fmt.Errorf("login handshake with %s: %w", h.ID(), err)
 	}
@@ -161,7 +174,8 @@ func (e *Embedded) authenticateOn(h node, user string, role Role, password strin
 	if err != nil {
 		return nil, ans, err
 	}
-	resp, err := h.Authenticate(authArgs{EKT: reply.EKT, Envelope: env})
+	var resp authsession.Envelope
+	err = h.call(mAuthenticate, authArgs{EKT: reply.EKT, Envelope: env}, &resp)
 	if err != nil {
 		return nil, ans, fmt.Errorf("login on %s: %w", h.ID(), err)
 	}
@@ -271,7 +285,7 @@ func (e *Embedded) sealedCall(s *clientSession, h node, sk [32]byte, ekt, body [
 		env, err = authsession.Seal(sk, authsession.ToHSM, seq, ekt, body)
 	}
 	if err == nil {
-		resp, err = h.Enveloped(env)
+		err = h.call(mEnveloped, env, &resp)
 	}
 	s.lanes <- lane
 	if err != nil {
@@ -301,83 +315,22 @@ func (e *Embedded) sealedCall(s *clientSession, h node, sk [32]byte, ekt, body [
 	return json.Unmarshal(res.Result, reply)
 }
 
-// sealedNode is an HSM as one logged-in session reaches it: the commands
-// a user's session makes go in envelopes under the session key; the rest
-// (sync, domain, quorum bookkeeping) go as they are.
-type sealedNode struct {
-	node
-	e *Embedded
-	s *clientSession
-}
-
-// on returns h as c's session reaches it.
-func (e *Embedded) on(c Caller, h node) node {
-	e.mu.RLock()
-	s := e.auth[c.Session]
-	e.mu.RUnlock()
-	if s == nil || h == nil {
-		return h
-	}
-	return &sealedNode{node: h, e: e, s: s}
-}
-
-// onAll is on for each of hs.
-func (e *Embedded) onAll(c Caller, hs []node) []node {
-	out := make([]node, len(hs))
-	for i, h := range hs {
-		out[i] = e.on(c, h)
-	}
-	return out
-}
-
-func (n *sealedNode) via() callFunc {
-	return func(method string, args, reply any) error {
-		return n.e.sessionCall(n.s, n.node, method, args, reply)
-	}
-}
-
-func (n *sealedNode) PutKeys(recs []*keyRecord) error          { return n.via().PutKeys(recs) }
-func (n *sealedNode) UpdateMeta(r *keyRecord) error            { return n.via().UpdateMeta(r) }
-func (n *sealedNode) KeyMeta(ref Ref) (*keyRecord, error)      { return n.via().KeyMeta(ref) }
-func (n *sealedNode) Has(ref Ref) bool                         { return n.via().Has(ref) }
-func (n *sealedNode) DeleteKey(ref Ref) error                  { return n.via().DeleteKey(ref) }
-func (n *sealedNode) Snapshot(f Filter) ([]*keyRecord, error)  { return n.via().Snapshot(f) }
-func (n *sealedNode) DestroySession(session string) int        { return n.via().DestroySession(session) }
-func (n *sealedNode) Sign(req SignRequest) ([]byte, error)     { return n.via().Sign(req) }
-func (n *sealedNode) Verify(req SignRequest, sig []byte) error { return n.via().Verify(req, sig) }
-func (n *sealedNode) PublicKeyPEM(ref Ref) ([]byte, error)     { return n.via().PublicKeyPEM(ref) }
-func (n *sealedNode) PutUser(u *userRecord) error              { return n.via().PutUser(u) }
-func (n *sealedNode) DeleteUser(name string, at int64) error   { return n.via().DeleteUser(name, at) }
-func (n *sealedNode) UnshareAll(username string) error         { return n.via().UnshareAll(username) }
-
-// loginHSM picks the HSM to check a login on: the first that answers and
-// holds the user's newest record, without a turn of the round-robin (a
-// login should not shift where the next key operation goes). An HSM that
-// came back empty, or missed a password change, would refuse the right
-// password until server-side sync reaches it.
-func (e *Embedded) loginHSM(user string) (node, error) {
+// loginHSMs are the HSMs a login tries, in order: those that answer,
+// without a turn of the round-robin (a login should not shift where the
+// next key operation goes). An HSM that does not know the user (it was
+// down when the user was made) passes the login to the next.
+func (e *Embedded) loginHSMs() ([]node, error) {
 	hs := e.answering()
 	if len(hs) == 0 {
 		return nil, ErrNoHSM
 	}
-	var best node
-	var newest int64
-	for _, h := range hs {
-		users, _ := h.UserState()
-		if u := users[user]; u != nil && (best == nil || u.Updated > newest) {
-			best, newest = h, u.Updated
-		}
-	}
-	if best == nil {
-		return hs[0], nil // it refuses the login like any unknown user
-	}
-	return best, nil
+	return hs, nil
 }
 
 // endSession has every HSM that answers forget a session's key.
-func (e *Embedded) endSession(sid string) {
+func (e *Embedded) endSession(c Caller) {
 	for _, h := range e.answering() {
-		h.EndSession(sid)
+		e.on(c, h).call(mEndSession, c.Session, nil)
 	}
 }
 
@@ -401,9 +354,4 @@ func (e *Embedded) SessionInfo(ctx context.Context, c Caller) (SessionInfo, erro
 		Curve: authsession.Curve, AEAD: authsession.AEAD, KDF: authsession.KDF,
 		Client: e.client.ID, ClientKey: authsession.Fingerprint(e.client.Key.Public()),
 	}, nil
-}
-func (n *sealedNode) Backup(a backupArgs) ([]byte, error)        { return n.via().Backup(a) }
-func (n *sealedNode) ExportWrapped(ref Ref) (*wrappedKey, error) { return n.via().ExportWrapped(ref) }
-func (n *sealedNode) ImportWrapped(w *wrappedKey, owner string) error {
-	return n.via().ImportWrapped(w, owner)
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/hsmsh/hsmsh/hsmcore/authsession"
+	"github.com/hsmsh/hsmsh/hsmcore/quorum"
 )
 
 // The HSM's side of an authenticated session (KMS seed): the handshake
@@ -36,7 +37,20 @@ type hsmSession struct {
 	lanes     [authsession.MaxLanes]authsession.Window // commands, one window per lane
 	client    string                                   // "" for a session adopted from its EKT alone
 	clientKey []byte                                   // the client's identity key, PKIX DER
+	// pending is when a handshake whose login has not finished is
+	// forgotten; zero once the password was checked.
+	pending time.Time
 }
+
+// Bounds on handshakes whose login has not finished: they cost the HSM
+// memory before anyone proved who they are, so each is short-lived and
+// few are held per client identity and in all. Sessions that logged in
+// have their own bound (maxSessions) and are never pushed out by these.
+const (
+	pendingLifetime  = time.Minute
+	maxPendingClient = 16
+	maxPending       = 1024
+)
 
 // maxSessions bounds the sessions an HSM holds in memory. A session is
 // never evicted early (its replay windows would go with it); past the
@@ -72,6 +86,12 @@ type authAnswer struct {
 	// counts them (after a failure); Locked says the user is locked.
 	Left    int       `json:"left,omitempty"`
 	Locked  bool      `json:"locked,omitempty"`
+	// WasLocked says the user was locked before this attempt, which was
+	// not counted.
+	WasLocked bool `json:"was_locked,omitempty"`
+	// Unknown says this HSM knows no such user (it may be new, and not
+	// yet on this HSM); the client tries another.
+	Unknown bool      `json:"unknown,omitempty"`
 	EKT     []byte    `json:"ekt,omitempty"` // the session's token, with the user's role
 	Session string    `json:"session,omitempty"`
 	Expires time.Time `json:"expires,omitempty"`
@@ -88,7 +108,7 @@ func (h *hsm) Handshake(a handshakeArgs) (*authsession.Reply, error) {
 		return nil, errDown(h.id)
 	}
 	if h.domain == nil {
-		return nil, fmt.Errorf("%w: %s belongs to no domain yet, so it cannot issue sessions", ErrInvalid, h.id)
+		return nil, fmt.Errorf("%w: %s, so it cannot issue sessions", errNotInDomain, h.id)
 	}
 	if a.Hello == nil {
 		return nil, fmt.Errorf("%w: no hello", ErrInvalid)
@@ -103,6 +123,23 @@ func (h *hsm) Handshake(a handshakeArgs) (*authsession.Reply, error) {
 	if a.Lifetime < minSessionLifetime || a.Lifetime > maxSessionLifetime {
 		return nil, fmt.Errorf("%w: a session lasts %v to %v, not %v", ErrInvalid, minSessionLifetime, maxSessionLifetime, a.Lifetime)
 	}
+	now := time.Now()
+	h.sweepSessionsLocked(now)
+	pending, mine := 0, 0
+	for _, s := range h.sessions {
+		if !s.pending.IsZero() {
+			pending++
+			if s.client == a.Hello.Client {
+				mine++
+			}
+		}
+	}
+	if mine >= maxPendingClient {
+		return nil, fmt.Errorf("%w: client %q has %d logins in progress on %s, the limit: finish or wait a minute", ErrPermission, a.Hello.Client, mine, h.id)
+	}
+	if pending >= maxPending {
+		return nil, fmt.Errorf("%w: %s has %d logins in progress, its limit: try again in a minute", ErrPermission, h.id, pending)
+	}
 	reply, sk, claims, err := authsession.Accept(a.Hello, pub, h.id, h.identity, *h.domain,
 		authsession.Claims{User: a.User, Role: provisionalRole, Expires: time.Now().Add(a.Lifetime)})
 	if err != nil {
@@ -111,7 +148,7 @@ func (h *hsm) Handshake(a handshakeArgs) (*authsession.Reply, error) {
 	if h.sessions == nil {
 		h.sessions = map[string]*hsmSession{}
 	}
-	h.sessions[claims.SessionID] = &hsmSession{sk: sk, claims: claims, client: a.Hello.Client, clientKey: a.ClientKey}
+	h.sessions[claims.SessionID] = &hsmSession{sk: sk, claims: claims, client: a.Hello.Client, clientKey: a.ClientKey, pending: now.Add(pendingLifetime)}
 	return reply, nil
 }
 
@@ -130,6 +167,14 @@ func (h *hsm) Authenticate(a authArgs) (authsession.Envelope, error) {
 	passOK := hash != "" && checkPassword(hash, body.Password)
 	body.Password = ""
 
+	// A counted attempt goes to the other HSMs at once, after the lock is
+	// released: a failure counts cluster-wide, not only here.
+	var counted *userRecord
+	defer func() {
+		if counted != nil {
+			h.push(mPutUser, counted)
+		}
+	}()
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if !h.up {
@@ -170,8 +215,12 @@ func (h *hsm) Authenticate(a authArgs) (authsession.Envelope, error) {
 				}
 			}
 			h.users[nu.Username] = &nu
+			c := nu
+			counted = &c
 		}
-		ans.Left, ans.Locked = max(0, MaxFailedLogins-nu.failures()), nu.locked()
+		ans.Left, ans.Locked, ans.WasLocked = max(0, MaxFailedLogins-nu.failures()), nu.locked(), u.locked()
+	} else {
+		ans.Unknown = true
 	}
 	if good {
 		claims.Role = string(body.Role)
@@ -202,6 +251,7 @@ func (h *hsm) Authenticate(a authArgs) (authsession.Envelope, error) {
 			}
 			h.sessions[claims.SessionID] = s
 		}
+		s.pending = time.Time{}
 		ekt, err := authsession.IssueEKT(*h.domain, sk, claims)
 		if err != nil {
 			return authsession.Envelope{}, err
@@ -239,7 +289,7 @@ func (h *hsm) openLogin(a authArgs) (sk [32]byte, claims authsession.Claims, bod
 		return fail(errDown(h.id))
 	}
 	if h.domain == nil {
-		return fail(fmt.Errorf("%w: %s belongs to no domain", ErrInvalid, h.id))
+		return fail(fmt.Errorf("%w: %s", errNotInDomain, h.id))
 	}
 	sk, claims, err = authsession.OpenEKT(*h.domain, a.EKT, time.Now())
 	if err != nil {
@@ -259,6 +309,9 @@ func (h *hsm) openLogin(a authArgs) (sk [32]byte, claims authsession.Claims, bod
 	}
 	if err := json.Unmarshal(plain, &body); err != nil {
 		return fail(fmt.Errorf("%w: the login envelope is not a login", ErrInvalid))
+	}
+	if a := h.users[builtinAdmin]; a != nil && a.Role == RoleUnactivatedAdmin {
+		return fail(ErrNotActivated)
 	}
 	if u := h.users[claims.User]; u != nil {
 		hash = u.Hash
@@ -384,7 +437,7 @@ func (h *hsm) sessionFor(ekt []byte) (*hsmSession, [32]byte, authsession.Claims,
 		return nil, [32]byte{}, authsession.Claims{}, errDown(h.id)
 	}
 	if h.domain == nil {
-		return nil, [32]byte{}, authsession.Claims{}, fmt.Errorf("%w: %s belongs to no domain", ErrInvalid, h.id)
+		return nil, [32]byte{}, authsession.Claims{}, fmt.Errorf("%w: %s", errNotInDomain, h.id)
 	}
 	now := time.Now()
 	sk, claims, err := authsession.OpenEKT(*h.domain, ekt, now)
@@ -443,7 +496,7 @@ func (h *hsm) indexSessionLocked(s *hsmSession) {
 // sweepSessionsLocked forgets expired sessions; h.mu is held.
 func (h *hsm) sweepSessionsLocked(now time.Time) {
 	for id, s := range h.sessions {
-		if !now.Before(s.claims.Expires) {
+		if !now.Before(s.claims.Expires) || (!s.pending.IsZero() && !now.Before(s.pending)) {
 			clear(s.sk[:])
 			delete(h.sessions, id)
 			delete(h.byEKT, string(s.ekt))
@@ -460,142 +513,241 @@ func (h *hsm) sweepSessionsLocked(now time.Time) {
 // agree must not show in how long the comparison takes.
 func sameKey(a, b [32]byte) bool { return subtle.ConstantTimeCompare(a[:], b[:]) == 1 }
 
-// sessionOnly are the methods that use a key: they are served only inside
-// a session envelope, never to a bare connection.
-var sessionOnly = map[string]bool{mSign: true, mVerify: true, mPublicKey: true,
-	mBackup: true, mExportWrapped: true, mImportWrapped: true}
-
-// serveAs runs one command for the session's caller, after the HSM's own
-// access check. The client library checks the same rules first, to give
-// the user the right message; this is the check that holds when the
-// client is not hsmsh's library.
+// serveAs runs one session call for the session's caller, after the
+// HSM's own access check. The client library checks the same rules first,
+// to give the user the right message; this is the check that holds when
+// the client is not hsmsh's library.
 func (h *hsm) serveAs(c Caller, method string, args json.RawMessage) (any, error) {
-	decode := func(v any) error {
-		if err := json.Unmarshal(args, v); err != nil {
-			return fmt.Errorf("%w: %s: bad arguments: %v", ErrInvalid, method, err)
-		}
-		return nil
+	if callTable[method] != classSession {
+		return nil, fmt.Errorf("%w: %s is not a session command", ErrInvalid, method)
 	}
+	decode := func(v any) error { return decodeArgs(method, args, v) }
 	// checkKey checks the caller may reach the key: a crypto user's own
 	// or shared key (use), a key it may see (meta), or one it owns
 	// (change). A key it may not reach is "not found", as in key list.
-	checkKey := func(ref Ref, may func(r *keyRecord) bool) error {
-		r, err := h.KeyMeta(ref)
+	checkKey := func(ref Ref, may func(r *keyRecord) bool) (*keyRecord, error) {
+		r, err := h.stored(ref)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if !may(r) {
-			return fmt.Errorf("%w: key %s", ErrKeyNotFound, ref)
+			return nil, fmt.Errorf("%w: key %s", ErrKeyNotFound, ref)
 		}
-		return nil
+		return r, nil
 	}
-	keyFor := func(may func(r *keyRecord) bool) error {
+	refArg := func() (Ref, error) {
 		var ref Ref
-		if err := decode(&ref); err != nil {
-			return err
-		}
-		return checkKey(ref, may)
+		return ref, decode(&ref)
 	}
 	inSession := func(r *keyRecord) bool { return r.Session == "" || r.Session == c.Session }
 	usable := func(r *keyRecord) bool { return inSession(r) && r.usableBy(c) }
+	visible := func(r *keyRecord) bool { return r.visibleTo(c) }
 	owned := func(r *keyRecord) bool {
 		return inSession(r) && c.Role == RoleCryptoUser && r.Owner == c.Username
 	}
-	admin := func() error {
-		if c.Role != RoleAdmin {
-			return fmt.Errorf("%w: %s needs the admin role; the session is %s's, a %s", ErrPermission, method, c.Username, c.Role)
-		}
-		return nil
-	}
 
-	var err error
 	switch method {
-	case mPublicKey:
-		err = keyFor(usable)
 	case mSign:
-		var req SignRequest
-		if err = decode(&req); err != nil {
+		var a signArgs
+		if err := decode(&a); err != nil {
 			return nil, err
 		}
-		if err = checkKey(req.Ref, usable); err != nil {
+		r, err := checkKey(a.Req.Ref, usable)
+		if err != nil {
 			return nil, err
 		}
-		return h.Sign(req) // decoded once: the hot path
-	case mVerify:
-		var a verifyArgs
-		if err = decode(&a); err == nil {
-			err = checkKey(a.Req.Ref, usable)
-		}
-	case mKeyMeta:
-		err = keyFor(func(r *keyRecord) bool { return r.visibleTo(c) })
-	case mDeleteKey:
-		err = keyFor(owned)
-	case mUpdateMeta:
-		var w wireKey
-		if err = decode(&w); err != nil {
-			return nil, err
-		}
-		if r, e := h.KeyMeta(w.Ref); e != nil {
-			err = e
-		} else if !owned(r) || w.Owner != r.Owner || w.Session != r.Session {
-			err = fmt.Errorf("%w: only the key's owner may change key %s, and not its owner or session", ErrPermission, w.Ref)
-		}
-	case mPutKeys:
-		var ws []wireKey
-		if err = decode(&ws); err != nil {
-			return nil, err
-		}
-		for _, w := range ws {
-			if c.Role != RoleCryptoUser || w.Owner != c.Username || (w.Session != "" && w.Session != c.Session) {
-				err = fmt.Errorf("%w: a session of %s (%s) may store only its own keys", ErrPermission, c.Username, c.Role)
-				break
+		if r.UseQuorum > 1 || len(h.rules["crypto sign"]) > 0 {
+			if err := h.approveIn(c, quorum.ServiceKeyUsage, a.Req.Ref, "crypto sign", a.Approval); err != nil {
+				return nil, err
 			}
 		}
-	case mDestroySession:
-		var sid string
-		if err = decode(&sid); err == nil && sid != c.Session {
-			err = fmt.Errorf("%w: a session may end only its own session keys", ErrPermission)
-		}
-	case mPutUser:
-		var u userRecord
-		if err = decode(&u); err != nil {
+		return h.Sign(a.Req)
+	case mVerify:
+		var a verifyArgs
+		if err := decode(&a); err != nil {
 			return nil, err
 		}
-		// A user may change its own password, never its role.
-		if own := h.userRole(u.Username); u.Username != c.Username || own != u.Role {
-			err = admin()
-		}
-	case mDeleteUser, mUnshareAll, mBackup:
-		err = admin()
-	case mExportWrapped:
-		err = keyFor(owned)
-	case mImportWrapped:
-		var a importWrappedArgs
-		if err = decode(&a); err != nil {
+		if _, err := checkKey(a.Req.Ref, usable); err != nil {
 			return nil, err
 		}
-		if c.Role != RoleCryptoUser {
-			return nil, fmt.Errorf("%w: key replicate needs a crypto user's session", ErrPermission)
+		return nil, h.Verify(a.Req, a.Sig)
+	case mPublicKey:
+		ref, err := refArg()
+		if err != nil {
+			return nil, err
 		}
-		// The session's user is the owner asked for, whatever the client
-		// sent.
-		return nil, h.ImportWrapped(a.Key, c.Username)
+		if _, err := checkKey(ref, usable); err != nil {
+			return nil, err
+		}
+		return h.PublicKeyPEM(ref)
+	case mKeyMeta:
+		ref, err := refArg()
+		if err != nil {
+			return nil, err
+		}
+		h.delay()
+		r, err := checkKey(ref, visible)
+		if err != nil {
+			return nil, err
+		}
+		return metaOf(r), nil
+	case mHas:
+		ref, err := refArg()
+		if err != nil {
+			return nil, err
+		}
+		return h.Has(ref), nil
+	case mRefTaken:
+		ref, err := refArg()
+		if err != nil {
+			return nil, err
+		}
+		return h.RefTaken(ref), nil
+	case mDeleteKey:
+		ref, err := refArg()
+		if err != nil {
+			return nil, err
+		}
+		if _, err := checkKey(ref, owned); err != nil {
+			return nil, err
+		}
+		return nil, h.DeleteKey(ref)
 	case mSnapshot:
 		var sa snapshotArgs
 		if err := decode(&sa); err != nil {
 			return nil, err
 		}
 		// Only what the session's user may see, as in key list.
-		return snapshotOf(h, sa, func(r *keyRecord) bool { return r.visibleTo(c) })
-	case mHas, mRefTaken, mUserState, mOwns:
-		// Presence and user records, as every client sees them.
-	default:
-		err = fmt.Errorf("%w: %s is not a session command", ErrInvalid, method)
+		recs, more, err := h.snapshotPage(sa.Filter, visible, sa.After, snapshotPageSize)
+		if err != nil {
+			return nil, err
+		}
+		return snapshotReply{Keys: metasOf(recs), More: more}, nil
+	case mDestroySession, mEndSession:
+		var sid string
+		if err := decode(&sid); err != nil {
+			return nil, err
+		}
+		if sid != c.Session {
+			return nil, fmt.Errorf("%w: a session may end only itself and its own session keys", ErrPermission)
+		}
+		if method == mEndSession {
+			return nil, h.EndSession(sid)
+		}
+		return h.DestroySession(sid), nil
+	case mGenerateKey:
+		var a generateArgs
+		if err := decode(&a); err != nil {
+			return nil, err
+		}
+		return h.generateKey(c, a)
+	case mImportKey:
+		var a importArgs
+		if err := decode(&a); err != nil {
+			return nil, err
+		}
+		return h.importKey(c, a)
+	case mExportWrapped:
+		ref, err := refArg()
+		if err != nil {
+			return nil, err
+		}
+		if _, err := checkKey(ref, owned); err != nil {
+			return nil, err
+		}
+		return h.ExportWrapped(ref)
+	case mImportWrapped:
+		var a importWrappedArgs
+		if err := decode(&a); err != nil {
+			return nil, err
+		}
+		if c.Role != RoleCryptoUser {
+			return nil, fmt.Errorf("%w: storing a wrapped key needs a crypto user's session", ErrPermission)
+		}
+		// The session's user must own the key, whatever the client sent.
+		return nil, h.ImportWrapped(a.Key, c.Username)
+	case mKeyChange:
+		var a keyChangeArgs
+		if err := decode(&a); err != nil {
+			return nil, err
+		}
+		return h.changeKey(c, a)
+	case mCreateUser:
+		var a userArgs
+		if err := decode(&a); err != nil {
+			return nil, err
+		}
+		return h.createUser(c, a)
+	case mRemoveUser:
+		var a userArgs
+		if err := decode(&a); err != nil {
+			return nil, err
+		}
+		return nil, h.removeUser(c, a)
+	case mSetPassword:
+		var a userArgs
+		if err := decode(&a); err != nil {
+			return nil, err
+		}
+		return nil, h.setPassword(c, a)
+	case mOwns:
+		var name string
+		if err := decode(&name); err != nil {
+			return nil, err
+		}
+		if err := requireAdmin(c, method); err != nil {
+			return nil, err
+		}
+		return h.Owns(name), nil
+	case mQuorumList:
+		return h.quorumFor(c)
+	case mIssueToken:
+		var a issueArgs
+		if err := decode(&a); err != nil {
+			return nil, err
+		}
+		return h.issueToken(c, a)
+	case mDeleteTokens:
+		var a deleteTokensArgs
+		if err := decode(&a); err != nil {
+			return nil, err
+		}
+		return h.deleteTokens(c, a.All)
+	case mSetQuorum:
+		var a setQuorumArgs
+		if err := decode(&a); err != nil {
+			return nil, err
+		}
+		return nil, h.setQuorum(c, a)
+	case mRegisterQuorum:
+		var a registerArgs
+		if err := decode(&a); err != nil {
+			return nil, err
+		}
+		return nil, h.registerQuorum(c, a)
+	case mExportUser:
+		var a userArgs
+		if err := decode(&a); err != nil {
+			return nil, err
+		}
+		return h.exportUser(c, a)
+	case mImportUser:
+		var a importWrappedArgs
+		if err := decode(&a); err != nil {
+			return nil, err
+		}
+		return nil, h.importUser(c, a.Key)
+	case mBackup:
+		var a backupArgs
+		if err := decode(&a); err != nil {
+			return nil, err
+		}
+		if err := requireAdmin(c, "cluster backup"); err != nil {
+			return nil, err
+		}
+		return h.Backup(a)
 	}
-	if err != nil {
-		return nil, err
-	}
-	return dispatch(h, method, args)
+	return nil, fmt.Errorf("%w: %s is not a session command", ErrInvalid, method)
 }
 
 // userRole is the role of a user the HSM knows, or "".

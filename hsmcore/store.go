@@ -1,6 +1,7 @@
 package hsmcore
 
 import (
+	"bytes"
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
@@ -125,6 +126,16 @@ func openBoltStore(dir string) (s *boltStore, err error) {
 	// best for durable key creation at concurrency 1 and 8 (BENCHMARKS.md).
 	db.MaxBatchDelay = 500 * time.Microsecond
 	s = &boltStore{path: path, db: db, aead: aead}
+	// The master key is checked before anything is written: the Update
+	// below always commits (a new transaction id, the buckets added since
+	// the first format, the master-key check), and a store opened with
+	// the wrong key must stay byte for byte as it was, for its own key.
+	if existed {
+		if err := s.checkMasterKey(filepath.Join(dir, masterKeyFile)); err != nil {
+			db.Close()
+			return nil, err
+		}
+	}
 	err = db.Update(func(tx *bolt.Tx) error {
 		// Added after the first format: created in older stores too.
 		for _, b := range [][]byte{bucketUserTombs, bucketQuorum, bucketSecrets} {
@@ -145,9 +156,17 @@ func openBoltStore(dir string) (s *boltStore, err error) {
 		}
 		meta := tx.Bucket(bucketMeta)
 		if v := meta.Get([]byte("format")); v == nil {
-			return meta.Put([]byte("format"), []byte(storeFormat))
+			if err := meta.Put([]byte("format"), []byte(storeFormat)); err != nil {
+				return err
+			}
 		} else if string(v) != storeFormat {
 			return fmt.Errorf("store format %q is not one this hsmsh reads (%s)", v, storeFormat)
+		}
+		// Written once the key is known to be right (a new store, or one
+		// checked above), so that even a store with nothing sealed in it
+		// yet refuses another master key.
+		if meta.Get(metaMasterCheck) == nil {
+			return meta.Put(metaMasterCheck, s.sealWith(masterCheckPlain, metaMasterCheck))
 		}
 		return nil
 	})
@@ -156,6 +175,58 @@ func openBoltStore(dir string) (s *boltStore, err error) {
 		return nil, corruptErr(path, err)
 	}
 	return s, nil
+}
+
+// metaMasterCheck names, in the meta bucket, a known value sealed under
+// the master key, which tells a wrong master key before anything is read
+// or written.
+var (
+	metaMasterCheck  = []byte("master-check")
+	masterCheckPlain = []byte("hsmsh master key check")
+)
+
+// checkMasterKey makes sure the master key opens this store, reading
+// only. It unseals the master-key check, or, in a store from before it
+// had one, the first key and the first secret: a wrong key opens none of
+// them. Damage beyond that is for load to find.
+func (s *boltStore) checkMasterKey(keyPath string) error {
+	var what string
+	err := s.db.View(func(tx *bolt.Tx) error {
+		if meta := tx.Bucket(bucketMeta); meta != nil {
+			if v := meta.Get(metaMasterCheck); v != nil {
+				what = "its master-key check"
+				pt, err := s.openWith(v, metaMasterCheck)
+				if err == nil && !bytes.Equal(pt, masterCheckPlain) {
+					err = errors.New("the master-key check holds the wrong value")
+				}
+				return err
+			}
+		}
+		if b := tx.Bucket(bucketKeys); b != nil {
+			// A record that does not parse is damage, not a wrong key:
+			// load says where.
+			var sk storedKey
+			if k, v := b.Cursor().First(); k != nil && json.Unmarshal(v, &sk) == nil {
+				what = "key " + sk.Ref.String()
+				if _, err := s.unseal(sk.Ref, sk.Sealed); err != nil {
+					return err
+				}
+			}
+		}
+		if b := tx.Bucket(bucketSecrets); b != nil {
+			if k, v := b.Cursor().First(); k != nil {
+				what = fmt.Sprintf("secret %q", k)
+				if _, err := s.unsealSecret(string(k), v); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("master key %s does not open the HSM store %s (%s does not unseal: %v): it is not the key this store was sealed with. hsmsh has left both files untouched: put this store's own master.key back (from a backup), or move the folder aside to start that HSM empty", keyPath, s.path, what, err)
+	}
+	return nil
 }
 
 // checkBoltHeader refuses a file that is not a bbolt database before bbolt
@@ -507,22 +578,34 @@ func (s *boltStore) putQuorum(settings *quorumSettings, tokens []*tokenRecord, d
 }
 
 func (s *boltStore) putSecret(name string, value []byte) error {
-	nonce := make([]byte, s.aead.NonceSize(), s.aead.NonceSize()+len(value)+s.aead.Overhead())
-	if _, err := rand.Read(nonce); err != nil {
-		panic("hsmcore: crypto/rand failed: " + err.Error())
-	}
-	sealed := s.aead.Seal(nonce, nonce, value, []byte("secret/"+name))
+	sealed := s.sealWith(value, []byte("secret/"+name))
 	return s.db.Update(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketSecrets).Put([]byte(name), sealed)
 	})
 }
 
 func (s *boltStore) unsealSecret(name string, sealed []byte) ([]byte, error) {
+	return s.openWith(sealed, []byte("secret/"+name))
+}
+
+// sealWith seals value under the master key with a fresh nonce, bound to
+// ad (the value's name), so that a sealed value moved elsewhere does not
+// open.
+func (s *boltStore) sealWith(value, ad []byte) []byte {
+	nonce := make([]byte, s.aead.NonceSize(), s.aead.NonceSize()+len(value)+s.aead.Overhead())
+	if _, err := rand.Read(nonce); err != nil {
+		panic("hsmcore: crypto/rand failed: " + err.Error())
+	}
+	return s.aead.Seal(nonce, nonce, value, ad)
+}
+
+// openWith opens what sealWith sealed with the same ad.
+func (s *boltStore) openWith(sealed, ad []byte) ([]byte, error) {
 	n := s.aead.NonceSize()
 	if len(sealed) < n {
-		return nil, errors.New("sealed secret is truncated")
+		return nil, errors.New("the sealed value is truncated")
 	}
-	return s.aead.Open(nil, sealed[:n], sealed[n:], []byte("secret/"+name))
+	return s.aead.Open(nil, sealed[:n], sealed[n:], ad)
 }
 
 func (s *boltStore) close() error { return s.db.Close() }

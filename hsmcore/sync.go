@@ -1,12 +1,12 @@
 package hsmcore
 
 import (
-	"cmp"
 	"context"
+	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"slices"
-	"sort"
 	"sync"
 	"time"
 )
@@ -31,7 +31,9 @@ type SyncStatus struct {
 }
 
 // syncer runs server-side sync: every interval (with jitter, as real HSMs
-// do not sync in lockstep) and on demand.
+// do not sync in lockstep) and on demand. Whoever runs the HSMs owns it:
+// the embedded cluster's lab, or a server; each pass is the HSMs pulling
+// from one another (hsm.syncPass), HSM to HSM.
 type syncer struct {
 	mu     sync.Mutex
 	paused bool
@@ -41,20 +43,36 @@ type syncer struct {
 	pass   sync.Mutex    // one pass at a time
 	stop   context.CancelFunc
 	done   chan struct{}
+
+	interval func() time.Duration
+	run      func(ctx context.Context) SyncStats
+	publish  func(Event)
 }
 
-func (e *Embedded) startSync() {
+func (y *syncer) start(interval func() time.Duration, run func(context.Context) SyncStats, publish func(Event)) {
 	ctx, cancel := context.WithCancel(context.Background())
-	e.sync.stop = cancel
-	e.sync.kick = make(chan struct{}, 1)
-	e.sync.done = make(chan struct{})
-	go e.syncLoop(ctx)
+	y.interval, y.run, y.publish = interval, run, publish
+	y.stop = cancel
+	y.kick = make(chan struct{}, 1)
+	y.done = make(chan struct{})
+	go y.loop(ctx)
 }
 
-func (e *Embedded) syncLoop(ctx context.Context) {
-	defer close(e.sync.done)
+// close stops the loop and waits for a pass in flight.
+func (y *syncer) close() {
+	if y.stop == nil {
+		return
+	}
+	y.stop()
+	<-y.done
+	y.pass.Lock() // let a pass in flight finish
+	y.pass.Unlock()
+}
+
+func (y *syncer) loop(ctx context.Context) {
+	defer close(y.done)
 	for {
-		wait := e.scheduleSync()
+		wait := y.schedule()
 		var tick <-chan time.Time
 		var t *time.Timer
 		if wait > 0 {
@@ -67,325 +85,312 @@ func (e *Embedded) syncLoop(ctx context.Context) {
 				t.Stop()
 			}
 			return
-		case <-e.sync.kick:
+		case <-y.kick:
 			if t != nil {
 				t.Stop()
 			}
 		case <-tick:
-			e.SyncNow(ctx)
+			y.now(ctx)
 		}
 	}
 }
 
-// scheduleSync picks the next pass's time: the interval, ±10% jitter.
+// schedule picks the next pass's time: the interval, ±10% jitter.
 // It returns 0 while sync is paused.
-func (e *Embedded) scheduleSync() time.Duration {
-	iv := e.Durability().ServerSyncInterval
-	e.sync.mu.Lock()
-	defer e.sync.mu.Unlock()
-	if e.sync.paused || iv <= 0 {
-		e.sync.next = time.Time{}
+func (y *syncer) schedule() time.Duration {
+	iv := y.interval()
+	y.mu.Lock()
+	defer y.mu.Unlock()
+	if y.paused || iv <= 0 {
+		y.next = time.Time{}
 		return 0
 	}
 	jitter := time.Duration(rand.Int64N(int64(iv)/5+1)) - iv/10
 	d := max(iv+jitter, time.Millisecond)
-	e.sync.next = time.Now().Add(d)
+	y.next = time.Now().Add(d)
 	return d
 }
 
-func (e *Embedded) rescheduleSync() {
+func (y *syncer) reschedule() {
+	if y.kick == nil {
+		return
+	}
 	select {
-	case e.sync.kick <- struct{}{}:
+	case y.kick <- struct{}{}:
 	default:
 	}
 }
 
-// SyncStatus reports the state of server-side sync.
-func (e *Embedded) SyncStatus() SyncStatus {
-	e.sync.mu.Lock()
-	defer e.sync.mu.Unlock()
-	return SyncStatus{Paused: e.sync.paused, Interval: e.Durability().ServerSyncInterval, Next: e.sync.next, Last: e.sync.last}
+func (y *syncer) status() SyncStatus {
+	y.mu.Lock()
+	defer y.mu.Unlock()
+	return SyncStatus{Paused: y.paused, Interval: y.interval(), Next: y.next, Last: y.last}
 }
 
-// PauseSync stops server-side sync until ResumeSync: the window in which a
-// key lives on fewer HSMs stays open.
-func (e *Embedded) PauseSync() {
-	e.sync.mu.Lock()
-	e.sync.paused = true
-	e.sync.next = time.Time{} // now, not when the loop next wakes
-	e.sync.mu.Unlock()
-	e.rescheduleSync()
-	e.events.publish(Event{Kind: EventSyncPaused})
+func (y *syncer) pause() {
+	y.mu.Lock()
+	y.paused = true
+	y.next = time.Time{} // now, not when the loop next wakes
+	y.mu.Unlock()
+	y.reschedule()
+	y.publish(Event{Kind: EventSyncPaused})
 }
 
-func (e *Embedded) ResumeSync() {
-	iv := e.Durability().ServerSyncInterval
-	e.sync.mu.Lock()
-	e.sync.paused = false
+func (y *syncer) resume() {
+	iv := y.interval()
+	y.mu.Lock()
+	y.paused = false
 	// An estimate until the loop draws the jittered time.
 	if iv > 0 {
-		e.sync.next = time.Now().Add(iv)
+		y.next = time.Now().Add(iv)
 	}
-	e.sync.mu.Unlock()
-	e.rescheduleSync()
-	e.events.publish(Event{Kind: EventSyncResumed})
+	y.mu.Unlock()
+	y.reschedule()
+	y.publish(Event{Kind: EventSyncResumed})
 }
 
-// SyncNow runs one server-side sync pass at once: deletions first (a key
-// deleted anywhere is deleted everywhere, so it never comes back), then
-// every token key an HSM lacks is copied from an HSM that holds it.
-// Session keys are never copied. HSMs left with no users at all (new or
-// destroyed ones) get the cluster's users.
-func (e *Embedded) SyncNow(ctx context.Context) SyncStats {
-	e.sync.pass.Lock()
-	defer e.sync.pass.Unlock()
+// now runs one pass at once.
+func (y *syncer) now(ctx context.Context) SyncStats {
+	y.pass.Lock()
+	defer y.pass.Unlock()
 	start := time.Now()
-	hs := e.up()
-	e.events.publish(Event{Kind: EventSyncStarted, Count: len(hs)})
-	var st SyncStats
-
-	// Deletions: every HSM learns every tombstone (so a destroyed HSM
-	// refilled from the others also learns what was deleted), and drops
-	// the keys they name. The client's own record of what it deleted
-	// covers the case where every HSM holding a tombstone was destroyed.
-	dead := map[Ref]bool{}
-	e.mu.RLock()
-	for ref := range e.deleted {
-		dead[ref] = true
-	}
-	e.mu.RUnlock()
-	// What each HSM holds, read once for the whole pass: the pass's own
-	// deletions touch only dead keys, which it never copies.
-	held := make([][]Ref, len(hs))
-	tombs := make([]map[Ref]time.Time, len(hs))
-	for i, h := range hs {
-		held[i], tombs[i] = h.TokenState()
-		for ref := range tombs[i] {
-			dead[ref] = true
-		}
-	}
-	into := func(h node) bool { return e.syncInto == nil || e.syncInto(h) }
-	for i, h := range hs {
-		if !into(h) {
-			continue
-		}
-		var holds map[Ref]bool // the dead keys h still holds
-		if len(dead) > 0 {
-			holds = map[Ref]bool{}
-			for _, ref := range held[i] {
-				if dead[ref] {
-					holds[ref] = true
-				}
-			}
-		}
-		var doomed []Ref
-		var had []bool
-		for ref := range dead {
-			has := holds[ref]
-			_, known := tombs[i][ref]
-			if has || !known {
-				doomed = append(doomed, ref)
-				had = append(had, has)
-			}
-		}
-		for j, ref := range doomed {
-			if err := h.DeleteKey(ref); err != nil {
-				st.Failed++
-				continue
-			}
-			if had[j] {
-				st.Deleted++
-				e.events.publish(Event{Kind: EventKeyDeleted, HSM: h.ID(), Ref: ref.String(), Detail: "server-side sync"})
-			}
-		}
-	}
-
-	// Copies: for each HSM, the token keys it lacks, taken from a holder,
-	// written in one transaction per HSM. pool lists each token key once,
-	// with the first HSM that holds it; at finds a key in pool.
-	most := 0
-	for i := range hs {
-		most = max(most, len(held[i]))
-	}
-	pool := make([]syncSource, 0, most)
-	at := make(map[Ref]int32, most)
-	for i := range hs {
-		for _, ref := range held[i] {
-			if _, ok := at[ref]; !ok {
-				at[ref] = int32(len(pool))
-				pool = append(pool, syncSource{ref: ref, from: int32(i)})
-			}
-		}
-	}
-	for i, h := range hs {
-		if ctx.Err() != nil {
-			break
-		}
-		if !into(h) {
-			continue
-		}
-		mark := int32(i) + 1
-		for _, ref := range held[i] {
-			pool[at[ref]].mark = mark // h holds it
-		}
-		var missing []syncSource
-		for _, src := range pool {
-			_, gone := tombs[i][src.ref]
-			if src.mark != mark && !gone && !dead[src.ref] {
-				missing = append(missing, src)
-			}
-		}
-		if len(missing) == 0 {
-			continue
-		}
-		sort.Slice(missing, func(i, j int) bool { return missing[i].ref < missing[j].ref })
-		const chunk = 1000
-		for j := 0; j < len(missing); j += chunk {
-			recs := copiesOf(missing[j:min(j+chunk, len(missing))], hs)
-			if err := h.PutKeys(recs); err != nil {
-				st.Failed += len(recs)
-				continue
-			}
-			st.Copied += len(recs)
-			for _, r := range recs {
-				e.events.publish(Event{Kind: EventKeySynced, HSM: h.ID(), Ref: r.Ref.String()})
-			}
-		}
-	}
-
-	// Users: every HSM gets the newest version of each user, and a
-	// deletion newer than a user's record removes it everywhere.
-	if users, tombs, err := e.userVersions(); err == nil {
-		for _, h := range hs {
-			if !into(h) {
-				continue
-			}
-			have, haveTombs := h.UserState()
-			for n, u := range users {
-				if cur, ok := have[n]; ok && cur.Updated >= u.Updated && cur.failsCover(u) {
-					continue
-				}
-				if err := h.PutUser(u); err != nil {
-					st.Failed++
-				} else {
-					st.Users++
-				}
-			}
-			for n, t := range tombs {
-				if _, alive := users[n]; alive {
-					continue
-				}
-				_, has := have[n]
-				if !has && haveTombs[n] >= t {
-					continue
-				}
-				if err := h.DeleteUser(n, t); err != nil {
-					st.Failed++
-				} else if has {
-					st.Users++
-				}
-			}
-		}
-	}
-
-	st.Failed += e.syncQuorum(hs, into)
-
+	st := y.run(ctx)
 	st.Took = time.Since(start)
 	st.TookMS = float64(st.Took.Microseconds()) / 1000
-	e.sync.mu.Lock()
-	e.sync.last = st
-	e.sync.mu.Unlock()
-	e.events.publish(Event{Kind: EventSyncFinished, Count: st.Copied + st.Deleted,
-		Detail: syncDetail(st)})
+	y.mu.Lock()
+	y.last = st
+	y.mu.Unlock()
+	y.publish(Event{Kind: EventSyncFinished, Count: st.Copied + st.Deleted, Detail: syncDetail(st)})
 	return st
 }
 
-// syncSource is a token key a sync pass may copy, and where from.
-type syncSource struct {
-	ref Ref
-	// from is the index in the pass's HSMs of one that holds the key.
-	from int32
-	// mark is 1 + the index of the last HSM found holding the key, so
-	// each HSM's missing keys are found without a set of those it holds.
-	mark int32
+func (e *Embedded) startSync() {
+	e.sync.start(func() time.Duration { return e.Durability().ServerSyncInterval }, e.syncPass, e.events.publish)
 }
 
-// copiesOf fetches the token keys of part (sorted by reference) from the
-// HSMs of the pass, with their material, in the same order; keys a source
-// no longer holds are left out.
-func copiesOf(part []syncSource, hs []node) []*keyRecord {
-	var srcs []int32
-	var wants [][]Ref
-	for _, src := range part {
-		i := slices.Index(srcs, src.from)
-		if i < 0 {
-			i = len(srcs)
-			srcs, wants = append(srcs, src.from), append(wants, nil)
+func (e *Embedded) rescheduleSync() { e.sync.reschedule() }
+
+// SyncStatus reports the state of server-side sync.
+func (e *Embedded) SyncStatus() SyncStatus { return e.sync.status() }
+
+// PauseSync stops server-side sync until ResumeSync: the window in which a
+// key lives on fewer HSMs stays open.
+func (e *Embedded) PauseSync() { e.sync.pause() }
+
+func (e *Embedded) ResumeSync() { e.sync.resume() }
+
+// SyncNow runs one server-side sync pass at once.
+func (e *Embedded) SyncNow(ctx context.Context) SyncStats { return e.sync.now(ctx) }
+
+// syncPass has every in-process HSM that answers pull from the others what
+// it lacks: HSM to HSM, over peer calls, the material wrapped under the
+// domain key. The lab only starts it.
+func (e *Embedded) syncPass(ctx context.Context) SyncStats {
+	var hs []*hsm
+	for _, n := range e.members() {
+		if h, ok := inProcess(n); ok && h.Up() {
+			hs = append(hs, h)
 		}
-		wants[i] = append(wants[i], src.ref)
 	}
-	if len(srcs) == 1 {
-		return hs[srcs[0]].TokenKeys(wants[0])
-	}
-	recs := make([]*keyRecord, 0, len(part))
-	for i, from := range srcs {
-		recs = append(recs, hs[from].TokenKeys(wants[i])...)
-	}
-	slices.SortFunc(recs, func(a, b *keyRecord) int { return cmp.Compare(a.Ref, b.Ref) })
-	return recs
-}
-
-func syncDetail(st SyncStats) string {
-	return fmt.Sprintf("copied %d, deleted %d, users %d, failures %d", st.Copied, st.Deleted, st.Users, st.Failed)
-}
-
-// syncQuorum brings every HSM of hs (those into accepts) the newest quorum
-// settings and every live token, marking used the tokens used anywhere:
-// an HSM that was down when a token was used must refuse it too. It
-// returns how many writes failed.
-func (e *Embedded) syncQuorum(hs []node, into func(node) bool) int {
-	states := make([]*quorumState, len(hs))
-	var newest quorumSettings
-	var all []*tokenRecord
+	e.events.publish(Event{Kind: EventSyncStarted, Count: len(hs)})
+	// Each HSM pulls on its own, at once, as separate machines would: a
+	// slow HSM holds up only its own pass.
+	all := make([]SyncStats, len(hs))
+	var wg sync.WaitGroup
 	for i, h := range hs {
-		st, err := h.QuorumState()
-		if err != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			all[i] = h.syncPass(ctx)
+		}()
+	}
+	wg.Wait()
+	var st SyncStats
+	for _, one := range all {
+		st.Copied += one.Copied
+		st.Deleted += one.Deleted
+		st.Users += one.Users
+		st.Failed += one.Failed
+	}
+	return st
+}
+
+// syncPass is one server-side sync pass of this HSM: it pulls from each
+// other HSM of the domain that answers the deletions it has not seen (a
+// key deleted anywhere is deleted everywhere, so it never comes back),
+// the token keys it lacks (wrapped, and unwrapped here), the newest users
+// and the quorum state. Session keys are never copied. An HSM that is
+// not yet in the domain first tries to join it.
+func (h *hsm) syncPass(ctx context.Context) SyncStats {
+	var st SyncStats
+	if !h.Up() {
+		return st
+	}
+	if err := h.ensureDomain(); err != nil && !errors.Is(err, errNoDomainYet) {
+		st.Failed++
+	}
+	h.mu.RLock()
+	inDomain := h.domain != nil
+	h.mu.RUnlock()
+	if !inDomain {
+		return st
+	}
+	for _, p := range h.peerLinks() {
+		if ctx.Err() != nil {
+			break
+		}
+		h.pullFrom(ctx, p, &st)
+	}
+	return st
+}
+
+// pullFrom is the part of a pass that pulls from one peer.
+func (h *hsm) pullFrom(ctx context.Context, p peerLink, st *SyncStats) {
+	var ts peerTokenState
+	if err := h.callPeer(p, mTokenState, nil, &ts); err != nil {
+		if !isDown(err) {
+			st.Failed++
+		}
+		return
+	}
+	h.adoptMembers(ts.Members)
+	// Deletions first.
+	for ref, at := range ts.Tombstones {
+		h.mu.RLock()
+		_, held := h.keys[ref]
+		_, known := h.tombstones[ref]
+		h.mu.RUnlock()
+		if known && !held {
 			continue
 		}
-		states[i] = &st
-		if st.Settings.Updated > newest.Updated {
-			newest = st.Settings
-		}
-		all = mergeTokens(all, st.Tokens)
-	}
-	now := time.Now()
-	failed := 0
-	for i, h := range hs {
-		if states[i] == nil || !into(h) {
+		if err := h.tombstone(ref, at); err != nil {
+			st.Failed++
 			continue
 		}
-		if newest.Updated > states[i].Settings.Updated {
-			if h.PutQuorumSettings(newest) != nil {
-				failed++
+		if held {
+			st.Deleted++
+			h.parsed.Delete(ref)
+			h.event(Event{Kind: EventKeyDeleted, Ref: ref.String(), Detail: "server-side sync"})
+		}
+	}
+	// Copies: the token keys this HSM lacks, wrapped by the peer.
+	var missing []Ref
+	h.mu.RLock()
+	for _, ref := range ts.Keys {
+		_, held := h.keys[ref]
+		_, session := h.sessionKeys[ref]
+		_, gone := h.tombstones[ref]
+		if !held && !session && !gone {
+			missing = append(missing, ref)
+		}
+	}
+	h.mu.RUnlock()
+	slices.Sort(missing)
+	const chunk = 1000
+	for i := 0; i < len(missing) && ctx.Err() == nil; i += chunk {
+		var ws []*wrappedKey
+		if err := h.callPeer(p, mTokenKeys, missing[i:min(i+chunk, len(missing))], &ws); err != nil {
+			st.Failed++
+			break
+		}
+		recs := make([]*keyRecord, 0, len(ws))
+		for _, w := range ws {
+			r, err := h.unwrapKey(w)
+			if err != nil {
+				st.Failed++
+				continue
+			}
+			if r != nil {
+				recs = append(recs, r)
 			}
 		}
-		have := map[string]*tokenRecord{}
-		for _, t := range states[i].Tokens {
-			have[t.Nonce] = t
+		if len(recs) == 0 {
+			continue
 		}
-		for _, t := range all {
+		err := h.PutKeys(recs)
+		for _, r := range recs {
+			clear(r.Material)
+		}
+		if err != nil {
+			st.Failed += len(recs)
+			continue
+		}
+		st.Copied += len(recs)
+		for _, r := range recs {
+			h.event(Event{Kind: EventKeySynced, Ref: r.Ref.String(), Detail: r.Attrs.Label})
+		}
+	}
+
+	// Users: the newest version of each, and deletions newer than a record.
+	var us userState
+	if err := h.callPeer(p, mUserState, nil, &us); err == nil && us.Up {
+		have, haveTombs := h.UserState()
+		for n, u := range us.Users {
+			if u.Hash != "" && validHash(u.Hash) != nil {
+				st.Failed++
+				continue
+			}
+			if cur, ok := have[n]; ok && cur.Updated >= u.Updated && cur.failsCover(u) {
+				continue
+			}
+			if t, ok := haveTombs[n]; ok && t >= u.Updated {
+				continue
+			}
+			if err := h.PutUser(u); err != nil {
+				st.Failed++
+			} else {
+				st.Users++
+			}
+		}
+		for n, t := range us.Tombstones {
+			cur, has := have[n]
+			if has && cur.Updated > t || !has && haveTombs[n] >= t {
+				continue
+			}
+			if err := h.DeleteUser(n, t); err != nil {
+				st.Failed++
+				continue
+			}
+			h.UnshareAll(n)
+			if has {
+				st.Users++
+			}
+		}
+	} else if err != nil && !isDown(err) {
+		st.Failed++
+	}
+
+	// Quorum: the newest settings; every live token, used if used there.
+	var qs quorumState
+	if err := h.callPeer(p, mQuorumState, nil, &qs); err == nil {
+		if err := h.PutQuorumSettings(qs.Settings); err != nil {
+			st.Failed++
+		}
+		now := time.Now()
+		h.mu.RLock()
+		have := maps.Clone(h.tokens)
+		h.mu.RUnlock()
+		for _, t := range qs.Tokens {
 			cur, ok := have[t.Nonce]
 			switch {
 			case !ok && now.Before(t.Expires):
 				if h.PutToken(t) != nil {
-					failed++
+					st.Failed++
 				}
 			case ok && cur.Used.IsZero() && !t.Used.IsZero():
-				if h.UseToken(t.Nonce, t.Used) != nil {
-					failed++
+				h.mu.Lock()
+				err := h.useLocked(t.Nonce, t.Used, t.Signers...)
+				h.mu.Unlock()
+				if err != nil {
+					st.Failed++
 				}
 			}
 		}
+	} else if !isDown(err) {
+		st.Failed++
 	}
-	return failed
+}
+
+func syncDetail(st SyncStats) string {
+	return fmt.Sprintf("copied %d, deleted %d, users %d, failures %d", st.Copied, st.Deleted, st.Users, st.Failed)
 }

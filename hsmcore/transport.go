@@ -98,7 +98,7 @@ func (t *pipeTransport) wrap(h *hsm) node {
 				s.Close()
 				return
 			}
-			rpc.Serve(t.ctx, acc, nodeHandler(h), rpc.ServerOptions{})
+			rpc.Serve(t.ctx, acc, h.handler(), rpc.ServerOptions{})
 		}()
 		conn, info, err := nestedtls.Client(ctx, c, t.client)
 		if err != nil {
@@ -155,8 +155,8 @@ func (n *localNode) Close() error {
 // inProcess returns the in-process HSM behind a node, if there is one.
 func inProcess(n node) (*hsm, bool) {
 	switch n := n.(type) {
-	case *hsm:
-		return n, true
+	case directNode:
+		return n.h, true
 	case *localNode:
 		return n.h, true
 	}

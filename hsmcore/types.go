@@ -87,6 +87,9 @@ var (
 	ErrNoHSM          = errors.New("no HSM of the cluster is available")
 	ErrNotActivated   = errors.New("the cluster is not activated: run cluster activate to give the built-in admin its password")
 	ErrInvalid        = errors.New("invalid request")
+	// errNotInDomain is an HSM that has not joined its cluster's domain
+	// yet (new, or replaced): it serves no sessions until it does.
+	errNotInDomain = errors.New("invalid request: the HSM belongs to no domain yet; it joins when an HSM of its cluster admits it")
 	// ErrSessionExpired is a session whose token (EKT) has expired; the
 	// client library renegotiates when it holds the credentials.
 	ErrSessionExpired = errors.New("the login session has expired: log in again")

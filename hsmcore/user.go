@@ -133,43 +133,99 @@ func ValidatePassword(pw string) error {
 }
 
 // argon2id parameters: OWASP's recommended minimum (19 MiB, 2 passes), so
-// a login costs tens of milliseconds, not a second.
+// a login costs tens of milliseconds, not a second. validHash accepts
+// stored hashes with exactly these: a change here must keep accepting
+// the old set, or every user's password stops working.
 const (
 	argonTime    = 2
 	argonMemory  = 19 * 1024
 	argonThreads = 1
 	argonKeyLen  = 32
+	argonSaltLen = 16
 )
+
+// argonParams is the parameters field hashPassword writes.
+var argonParams = fmt.Sprintf("m=%d,t=%d,p=%d", argonMemory, argonTime, argonThreads)
+
+// idKey is argon2.IDKey; a variable so that a test can tell whether a
+// refused hash reached argon2 at all.
+var idKey = argon2.IDKey
+
+// hashEncoding encodes salts and keys; strict, so each has one spelling.
+var hashEncoding = base64.RawStdEncoding.Strict()
 
 // hashPassword returns a PHC-style argon2id string with a fresh salt.
 func hashPassword(pw string) string {
-	salt := make([]byte, 16)
+	salt := make([]byte, argonSaltLen)
 	if _, err := rand.Read(salt); err != nil {
 		panic("hsmcore: crypto/rand failed: " + err.Error())
 	}
-	sum := argon2.IDKey([]byte(pw), salt, argonTime, argonMemory, argonThreads, argonKeyLen)
-	enc := base64.RawStdEncoding
-	return fmt.Sprintf("$argon2id$v=%d$m=%d,t=%d,p=%d$%s$%s", argon2.Version, argonMemory, argonTime, argonThreads, enc.EncodeToString(salt), enc.EncodeToString(sum))
+	sum := idKey([]byte(pw), salt, argonTime, argonMemory, argonThreads, argonKeyLen)
+	return fmt.Sprintf("$argon2id$v=%d$%s$%s$%s", argon2.Version, argonParams, hashEncoding.EncodeToString(salt), hashEncoding.EncodeToString(sum))
 }
 
-// checkPassword compares pw with a stored hash in constant time.
-func checkPassword(hash, pw string) bool {
+// parseHash returns the salt and key of a stored hash that is exactly of
+// the form hashPassword makes, and otherwise says what is wrong with it.
+// argon2 runs with the parameters a hash names, so a crafted user record
+// (from a peer, a backup or a damaged store) with others could make a
+// login panic (p=0, t=0) or allocate gigabytes (m=4194304, 4 GiB) and
+// run for minutes: only hashPassword's own parameters are accepted.
+func parseHash(hash string) (salt, key []byte, err error) {
 	parts := strings.Split(hash, "$")
-	if len(parts) != 6 || parts[1] != "argon2id" {
+	if len(parts) != 6 || parts[0] != "" {
+		return nil, nil, fmt.Errorf("the password hash is not of the form $argon2id$v=%d$%s$SALT$KEY (got %s)", argon2.Version, argonParams, excerpt(hash))
+	}
+	if parts[1] != "argon2id" {
+		return nil, nil, fmt.Errorf("the password hash uses the algorithm %s; hsmsh stores only argon2id hashes", excerpt(parts[1]))
+	}
+	if want := fmt.Sprintf("v=%d", argon2.Version); parts[2] != want {
+		return nil, nil, fmt.Errorf("the password hash is of argon2 version %s; hsmsh uses %s", excerpt(parts[2]), want)
+	}
+	if parts[3] != argonParams {
+		return nil, nil, fmt.Errorf("the password hash has the argon2 parameters %s; hsmsh uses exactly %s (other memory, time or parallelism costs are refused)", excerpt(parts[3]), argonParams)
+	}
+	salt, err = hashEncoding.DecodeString(parts[4])
+	if err != nil {
+		return nil, nil, fmt.Errorf("the password hash's salt is not base64 (unpadded): %v", err)
+	}
+	if len(salt) != argonSaltLen {
+		return nil, nil, fmt.Errorf("the password hash's salt is %d bytes; hsmsh uses %d", len(salt), argonSaltLen)
+	}
+	key, err = hashEncoding.DecodeString(parts[5])
+	if err != nil {
+		return nil, nil, fmt.Errorf("the password hash's key is not base64 (unpadded): %v", err)
+	}
+	if len(key) != argonKeyLen {
+		return nil, nil, fmt.Errorf("the password hash's key is %d bytes; hsmsh uses %d", len(key), argonKeyLen)
+	}
+	return salt, key, nil
+}
+
+// validHash says what is wrong with a password hash from a user record
+// (nil if nothing): every hash hsmsh accepts from outside (a peer's sync,
+// a backup) or checks a password against must pass it first.
+func validHash(hash string) error {
+	_, _, err := parseHash(hash)
+	return err
+}
+
+// excerpt quotes the start of an untrusted value for an error message,
+// so that a huge or odd field cannot swell or garble the message.
+func excerpt(s string) string {
+	const limit = 40
+	if len(s) > limit {
+		return fmt.Sprintf("%q… (%d bytes)", s[:limit], len(s))
+	}
+	return fmt.Sprintf("%q", s)
+}
+
+// checkPassword compares pw with a stored hash in constant time. A hash
+// validHash refuses matches no password, and argon2 never runs on it.
+func checkPassword(hash, pw string) bool {
+	salt, want, err := parseHash(hash)
+	if err != nil {
 		return false
 	}
-	var m uint32
-	var t uint32
-	var p uint8
-	if _, err := fmt.Sscanf(parts[3], "m=%d,t=%d,p=%d", &m, &t, &p); err != nil {
-		return false
-	}
-	enc := base64.RawStdEncoding
-	salt, err1 := enc.DecodeString(parts[4])
-	want, err2 := enc.DecodeString(parts[5])
-	if err1 != nil || err2 != nil || len(want) == 0 {
-		return false
-	}
-	got := argon2.IDKey([]byte(pw), salt, t, m, p, uint32(len(want)))
+	got := idKey([]byte(pw), salt, argonTime, argonMemory, argonThreads, argonKeyLen)
 	return subtle.ConstantTimeCompare(got, want) == 1
 }

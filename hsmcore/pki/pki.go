@@ -19,6 +19,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io/fs"
 	"math/big"
 	"net"
 	"os"
@@ -119,7 +120,9 @@ func makeCert(keyType string, tmpl *x509.Certificate, parent *issued) (*issued, 
 }
 
 // Init writes a new PKI into opts.Dir. It never overwrites: an existing
-// file is an error, and nothing is written then.
+// file is an error, and nothing is written then. The folders it makes
+// are mode 0700 (see makePrivateDirs); a PKI made by an older version
+// keeps its 0755 folders until its owner runs chmod 700 on them.
 func Init(opts Options) (*Result, error) {
 	if opts.Dir == "" {
 		return nil, errors.New("pki init needs --dir")
@@ -192,7 +195,7 @@ func Init(opts Options) (*Result, error) {
 		return nil, err
 	}
 	trustName := fmt.Sprintf("%08x.0", hash)
-	if err := os.MkdirAll(filepath.Join(opts.Dir, TrustDir), 0o755); err != nil {
+	if err := makePrivateDirs(opts.Dir); err != nil {
 		return nil, err
 	}
 	res := &Result{Dir: opts.Dir, KeyType: opts.KeyType, TrustFile: filepath.Join(TrustDir, trustName), Expires: notAfter.UTC().Format(time.RFC3339)}
@@ -236,6 +239,37 @@ func Init(opts Options) (*Result, error) {
 		return nil, err
 	}
 	return res, nil
+}
+
+// makePrivateDirs makes the PKI folder dir and its trust folder mode
+// 0700. The PKI folder holds the private keys, and the trust folder
+// decides which servers a client believes: other local users have no
+// business listing the one or adding to the other (SECURITY.md: secret
+// files live in folders of mode 0700). Folders made by older versions
+// were 0755.
+//
+// A trust folder that exists already is tightened: Init is about to fill
+// it. The PKI folder is tightened when Init makes it or finds it empty (a
+// folder made for the PKI), and left as it is when it holds other files:
+// --dir . must not change the mode of the user's working folder.
+func makePrivateDirs(dir string) error {
+	trust := filepath.Join(dir, TrustDir)
+	entries, err := os.ReadDir(dir)
+	ours := len(entries) == 0 && (err == nil || errors.Is(err, fs.ErrNotExist))
+	if err := os.MkdirAll(trust, 0o700); err != nil {
+		return fmt.Errorf("make the PKI folder: %w", err)
+	}
+	tighten := []string{trust}
+	if ours {
+		tighten = append(tighten, dir)
+	}
+	for _, d := range tighten {
+		// Also undoes an odd umask, which MkdirAll's mode is subject to.
+		if err := os.Chmod(d, 0o700); err != nil {
+			return fmt.Errorf("make %s private to its owner (mode 0700): %w", d, err)
+		}
+	}
+	return nil
 }
 
 // checkKeyType refuses an unknown key type before anything is generated.

@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -116,5 +117,65 @@ func TestSubjectHashMatchesOpenSSL(t *testing.T) {
 		if got, want := fmt.Sprintf("%08x", h), strings.TrimSpace(string(out)); got != want {
 			t.Errorf("subject %v: hash %s, openssl says %s", name, got, want)
 		}
+	}
+}
+
+// The PKI folder and its trust folder are private to their owner (0700)
+// whatever the umask allows: the one holds private keys, the other says
+// which servers a client trusts. A folder the user already keeps other
+// files in is not Init's to change.
+func TestInitFolderModes(t *testing.T) {
+	// A common umask, under which 0755 folders would stay 0755.
+	defer syscall.Umask(syscall.Umask(0o022))
+	tests := []struct {
+		name      string
+		path      string                         // the PKI folder, under a temporary folder
+		prepare   func(t *testing.T, dir string) // before Init; dir does not exist yet
+		wantDir   os.FileMode
+		wantTrust os.FileMode
+	}{
+		{"new folder", "pki", func(*testing.T, string) {}, 0o700, 0o700},
+		{"new nested folder", "a/b/pki", func(*testing.T, string) {}, 0o700, 0o700},
+		{"existing empty folder made 0755", "pki", func(t *testing.T, dir string) {
+			mkdir(t, dir, 0o755)
+		}, 0o700, 0o700},
+		{"existing trust folder made 0755 by an older version", "pki", func(t *testing.T, dir string) {
+			mkdir(t, dir, 0o755)
+			mkdir(t, filepath.Join(dir, TrustDir), 0o755)
+		}, 0o755, 0o700},
+		{"folder holding other files", "pki", func(t *testing.T, dir string) {
+			mkdir(t, dir, 0o755)
+			if err := os.WriteFile(filepath.Join(dir, "notes.txt"), []byte("mine"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}, 0o755, 0o700},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), filepath.FromSlash(tt.path))
+			tt.prepare(t, dir)
+			if _, err := Init(Options{Dir: dir}); err != nil {
+				t.Fatal(err)
+			}
+			for path, want := range map[string]os.FileMode{dir: tt.wantDir, filepath.Join(dir, TrustDir): tt.wantTrust} {
+				st, err := os.Stat(path)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := st.Mode().Perm(); got != want {
+					t.Errorf("%s: mode %#o, want %#o", path, got, want)
+				}
+			}
+		})
+	}
+}
+
+func mkdir(t *testing.T, dir string, mode os.FileMode) {
+	t.Helper()
+	if err := os.MkdirAll(dir, mode); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, mode); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -12,7 +12,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
+	"runtime/debug"
+	"strings"
 	"sync"
 	"time"
 
@@ -60,6 +63,16 @@ func decodeError(p []byte) *RemoteError {
 // ErrClosed is returned for calls on a connection that has gone.
 var ErrClosed = errors.New("connection to the HSM is closed")
 
+// ErrIdle is wrapped by the error that ends a connection the server closed
+// because it carried no request for ServerOptions.IdleTimeout: Serve
+// returns it, and so does a Client's Err once the server has said so. It
+// is routine, not a fault, and the client may simply dial again.
+var ErrIdle = errors.New("idle timeout")
+
+// idleGoodbye starts the message of the goodbye frame for an idle
+// connection, so that the client can tell it from a fault (ErrIdle).
+const idleGoodbye = "closing the idle connection: "
+
 // Client sends requests on one connection.
 type Client struct {
 	conn net.Conn
@@ -90,6 +103,9 @@ func (c *Client) readLoop() {
 		if f.ID == 0 && f.Kind == wire.KindError {
 			// The server says why it is hanging up.
 			err = fmt.Errorf("the HSM server closed the connection: %s", f.Payload)
+			if strings.HasPrefix(string(f.Payload), idleGoodbye) {
+				err = fmt.Errorf("%w: %w", err, ErrIdle)
+			}
 			break
 		}
 		c.mu.Lock()
@@ -213,23 +229,36 @@ type ServerOptions struct {
 	// FrameTimeout is how long a started frame may take to arrive whole;
 	// a slower peer is dropped (slow-loris). Default 10s.
 	FrameTimeout time.Duration
-	// IdleTimeout is how long a connection may send nothing; 0 = forever.
+	// IdleTimeout closes a connection that has had no request in flight
+	// and has sent no frame for that long, so abandoned connections (a
+	// client that vanished without closing) do not hold the server's
+	// resources forever. A long request in flight never counts as idle.
+	// 0 = never.
 	IdleTimeout time.Duration
 	// MaxInFlight bounds concurrent requests per connection. Default 64.
 	MaxInFlight int
 	MaxPayload  int
+	// Log receives a handler's panic, with its stack; nil discards it.
+	// The client only learns that the call failed, not the details.
+	Log *slog.Logger
 }
 
 // Serve answers requests on conn until it ends, running up to
 // MaxInFlight handlers at once, and closes conn. It returns why the
 // connection ended: nil for a clean close by the peer, ctx's error when
-// ctx ended (after answering the requests in flight).
+// ctx ended (after answering the requests in flight), an error wrapping
+// ErrIdle after IdleTimeout. A handler that panics fails its own call
+// with an error; the connection and the other calls carry on.
 func Serve(ctx context.Context, conn net.Conn, h Handler, opt ServerOptions) error {
 	if opt.FrameTimeout <= 0 {
 		opt.FrameTimeout = 10 * time.Second
 	}
 	if opt.MaxInFlight <= 0 {
 		opt.MaxInFlight = 64
+	}
+	log := opt.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
 	}
 	// The connection is closed when Serve returns, after the answers to
 	// requests in flight: a dropped peer is dropped, however it behaves.
@@ -290,10 +319,14 @@ func Serve(ctx context.Context, conn net.Conn, h Handler, opt ServerOptions) err
 			}
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() {
-				if r.begun {
+				if r.frameBegun() {
 					err = fmt.Errorf("the peer stalled in the middle of a frame for more than %v: %w", opt.FrameTimeout, err)
 				} else {
-					err = fmt.Errorf("the peer sent nothing for %v: %w", opt.IdleTimeout, err)
+					// Say so in a way the client recognises (ErrIdle):
+					// an idle close is routine, not a fault.
+					msg := fmt.Sprintf("no request for %v, the server's idle timeout", opt.IdleTimeout)
+					reply(wire.Frame{Kind: wire.KindError, ID: 0, Payload: []byte(idleGoodbye + msg)})
+					return fmt.Errorf("%s: %w", msg, ErrIdle)
 				}
 			}
 			// Say why before hanging up, when the stream still allows it.
@@ -316,16 +349,14 @@ func Serve(ctx context.Context, conn net.Conn, h Handler, opt ServerOptions) err
 		}
 		sem <- struct{}{}
 		wg.Add(1)
+		// Counted before the next read starts, so that the idle timer is
+		// off while this request runs.
+		r.begin()
 		go func(id uint32, req request) {
-			defer func() { <-sem; wg.Done() }()
-			out, err := h(ctx, req.Method, req.Args)
+			defer func() { r.end(); <-sem; wg.Done() }()
+			b, err := answer(ctx, h, req, log)
 			if err != nil {
 				reply(wire.Frame{Kind: wire.KindError, ID: id, Payload: errorPayload(err)})
-				return
-			}
-			b, err := json.Marshal(out)
-			if err != nil {
-				reply(wire.Frame{Kind: wire.KindError, ID: id, Payload: []byte("encode answer: " + err.Error())})
 				return
 			}
 			reply(wire.Frame{Kind: wire.KindResponse, ID: id, Payload: b})
@@ -333,29 +364,94 @@ func Serve(ctx context.Context, conn net.Conn, h Handler, opt ServerOptions) err
 	}
 }
 
+// answer runs the handler for one request and encodes its reply. A panic
+// in the handler (or in encoding what it returned) fails this request
+// only: without the recover, one faulty method would kill the whole
+// server process, and with it every client's connection.
+func answer(ctx context.Context, h Handler, req request, log *slog.Logger) (b []byte, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			log.Error("a request handler panicked; the call failed, the server carries on",
+				"method", req.Method, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			b, err = nil, fmt.Errorf("internal error in %s: the HSM server recovered from a fault; see its log", req.Method)
+		}
+	}()
+	out, err := h(ctx, req.Method, req.Args)
+	if err != nil {
+		return nil, err
+	}
+	b, err = json.Marshal(out)
+	if err != nil {
+		return nil, fmt.Errorf("encode answer: %w", err)
+	}
+	return b, nil
+}
+
 // deadlineReader gives the first byte of a frame the idle timeout and the
 // rest of it the frame timeout, so a peer cannot hold a half-sent frame.
+// While requests are in flight the idle timeout is off: a client waiting
+// for a slow answer is not idle. It starts again, from the moment the
+// last answer is ready, if no frame has begun by then.
 type deadlineReader struct {
 	conn        net.Conn
 	set         func(time.Time) // sets the read deadline unless stopping
 	idle, frame time.Duration
-	begun       bool
+
+	mu       sync.Mutex // guards what follows, and orders deadline changes
+	begun    bool       // the current frame has started arriving
+	inFlight int        // requests being answered
 }
 
+// start is called before each frame is read.
 func (r *deadlineReader) start() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	r.begun = false
-	if r.idle > 0 {
+	r.setIdle()
+}
+
+// setIdle sets the deadline for a frame that has not begun; r.mu is held.
+func (r *deadlineReader) setIdle() {
+	if r.idle > 0 && r.inFlight == 0 {
 		r.set(time.Now().Add(r.idle))
 	} else {
 		r.set(time.Time{})
 	}
 }
 
+// begin counts a request in flight.
+func (r *deadlineReader) begin() {
+	r.mu.Lock()
+	r.inFlight++
+	r.mu.Unlock()
+}
+
+// end counts a request answered; the last one restarts the idle timer if
+// the reader is waiting for a frame that has not begun.
+func (r *deadlineReader) end() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.inFlight--
+	if r.inFlight == 0 && !r.begun {
+		r.setIdle()
+	}
+}
+
+func (r *deadlineReader) frameBegun() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.begun
+}
+
 func (r *deadlineReader) Read(p []byte) (int, error) {
 	n, err := r.conn.Read(p)
-	if n > 0 && !r.begun {
-		r.begun = true
-		r.set(time.Now().Add(r.frame))
+	if n > 0 {
+		r.mu.Lock()
+		if !r.begun {
+			r.begun = true
+			r.set(time.Now().Add(r.frame))
+		}
+		r.mu.Unlock()
 	}
 	return n, err
 }
