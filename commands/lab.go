@@ -90,17 +90,24 @@ func labCommands() []*Command {
 			}),
 		labCommand([]string{"sync", "pause"}, "pause server-side sync: keys stay where client-side sync put them", nil,
 			func(ctx context.Context, l hsmcore.Lab, a *Args) (any, error) {
-				l.PauseSync()
+				if err := l.PauseSync(); err != nil {
+					return nil, err
+				}
 				return syncStatus(l), nil
 			}),
 		labCommand([]string{"sync", "resume"}, "resume server-side sync", nil,
 			func(ctx context.Context, l hsmcore.Lab, a *Args) (any, error) {
-				l.ResumeSync()
+				if err := l.ResumeSync(); err != nil {
+					return nil, err
+				}
 				return syncStatus(l), nil
 			}),
 		labCommand([]string{"sync", "now"}, "run one server-side sync pass now (works while paused too)", nil,
 			func(ctx context.Context, l hsmcore.Lab, a *Args) (any, error) {
-				st := l.SyncNow(ctx)
+				st, err := l.SyncNow(ctx)
+				if err != nil {
+					return nil, err
+				}
 				return map[string]any{"sync": st}, nil
 			}),
 		labCommand([]string{"sync", "status"}, "show whether server-side sync is paused, when it runs next and what it last did", nil,

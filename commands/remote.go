@@ -72,8 +72,9 @@ func openRemote(cfg *config.Config, dataDir string) (hsmcore.Cluster, error) {
 // shuts down gracefully. Its HSM's store lives under dataDir ("" keeps it
 // in memory). log receives the server's connection and sync lines.
 // restore, if not nil, is a backup a new server starts from, opened with
-// password: a cluster restored into a fresh set of servers.
-func Serve(ctx context.Context, cfg *config.Config, id, dataDir string, log *slog.Logger, restore []byte, password string) error {
+// password: a cluster restored into a fresh set of servers. lab turns on
+// the lab's calls (sync control, latency) for the cluster's clients.
+func Serve(ctx context.Context, cfg *config.Config, id, dataDir string, log *slog.Logger, restore []byte, password string, lab bool) error {
 	var me *config.Server
 	var ids []string
 	for i, s := range cfg.Cluster.Servers {
@@ -131,7 +132,7 @@ func Serve(ctx context.Context, cfg *config.Config, id, dataDir string, log *slo
 		QuorumRules: rules,
 		ID:          id, DataDir: dir, TLS: srvTLS, Peers: peers, PeerTLS: peerTLS,
 		SyncInterval: cfg.Durability.ServerSyncInterval, Log: log,
-		Restore: restore, RestorePassword: password,
+		Restore: restore, RestorePassword: password, Lab: lab,
 		// [server] idle_timeout closes abandoned connections; a handler's
 		// panic fails its one request and is logged here.
 		RPC: rpc.ServerOptions{IdleTimeout: cfg.Server.IdleTimeout, Log: log},

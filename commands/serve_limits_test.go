@@ -74,7 +74,7 @@ max_connections = 2
 	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan error, 1)
 	go func() {
-		served <- Serve(ctx, cfg, "hsm-1", "", slog.New(slog.NewTextHandler(&logs, nil)), nil, "")
+		served <- Serve(ctx, cfg, "hsm-1", "", slog.New(slog.NewTextHandler(&logs, nil)), nil, "", false)
 	}()
 	defer func() {
 		cancel()

@@ -358,7 +358,7 @@ type wrappedKey struct {
 	Domain string `json:"domain"` // the domain whose key wrapped it
 	Ref    Ref    `json:"ref,omitempty"`
 	User   string `json:"user,omitempty"` // a sealed user record, for user replicate
-	Body   []byte `json:"body"` // nonce ‖ GCM(wireKey JSON), AAD label ‖ domain ‖ ref
+	Body   []byte `json:"body"`           // nonce ‖ GCM(wireKey JSON), AAD label ‖ domain ‖ ref
 }
 
 func wrapAAD(domain string, ref Ref) []byte {

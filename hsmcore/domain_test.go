@@ -1,6 +1,7 @@
 package hsmcore
 
 import (
+	"github.com/hsmsh/hsmsh/hsmcore/authsession"
 	"bytes"
 	"context"
 	"os"
@@ -75,10 +76,15 @@ func TestDomainSharedKeptAndRejoined(t *testing.T) {
 	if doms4, _ := domains(t, e); doms4[id] != dom {
 		t.Fatalf("added %s has domain %q, want %q", id, doms4[id], dom)
 	}
-	// The key is exported only to an HSM of the domain.
+	// The key goes only to an HSM the cluster's key endorsed: a stranger
+	// with an identity of its own, asking to join, gets nothing.
 	h1, _ = inProcess(e.hsm("hsm-1"))
-	if _, err := h1.ExportDomain("hsm-9"); err == nil || !bytes.Contains([]byte(err.Error()), []byte("not an HSM of domain")) {
-		t.Errorf("export to a stranger: %v", err)
+	stranger, _ := authsession.NewIdentity()
+	der2, _ := authsession.MarshalPublic(stranger.Public())
+	j := joinRequest{ID: "hsm-9", Identity: der2, Endorsement: []byte("not a signature"), At: time.Now().UnixNano()}
+	j.Sig, _ = stranger.Sign(labelJoin, joinTranscript(&j))
+	if _, err := h1.acceptJoin(&j); err == nil || !bytes.Contains([]byte(err.Error()), []byte("not endorsed")) {
+		t.Errorf("join of a stranger: %v", err)
 	}
 	// Another cluster has another domain.
 	other, err := OpenEmbedded(Options{ID: "other", HSMs: 1, Transport: TransportDirect})

@@ -272,13 +272,13 @@ func TestEnvelopeRefusals(t *testing.T) {
 	foreign, _ := authsession.NewDomainKey()
 
 	// The baseline: a well-formed envelope is served.
-	good := sealCall(t, sk, ekt, r.lane, 10, "hsm-1", mSign, sign)
+	good := sealCall(t, sk, ekt, r.lane, 10, "hsm-1", mSign, signArgs{Req: sign})
 	resp, err := h1.Enveloped(good)
 	if err != nil || answer(t, sk, ekt, resp) != nil {
 		t.Fatalf("a good envelope: %v", err)
 	}
 
-	altered := sealCall(t, sk, ekt, r.lane, 20, "hsm-1", mSign, sign)
+	altered := sealCall(t, sk, ekt, r.lane, 20, "hsm-1", mSign, signArgs{Req: sign})
 	altered.Body[len(altered.Body)-1] ^= 1
 
 	for _, tt := range []struct {
@@ -289,12 +289,12 @@ func TestEnvelopeRefusals(t *testing.T) {
 		want string
 	}{
 		{"replayed", h1, good, ErrPermission, "replayed envelope refused"},
-		{"reordered", h1, sealCall(t, sk, ekt, r.lane, 9, "hsm-1", mSign, sign), ErrPermission, "out-of-order envelope refused"},
-		{"redirected to another HSM", h2, sealCall(t, sk, ekt, r.lane, 11, "hsm-1", mSign, sign), ErrPermission, "sealed for hsm-1, not hsm-2"},
+		{"reordered", h1, sealCall(t, sk, ekt, r.lane, 9, "hsm-1", mSign, signArgs{Req: sign}), ErrPermission, "out-of-order envelope refused"},
+		{"redirected to another HSM", h2, sealCall(t, sk, ekt, r.lane, 11, "hsm-1", mSign, signArgs{Req: sign}), ErrPermission, "sealed for hsm-1, not hsm-2"},
 		{"altered ciphertext", h1, altered, ErrPermission, "does not decrypt"},
-		{"token of another domain", h1, sealCall(t, sk, issue(foreign, claims("crypto-user", time.Now().Add(time.Hour))), r.lane, 30, "hsm-1", mSign, sign), ErrPermission, "not issued by this cluster's domain"},
-		{"expired token", h1, sealCall(t, sk, issue(domain, claims("crypto-user", time.Now().Add(-time.Minute))), r.lane, 31, "hsm-1", mSign, sign), ErrSessionExpired, "expired"},
-		{"login not finished", h1, sealCall(t, sk, issue(domain, claims(provisionalRole, time.Now().Add(time.Hour))), r.lane, 32, "hsm-1", mSign, sign), ErrPermission, "has not finished logging in"},
+		{"token of another domain", h1, sealCall(t, sk, issue(foreign, claims("crypto-user", time.Now().Add(time.Hour))), r.lane, 30, "hsm-1", mSign, signArgs{Req: sign}), ErrPermission, "not issued by this cluster's domain"},
+		{"expired token", h1, sealCall(t, sk, issue(domain, claims("crypto-user", time.Now().Add(-time.Minute))), r.lane, 31, "hsm-1", mSign, signArgs{Req: sign}), ErrSessionExpired, "expired"},
+		{"login not finished", h1, sealCall(t, sk, issue(domain, claims(provisionalRole, time.Now().Add(time.Hour))), r.lane, 32, "hsm-1", mSign, signArgs{Req: sign}), ErrPermission, "has not finished logging in"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := tt.to.Enveloped(tt.env)
@@ -311,7 +311,6 @@ func TestHSMChecksAccessInsideTheSession(t *testing.T) {
 	r := newEnvelopeRig(t)
 	h1 := r.hsms[0]
 	sign := SignRequest{Ref: r.ref, Mechanism: MechECDSA, Hash: crypto.SHA256, Data: []byte("x")}
-	admin, _ := h1.UserState()
 	for i, tt := range []struct {
 		name   string
 		c      Caller
@@ -319,17 +318,18 @@ func TestHSMChecksAccessInsideTheSession(t *testing.T) {
 		args   any
 		is     error
 	}{
-		{"another user's key", r.cu2, mSign, sign, ErrKeyNotFound},
-		{"an admin uses a key", r.admin, mSign, sign, ErrKeyNotFound},
+		{"another user's key", r.cu2, mSign, signArgs{Req: sign}, ErrKeyNotFound},
+		{"an admin uses a key", r.admin, mSign, signArgs{Req: sign}, ErrKeyNotFound},
 		{"another user's key's public half", r.cu2, mPublicKey, r.ref, ErrKeyNotFound},
 		{"delete another user's key", r.cu2, mDeleteKey, r.ref, ErrKeyNotFound},
-		{"store a key owned by someone else", r.cu2, mPutKeys, toWire([]*keyRecord{{Ref: 77, Owner: "cu1"}}), ErrPermission},
-		{"an admin stores a key", r.admin, mPutKeys, toWire([]*keyRecord{{Ref: 78, Owner: "admin"}}), ErrPermission},
-		{"a crypto user makes itself admin", r.cu, mPutUser, &userRecord{Username: "cu1", Role: RoleAdmin, Updated: time.Now().UnixNano()}, ErrPermission},
-		{"a crypto user resets the admin", r.cu, mPutUser, admin["admin"], ErrPermission},
-		{"a crypto user deletes a user", r.cu, mDeleteUser, deleteUserArgs{Name: "cu2", At: time.Now().UnixNano()}, ErrPermission},
+		{"change another user's key", r.cu2, mKeyChange, keyChangeArgs{Ref: r.ref, Op: opSetAttribute, Name: "label", Value: "x"}, ErrPermission},
+		{"an admin makes a key", r.admin, mGenerateKey, generateArgs{Spec: KeySpec{Type: TypeAES, Label: "a", LengthBytes: 16}, Ref: 78}, ErrPermission},
+		{"make a key over an existing reference", r.cu2, mGenerateKey, generateArgs{Spec: KeySpec{Type: TypeAES, Label: "a", LengthBytes: 16}, Ref: r.ref}, ErrInvalid},
+		{"a crypto user makes a user", r.cu, mCreateUser, userArgs{Username: "evil", Role: RoleAdmin, Password: "evilpass1"}, ErrPermission},
+		{"a crypto user resets the admin's password", r.cu, mSetPassword, userArgs{Username: "admin", Role: RoleAdmin, Password: "evilpass1"}, ErrPermission},
+		{"a crypto user deletes a user", r.cu, mRemoveUser, userArgs{Username: "cu2", Role: RoleCryptoUser}, ErrPermission},
 		{"end another session's keys", r.cu2, mDestroySession, r.cu.Session, ErrPermission},
-		{"a method sessions do not carry", r.cu, mExportDomain, "hsm-2", ErrInvalid},
+		{"a peer call in a session", r.cu, mPutUser, &userRecord{Username: "cu1", Role: RoleAdmin, Updated: time.Now().UnixNano()}, ErrInvalid},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			s := r.e.auth[tt.c.Session]
@@ -366,11 +366,11 @@ func TestBareConnectionCannotUseKeys(t *testing.T) {
 	if !ok {
 		t.Fatalf("HSM is a %T, want the TLS pipe", e.members()[0])
 	}
-	_, err = ln.remoteNode.Sign(SignRequest{Ref: ref, Mechanism: MechECDSA, Hash: crypto.SHA256, Data: []byte("x")})
+	err = ln.remoteNode.call(mSign, signArgs{Req: SignRequest{Ref: ref, Mechanism: MechECDSA, Hash: crypto.SHA256, Data: []byte("x")}}, nil)
 	if !errors.Is(err, ErrPermission) || !strings.Contains(err.Error(), "needs a logged-in session") {
 		t.Errorf("bare sign: %v", err)
 	}
-	if _, err := ln.remoteNode.PublicKeyPEM(ref); !errors.Is(err, ErrPermission) {
+	if err := ln.remoteNode.call(mPublicKey, ref, nil); !errors.Is(err, ErrPermission) {
 		t.Errorf("bare get-public-key: %v", err)
 	}
 	if err := signOnce(e, cu, ref, 0); err != nil {
@@ -385,14 +385,14 @@ func TestLoggedOutSessionStaysDead(t *testing.T) {
 	s := r.e.auth[r.cu.Session]
 	sk, ekt, _, _, _ := s.keys()
 	sign := SignRequest{Ref: r.ref, Mechanism: MechECDSA, Hash: crypto.SHA256, Data: []byte("x")}
-	recorded := sealCall(t, sk, ekt, r.lane, 500, "hsm-2", mSign, sign)
+	recorded := sealCall(t, sk, ekt, r.lane, 500, "hsm-2", mSign, signArgs{Req: sign})
 	if err := r.e.Logout(context.Background(), r.cu); err != nil {
 		t.Fatal(err)
 	}
 	for _, h := range r.hsms {
 		env := recorded
 		if h.id == "hsm-1" {
-			env = sealCall(t, sk, ekt, r.lane, 501, "hsm-1", mSign, sign)
+			env = sealCall(t, sk, ekt, r.lane, 501, "hsm-1", mSign, signArgs{Req: sign})
 		}
 		if _, err := h.Enveloped(env); !errors.Is(err, ErrPermission) || !strings.Contains(err.Error(), "logged out") {
 			t.Errorf("%s after logout: %v", h.id, err)

@@ -22,7 +22,7 @@ const (
 	mHandshake    = "handshake"
 	mAuthenticate = "authenticate"
 	mActivate     = "activate"
-	mUsers        = "users" // user list: CloudHSM serves it without a login; no hashes
+	mUsers        = "users"     // user list: CloudHSM serves it without a login; no hashes
 	mEnveloped    = "enveloped" // carries a session call
 	mPeer         = "peer"      // carries a peer call
 	mJoin         = "join"      // an endorsed HSM asks to join the domain

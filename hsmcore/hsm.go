@@ -51,7 +51,7 @@ type hsm struct {
 	lab func(method string, args []byte) (any, error)
 	// notify hears what the HSM does on its own (sync, pushes): the lab's
 	// event log in process, a server's log.
-	notify func(Event)
+	notify   func(Event)
 	clients  map[string][]byte      // client installs' identity keys, by client id
 	sessions map[string]*hsmSession // authenticated sessions: volatile
 	ended    map[string]time.Time   // sessions logged out → their expiry

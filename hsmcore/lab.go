@@ -1,8 +1,8 @@
 package hsmcore
 
 import (
-	"errors"
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"time"
@@ -27,9 +27,11 @@ type Lab interface {
 	// FailNextCleanup makes the next cleanup of a failed client-side sync
 	// fail, leaving key material behind.
 	FailNextCleanup()
-	PauseSync()
-	ResumeSync()
-	SyncNow(ctx context.Context) SyncStats
+	// PauseSync, ResumeSync and SyncNow fail where the lab cannot reach
+	// sync (a server started without --lab).
+	PauseSync() error
+	ResumeSync() error
+	SyncNow(ctx context.Context) (SyncStats, error)
 	SyncStatus() SyncStatus
 }
 

@@ -28,10 +28,10 @@ type node interface {
 // no TLS, but the same calls, checks and encoding as over the network.
 type directNode struct{ h *hsm }
 
-func (n directNode) ID() string   { return n.h.id }
-func (n directNode) Up() bool     { return n.h.Up() }
+func (n directNode) ID() string    { return n.h.id }
+func (n directNode) Up() bool      { return n.h.Up() }
 func (n directNode) Info() HSMInfo { return n.h.Info() }
-func (n directNode) Close() error { return n.h.Close() }
+func (n directNode) Close() error  { return n.h.Close() }
 func (n directNode) call(method string, args, reply any) error {
 	return callDirect(n.h, method, args, reply)
 }

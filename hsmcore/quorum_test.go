@@ -170,7 +170,8 @@ func TestQuorumApprovalOnTheHSM(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, n := range s.e.members() {
-		_, err := n.Approve(approvalRequest{Service: quorum.ServiceUser, Requester: "admin", Token: good})
+		h, _ := inProcess(n)
+		_, err := h.Approve(approvalRequest{Service: quorum.ServiceUser, Requester: "admin", Token: good})
 		if err == nil || !strings.Contains(err.Error(), "already used") {
 			t.Errorf("replay on %s: %v", n.ID(), err)
 		}
@@ -192,7 +193,7 @@ func TestQuorumTokenUseReachesADownHSMBySync(t *testing.T) {
 	if err := s.e.RecoverHSM("hsm-3"); err != nil {
 		t.Fatal(err)
 	}
-	h3 := s.e.hsm("hsm-3")
+	h3, _ := inProcess(s.e.hsm("hsm-3"))
 	req := approvalRequest{Service: quorum.ServiceUser, Requester: "admin", Token: good}
 	// The window: hsm-3 has not heard.
 	if _, err := h3.Approve(req); err != nil {

@@ -147,7 +147,15 @@ func (n *remoteNode) connect(ctx context.Context) (*rpc.Client, error) {
 // loop dials a new one.
 func (n *remoteNode) lost(c *rpc.Client, why error) {
 	n.mu.Lock()
-	if n.client == c && c != nil {
+	if n.client == c && c != nil && errors.Is(why, rpc.ErrIdle) {
+		// The server closed a connection that had been idle for its
+		// idle_timeout: nothing is wrong, and the HSM is not down. The
+		// next call (or the keep-alive loop) dials again at once.
+		n.client = nil
+		n.lastErr = why
+		n.backoff, n.retryAt = 0, time.Now()
+		c.Close()
+	} else if n.client == c && c != nil {
 		n.client = nil
 		n.lastErr = why
 		n.backoff = minBackoff
@@ -182,11 +190,14 @@ func (n *remoteNode) call(method string, args, reply any) error {
 	n.mu.Lock()
 	c, last := n.client, n.lastErr
 	n.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), n.timeout)
+	defer cancel()
+	if c == nil && errors.Is(last, rpc.ErrIdle) {
+		c, _ = n.connect(ctx)
+	}
 	if c == nil {
 		return &downError{id: n.id, why: last}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), n.timeout)
-	defer cancel()
 	err := c.Call(ctx, method, args, reply)
 	if err == nil {
 		return nil

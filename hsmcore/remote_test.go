@@ -133,7 +133,7 @@ func (l *loopback) start(i int, ln net.Listener) {
 			peers = append(peers, Peer{ID: l.id(j), Addr: a})
 		}
 	}
-	s, err := NewServer(ServerOptions{ID: l.id(i), DataDir: l.dirs[i], TLS: srvTLS, Peers: peers, PeerTLS: cliTLS,
+	s, err := NewServer(ServerOptions{Lab: true, ID: l.id(i), DataDir: l.dirs[i], TLS: srvTLS, Peers: peers, PeerTLS: cliTLS,
 		SyncInterval: l.sync, Log: slog.New(slog.NewTextHandler(l.log, nil)), RPC: l.rpc,
 		Restore: l.restore, RestorePassword: "backuppass"})
 	if err != nil {
@@ -410,7 +410,7 @@ func TestRemoteLab(t *testing.T) {
 		t.Errorf("server latency %v", got)
 	}
 	r.PauseSync()
-	if !r.SyncStatus().Paused || !l.servers[0].group.SyncStatus().Paused {
+	if !r.SyncStatus().Paused || !l.servers[0].sync.status().Paused {
 		t.Error("pause did not reach the servers")
 	}
 	r.ResumeSync()
@@ -591,7 +591,7 @@ func TestRemoteNodeBackoff(t *testing.T) {
 	if n.Up() || len(events) != 1 || events[0].Kind != EventHSMDown {
 		t.Errorf("up %v, events %+v: want down, announced once", n.Up(), events)
 	}
-	err := n.DeleteKey(1)
+	err := n.call(mDeleteKey, Ref(1), nil)
 	var de *downError
 	if !errors.As(err, &de) || !errors.Is(err, fail) || !strings.Contains(err.Error(), "hsm-x is down: server TLS connection (outer) failed: connection refused") {
 		t.Errorf("call on a down node: %v", err)

@@ -154,17 +154,24 @@ func (r *Remote) SetLatency(id string, d time.Duration) error {
 }
 
 // servers calls method on every server that answers, in id order, and
-// returns the answers of those that did; it fails only if none did.
+// returns the answers of those that did; it fails if none did, or if one
+// refused (a server whose lab is off).
 func servers[T any](r *Remote, method string) ([]T, error) {
 	var out []T
-	var errs []error
+	var errs, refused []error
 	for _, n := range r.members() {
 		var v T
 		if err := n.(*remoteNode).call(method, nil, &v); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", n.ID(), err))
+			if !isDown(err) {
+				refused = append(refused, fmt.Errorf("%s: %w", n.ID(), err))
+			}
 			continue
 		}
 		out = append(out, v)
+	}
+	if len(refused) > 0 {
+		return out, errors.Join(refused...)
 	}
 	if len(out) == 0 {
 		return nil, fmt.Errorf("%w: %v", ErrNoHSM, errors.Join(errs...))
@@ -173,23 +180,29 @@ func servers[T any](r *Remote, method string) ([]T, error) {
 }
 
 // PauseSync pauses server-side sync on every server that answers.
-func (r *Remote) PauseSync() {
-	servers[SyncStatus](r, mSyncPause)
+func (r *Remote) PauseSync() error {
+	if _, err := servers[SyncStatus](r, mSyncPause); err != nil {
+		return err
+	}
 	r.events.publish(Event{Kind: EventSyncPaused})
+	return nil
 }
 
 // ResumeSync resumes server-side sync on every server that answers.
-func (r *Remote) ResumeSync() {
-	servers[SyncStatus](r, mSyncResume)
+func (r *Remote) ResumeSync() error {
+	if _, err := servers[SyncStatus](r, mSyncResume); err != nil {
+		return err
+	}
 	r.events.publish(Event{Kind: EventSyncResumed})
+	return nil
 }
 
 // SyncNow has every server that answers run one pass (each pulls what its
 // HSM lacks from the others) and adds up what they did.
-func (r *Remote) SyncNow(ctx context.Context) SyncStats {
+func (r *Remote) SyncNow(ctx context.Context) (SyncStats, error) {
 	start := time.Now()
 	r.events.publish(Event{Kind: EventSyncStarted, Count: len(r.up())})
-	all, _ := servers[SyncStats](r, mSyncNow)
+	all, err := servers[SyncStats](r, mSyncNow)
 	var st SyncStats
 	for _, s := range all {
 		st.Copied += s.Copied
@@ -200,7 +213,7 @@ func (r *Remote) SyncNow(ctx context.Context) SyncStats {
 	st.Took = time.Since(start)
 	st.TookMS = float64(st.Took.Microseconds()) / 1000
 	r.events.publish(Event{Kind: EventSyncFinished, Count: st.Copied + st.Deleted, Detail: syncDetail(st)})
-	return st
+	return st, err
 }
 
 // SyncStatus is the first answering server's sync state; paused if any

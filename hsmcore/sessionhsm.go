@@ -84,8 +84,8 @@ type authAnswer struct {
 	OK bool `json:"ok"`
 	// Left is how many more wrong passwords lock the user, as this HSM
 	// counts them (after a failure); Locked says the user is locked.
-	Left    int       `json:"left,omitempty"`
-	Locked  bool      `json:"locked,omitempty"`
+	Left   int  `json:"left,omitempty"`
+	Locked bool `json:"locked,omitempty"`
 	// WasLocked says the user was locked before this attempt, which was
 	// not counted.
 	WasLocked bool `json:"was_locked,omitempty"`

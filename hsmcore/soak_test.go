@@ -493,7 +493,7 @@ func soakRemote(t *testing.T, s *soakPhase) {
 			for _, srv := range l.servers {
 				if srv != nil {
 					srv.local.latency.Store(0)
-					srv.group.ResumeSync()
+					srv.sync.resume()
 				}
 			}
 			if err := errors.Join(errs...); err != nil {
@@ -509,7 +509,7 @@ func soakRemote(t *testing.T, s *soakPhase) {
 					}
 				}
 				for i, srv := range l.servers {
-					for _, n := range srv.group.members()[1:] {
+					for _, n := range srv.peers {
 						if !n.Up() {
 							down = append(down, l.id(i)+"→"+n.ID())
 						}
@@ -575,7 +575,7 @@ func soakStartServer(l *loopback, i int) error {
 			peers = append(peers, Peer{ID: l.id(j), Addr: a})
 		}
 	}
-	srv, err := NewServer(ServerOptions{ID: l.id(i), DataDir: l.dirs[i], TLS: srvTLS, Peers: peers, PeerTLS: cliTLS,
+	srv, err := NewServer(ServerOptions{Lab: true, ID: l.id(i), DataDir: l.dirs[i], TLS: srvTLS, Peers: peers, PeerTLS: cliTLS,
 		SyncInterval: l.sync, Log: slog.New(slog.NewTextHandler(l.log, nil)), RPC: l.rpc})
 	if err != nil {
 		ln.Close()

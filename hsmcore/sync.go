@@ -175,12 +175,12 @@ func (e *Embedded) SyncStatus() SyncStatus { return e.sync.status() }
 
 // PauseSync stops server-side sync until ResumeSync: the window in which a
 // key lives on fewer HSMs stays open.
-func (e *Embedded) PauseSync() { e.sync.pause() }
+func (e *Embedded) PauseSync() error { e.sync.pause(); return nil }
 
-func (e *Embedded) ResumeSync() { e.sync.resume() }
+func (e *Embedded) ResumeSync() error { e.sync.resume(); return nil }
 
 // SyncNow runs one server-side sync pass at once.
-func (e *Embedded) SyncNow(ctx context.Context) SyncStats { return e.sync.now(ctx) }
+func (e *Embedded) SyncNow(ctx context.Context) (SyncStats, error) { return e.sync.now(ctx), nil }
 
 // syncPass has every in-process HSM that answers pull from the others what
 // it lacks: HSM to HSM, over peer calls, the material wrapped under the

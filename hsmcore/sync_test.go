@@ -158,7 +158,7 @@ func TestServerSideSync(t *testing.T) {
 	if err := e.DeleteKey(ctx, cu, gone[0].Ref); err != nil {
 		t.Fatal(err)
 	}
-	st := e.SyncNow(ctx)
+	st, _ := e.SyncNow(ctx)
 	if st.Copied != 1 || st.Deleted != 0 {
 		t.Errorf("sync stats %+v", st)
 	}
@@ -178,7 +178,7 @@ func TestServerSideSync(t *testing.T) {
 	if c := coverage(t, e, keys[0].Ref); len(c) != 1 || c[0] != "hsm-2" {
 		t.Fatalf("before sync %v", c)
 	}
-	if st := e.SyncNow(ctx); st.Deleted != 1 || st.Copied != 0 {
+	if st, _ := e.SyncNow(ctx); st.Deleted != 1 || st.Copied != 0 {
 		t.Errorf("sync stats %+v", st)
 	}
 	if c := coverage(t, e, keys[0].Ref); len(c) != 0 {
@@ -217,7 +217,7 @@ func TestDestroyedHSMRefilled(t *testing.T) {
 			if info := e.hsm("hsm-2").Info(); info.TokenKeyCount != 0 || info.UserCount != 0 {
 				t.Fatal("destroyed HSM came back with data")
 			}
-			st := e.SyncNow(ctx)
+			st, _ := e.SyncNow(ctx)
 			if st.Copied != 2 || st.Users != 2 {
 				t.Errorf("sync %+v", st)
 			}
@@ -276,11 +276,11 @@ func TestSessionKeyDiesWithHSM(t *testing.T) {
 			}
 		}
 		e.SyncNow(ctx)
-		if n := len(e.holders(keys[1].Ref)); n != 3 {
+		if n := len(e.holders(cu, keys[1].Ref)); n != 3 {
 			t.Fatalf("holders map %d", n)
 		}
 		held := 0
-		for _, ok := range e.holders(keys[1].Ref) {
+		for _, ok := range e.holders(cu, keys[1].Ref) {
 			if ok {
 				held++
 			}

@@ -13,7 +13,7 @@ import (
 	"github.com/hsmsh/hsmsh/commands"
 )
 
-const serveUsage = "usage: hsmsh serve --config FILE --id ID [--data-dir DIR | --ephemeral] [--restore BACKUP-FILE (password in HSMSH_BACKUP_PASSWORD)]"
+const serveUsage = "usage: hsmsh serve --config FILE --id ID [--data-dir DIR | --ephemeral] [--restore BACKUP-FILE (password in HSMSH_BACKUP_PASSWORD)] [--lab]"
 
 // serveCommand is hsmsh serve: one HSM server of a remote cluster, until
 // SIGTERM or SIGINT. It logs to stderr, one line per connection and per
@@ -24,6 +24,7 @@ func serveCommand(g globals, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	var id, restore string
+	var lab bool
 	for i := 0; i < len(args); i++ {
 		name, val, hasVal := strings.Cut(args[i], "=")
 		value := func() (string, bool) {
@@ -48,6 +49,12 @@ func serveCommand(g globals, args []string, stdout, stderr io.Writer) int {
 			g.ephemeral, ok = true, !hasVal
 		case "--restore":
 			restore, ok = value()
+		case "--lab":
+			// The lab's calls (sync pause, resume and now; latency) are
+			// served only when asked for: they let any client of the
+			// cluster slow or stall it, which a teacher wants and an
+			// admin does not.
+			lab, ok = true, !hasVal
 		default:
 			return fail(fmt.Sprintf("unknown flag %q", args[i]))
 		}
@@ -84,7 +91,7 @@ func serveCommand(g globals, args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	log := slog.New(slog.NewTextHandler(stderr, nil))
-	if err := commands.Serve(ctx, cfg, id, dir, log, backup, password); err != nil {
+	if err := commands.Serve(ctx, cfg, id, dir, log, backup, password, lab); err != nil {
 		fmt.Fprintf(stderr, "hsmsh serve: %v\n", err)
 		return 1
 	}
