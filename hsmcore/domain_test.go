@@ -1,9 +1,9 @@
 package hsmcore
 
 import (
-	"github.com/hsmsh/hsmsh/hsmcore/authsession"
 	"bytes"
 	"context"
+	"github.com/hsmsh/hsmsh/hsmcore/authsession"
 	"os"
 	"path/filepath"
 	"testing"
