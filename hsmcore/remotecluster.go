@@ -234,19 +234,20 @@ func (r *Remote) SyncStatus() SyncStatus {
 	return st
 }
 
-// awaitDomain waits, up to wait, for an HSM that answers to belong to the
-// cluster's domain: servers started together form it among themselves a
-// moment after they start, and a login before that would be refused.
+// awaitDomain waits, up to wait, for every HSM that answers to belong to
+// the cluster's domain: servers started together form it among themselves
+// a moment after they start, and a login before that would be refused.
 func (e *Embedded) awaitDomain(wait time.Duration) {
 	deadline := time.Now().Add(wait)
 	for {
 		hs := e.answering()
+		in := 0
 		for _, h := range hs {
 			if info, err := domainInfoOf(h); err == nil && info.Domain != "" {
-				return
+				in++
 			}
 		}
-		if len(hs) == 0 || time.Now().After(deadline) {
+		if in == len(hs) || time.Now().After(deadline) {
 			return
 		}
 		time.Sleep(20 * time.Millisecond)

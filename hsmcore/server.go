@@ -216,14 +216,18 @@ func (s *Server) Serve(ln net.Listener) error {
 			if s.ctx.Err() != nil {
 				return nil
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				// Out of file descriptors and the like: back off, go on.
-				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-				time.Sleep(delay)
-				continue
+			if errors.Is(err, net.ErrClosed) {
+				return err
 			}
-			return err
+			// Out of file descriptors (EMFILE) and the like: back off and
+			// go on. A server must not exit because a flood of connections
+			// used up its descriptors for a moment.
+			if delay == 0 {
+				s.log.Warn("accept failed; backing off", "hsm", s.opts.ID, "reason", err.Error())
+			}
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			time.Sleep(delay)
+			continue
 		}
 		delay = 0
 		s.conns.Add(1)
