@@ -8,6 +8,7 @@ import (
 	"crypto/hkdf"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -337,10 +338,16 @@ func (h *hsm) tombstone(ref Ref, at time.Time) error {
 const labelKeyWrap = "hsmsh key wrap v1"
 
 func (h *hsm) wrapAEAD() (cipher.AEAD, string, error) {
-	if h.domain == nil {
+	d := h.domain
+	if d == nil {
 		return nil, "", fmt.Errorf("%w: %s", errNotInDomain, h.id)
 	}
-	k, err := hkdf.Key(sha256.New, h.domain[:], nil, labelKeyWrap, 32)
+	// Derived once per domain key: every key a sync moves is wrapped or
+	// unwrapped with it. (The GCM is safe for concurrent use.)
+	if c := h.wrapCache.Load(); c != nil && c.domain == d {
+		return c.g, c.id, nil
+	}
+	k, err := hkdf.Key(sha256.New, d[:], nil, labelKeyWrap, 32)
 	if err != nil {
 		return nil, "", err
 	}
@@ -350,7 +357,19 @@ func (h *hsm) wrapAEAD() (cipher.AEAD, string, error) {
 		return nil, "", err
 	}
 	g, err := cipher.NewGCM(block)
-	return g, h.domain.ID(), err
+	if err != nil {
+		return nil, "", err
+	}
+	c := &wrapCache{domain: d, g: g, id: d.ID()}
+	h.wrapCache.Store(c)
+	return c.g, c.id, nil
+}
+
+// wrapCache is the key-wrapping AEAD of one domain key.
+type wrapCache struct {
+	domain *authsession.DomainKey
+	g      cipher.AEAD
+	id     string
 }
 
 // wrappedKey is a key on its way between clusters.
@@ -429,8 +448,6 @@ func (h *hsm) unwrapKey(w *wrappedKey) (*keyRecord, error) {
 		return nil, err
 	case w.Domain != domain:
 		return nil, fmt.Errorf("%w: key %s was wrapped by domain %s; %s is in domain %s: keys replicate only between a cluster and its clones", ErrPermission, w.Ref, w.Domain, h.id, domain)
-	case held:
-		return nil, nil
 	case session:
 		return nil, fmt.Errorf("%w: key reference %s is taken on %s", ErrInvalid, w.Ref, h.id)
 	case deleted:
@@ -451,6 +468,20 @@ func (h *hsm) unwrapKey(w *wrappedKey) (*keyRecord, error) {
 	if r.Ref != w.Ref || r.Session != "" {
 		clear(r.Material)
 		return nil, fmt.Errorf("%w: the wrapped key is not the token key %s it claims to be", ErrInvalid, w.Ref)
+	}
+	if held {
+		// The same key again (a retried sync) is no change; another key
+		// under a reference this HSM holds is refused: a key is never
+		// overwritten.
+		h.mu.RLock()
+		cur := h.keys[w.Ref]
+		h.mu.RUnlock()
+		same := cur != nil && subtle.ConstantTimeCompare(cur.Material, r.Material) == 1 && cur.Owner == r.Owner
+		clear(r.Material)
+		if !same {
+			return nil, fmt.Errorf("%w: key reference %s is taken on %s by another key", ErrInvalid, w.Ref, h.id)
+		}
+		return nil, nil
 	}
 	return r, nil
 }

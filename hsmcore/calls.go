@@ -114,12 +114,23 @@ type snapshotReply struct {
 type generateArgs struct {
 	Spec KeySpec `json:"spec"`
 	Ref  Ref     `json:"ref"`
+	// Wrap asks, for a token key, for each record wrapped under the domain
+	// key too, for client-side sync to relay: one round trip, not two.
+	Wrap bool `json:"wrap,omitempty"`
 }
 
 // importArgs asks an HSM to import a public key.
 type importArgs struct {
 	Spec ImportSpec `json:"spec"`
 	Ref  Ref        `json:"ref"`
+	Wrap bool       `json:"wrap,omitempty"`
+}
+
+// createReply is a new key's records, without material, and (if asked)
+// the same records wrapped under the domain key.
+type createReply struct {
+	Keys    []keyMeta     `json:"keys"`
+	Wrapped []*wrappedKey `json:"wrapped,omitempty"`
 }
 
 // keyChangeArgs changes a key's users or attributes on one HSM, which

@@ -62,7 +62,10 @@ type Embedded struct {
 	mu       sync.RWMutex
 	dur      Durability
 	sessions map[string]Caller // live login sessions
-	deleted  map[Ref]bool      // token keys this client deleted
+	// deleted are the token keys this client deleted, and who deleted
+	// them: a delete that only HSMs later destroyed took is retried, in
+	// that user's session, where the key turns up again.
+	deleted map[Ref]Caller
 	// sessionKeys says which HSM holds each session key this client made:
 	// a session key lives on one HSM only, and asking every HSM whether it
 	// holds one would cost a round trip each on every use.
@@ -125,7 +128,7 @@ func OpenEmbedded(opts Options) (*Embedded, error) {
 	if err := CheckProfile(opts.Profile); err != nil {
 		return nil, err
 	}
-	e := &Embedded{id: opts.ID, dir: opts.DataDir, dur: opts.Durability, ruled: ruledCommands(opts.QuorumRules), sessions: map[string]Caller{}, deleted: map[Ref]bool{}, sessionKeys: map[Ref]sessionKey{}, auth: map[string]*clientSession{}}
+	e := &Embedded{id: opts.ID, dir: opts.DataDir, dur: opts.Durability, ruled: ruledCommands(opts.QuorumRules), sessions: map[string]Caller{}, deleted: map[Ref]Caller{}, sessionKeys: map[Ref]sessionKey{}, auth: map[string]*clientSession{}}
 	endorser, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, err
@@ -714,9 +717,9 @@ func (e *Embedded) GenerateKey(ctx context.Context, c Caller, spec KeySpec) ([]K
 	if spec.Type == TypeEC || spec.Type == TypeRSA {
 		refs = 2 // a pair: public, then private
 	}
-	return e.create(ctx, c, refs, spec.Session, spec.MinServers, func(h *sealedNode, ref Ref) ([]keyMeta, error) {
-		var out []keyMeta
-		err := h.call(mGenerateKey, generateArgs{Spec: spec, Ref: ref}, &out)
+	return e.create(ctx, c, refs, spec.Session, spec.MinServers, func(h *sealedNode, ref Ref, wrap bool) (createReply, error) {
+		var out createReply
+		err := h.call(mGenerateKey, generateArgs{Spec: spec, Ref: ref, Wrap: wrap}, &out)
 		return out, err
 	})
 }
@@ -729,9 +732,9 @@ func (e *Embedded) ImportKey(ctx context.Context, c Caller, spec ImportSpec) (Ke
 	if _, err := parseImport(spec); err != nil {
 		return Key{}, err
 	}
-	keys, err := e.create(ctx, c, 1, spec.Session, spec.MinServers, func(h *sealedNode, ref Ref) ([]keyMeta, error) {
-		var out []keyMeta
-		err := h.call(mImportKey, importArgs{Spec: spec, Ref: ref}, &out)
+	keys, err := e.create(ctx, c, 1, spec.Session, spec.MinServers, func(h *sealedNode, ref Ref, wrap bool) (createReply, error) {
+		var out createReply
+		err := h.call(mImportKey, importArgs{Spec: spec, Ref: ref, Wrap: wrap}, &out)
 		return out, err
 	})
 	if err != nil {
@@ -744,22 +747,22 @@ func (e *Embedded) ImportKey(ctx context.Context, c Caller, spec ImportSpec) (Ke
 // with mk: a session key stays there; a token key is then copied by
 // client-side sync to every other HSM that answers, as a blob the HSM
 // wrapped under the domain key, which the client cannot open.
-func (e *Embedded) create(ctx context.Context, c Caller, n int, session bool, minServers int, mk func(h *sealedNode, ref Ref) ([]keyMeta, error)) ([]Key, error) {
+func (e *Embedded) create(ctx context.Context, c Caller, n int, session bool, minServers int, mk func(h *sealedNode, ref Ref, wrap bool) (createReply, error)) ([]Key, error) {
 	hs := e.up()
 	if len(hs) == 0 {
 		return nil, ErrNoHSM
 	}
 	sn := e.onAll(c, hs)
-	ref := e.freshRef(c, n)
+	ref := e.freshRef(n)
 	holders := map[string]bool{}
 	for _, h := range e.members() {
 		holders[h.ID()] = false
 	}
-	metas, err := mk(sn[0], ref)
+	made, err := mk(sn[0], ref, !session && len(sn) > 1)
 	if err != nil {
 		return nil, err
 	}
-	recs := fromMetas(metas)
+	recs := fromMetas(made.Keys)
 	if session {
 		holders[hs[0].ID()] = true
 		e.mu.Lock()
@@ -773,7 +776,7 @@ func (e *Embedded) create(ctx context.Context, c Caller, n int, session bool, mi
 	} else {
 		// Report where the key was acknowledged, not a later look that a
 		// concurrent fault could change.
-		ok, err := e.replicate(ctx, c, sn, recs, minServers)
+		ok, err := e.replicate(ctx, c, sn, recs, made.Wrapped, minServers)
 		if err != nil {
 			return nil, err
 		}
@@ -788,30 +791,14 @@ func (e *Embedded) create(ctx context.Context, c Caller, n int, session bool, mi
 	return out, nil
 }
 
-// freshRef draws n consecutive references no HSM uses or has used. The
-// HSMs are asked at once: over a transport each question is a round trip.
-func (e *Embedded) freshRef(c Caller, n int) Ref {
-	hs := e.onAll(c, e.members())
+// freshRef draws n consecutive random references. It asks no HSM: a
+// reference is 63 random bits, so two keys drawing the same one is not
+// to be expected in the life of a cluster, and every HSM refuses one it
+// holds or held for another key anyway (the creation then fails there
+// like any other, and is cleaned up).
+func (e *Embedded) freshRef(n int) Ref {
 	for {
-		r := newRef()
-		if (r+Ref(n))>>63 != 0 {
-			continue
-		}
-		var clash atomic.Bool
-		var wg sync.WaitGroup
-		for _, h := range hs {
-			for i := range n {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					if h.RefTaken(r + Ref(i)) {
-						clash.Store(true)
-					}
-				}()
-			}
-		}
-		wg.Wait()
-		if !clash.Load() {
+		if r := newRef(); (r+Ref(n))>>63 == 0 {
 			return r
 		}
 	}
@@ -868,12 +855,13 @@ func (e *SyncError) Error() string {
 }
 
 // replicate copies a token key that hs[0] has just made to the other HSMs
-// in parallel (client-side sync, best effort on all of them): hs[0] wraps
-// each record under the domain key and the client relays the blob, which
-// each receiver unwraps and checks. The creation counts only if at least
+// in parallel (client-side sync, best effort on all of them): hs[0]
+// wrapped each record under the domain key (blobs, in the same call that
+// made it) and the client relays the blobs, which each receiver unwraps
+// and checks. The creation counts only if at least
 // max(create_object_minimum_nodes, min-srv) HSMs hold it; otherwise the
 // copies are removed so the caller can retry.
-func (e *Embedded) replicate(ctx context.Context, c Caller, hs []*sealedNode, recs []*keyRecord, minServers int) ([]string, error) {
+func (e *Embedded) replicate(ctx context.Context, c Caller, hs []*sealedNode, recs []*keyRecord, blobs []*wrappedKey, minServers int) ([]string, error) {
 	dur := e.Durability()
 	needed := max(dur.MinimumNodes, minServers, 1)
 	for _, r := range recs {
@@ -881,17 +869,9 @@ func (e *Embedded) replicate(ctx context.Context, c Caller, hs []*sealedNode, re
 	}
 	succeeded := []string{hs[0].ID()}
 	failed := map[string]error{}
-	var blobs []*wrappedKey
 	var wrapErr error
-	if len(hs) > 1 {
-		for _, r := range recs {
-			w, err := hs[0].ExportWrapped(r.Ref)
-			if err != nil {
-				wrapErr = fmt.Errorf("wrap key %s on %s: %w", r.Ref, hs[0].ID(), err)
-				break
-			}
-			blobs = append(blobs, w)
-		}
+	if len(hs) > 1 && len(blobs) != len(recs) {
+		wrapErr = fmt.Errorf("%s answered %d wrapped keys for %d records", hs[0].ID(), len(blobs), len(recs))
 	}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
@@ -1106,7 +1086,7 @@ func (e *Embedded) DeleteKey(ctx context.Context, c Caller, ref Ref) error {
 	e.avail.Delete(ref)
 	if !k.Session {
 		e.mu.Lock()
-		e.deleted[ref] = true
+		e.deleted[ref] = c
 		e.mu.Unlock()
 	}
 	// Once one HSM has deleted the key (and kept a tombstone), the key is

@@ -45,6 +45,8 @@ type hsm struct {
 	members  map[string][]byte      // the domain's HSMs' identity keys
 	// membersVersion orders member lists (Unix ns of the last change).
 	membersVersion int64
+	// wrapCache holds the key-wrapping AEAD of the current domain key.
+	wrapCache atomic.Pointer[wrapCache]
 	// peer reaches the cluster's other HSMs (peer.go).
 	peer peerState
 	// lab serves the lab's calls on a server started with its lab on.

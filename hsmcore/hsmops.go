@@ -109,7 +109,7 @@ func (h *hsm) checkSharing(owner string, names []string) ([]string, error) {
 // generateKey makes a key inside the HSM for c and stores it: a token key
 // durably, a session key in volatile memory for c's session. The answer
 // is the key's records without material.
-func (h *hsm) generateKey(c Caller, a generateArgs) ([]keyMeta, error) {
+func (h *hsm) generateKey(c Caller, a generateArgs) (*createReply, error) {
 	if c.Role != RoleCryptoUser {
 		return nil, fmt.Errorf("%w: only a crypto user makes keys; the session is %s's, a %s", ErrPermission, c.Username, c.Role)
 	}
@@ -152,11 +152,28 @@ func (h *hsm) generateKey(c Caller, a generateArgs) ([]keyMeta, error) {
 	if err := h.PutKeys(recs); err != nil {
 		return nil, err
 	}
-	return metasOf(recs), nil
+	return h.created(recs, a.Wrap && !a.Spec.Session)
+}
+
+// created answers a key creation: the records without material, and if
+// wrap, each wrapped for the cluster's other HSMs.
+func (h *hsm) created(recs []*keyRecord, wrap bool) (*createReply, error) {
+	out := &createReply{Keys: metasOf(recs)}
+	if !wrap {
+		return out, nil
+	}
+	for _, r := range recs {
+		w, err := h.ExportWrapped(r.Ref)
+		if err != nil {
+			return nil, err
+		}
+		out.Wrapped = append(out.Wrapped, w)
+	}
+	return out, nil
 }
 
 // importKey stores a public key the user brought, made into a key here.
-func (h *hsm) importKey(c Caller, a importArgs) ([]keyMeta, error) {
+func (h *hsm) importKey(c Caller, a importArgs) (*createReply, error) {
 	if c.Role != RoleCryptoUser {
 		return nil, fmt.Errorf("%w: only a crypto user imports keys", ErrPermission)
 	}
@@ -174,7 +191,7 @@ func (h *hsm) importKey(c Caller, a importArgs) ([]keyMeta, error) {
 	if err := h.PutKeys([]*keyRecord{r}); err != nil {
 		return nil, err
 	}
-	return metasOf([]*keyRecord{r}), nil
+	return h.created([]*keyRecord{r}, a.Wrap && !a.Spec.Session)
 }
 
 // changeKey shares, unshares or sets an attribute of a key c owns, with

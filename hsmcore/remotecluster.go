@@ -58,7 +58,7 @@ func OpenRemote(opts RemoteOptions) (*Remote, error) {
 	if opts.ConnectWait <= 0 {
 		opts.ConnectWait = 5 * time.Second
 	}
-	e := &Embedded{id: opts.ID, dur: opts.Durability, ruled: ruledCommands(opts.QuorumRules), sessions: map[string]Caller{}, deleted: map[Ref]bool{}, sessionKeys: map[Ref]sessionKey{}, auth: map[string]*clientSession{}}
+	e := &Embedded{id: opts.ID, dur: opts.Durability, ruled: ruledCommands(opts.QuorumRules), sessions: map[string]Caller{}, deleted: map[Ref]Caller{}, sessionKeys: map[Ref]sessionKey{}, auth: map[string]*clientSession{}}
 	if e.dur.MinimumNodes < 1 {
 		e.dur.MinimumNodes = 1
 	}

@@ -222,6 +222,11 @@ func (e *Embedded) renegotiate(s *clientSession, gen int) error {
 	switch {
 	case err != nil:
 		return fmt.Errorf("renegotiate session %s: %w", s.sid, err)
+	case !ans.OK && ans.Unknown:
+		// Only HSMs that do not know the user (new, or refilled by sync
+		// later) answered: the password may be right; keep it for the
+		// next try.
+		return fmt.Errorf("%w: renegotiating session %s: no HSM that answers knows %s yet", ErrSessionExpired, s.sid, s.user)
 	case !ans.OK:
 		s.password = "" // it changed: the user must log in again
 		return fmt.Errorf("%w: renegotiating session %s: %w", ErrSessionExpired, s.sid, ErrBadCredentials)

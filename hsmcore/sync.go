@@ -212,7 +212,36 @@ func (e *Embedded) syncPass(ctx context.Context) SyncStats {
 		st.Users += one.Users
 		st.Failed += one.Failed
 	}
+	st.Deleted += e.redoDeletes()
 	return st
+}
+
+// redoDeletes retries this client's key deletions where the key turned up
+// again: an HSM that was down when the key was deleted still held it, and
+// every HSM that kept the tombstone was destroyed since. The retry runs in
+// the session of the user who deleted the key, so the HSM checks it is
+// the owner, as for any delete; once that session has ended it is not
+// retried.
+func (e *Embedded) redoDeletes() int {
+	e.mu.RLock()
+	todo := make(map[Ref]Caller, len(e.deleted))
+	for ref, c := range e.deleted {
+		if _, live := e.sessions[c.Session]; live {
+			todo[ref] = c
+		}
+	}
+	e.mu.RUnlock()
+	n := 0
+	for ref, c := range todo {
+		for _, h := range e.answering() {
+			sn := e.on(c, h)
+			if sn.Has(ref) && sn.DeleteKey(ref) == nil {
+				n++
+				e.events.publish(Event{Kind: EventKeyDeleted, HSM: h.ID(), Ref: ref.String(), Detail: "delete retried by the client that made it"})
+			}
+		}
+	}
+	return n
 }
 
 // syncPass is one server-side sync pass of this HSM: it pulls from each
