@@ -77,9 +77,6 @@ type Embedded struct {
 
 	// ruled lists the command paths a configured quorum rule set gates.
 	ruled map[string]bool
-	// domainMu serialises bringing HSMs into the domain; domainID is the
-	// cluster's domain once seen, which it guards.
-	domainMu sync.Mutex
 
 	// ceiling paces this client at a profile's cluster-wide rates.
 	ceiling *pacers
@@ -1252,9 +1249,6 @@ func (e *Embedded) Sign(ctx context.Context, c Caller, req SignRequest) ([]byte,
 	})
 	return sig, err
 }
-
-// quorumKeyUsage marks a use of a key that its use quorum value gates.
-const quorumKeyUsage = "key-usage"
 
 func (e *Embedded) Verify(ctx context.Context, c Caller, req SignRequest, sig []byte) error {
 	return e.use(ctx, c, req.Ref, func(h *sealedNode) error {

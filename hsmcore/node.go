@@ -2,7 +2,6 @@ package hsmcore
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 )
 
@@ -205,6 +204,3 @@ func domainInfoOf(n node) (domainInfo, error) {
 	err := n.call(mDomainInfo, nil, &info)
 	return info, err
 }
-
-// isNotFound says whether err is a key an HSM does not hold.
-func isNotFound(err error) bool { return errors.Is(err, ErrKeyNotFound) }

@@ -7,7 +7,6 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha512"
-	"crypto/x509"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -537,10 +536,4 @@ func (h *hsm) join(p peerLink) error {
 		return err
 	}
 	return h.ImportDomain(reply.Wrapped, reply.Members)
-}
-
-// marshalIdentity is the HSM's identity public key as PKIX DER.
-func marshalIdentity(pub *ecdsa.PublicKey) []byte {
-	der, _ := x509.MarshalPKIXPublicKey(pub)
-	return der
 }

@@ -749,13 +749,3 @@ func (h *hsm) serveAs(c Caller, method string, args json.RawMessage) (any, error
 	}
 	return nil, fmt.Errorf("%w: %s is not a session command", ErrInvalid, method)
 }
-
-// userRole is the role of a user the HSM knows, or "".
-func (h *hsm) userRole(name string) Role {
-	h.mu.RLock()
-	defer h.mu.RUnlock()
-	if u := h.users[name]; u != nil {
-		return u.Role
-	}
-	return ""
-}

@@ -65,8 +65,9 @@ func (y *syncer) close() {
 	}
 	y.stop()
 	<-y.done
-	y.pass.Lock() // let a pass in flight finish
-	y.pass.Unlock()
+	// Let a pass in flight finish: taking the lock waits for it.
+	y.pass.Lock()
+	defer y.pass.Unlock()
 }
 
 func (y *syncer) loop(ctx context.Context) {

@@ -50,7 +50,8 @@ func TestHandlerPanicFailsOnlyThatCall(t *testing.T) {
 		{"panic with an error", "user.create", func() (any, error) { panic(errors.New("bad state")) }, "bad state"},
 		{"runtime fault", "key.list", func() (any, error) {
 			var m map[string]int
-			m["x"] = 1 // assignment to entry in nil map
+			set := func(k string) { m[k] = 1 } // assignment to entry in nil map
+			set("x")
 			return m, nil
 		}, "nil map"},
 		{"nil pointer", "session.open", func() (any, error) {
