@@ -2,6 +2,7 @@ package commands
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -97,6 +98,14 @@ func Serve(ctx context.Context, cfg *config.Config, id, dataDir string, log *slo
 	srvTLS, err := nestedtls.LoadServer(files)
 	if err != nil {
 		return pkiHint(cfg, err)
+	}
+	// The cluster certificate must name this cluster: clients check it
+	// against [cluster] id, and would refuse every connection to a server
+	// that started with another cluster's.
+	if leaf, err := x509.ParseCertificate(srvTLS.Cluster.Certificate[0]); err == nil {
+		if err := leaf.VerifyHostname(cfg.Cluster.ID); err != nil {
+			return fmt.Errorf("server %s: the cluster certificate %s is not for cluster %q ([cluster] id of %s): %v; make one for this cluster with hsmsh pki init --cluster-id %s, or set [cluster] id to the certificate's", id, files.ClusterCert, cfg.Cluster.ID, cfg.Path, err, cfg.Cluster.ID)
+		}
 	}
 	peerTLS, err := nestedtls.LoadClient(files)
 	if err != nil {

@@ -229,13 +229,12 @@ func (e *Embedded) CreateBackup(ctx context.Context, c Caller, password string) 
 	}
 	hs := e.answering()
 	if len(hs) == 0 {
-		return nil, BackupInfo{}, ErrNoHSM
+		return nil, BackupInfo{}, e.noHSM()
 	}
 	src, most := hs[0], -1
 	for _, h := range hs {
-		var info HSMInfo = h.Info()
-		if info.TokenKeyCount > most {
-			src, most = h, info.TokenKeyCount
+		if n := h.Info().TokenKeyCount; n != nil && *n > most {
+			src, most = h, *n
 		}
 	}
 	info := BackupInfo{Salt: make([]byte, 16), Time: backupKDF.time, Memory: backupKDF.memory, Threads: backupKDF.threads}
@@ -707,7 +706,7 @@ func (e *Embedded) ExportUser(ctx context.Context, c Caller, username string, ro
 	if err != nil {
 		return UserCopy{}, err
 	}
-	var last error = ErrNoHSM
+	var last error = e.noHSM()
 	for _, h := range e.answering() {
 		var w wrappedKey
 		err := e.on(c, h).call(mExportUser, userArgs{Username: name, Role: role}, &w)
@@ -734,7 +733,7 @@ func (e *Embedded) ReplicateUser(ctx context.Context, c Caller, u UserCopy) erro
 	}
 	hs := e.answering()
 	if len(hs) == 0 {
-		return ErrNoHSM
+		return e.noHSM()
 	}
 	if err := e.on(c, hs[0]).call(mImportUser, importWrappedArgs{Key: u.w}, nil); err != nil {
 		return err

@@ -2,6 +2,7 @@ package hsmcore
 
 import (
 	"context"
+	"strconv"
 	"time"
 
 	"github.com/hsmsh/hsmsh/hsmcore/nestedtls"
@@ -98,17 +99,28 @@ type Durability struct {
 
 // HSMInfo is what cluster hsm-info reports of one HSM.
 type HSMInfo struct {
-	ID            string   `json:"id"`
-	State         HSMState `json:"state"`
-	Address       string   `json:"address"`
-	TokenKeyCount int      `json:"token-key-count"`
-	UserCount     int      `json:"user-count"`
-	LatencyMS     float64  `json:"latency-ms"`
-	TLS           string   `json:"tls"`
+	ID      string   `json:"id"`
+	State   HSMState `json:"state"`
+	Address string   `json:"address"`
+	// TokenKeyCount is how many token keys the HSM holds; null while it
+	// is down, when nobody can tell.
+	TokenKeyCount *int    `json:"token-key-count"`
+	UserCount     int     `json:"user-count"`
+	LatencyMS     float64 `json:"latency-ms"`
+	TLS           string  `json:"tls"`
 	// Identity is the fingerprint of the HSM's identity key (ECDSA P-384).
 	Identity string `json:"identity-key,omitempty"`
 	// Domain is the public id of the domain key the HSM holds, "" if none.
 	Domain string `json:"domain,omitempty"`
+}
+
+// Keys is the HSM's token key count as a person reads it: "?" while the
+// HSM is down and cannot say.
+func (i HSMInfo) Keys() string {
+	if i.TokenKeyCount == nil {
+		return "?"
+	}
+	return strconv.Itoa(*i.TokenKeyCount)
 }
 
 // HSMTLS is one HSM's nested TLS connection, as cluster tls-info shows it.

@@ -318,6 +318,41 @@ func (e *Embedded) answering() []node {
 	return out
 }
 
+// noHSM is ErrNoHSM with, per HSM, why it does not answer: a wrong
+// cluster certificate, a refused connection, a lab fault.
+func (e *Embedded) noHSM() error {
+	all := e.members()
+	if len(all) == 0 {
+		return ErrNoHSM
+	}
+	why := make([]string, 0, len(all))
+	for _, n := range all {
+		why = append(why, n.ID()+": "+downWhy(n))
+	}
+	return fmt.Errorf("%w (%s)", ErrNoHSM, strings.Join(why, "; "))
+}
+
+// downWhy says why an HSM does not answer, as far as the client knows.
+func downWhy(n node) string {
+	switch n := n.(type) {
+	case *localNode:
+		if why := n.downReason(); why != "" {
+			return why
+		}
+		return n.remoteNode.downWhy()
+	case *remoteNode:
+		return n.downWhy()
+	case directNode:
+		switch n.h.Info().State {
+		case StateDestroyed:
+			return "destroyed (lab hsm fail --destroy)"
+		case StateDown:
+			return "down (lab hsm fail)"
+		}
+	}
+	return "not answering"
+}
+
 // up returns the HSMs that answer, starting at the round-robin cursor, so
 // that successive operations spread over the cluster.
 func (e *Embedded) up() []node {
@@ -372,7 +407,7 @@ func (e *Embedded) requireRole(c Caller, roles ...Role) error {
 func (e *Embedded) userVersions(c Caller) (map[string]userView, error) {
 	hs := e.answering()
 	if len(hs) == 0 {
-		return nil, ErrNoHSM
+		return nil, e.noHSM()
 	}
 	users := map[string]userView{}
 	var errs []error
@@ -410,7 +445,7 @@ func (e *Embedded) findUser(c Caller, name string) (userView, error) {
 func (e *Embedded) first(c Caller) (*sealedNode, error) {
 	hs := e.answering()
 	if len(hs) == 0 {
-		return nil, ErrNoHSM
+		return nil, e.noHSM()
 	}
 	return e.on(c, hs[0]), nil
 }
@@ -423,7 +458,7 @@ func (e *Embedded) Activate(ctx context.Context, password string) error {
 	}
 	hs := e.answering()
 	if len(hs) == 0 {
-		return ErrNoHSM
+		return e.noHSM()
 	}
 	err := hs[0].call(mActivate, activateArgs{Password: password}, nil)
 	if err != nil && strings.Contains(err.Error(), "already activated") {
@@ -747,7 +782,7 @@ func (e *Embedded) ImportKey(ctx context.Context, c Caller, spec ImportSpec) (Ke
 func (e *Embedded) create(ctx context.Context, c Caller, n int, session bool, minServers int, mk func(h *sealedNode, ref Ref, wrap bool) (createReply, error)) ([]Key, error) {
 	hs := e.up()
 	if len(hs) == 0 {
-		return nil, ErrNoHSM
+		return nil, e.noHSM()
 	}
 	sn := e.onAll(c, hs)
 	ref := e.freshRef(n)
@@ -1007,7 +1042,7 @@ func (e *Embedded) Keys(ctx context.Context, c Caller, f Filter) ([]Key, error) 
 	}
 	hs := e.up()
 	if len(hs) == 0 {
-		return nil, ErrNoHSM
+		return nil, e.noHSM()
 	}
 	type entry struct {
 		rec     *keyRecord
@@ -1189,7 +1224,7 @@ func (e *Embedded) use(ctx context.Context, c Caller, ref Ref, fn func(h *sealed
 	dur := e.Durability()
 	hs := e.up()
 	if len(hs) == 0 {
-		return ErrNoHSM
+		return e.noHSM()
 	}
 	sn := e.onAll(c, hs)
 	if dur.AvailabilityCheck && !e.available(sn, ref) {

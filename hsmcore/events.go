@@ -43,6 +43,9 @@ type Event struct {
 	Ref    string    `json:"key-reference,omitempty"`
 	Count  int       `json:"count,omitempty"`
 	Detail string    `json:"detail,omitempty"`
+	// Label is the key's label, for events about one key, so an event
+	// log names keys as people do.
+	Label string `json:"label,omitempty"`
 }
 
 // bus fans events out to subscribers. A subscriber that does not keep up

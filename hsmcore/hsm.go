@@ -31,7 +31,10 @@ type hsm struct {
 	tombstones  map[Ref]time.Time
 	userTombs   map[string]int64 // deleted users → when (Unix ns)
 	destroyed   bool
-	latency     atomic.Int64 // time.Duration added to each operation
+	// destroyedNow says the HSM is down because it was destroyed (not
+	// merely failed), for cluster hsm-info and the panes.
+	destroyedNow bool
+	latency      atomic.Int64 // time.Duration added to each operation
 
 	quorum quorumSettings          // quorum values and token timeouts
 	tokens map[string]*tokenRecord // quorum tokens by nonce
@@ -399,8 +402,11 @@ func (h *hsm) Info() HSMInfo {
 	defer h.mu.RUnlock()
 	if h.up {
 		info.State = StateActive
-		info.TokenKeyCount = len(h.keys)
+		n := len(h.keys)
+		info.TokenKeyCount = &n
 		info.UserCount = len(h.users)
+	} else if h.destroyedNow {
+		info.State = StateDestroyed
 	}
 	if h.identity != nil {
 		info.Identity = authsession.Fingerprint(h.identity.Public())
@@ -529,6 +535,7 @@ func (h *hsm) fail(destroy bool, dir string) ([]Ref, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.up = false
+	h.destroyedNow = destroy
 	h.sessionKeys = map[Ref]*keyRecord{}
 	h.sessions = nil // volatile, like session keys
 	h.ended, h.byEKT = nil, nil
@@ -576,23 +583,45 @@ func (h *hsm) recover(open func() (store, error)) error {
 			return err
 		}
 	}
-	h.destroyed = false
+	h.destroyed, h.destroyedNow = false, false
 	h.up = true
 	h.started = time.Now() // its volatile memory was lost when it failed
 	return nil
 }
 
 // restart wipes volatile memory: session keys die, token keys stay.
-func (h *hsm) restart() int {
+func (h *hsm) restart() []*keyRecord {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	n := len(h.sessionKeys)
+	gone := metasLocked(h.sessionKeys)
 	h.sessionKeys = map[Ref]*keyRecord{}
 	h.sessions = nil // session keys (SK) live in volatile memory only
 	h.ended, h.byEKT = nil, nil
 	h.parsed.Clear()
 	h.started = time.Now()
-	return n
+	return gone
+}
+
+// metasLocked copies the records of m without material; h.mu is held.
+func metasLocked(m map[Ref]*keyRecord) []*keyRecord {
+	out := make([]*keyRecord, 0, len(m))
+	for _, r := range m {
+		out = append(out, r.meta())
+	}
+	return out
+}
+
+// labels returns the labels of the keys the HSM holds, token and session.
+func (h *hsm) labels() map[Ref]string {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	out := make(map[Ref]string, len(h.keys)+len(h.sessionKeys))
+	for _, m := range []map[Ref]*keyRecord{h.keys, h.sessionKeys} {
+		for ref, r := range m {
+			out[ref] = r.Attrs.Label
+		}
+	}
+	return out
 }
 
 // delay applies the lab's latency to one operation.

@@ -1,10 +1,12 @@
 package hsmcore
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"time"
 )
 
@@ -80,22 +82,43 @@ func (e *Embedded) FailHSM(id string, destroy bool) error {
 	if !h.Up() && !destroy {
 		return fmt.Errorf("%s is already down", id)
 	}
+	labels := h.labels()
+	h.mu.RLock()
+	sessionKeys := metasLocked(h.sessionKeys)
+	h.mu.RUnlock()
 	held, err := h.fail(destroy, e.hsmDir(id))
 	if err != nil {
 		return err
 	}
 	e.events.publish(Event{Kind: EventHSMDown, HSM: id})
+	// Session keys live in the HSM's volatile memory only: they die with
+	// it, and no sync can bring them back.
+	e.reportSessionLost(id, sessionKeys, "its HSM failed")
 	if !destroy {
 		return nil
 	}
 	e.events.publish(Event{Kind: EventHSMDestroyed, HSM: id, Count: len(held)})
-	e.reportLost(id, held)
+	e.reportLost(id, held, labels)
 	return nil
+}
+
+// reportSessionLost publishes key-lost for session keys that died with
+// their HSM, and forgets where they were.
+func (e *Embedded) reportSessionLost(id string, recs []*keyRecord, why string) {
+	e.mu.Lock()
+	for _, r := range recs {
+		delete(e.sessionKeys, r.Ref)
+	}
+	e.mu.Unlock()
+	slices.SortFunc(recs, func(a, b *keyRecord) int { return cmp.Compare(a.Ref, b.Ref) })
+	for _, r := range recs {
+		e.events.publish(Event{Kind: EventKeyLost, HSM: id, Ref: r.Ref.String(), Detail: "session key: " + why, Label: r.Attrs.Label})
+	}
 }
 
 // reportLost publishes key-lost for each key whose only copy was on h,
 // which has just been destroyed or removed.
-func (e *Embedded) reportLost(id string, held []Ref) {
+func (e *Embedded) reportLost(id string, held []Ref, labels map[Ref]string) {
 	if len(held) == 0 {
 		return
 	}
@@ -113,7 +136,7 @@ func (e *Embedded) reportLost(id string, held []Ref) {
 	}
 	for _, ref := range held {
 		if lost[ref] {
-			e.events.publish(Event{Kind: EventKeyLost, HSM: id, Ref: ref.String(), Detail: "its only copy was on " + id})
+			e.events.publish(Event{Kind: EventKeyLost, HSM: id, Ref: ref.String(), Detail: "its only copy was on " + id, Label: labels[ref]})
 		}
 	}
 }
@@ -147,8 +170,9 @@ func (e *Embedded) RestartHSM(id string) error {
 	if !h.Up() {
 		return fmt.Errorf("%s is down: recover it first", id)
 	}
-	n := h.restart()
-	e.events.publish(Event{Kind: EventHSMRestarted, HSM: id, Count: n, Detail: fmt.Sprintf("%d session keys destroyed", n)})
+	gone := h.restart()
+	e.events.publish(Event{Kind: EventHSMRestarted, HSM: id, Count: len(gone), Detail: fmt.Sprintf("%d session keys destroyed", len(gone))})
+	e.reportSessionLost(id, gone, "its HSM restarted")
 	return nil
 }
 
@@ -236,6 +260,10 @@ func (e *Embedded) RemoveHSM(id string) error {
 		}
 	}
 	e.mu.Unlock()
+	labels := h.labels()
+	h.mu.RLock()
+	sessionKeys := metasLocked(h.sessionKeys)
+	h.mu.RUnlock()
 	held, err := h.fail(true, e.hsmDir(id))
 	if _, direct := gone.(directNode); !direct {
 		gone.Close() // its connection; the store went with fail
@@ -244,7 +272,8 @@ func (e *Embedded) RemoveHSM(id string) error {
 		return err
 	}
 	e.events.publish(Event{Kind: EventHSMRemoved, HSM: id, Count: len(held)})
-	e.reportLost(id, held)
+	e.reportSessionLost(id, sessionKeys, "its HSM was removed")
+	e.reportLost(id, held, labels)
 	return nil
 }
 

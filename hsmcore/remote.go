@@ -211,6 +211,21 @@ func (n *remoteNode) call(method string, args, reply any) error {
 }
 
 func (n *remoteNode) ID() string { return n.id }
+
+// downWhy is why the node is down: the last connection's failure, with
+// the TLS layer that refused it.
+func (n *remoteNode) downWhy() string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.lastErr == nil {
+		return "not answering"
+	}
+	var le *nestedtls.LayerError
+	if errors.As(n.lastErr, &le) {
+		return fmt.Sprintf("%s layer failed: %v", le.Layer, le.Err)
+	}
+	return n.lastErr.Error()
+}
 func (n *remoteNode) Up() bool   { return n.up.Load() }
 
 func (n *remoteNode) Close() error {

@@ -202,7 +202,7 @@ func (e *Embedded) authenticateOn(h node, user string, role Role, password strin
 // or that an HSM cannot serve since it restarted, if the client still
 // holds the password; gen is the generation the failed command used, so
 // that commands failing together renegotiate once.
-func (e *Embedded) renegotiate(s *clientSession, gen int) error {
+func (e *Embedded) renegotiate(s *clientSession, gen int, trigger string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch {
@@ -237,7 +237,10 @@ func (e *Embedded) renegotiate(s *clientSession, gen int) error {
 	s.sk, s.ekt, s.expires, s.opened = n.sk, n.ekt, n.expires, n.opened
 	s.served[n.opened] = true
 	s.gen++
-	e.events.publish(Event{Kind: EventRenegotiated, HSM: n.opened, Detail: "session of " + s.user + " renegotiated"})
+	// The event names the HSM that could not serve the session (the one
+	// that came back, or whose token check failed), and where the new
+	// handshake ran.
+	e.events.publish(Event{Kind: EventRenegotiated, HSM: trigger, Detail: fmt.Sprintf("session of %s renegotiated on %s", s.user, n.opened)})
 	return nil
 }
 
@@ -274,7 +277,7 @@ func (e *Embedded) sessionCall(s *clientSession, h node, method string, args, re
 		if attempt >= maxRenegotiations || !(errors.Is(err, ErrSessionExpired) || errors.Is(err, ErrRenegotiate)) {
 			return err
 		}
-		if rerr := e.renegotiate(s, gen); rerr != nil {
+		if rerr := e.renegotiate(s, gen, h.ID()); rerr != nil {
 			return fmt.Errorf("%w; %w", err, rerr)
 		}
 	}
@@ -327,7 +330,7 @@ func (e *Embedded) sealedCall(s *clientSession, h node, sk [32]byte, ekt, body [
 func (e *Embedded) loginHSMs() ([]node, error) {
 	hs := e.answering()
 	if len(hs) == 0 {
-		return nil, ErrNoHSM
+		return nil, e.noHSM()
 	}
 	return hs, nil
 }

@@ -214,7 +214,7 @@ func TestDestroyedHSMRefilled(t *testing.T) {
 			if err := e.RecoverHSM("hsm-2"); err != nil {
 				t.Fatal(err)
 			}
-			if info := e.hsm("hsm-2").Info(); info.TokenKeyCount != 0 || info.UserCount != 0 {
+			if info := e.hsm("hsm-2").Info(); info.Keys() != "0" || info.UserCount != 0 {
 				t.Fatal("destroyed HSM came back with data")
 			}
 			st, _ := e.SyncNow(ctx)

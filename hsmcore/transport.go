@@ -144,7 +144,22 @@ func (n *localNode) Info() HSMInfo {
 	info := n.h.Info()
 	info.Address = n.addr
 	info.TLS = n.tlsSummary()
+	if why := n.downReason(); why != "" {
+		info.TLS = "not connected: " + why
+	}
 	return info
+}
+
+// downReason says why an in-process HSM behind the pipe serves nothing
+// although its connection stays open: the lab failed or destroyed it.
+func (n *localNode) downReason() string {
+	switch n.h.Info().State {
+	case StateDown:
+		return n.h.id + " is down (lab hsm fail)"
+	case StateDestroyed:
+		return n.h.id + " was destroyed (lab hsm fail --destroy)"
+	}
+	return ""
 }
 
 // Close ends the connection, then closes the HSM's store.
@@ -174,11 +189,12 @@ func (e *Embedded) TLSInfo(ctx context.Context) []HSMTLS {
 
 func tlsInfo(n node) HSMTLS {
 	var r *remoteNode
+	down := ""
 	switch n := n.(type) {
 	case *remoteNode:
 		r = n
 	case *localNode:
-		r = n.remoteNode
+		r, down = n.remoteNode, n.downReason()
 	default:
 		why := `not used: transport = "direct" calls the in-process HSMs without TLS`
 		return HSMTLS{ID: n.ID(), Address: "in-process", Transport: TransportDirect,
@@ -188,6 +204,10 @@ func tlsInfo(n node) HSMTLS {
 	t := HSMTLS{ID: r.id, Address: r.addr, Transport: "nested-tls", Outer: info.Outer, Inner: info.Inner}
 	if err != nil {
 		t.Error = err.Error()
+	}
+	if down != "" {
+		// The pipe is still there, but nothing answers on it.
+		t.Outer.Status, t.Inner.Status, t.Error = "not connected", "not connected", down
 	}
 	if t.Outer.Status == "" {
 		t.Outer.Status = "not reached: no connection yet"

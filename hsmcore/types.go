@@ -106,4 +106,7 @@ type HSMState string
 const (
 	StateActive HSMState = "active"
 	StateDown   HSMState = "down"
+	// StateDestroyed is an in-process HSM the lab destroyed: down, and its
+	// store erased; it comes back empty.
+	StateDestroyed HSMState = "destroyed"
 )

@@ -169,10 +169,7 @@ func (m *Model) hsmLines(w, h int) []string {
 	// own when the pane has room, else as a word at the end of the HSM's.
 	roomy := 2*len(m.hsms) <= h
 	for _, x := range m.hsms {
-		count := fmt.Sprint(x.TokenKeyCount)
-		if x.State != "active" {
-			count = "?" // a down HSM cannot say what it holds
-		}
+		count := x.Keys() // "?": a down HSM cannot say what it holds
 		failed := strings.Contains(x.TLS, "failed") || strings.HasPrefix(x.TLS, "not connected")
 		style := m.theme.Dim
 		if failed {
@@ -225,7 +222,7 @@ func (m *Model) hsmSummary() string {
 		if x.State != "active" {
 			sym = m.theme.Down.Render("✗")
 		}
-		parts = append(parts, fmt.Sprintf("%s %s:%d", sym, x.ID, x.TokenKeyCount))
+		parts = append(parts, fmt.Sprintf("%s %s:%s", sym, x.ID, x.Keys()))
 	}
 	return " " + strings.Join(parts, "  ") + m.theme.Dim.Render(fmt.Sprintf("   keys %d · Ctrl+L panes", len(m.keys)))
 }
