@@ -27,6 +27,9 @@ var gated = [][]string{
 	{"key", "share"}, {"key", "unshare"}, {"key", "set-attribute"},
 	{"crypto", "sign"},
 	{"quorum", "token-sign", "set-quorum-value"}, {"quorum", "token-sign", "set-timeout"},
+	// hsmsh's own: a backup holds every key (the quorum service's M
+	// admins), and user replicate makes a user (the user service's).
+	{"cluster", "backup", "create"}, {"user", "replicate"},
 }
 
 // takesApproval adds --approval to the gated commands of t.

@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/hsmsh/hsmsh/hsmcore/quorum"
 	"maps"
 	"os"
 	"slices"
@@ -79,6 +80,8 @@ type backupArgs struct {
 	Cluster string     `json:"cluster"`
 	Info    BackupInfo `json:"info"` // the KDF fields, filled by the client
 	Key     []byte     `json:"key"`
+	// Approval is the quorum service's, when its value is above 1.
+	Approval *approvalArgs `json:"approval,omitempty"`
 }
 
 // backupKDF are the argon2id parameters of new backups: OWASP's minimum.
@@ -243,7 +246,7 @@ func (e *Embedded) CreateBackup(ctx context.Context, c Caller, password string) 
 	}
 	key := backupKey(password, info)
 	defer clear(key)
-	file, err := e.on(c, src).Backup(backupArgs{Cluster: e.id, Info: info, Key: key})
+	file, err := e.on(c, src).Backup(backupArgs{Cluster: e.id, Info: info, Key: key, Approval: approvalFrom(ctx)})
 	if err != nil {
 		return nil, BackupInfo{}, fmt.Errorf("backup of %s: %w", src.ID(), err)
 	}
@@ -655,7 +658,7 @@ func (h *hsm) exportUser(c Caller, a userArgs) (*wrappedKey, error) {
 
 // importUser opens a sealed user record and makes the user here (and on
 // the other HSMs); a user of that name must not exist.
-func (h *hsm) importUser(c Caller, w *wrappedKey) error {
+func (h *hsm) importUser(c Caller, w *wrappedKey, approval *approvalArgs) error {
 	if err := requireAdmin(c, "user replicate"); err != nil {
 		return err
 	}
@@ -688,7 +691,11 @@ func (h *hsm) importUser(c Caller, w *wrappedKey) error {
 	if _, err := h.userNamed(u.Username); err == nil {
 		return fmt.Errorf("%w: %s already exists in this cluster", ErrUserExists, u.Username)
 	}
+	if err := h.approveIn(c, quorum.ServiceUser, 0, "user replicate", approval); err != nil {
+		return err
+	}
 	u.Updated = time.Now().UnixNano()
+	u.Since = u.Updated
 	if err := h.PutUser(&u); err != nil {
 		return err
 	}
@@ -735,7 +742,7 @@ func (e *Embedded) ReplicateUser(ctx context.Context, c Caller, u UserCopy) erro
 	if len(hs) == 0 {
 		return e.noHSM()
 	}
-	if err := e.on(c, hs[0]).call(mImportUser, importWrappedArgs{Key: u.w}, nil); err != nil {
+	if err := e.on(c, hs[0]).call(mImportUser, importWrappedArgs{Key: u.w, Approval: approvalFrom(ctx)}, nil); err != nil {
 		return err
 	}
 	// Each HSM that is down missed it: CloudHSM counts those as failed.

@@ -153,6 +153,9 @@ const (
 
 type importWrappedArgs struct {
 	Key *wrappedKey `json:"key"`
+	// Approval is user replicate's: making a user takes the user
+	// service's approval, however the user is made.
+	Approval *approvalArgs `json:"approval,omitempty"`
 }
 
 // userArgs is a user change an admin (or, for its own password, a user)

@@ -317,7 +317,8 @@ func (h *hsm) createUser(c Caller, a userArgs) (userView, error) {
 	if err := h.approveIn(c, quorum.ServiceUser, 0, gatedPathOf(mCreateUser, nil, nil, false), a.Approval); err != nil {
 		return userView{}, err
 	}
-	u := &userRecord{Username: name, Role: a.Role, Hash: hashPassword(a.Password), Updated: time.Now().UnixNano()}
+	now := time.Now().UnixNano()
+	u := &userRecord{Username: name, Role: a.Role, Hash: hashPassword(a.Password), Updated: now, Since: now}
 	h.mu.RLock()
 	if t := h.userTombs[name]; t >= u.Updated {
 		u.Updated = t + 1

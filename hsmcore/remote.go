@@ -226,7 +226,7 @@ func (n *remoteNode) downWhy() string {
 	}
 	return n.lastErr.Error()
 }
-func (n *remoteNode) Up() bool   { return n.up.Load() }
+func (n *remoteNode) Up() bool { return n.up.Load() }
 
 func (n *remoteNode) Close() error {
 	n.mu.Lock()

@@ -138,7 +138,18 @@ func (h *hsm) Handshake(a handshakeArgs) (*authsession.Reply, error) {
 		return nil, fmt.Errorf("%w: client %q has %d logins in progress on %s, the limit: finish or wait a minute", ErrPermission, a.Hello.Client, mine, h.id)
 	}
 	if pending >= maxPending {
-		return nil, fmt.Errorf("%w: %s has %d logins in progress, its limit: try again in a minute", ErrPermission, h.id, pending)
+		// Full: the oldest login in progress goes. Refusing new ones
+		// instead would let anyone who can reach the HSM lock every user
+		// out by opening logins it never finishes; a real login finishes
+		// in milliseconds, long before a flood reaches it.
+		var oldest string
+		var at time.Time
+		for id, s := range h.sessions {
+			if !s.pending.IsZero() && (oldest == "" || s.pending.Before(at)) {
+				oldest, at = id, s.pending
+			}
+		}
+		delete(h.sessions, oldest)
 	}
 	reply, sk, claims, err := authsession.Accept(a.Hello, pub, h.id, h.identity, *h.domain,
 		authsession.Claims{User: a.User, Role: provisionalRole, Expires: time.Now().Add(a.Lifetime)})
@@ -401,7 +412,10 @@ func (h *hsm) Enveloped(env authsession.Envelope) (authsession.Envelope, error) 
 	}
 	c := Caller{Username: claims.User, Role: Role(claims.Role), Session: claims.SessionID}
 	var res sessionResult
-	out, err := h.serveAs(c, call.Method, call.Args)
+	var out any
+	if err = h.checkSessionUser(c, claims.Issued); err == nil {
+		out, err = h.serveAs(c, call.Method, call.Args)
+	}
 	if err == nil {
 		res.Result, err = json.Marshal(out)
 	}
@@ -413,6 +427,28 @@ func (h *hsm) Enveloped(env authsession.Envelope) (authsession.Envelope, error) 
 		return authsession.Envelope{}, err
 	}
 	return authsession.Seal(sk, authsession.ToClient, env.Seq, env.EKT, b)
+}
+
+// checkSessionUser refuses a session whose user was deleted after the
+// session began, or whose role is no longer the user's: a token lives up
+// to a day, and a deleted user (or a user of the same name made since)
+// must not act through it. An HSM that has not heard of the user at all
+// (it was down, or new, and sync has not reached it) serves the session:
+// the HSM that issued it checked the user.
+func (h *hsm) checkSessionUser(c Caller, issued time.Time) error {
+	h.mu.RLock()
+	u := h.users[c.Username]
+	deletedAt, deleted := h.userTombs[c.Username]
+	h.mu.RUnlock()
+	switch {
+	case deleted && deletedAt >= issued.UnixNano(), u != nil && u.Since > issued.UnixNano():
+		// Deleted since, or deleted and made again since: either way this
+		// session belongs to a user that no longer exists.
+		return fmt.Errorf("%w: user %s was deleted after this session began: log in again", ErrPermission, c.Username)
+	case u != nil && u.Role != c.Role && !(u.Role == RoleAdmin && c.Role == RoleUnactivatedAdmin):
+		return fmt.Errorf("%w: user %s is %s now, not %s as when this session began: log in again", ErrPermission, c.Username, u.Role, c.Role)
+	}
+	return nil
 }
 
 // sessionFor finds or adopts the session an EKT names.
@@ -736,13 +772,19 @@ func (h *hsm) serveAs(c Caller, method string, args json.RawMessage) (any, error
 		if err := decode(&a); err != nil {
 			return nil, err
 		}
-		return nil, h.importUser(c, a.Key)
+		return nil, h.importUser(c, a.Key, a.Approval)
 	case mBackup:
 		var a backupArgs
 		if err := decode(&a); err != nil {
 			return nil, err
 		}
 		if err := requireAdmin(c, "cluster backup"); err != nil {
+			return nil, err
+		}
+		// A backup holds every key and the domain key, sealed under a
+		// password its taker knows: it takes the same M admins as the
+		// quorum settings do.
+		if err := h.approveIn(c, quorum.ServiceQuorum, 0, "cluster backup create", a.Approval); err != nil {
 			return nil, err
 		}
 		return h.Backup(a)

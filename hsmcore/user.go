@@ -35,6 +35,10 @@ type userRecord struct {
 	// Updated orders versions of the record (Unix nanoseconds), so sync
 	// copies the newest and a deletion can win over an older record.
 	Updated int64 `json:"updated"`
+	// Since is when this user was made (Unix ns; 0 for users older than
+	// the field): a session begun before it belongs to an earlier user of
+	// the same name, deleted since, and is refused.
+	Since int64 `json:"since,omitempty"`
 	// QuorumKey is the public key (PEM) the user approves quorum tokens
 	// with, registered with proof of possession; "" if none.
 	QuorumKey string `json:"quorum_key,omitempty"`
