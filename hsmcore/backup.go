@@ -327,7 +327,7 @@ func (h *hsm) tombstone(ref Ref, at time.Time) error {
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	delete(h.keys, ref)
+	h.dropKeyLocked(ref)
 	h.tombstones[ref] = at
 	return nil
 }

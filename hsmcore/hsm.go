@@ -27,6 +27,7 @@ type hsm struct {
 	up          bool
 	keys        map[Ref]*keyRecord // token keys
 	sessionKeys map[Ref]*keyRecord // volatile: never written, gone on restart
+	index       keyIndex           // both maps' keys by label and class
 	users       map[string]*userRecord
 	tombstones  map[Ref]time.Time
 	userTombs   map[string]int64 // deleted users → when (Unix ns)
@@ -90,7 +91,7 @@ func newHSM(id string, st store) (*hsm, error) {
 		return nil, err
 	}
 	for _, k := range c.keys {
-		h.keys[k.Ref] = k
+		h.setKeyLocked(k)
 	}
 	for _, u := range c.users {
 		h.users[u.Username] = u
@@ -167,10 +168,8 @@ func (h *hsm) PutKeys(recs []*keyRecord) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for _, r := range copies {
-		if r.Session != "" {
-			h.sessionKeys[r.Ref] = r
-		} else {
-			h.keys[r.Ref] = r
+		h.setKeyLocked(r)
+		if r.Session == "" {
 			delete(h.tombstones, r.Ref)
 		}
 	}
@@ -321,10 +320,10 @@ func (h *hsm) DeleteKey(ref Ref) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if isSession {
-		delete(h.sessionKeys, ref)
+		h.dropKeyLocked(ref)
 		return nil
 	}
-	delete(h.keys, ref)
+	h.dropKeyLocked(ref)
 	h.parsed.Delete(ref)
 	h.tombstones[ref] = now
 	return nil
@@ -351,20 +350,35 @@ func (h *hsm) snapshotPage(f Filter, keep func(*keyRecord) bool, after Ref, limi
 	// References first: sorting and cutting them is cheap; copies are
 	// made only of the keys on the page.
 	var refs []Ref
-	for _, m := range []map[Ref]*keyRecord{h.keys, h.sessionKeys} {
-		if f.Ref != nil {
-			if r, ok := m[*f.Ref]; ok && r.Ref > after && f.match(r) && (keep == nil || keep(r)) {
-				refs = append(refs, r.Ref)
-			}
-			continue
+	lookup := func(ref Ref) *keyRecord {
+		if r, ok := h.keys[ref]; ok {
+			return r
 		}
-		for ref, r := range m {
-			if ref > after && f.match(r) && (keep == nil || keep(r)) {
+		return h.sessionKeys[ref]
+	}
+	if cand, ok := h.index.candidates(f); ok && f.Ref == nil {
+		// Sorted already: only the keys with the label (or class) asked.
+		for _, ref := range cand {
+			if r := lookup(ref); ref > after && f.match(r) && (keep == nil || keep(r)) {
 				refs = append(refs, ref)
 			}
 		}
+	} else {
+		for _, m := range []map[Ref]*keyRecord{h.keys, h.sessionKeys} {
+			if f.Ref != nil {
+				if r, ok := m[*f.Ref]; ok && r.Ref > after && f.match(r) && (keep == nil || keep(r)) {
+					refs = append(refs, r.Ref)
+				}
+				continue
+			}
+			for ref, r := range m {
+				if ref > after && f.match(r) && (keep == nil || keep(r)) {
+					refs = append(refs, ref)
+				}
+			}
+		}
+		slices.Sort(refs)
 	}
-	slices.Sort(refs)
 	if limit > 0 && len(refs) > limit {
 		refs, more = refs[:limit], true
 	}
@@ -386,7 +400,7 @@ func (h *hsm) DestroySession(session string) int {
 	n := 0
 	for ref, r := range h.sessionKeys {
 		if r.Session == session {
-			delete(h.sessionKeys, ref)
+			h.dropKeyLocked(ref)
 			n++
 		}
 	}
@@ -536,7 +550,7 @@ func (h *hsm) fail(destroy bool, dir string) ([]Ref, error) {
 	defer h.mu.Unlock()
 	h.up = false
 	h.destroyedNow = destroy
-	h.sessionKeys = map[Ref]*keyRecord{}
+	h.dropSessionKeysLocked()
 	h.sessions = nil // volatile, like session keys
 	h.ended, h.byEKT = nil, nil
 	h.parsed.Clear()
@@ -548,6 +562,7 @@ func (h *hsm) fail(destroy bool, dir string) ([]Ref, error) {
 		held = append(held, ref)
 	}
 	h.keys = map[Ref]*keyRecord{}
+	h.index = keyIndex{}
 	h.users = map[string]*userRecord{}
 	h.tombstones = map[Ref]time.Time{}
 	h.userTombs = map[string]int64{}
@@ -594,7 +609,7 @@ func (h *hsm) restart() []*keyRecord {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	gone := metasLocked(h.sessionKeys)
-	h.sessionKeys = map[Ref]*keyRecord{}
+	h.dropSessionKeysLocked()
 	h.sessions = nil // session keys (SK) live in volatile memory only
 	h.ended, h.byEKT = nil, nil
 	h.parsed.Clear()
