@@ -134,7 +134,14 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		}
 	}
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// Line mode handles Ctrl+C itself, one command at a time: a SIGINT
+	// there cancels the running command only, and must not cancel the
+	// context every later command runs under.
+	sigs := []os.Signal{os.Interrupt, syscall.SIGTERM}
+	if lineMode(rest, isTerminal(stdin) && isTerminal(stdout)) {
+		sigs = []os.Signal{syscall.SIGTERM}
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), sigs...)
 	defer stop()
 
 	cfg, err := loadConfig(g)
@@ -179,7 +186,7 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			line = true
 		}
 		if line || !terminal {
-			return lineLoop(ctx, runner, stdin, stdout, stderr)
+			return lineLoop(ctx, runner, dataDir, stdin, stdout, stderr)
 		}
 		return fullScreen(ctx, env, runner, g, dataDir, stdin, stdout, stderr)
 	case rest[0] == "batch":
@@ -528,39 +535,16 @@ func promptFor(env *commands.Env) string {
 	return "hsmsh > "
 }
 
-// lineLoop is the inline REPL: results flow into the terminal's own
-// scrollback, and a one-line status follows each command.
-func lineLoop(ctx context.Context, r *commands.Runner, stdin io.Reader, stdout, stderr io.Writer) int {
-	sc := bufio.NewScanner(stdin)
-	sc.Buffer(make([]byte, 64<<10), maxLine)
-	for {
-		fmt.Fprint(stdout, promptFor(r.Env))
-		if !sc.Scan() {
-			fmt.Fprintln(stdout)
-			return 0
-		}
-		res, ran := r.RunLine(ctx, sc.Text())
-		if !ran {
-			continue
-		}
-		stdout.Write(res.JSON())
-		if res.Quit {
-			return 0
-		}
-		fmt.Fprintln(stderr, statusLine(r.Env))
+// lineMode says whether the command line asks for line mode: hsmsh
+// interactive --line, or interactive without a terminal.
+func lineMode(rest []string, terminal bool) bool {
+	if len(rest) == 0 || rest[0] != "interactive" {
+		return false
 	}
-}
-
-// statusLine sums up the session in one line.
-func statusLine(env *commands.Env) string {
-	who := "not logged in"
-	if u, role, ok := env.Who(); ok {
-		who = u + "@" + role
+	for _, a := range rest[1:] {
+		if a == "--line" {
+			return true
+		}
 	}
-	d := env.Durability()
-	s := fmt.Sprintf("[%s · %s · min nodes %d · availability check %v", env.ClusterID(), who, d.MinimumNodes, d.AvailabilityCheck)
-	if st, ok := env.Sync(); ok && st.Paused {
-		s += " · sync paused"
-	}
-	return s + "]"
+	return !terminal
 }

@@ -1,6 +1,7 @@
 package shell
 
 import (
+	"fmt"
 	"strings"
 
 	"github.com/hsmsh/hsmsh/commands"
@@ -8,14 +9,61 @@ import (
 )
 
 // renderResult renders a command's envelope for the output pane: the JSON
-// CloudHSM CLI prints, coloured by token; a failure leads with its message
-// in the error style so it reads at a glance.
+// CloudHSM CLI prints, coloured by token. A failure is its message alone,
+// in the error style (the envelope would only say it again), and help is
+// text to read.
 func renderResult(th themes.Theme, res commands.Result) []string {
-	var head []string
 	if !res.OK() {
-		head = append(head, th.Error.Render("✗ "+strings.TrimSpace(toString(res.Data))))
+		if msg := strings.TrimSpace(toString(res.Data)); msg != "" {
+			return []string{th.Error.Render("✗ " + msg)}
+		}
 	}
-	return append(head, strings.Split(strings.TrimRight(colorJSON(th, string(res.JSON())), "\n"), "\n")...)
+	if lines := renderHelp(th, res.Data); lines != nil {
+		return lines
+	}
+	return strings.Split(strings.TrimRight(colorJSON(th, string(res.JSON())), "\n"), "\n")
+}
+
+// renderHelp writes help's results as text: the command list, or one
+// command's usage and flags. Other data gives nil.
+func renderHelp(th themes.Theme, data any) []string {
+	switch d := data.(type) {
+	case commands.CommandHelp:
+		out := []string{th.Title.Render(d.Command) + " — " + d.Summary, "", "usage: " + d.Usage}
+		if d.Who != "" {
+			out = append(out, "who:   "+d.Who)
+		}
+		if len(d.Flags) > 0 {
+			out = append(out, "", "flags:")
+		}
+		for _, f := range d.Flags {
+			help := f.Help
+			if f.Required {
+				help = "(required) " + help
+			}
+			if len(f.Values) > 0 {
+				help += " [" + strings.Join(f.Values, ", ") + "]"
+			}
+			// Pad before styling: escape codes would count as width.
+			out = append(out, "  "+th.Prompt.Render(fmt.Sprintf("%-28s", f.Flag))+" "+help)
+		}
+		return out
+	case map[string]any:
+		list, ok := d["commands"].([]commands.CommandSummary)
+		if !ok || len(d) != 1 {
+			return nil
+		}
+		width := 0
+		for _, c := range list {
+			width = max(width, len(c.Command))
+		}
+		out := make([]string, 0, len(list)+2)
+		for _, c := range list {
+			out = append(out, "  "+th.Prompt.Render(fmt.Sprintf("%-*s", width, c.Command))+"  "+c.Summary)
+		}
+		return append(out, "", th.Dim.Render("help COMMAND (or COMMAND --help) describes one command"))
+	}
+	return nil
 }
 
 func toString(v any) string {

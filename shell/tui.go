@@ -29,6 +29,7 @@ const (
 type (
 	// resultMsg is a command that finished.
 	resultMsg struct {
+		id   int // which run (a cancelled run's late result is told apart)
 		res  commands.Result
 		took time.Duration
 	}
@@ -69,7 +70,8 @@ type Model struct {
 	comp    *completion.Completer
 	dataDir string
 	hist    *History
-	histFor string // the user the loaded history belongs to
+	histFor string              // the cluster and user the loaded history belongs to
+	hists   map[string]*History // every history loaded, so one kept in memory (--ephemeral) survives a logout
 
 	width, height int
 	input         textinput.Model
@@ -83,6 +85,8 @@ type Model struct {
 	cancel   context.CancelFunc
 	runLine  string
 	runStart time.Time
+	runID    int            // the current run's number
+	late     map[int]string // cancelled runs still finishing: id → line
 
 	// secret entry: the words waiting for a password, and what was typed.
 	pending    []string
@@ -95,9 +99,14 @@ type Model struct {
 	searchHit   int
 	draft       string
 
+	// The completion list: the candidates, the one selected (-1 none),
+	// where the word they replace starts, and the line (and cursor, a
+	// byte offset) as it was before a candidate was previewed in it.
 	suggestions []prompt.Suggest
 	sugSel      int
 	sugStart    int
+	sugBase     string
+	sugBasePos  int
 
 	events    []commands.Event // newest first
 	evCh      <-chan commands.Event
@@ -169,6 +178,14 @@ func (s *liveSource) KeyLabels() []string {
 	}
 	return out
 }
+func (s *liveSource) Keys() []completion.KeyInfo {
+	keys, _ := s.env.Keys(context.Background())
+	out := make([]completion.KeyInfo, len(keys))
+	for i, k := range keys {
+		out[i] = completion.KeyInfo{Ref: k.Ref, Label: k.Label, Class: k.Class, Type: k.Type}
+	}
+	return out
+}
 func (s *liveSource) KeyRefs() []string {
 	keys, _ := s.env.Keys(context.Background())
 	out := make([]string, len(keys))
@@ -187,14 +204,23 @@ func (s *liveSource) SettingNames() []string {
 
 func (m *Model) loadHistory() {
 	user, _, _ := m.env.Who()
-	if m.hist != nil && m.histFor == user {
+	id := m.env.ClusterID() + "\x00" + user
+	if m.hist != nil && m.histFor == id {
 		return
 	}
-	h, err := LoadHistory(historyPath(m.dataDir, m.env.ClusterID(), user))
-	if err != nil {
-		m.appendOut(m.theme.Warn.Render("history: " + err.Error()))
+	if m.hists == nil {
+		m.hists = map[string]*History{}
 	}
-	m.hist, m.histFor = h, user
+	h, ok := m.hists[id]
+	if !ok {
+		var err error
+		h, err = LoadHistory(historyPath(m.dataDir, m.env.ClusterID(), user))
+		if err != nil {
+			m.appendOut(m.theme.Warn.Render("history: " + err.Error()))
+		}
+		m.hists[id] = h
+	}
+	m.hist, m.histFor = h, id
 	m.histPos = len(h.Lines())
 }
 
@@ -418,10 +444,19 @@ func (m *Model) key(k tea.KeyMsg) (tea.Model, tea.Cmd) {
 func (m *Model) interrupt() (tea.Model, tea.Cmd) {
 	switch {
 	case m.running:
+		// Cancel the command's context and say so at once: the command
+		// may take a moment to notice, and its error chain says nothing
+		// the user needs. Its late result is dropped unless it had
+		// already done its work (see finished).
 		if m.cancel != nil {
 			m.cancel()
 		}
-		m.appendOut(m.theme.Warn.Render("^C cancelling " + m.runLine))
+		if m.late == nil {
+			m.late = map[int]string{}
+		}
+		m.late[m.runID] = m.runLine
+		m.running, m.cancel = false, nil
+		m.appendOut(m.theme.Error.Render("✗ cancelled"))
 		return m, nil
 	case m.mode != modeCommand:
 		m.leaveMode()
@@ -429,12 +464,14 @@ func (m *Model) interrupt() (tea.Model, tea.Cmd) {
 	case m.input.Value() != "":
 		m.input.SetValue("")
 		m.suggestions = nil
+		m.histPos, m.draft = len(m.hist.Lines()), "" // ↑ starts again from the newest
 		return m, nil
 	case m.quitArmed:
 		return m.quit()
 	}
+	// The hint shows in the status bar while armed, so it never piles up
+	// in the output.
 	m.quitArmed = true
-	m.appendOut(m.theme.Dim.Render("press Ctrl+C again (or type quit) to leave hsmsh"))
 	return m, nil
 }
 
@@ -463,6 +500,9 @@ func (m *Model) commandKey(k tea.KeyMsg) (tea.Model, tea.Cmd) {
 		m.complete()
 		return m, nil
 	case "esc":
+		if len(m.suggestions) > 0 && m.sugSel >= 0 {
+			m.setInput(m.sugBase, m.sugBasePos) // back to what was typed
+		}
 		m.suggestions = nil
 		return m, nil
 	case "?":
@@ -483,21 +523,21 @@ func (m *Model) commandKey(k tea.KeyMsg) (tea.Model, tea.Cmd) {
 		return m, nil
 	case "up":
 		if len(m.suggestions) > 0 {
-			m.sugSel = (m.sugSel + len(m.suggestions) - 1) % len(m.suggestions)
+			m.cycle(-1)
 			return m, nil
 		}
 		m.browse(-1)
 		return m, nil
 	case "down":
 		if len(m.suggestions) > 0 {
-			m.sugSel = (m.sugSel + 1) % len(m.suggestions)
+			m.cycle(1)
 			return m, nil
 		}
 		m.browse(1)
 		return m, nil
 	case "enter":
-		if len(m.suggestions) > 0 {
-			m.accept()
+		if len(m.suggestions) > 0 && m.sugSel >= 0 {
+			m.suggestions = nil // the previewed candidate stays
 			return m, nil
 		}
 		return m.submit()
@@ -506,54 +546,69 @@ func (m *Model) commandKey(k tea.KeyMsg) (tea.Model, tea.Cmd) {
 	before := m.input.Value()
 	m.input, cmd = m.input.Update(k)
 	if m.input.Value() != before && len(m.suggestions) > 0 {
-		m.complete() // keep the list in step with typing
+		m.relist() // keep the list in step with typing
 	}
 	return m, cmd
 }
 
-// complete shows the candidates for the word under the cursor; a single
-// candidate is taken at once, and Tab on an open list moves the selection.
+// cursor is the input's cursor as a byte offset into its value.
+func (m *Model) cursor() int {
+	rs := []rune(m.input.Value())
+	return len(string(rs[:min(m.input.Position(), len(rs))]))
+}
+
+// setInput sets the input line with the cursor at a byte offset.
+func (m *Model) setInput(v string, cursor int) {
+	m.input.SetValue(v)
+	m.input.SetCursor(len([]rune(v[:min(cursor, len(v))])))
+}
+
+// complete is Tab. A single candidate is taken at once; several fill
+// their longest common prefix and open the list. Tab on an open list
+// moves the selection, and the selected candidate shows in the line
+// (Enter keeps it, Esc goes back to what was typed).
 func (m *Model) complete() {
-	line := m.input.Value()[:m.input.Position()]
-	sugs, start := m.comp.Complete(line)
-	if len(m.suggestions) > 0 && sameTexts(sugs, m.suggestions) {
-		m.sugSel = (m.sugSel + 1) % len(m.suggestions)
+	if len(m.suggestions) > 0 {
+		m.cycle(1)
 		return
 	}
-	m.suggestions, m.sugSel, m.sugStart = sugs, 0, start
-	if len(sugs) == 1 {
-		m.accept()
-	}
-}
-
-func sameTexts(a, b []prompt.Suggest) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i].Text != b[i].Text {
-			return false
-		}
-	}
-	return true
-}
-
-// accept puts the selected candidate in place of the word under the cursor.
-func (m *Model) accept() {
-	if len(m.suggestions) == 0 {
+	v, pos := m.input.Value(), m.cursor()
+	sugs, start := m.comp.Complete(v[:pos])
+	switch len(sugs) {
+	case 0:
+		return
+	case 1:
+		m.setInput(completion.Apply(v, pos, start, sugs[0].Text, true))
 		return
 	}
-	s := m.suggestions[m.sugSel].Text
-	v := m.input.Value()
-	pos := m.input.Position()
-	tail := v[pos:]
-	sep := " "
-	if strings.HasSuffix(s, "/") || strings.HasSuffix(s, "=") {
-		sep = "" // a folder or an attr.NAME= goes on being typed
+	if p := completion.CommonPrefix(sugs); len(p) > pos-start && strings.HasPrefix(p, v[start:pos]) {
+		v, pos = completion.Apply(v, pos, start, p, false)
+		m.setInput(v, pos)
 	}
-	m.input.SetValue(v[:m.sugStart] + s + sep + tail)
-	m.input.SetCursor(m.sugStart + len(s) + len(sep))
-	m.suggestions = nil
+	m.suggestions, m.sugSel, m.sugStart, m.sugBase, m.sugBasePos = sugs, -1, start, v, pos
+}
+
+// relist follows typing while the list is open: the candidates for what
+// the line says now, none selected. Nothing is taken without a Tab.
+func (m *Model) relist() {
+	v, pos := m.input.Value(), m.cursor()
+	sugs, start := m.comp.Complete(v[:pos])
+	if len(sugs) == 0 {
+		m.suggestions = nil
+		return
+	}
+	m.suggestions, m.sugSel, m.sugStart, m.sugBase, m.sugBasePos = sugs, -1, start, v, pos
+}
+
+// cycle moves the selection through the open list and previews it.
+func (m *Model) cycle(dir int) {
+	n := len(m.suggestions)
+	if m.sugSel < 0 && dir < 0 {
+		m.sugSel = n - 1
+	} else {
+		m.sugSel = (m.sugSel + dir + n) % n
+	}
+	m.setInput(completion.Apply(m.sugBase, m.sugBasePos, m.sugStart, m.suggestions[m.sugSel].Text, true))
 }
 
 // browse walks the history with Up (-1) and Down (+1).
@@ -587,7 +642,13 @@ func (m *Model) searchKey(k tea.KeyMsg) (tea.Model, tea.Cmd) {
 		m.input.CursorEnd()
 		return m, nil
 	case "ctrl+r":
-		if i := m.hist.Search(m.searchQuery, m.searchHit); i >= 0 {
+		// An older match: one that reads differently from this one, or
+		// the same line typed again would look like no move at all.
+		i := m.hist.Search(m.searchQuery, m.searchHit)
+		for i >= 0 && m.searchHit >= 0 && m.searchHit < len(lines) && lines[i] == lines[m.searchHit] {
+			i = m.hist.Search(m.searchQuery, i)
+		}
+		if i >= 0 {
 			m.searchHit = i
 		}
 	case "backspace":
@@ -660,6 +721,9 @@ func (m *Model) submit() (tea.Model, tea.Cmd) {
 	if len(words) == 0 {
 		return m, nil
 	}
+	// A line recalled from the history has **** where its password was:
+	// ask for the password again (masked) rather than send the mask.
+	words = unmask(m.runner.Tree, words)
 	if words[0] == "compare" {
 		m.echo(redacted)
 		m.compareWith(words[1:])
@@ -694,6 +758,7 @@ func (m *Model) secretKey(k tea.KeyMsg) (tea.Model, tea.Cmd) {
 		}
 		if m.confirm && pw != m.firstEntry {
 			m.appendOut(m.theme.Error.Render("✗ the two passwords differ; nothing was run"))
+			m.mode = modeCommand // so leaveMode adds no second message
 			m.leaveMode()
 			return m, nil
 		}
@@ -719,17 +784,33 @@ func quoteAll(words []string) []string {
 // run starts a command in the background.
 func (m *Model) run(words []string, shown string) tea.Cmd {
 	ctx, cancel := context.WithCancel(context.Background())
+	m.runID++
 	m.running, m.cancel, m.runLine, m.runStart = true, cancel, shown, time.Now()
 	runner := m.runner
-	start := m.runStart
+	start, id := m.runStart, m.runID
 	return tea.Batch(m.spin.Tick, func() tea.Msg {
 		res := runner.Run(ctx, words)
 		cancel()
-		return resultMsg{res: res, took: time.Since(start)}
+		return resultMsg{id: id, res: res, took: time.Since(start)}
 	})
 }
 
 func (m *Model) finished(msg resultMsg) (tea.Model, tea.Cmd) {
+	if line, ok := m.late[msg.id]; ok {
+		// A cancelled run: "cancelled" was said already. Only a run that
+		// had done its work before the cancel reached it is news.
+		delete(m.late, msg.id)
+		m.dirty = true
+		if msg.res.OK() && !msg.res.Quit {
+			m.appendOut(m.theme.Warn.Render("the cancelled command had already completed: " + line))
+			m.appendOut(renderResult(m.theme, msg.res)...)
+			m.loadHistory()
+		}
+		return m, m.refresh()
+	}
+	if msg.id != m.runID {
+		return m, nil
+	}
 	m.running, m.cancel = false, nil
 	m.appendOut(renderResult(m.theme, msg.res)...)
 	if msg.took > time.Second {

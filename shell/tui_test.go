@@ -240,7 +240,12 @@ func TestCompletionCandidates(t *testing.T) {
 			t.Errorf("candidates lack %q:\n%s", want, v)
 		}
 	}
-	// Tab again moves the selection; Enter takes it.
+	// The first Tab filled the common prefix; Tab again selects a
+	// candidate (shown in the line), and again moves on; Enter takes it.
+	if got := m.input.Value(); got != "key generate-" {
+		t.Errorf("common prefix: %q", got)
+	}
+	press(m, tea.KeyTab)
 	press(m, tea.KeyTab)
 	press(m, tea.KeyEnter)
 	if got := m.input.Value(); got != "key generate-file " {
@@ -420,7 +425,7 @@ func TestQuorumTokenPane(t *testing.T) {
 // The status bar shows how long the login session has left.
 func TestStatusBarShowsSessionLifetime(t *testing.T) {
 	m := newTestModel(t, 3, true, "")
-	status := lineWith(m.View(), "cluster-local │ cu1@crypto-user")
+	status := lineWith(m.View(), "cu1@cluster-local · crypto-user")
 	if !strings.Contains(status, "· session 59m") || !strings.Contains(status, "s left") {
 		t.Errorf("status bar %q", status)
 	}

@@ -1,7 +1,6 @@
 package shell
 
 import (
-	"context"
 	"fmt"
 	"sort"
 	"strings"
@@ -127,7 +126,7 @@ func (m *Model) outLines(w, h int) []string {
 	var rev []string
 	skip := m.outScroll
 	for i := len(m.out) - 1; i >= 0 && len(rev) < h+skip; i-- {
-		wrapped := strings.Split(ansi.Hardwrap(m.out[i], max(w, 1), true), "\n")
+		wrapped := strings.Split(ansi.Wrap(m.out[i], max(w, 1), ""), "\n") // at spaces; a word longer than the line is cut
 		for j := len(wrapped) - 1; j >= 0; j-- {
 			rev = append(rev, wrapped[j])
 		}
@@ -385,35 +384,14 @@ func (m *Model) eventLines(w, h int) []string {
 }
 
 func (m *Model) statusView(w int) string {
-	who := "not logged in"
-	if user, role, ok := m.env.Who(); ok {
-		who = user + "@" + role
-		// The authenticated session's remaining lifetime (its EKT's).
-		if left, ok := m.env.SessionLeft(context.Background()); ok {
-			who += fmt.Sprintf(" · session %s left", left.Truncate(time.Second))
-		}
-	}
-	d := m.env.Durability()
-	check := "off"
-	if d.AvailabilityCheck {
-		check = "on"
-	}
-	parts := []string{
-		" " + m.env.ClusterID(),
-		who,
-		fmt.Sprintf("min nodes %d · availability check %s · retry %d", d.MinimumNodes, check, d.RetryOnMissingKey),
-	}
-	if st, ok := m.env.Sync(); ok {
-		switch {
-		case st.Paused:
-			parts = append(parts, "sync paused")
-		case !st.Next.IsZero():
-			parts = append(parts, fmt.Sprintf("sync in %.0fs", max(time.Until(st.Next).Seconds(), 0)))
-		}
-	}
+	parts := statusParts(m.env)
+	parts[0] = " " + parts[0]
 	s := strings.Join(parts, " │ ")
 	right := "? help "
-	if m.running {
+	switch {
+	case m.quitArmed:
+		right = "press Ctrl+C again (or type quit) to leave hsmsh "
+	case m.running:
 		right = fmt.Sprintf("running %s (%.0fs) · Ctrl+C cancels ", trunc(m.runLine, 30), time.Since(m.runStart).Seconds())
 	}
 	pad := w - ansi.StringWidth(s) - ansi.StringWidth(right)
@@ -440,14 +418,29 @@ var keyHelp = [][2]string{
 }
 
 func (m *Model) helpView() string {
+	w, h := max(m.width, 20), max(m.height, 6)
+	inner := max(w-2, 1)
 	lines := []string{m.theme.Title.Render("hsmsh key bindings"), ""}
+	// Wrap at words to the box, so nothing is cut at 80 columns: a
+	// binding's text continues under itself.
+	const keyW = 20
+	descW := max(inner-keyW-3, 10)
 	for _, k := range keyHelp {
-		// Pad before styling: escape codes would count as width.
-		lines = append(lines, "  "+m.theme.Prompt.Render(fmt.Sprintf("%-20s", k[0]))+" "+k[1])
+		for i, part := range strings.Split(ansi.Wrap(k[1], descW, ""), "\n") {
+			key := ""
+			if i == 0 {
+				key = k[0]
+			}
+			// Pad before styling: escape codes would count as width.
+			lines = append(lines, "  "+m.theme.Prompt.Render(fmt.Sprintf("%-*s", keyW, key))+" "+part)
+		}
 	}
-	lines = append(lines, "", m.theme.Dim.Render("Key pane: ● present  ○ missing  ◆ just copied (syncing)  - HSM down  ✗ LOST  ! breaks the availability quorum or minimum nodes  * session key"),
-		"", m.theme.Dim.Render("press any key to return"))
-	return m.box("Help", lines, max(m.width, 20), max(m.height, 6))
+	lines = append(lines, "")
+	for _, part := range strings.Split(ansi.Wrap("Key pane: ● present  ○ missing  ◆ just copied (syncing)  - HSM down  ✗ LOST  ! breaks the availability quorum or minimum nodes  * session key", inner-2, ""), "\n") {
+		lines = append(lines, m.theme.Dim.Render(part))
+	}
+	lines = append(lines, "", m.theme.Dim.Render("press any key to return"))
+	return m.box("Help", lines, w, h)
 }
 
 // compareLines draws the key pane for two clusters side by side: a row per

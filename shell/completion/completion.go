@@ -11,6 +11,7 @@ package completion
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
@@ -26,6 +27,21 @@ type Source interface {
 	KeyLabels() []string
 	KeyRefs() []string
 	SettingNames() []string
+}
+
+// KeyInfo describes a key for completion: its label and what kind it is.
+type KeyInfo struct {
+	Ref   string
+	Label string
+	Class string // secret-key, public-key, private-key
+	Type  string // aes, generic-secret, ec, rsa
+}
+
+// KeySource is a Source that can also say what kind each key is, so a
+// command that uses one kind of key (crypto sign ecdsa: an EC private key)
+// is offered only the labels of those.
+type KeySource interface {
+	Keys() []KeyInfo
 }
 
 // Completer completes command lines.
@@ -89,7 +105,11 @@ func (c *Completer) candidates(before []string, word string) []prompt.Suggest {
 		if f.Kind != commands.List && i != len(rest)-1 {
 			break
 		}
-		if v := c.values(f, word); len(v) > 0 || f.Kind != commands.List {
+		v := c.values(cmd, f, word)
+		if f.Kind == commands.List {
+			v = without(v, rest[i+1:]) // a value given already is not offered again
+		}
+		if len(v) > 0 || f.Kind != commands.List {
 			return v
 		}
 		break
@@ -160,8 +180,66 @@ func plain(values []string, desc string) []prompt.Suggest {
 	return out
 }
 
+// without drops the candidates already given.
+func without(s []prompt.Suggest, given []string) []prompt.Suggest {
+	if len(given) == 0 {
+		return s
+	}
+	out := make([]prompt.Suggest, 0, len(s))
+	for _, x := range s {
+		if !slices.Contains(given, x.Text) {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+// keyKind is the class and type of key a command uses, "" where any will
+// do: crypto sign MECH takes a private key, crypto verify MECH a public
+// one, of MECH's type.
+func keyKind(cmd *commands.Command) (class, typ string) {
+	p := cmd.Path
+	if len(p) != 3 || p[0] != "crypto" {
+		return "", ""
+	}
+	switch p[1] {
+	case "sign":
+		class = "private-key"
+	case "verify":
+		class = "public-key"
+	default:
+		return "", ""
+	}
+	switch {
+	case strings.Contains(p[2], "ecdsa"):
+		typ = "ec"
+	case strings.Contains(p[2], "rsa"):
+		typ = "rsa"
+	}
+	return class, typ
+}
+
+// usable are the labels and references of the keys a command may use.
+func (c *Completer) usable(cmd *commands.Command) (labels, refs []string) {
+	class, typ := keyKind(cmd)
+	ks, ok := c.Source.(KeySource)
+	if class == "" || !ok {
+		return c.Source.KeyLabels(), c.Source.KeyRefs()
+	}
+	for _, k := range ks.Keys() {
+		if k.Class != class || (typ != "" && k.Type != typ) {
+			continue
+		}
+		if !slices.Contains(labels, k.Label) {
+			labels = append(labels, k.Label)
+		}
+		refs = append(refs, k.Ref)
+	}
+	return labels, refs
+}
+
 // values lists what a flag may take.
-func (c *Completer) values(f *commands.Flag, word string) []prompt.Suggest {
+func (c *Completer) values(cmd *commands.Command, f *commands.Flag, word string) []prompt.Suggest {
 	if len(f.Values) > 0 {
 		return plain(f.Values, f.Help)
 	}
@@ -178,10 +256,11 @@ func (c *Completer) values(f *commands.Flag, word string) []prompt.Suggest {
 		return plain(c.Source.Usernames(), "user")
 	case "filter", "key-filter":
 		var out []prompt.Suggest
-		for _, l := range c.Source.KeyLabels() {
+		labels, refs := c.usable(cmd)
+		for _, l := range labels {
 			out = append(out, prompt.Suggest{Text: "attr.label=" + commands.Quote(l), Description: "key label"})
 		}
-		for _, r := range c.Source.KeyRefs() {
+		for _, r := range refs {
 			out = append(out, prompt.Suggest{Text: "key-reference=" + r, Description: "key"})
 		}
 		out = append(out, prompt.Suggest{Text: "attr.class=", Description: "secret-key, public-key, private-key"},
@@ -224,4 +303,47 @@ func (c *Completer) paths(word string) []prompt.Suggest {
 		}
 	}
 	return out
+}
+
+// CommonPrefix is the longest prefix all candidates share.
+func CommonPrefix(s []prompt.Suggest) string {
+	if len(s) == 0 {
+		return ""
+	}
+	p := s[0].Text
+	for _, x := range s[1:] {
+		i := 0
+		for i < len(p) && i < len(x.Text) && p[i] == x.Text[i] {
+			i++
+		}
+		p = p[:i]
+	}
+	return p
+}
+
+// Apply puts a candidate in place of the word under the cursor: from start
+// (as Complete gave it) to the end of that word, so the rest of a
+// half-typed word is replaced, not kept beside it. With final, a space
+// follows the candidate unless one is there already or the candidate goes
+// on being typed (a folder, an attr.NAME=). It returns the new line and
+// the cursor's byte offset.
+func Apply(line string, cursor, start int, text string, final bool) (string, int) {
+	cursor = min(max(cursor, 0), len(line))
+	start = min(max(start, 0), cursor)
+	end := cursor
+	for end < len(line) && line[end] != ' ' && line[end] != '\t' {
+		end++
+	}
+	head, tail := line[:start], line[end:]
+	out := head + text
+	pos := len(out)
+	if final && !strings.HasSuffix(text, "/") && !strings.HasSuffix(text, "=") {
+		if strings.HasPrefix(tail, " ") {
+			pos++ // step over the space that is there
+		} else {
+			out += " "
+			pos++
+		}
+	}
+	return out + tail, pos
 }

@@ -66,3 +66,69 @@ func TestComplete(t *testing.T) {
 		}
 	}
 }
+
+type keyedSource struct{ fakeSource }
+
+func (keyedSource) Keys() []KeyInfo {
+	return []KeyInfo{
+		{Ref: "0x01", Label: "aeskey", Class: "secret-key", Type: "aes"},
+		{Ref: "0x02", Label: "pub", Class: "public-key", Type: "ec"},
+		{Ref: "0x03", Label: "priv", Class: "private-key", Type: "ec"},
+		{Ref: "0x04", Label: "rsapriv", Class: "private-key", Type: "rsa"},
+	}
+}
+func (keyedSource) KeyLabels() []string { return []string{"aeskey", "pub", "priv", "rsapriv"} }
+func (keyedSource) KeyRefs() []string   { return []string{"0x01", "0x02", "0x03", "0x04"} }
+
+// crypto sign ecdsa is offered EC private keys only, not AES or public
+// keys; a value given already is not offered again.
+func TestCompleteKeyKinds(t *testing.T) {
+	c := &Completer{Tree: commands.Default(), Source: keyedSource{}}
+	got, _ := texts(t, c, "crypto sign ecdsa --key-filter attr.l")
+	if want := []string{"attr.label=priv"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("sign ecdsa: %q, want %q", got, want)
+	}
+	got, _ = texts(t, c, "crypto verify ecdsa --key-filter key-")
+	if want := []string{"key-reference=0x02"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("verify ecdsa: %q, want %q", got, want)
+	}
+	got, _ = texts(t, c, "key delete --filter attr.l")
+	if len(got) != 4 {
+		t.Errorf("key delete offers every label: %q", got)
+	}
+	got, _ = texts(t, c, "key delete --filter attr.label=priv attr.label=p")
+	for _, g := range got {
+		if g == "attr.label=priv" {
+			t.Errorf("a value given already is offered again: %q", got)
+		}
+	}
+}
+
+func TestApplyAndCommonPrefix(t *testing.T) {
+	tests := []struct {
+		line          string
+		cursor, start int
+		text          string
+		final         bool
+		want          string
+		wantPos       int
+	}{
+		{"key gen", 7, 4, "generate-file", true, "key generate-file ", 18},
+		{"key gen aes", 7, 4, "generate-symmetric", true, "key generate-symmetric aes", 23},
+		{"key genxyz", 7, 4, "generate-file", true, "key generate-file ", 18},
+		{"key gen", 7, 4, "generate-", false, "key generate-", 13},
+		{"--filter attr.", 14, 9, "attr.label=", true, "--filter attr.label=", 20},
+		{"--path p", 8, 7, "pki/", true, "--path pki/", 11},
+	}
+	for _, tt := range tests {
+		got, pos := Apply(tt.line, tt.cursor, tt.start, tt.text, tt.final)
+		if got != tt.want || pos != tt.wantPos {
+			t.Errorf("Apply(%q, %d, %d, %q) = %q, %d; want %q, %d", tt.line, tt.cursor, tt.start, tt.text, got, pos, tt.want, tt.wantPos)
+		}
+	}
+	c := &Completer{Tree: commands.Default()}
+	s, _ := c.Complete("key gen")
+	if p := CommonPrefix(s); p != "generate-" {
+		t.Errorf("CommonPrefix = %q", p)
+	}
+}
