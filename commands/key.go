@@ -121,9 +121,14 @@ var (
 
 func keyCommands() []*Command {
 	symmetric := func(kind string, lengths string) *Command {
+		// Said as people say it: "an AES key", "a generic secret key".
+		name := map[string]string{"aes": "an AES key", "generic-secret": "a generic secret key"}[kind]
+		if name == "" {
+			name = "a " + kind + " key"
+		}
 		return &Command{
 			Path: []string{"key", "generate-symmetric", kind}, Who: CryptoUserOnly,
-			Summary: "generate a " + kind + " key",
+			Summary: "generate " + name,
 			Flags: []Flag{
 				{Name: "label", Kind: String, Required: true, Help: "the key's label (up to 127 characters)"},
 				{Name: "key-length-bytes", Kind: Int, Required: true, Help: "key length in bytes: " + lengths},

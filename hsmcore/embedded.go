@@ -790,6 +790,9 @@ func (e *Embedded) create(ctx context.Context, c Caller, n int, session bool, mi
 	for _, h := range e.members() {
 		holders[h.ID()] = false
 	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	made, err := mk(sn[0], ref, !session && len(sn) > 1)
 	if err != nil {
 		return nil, err
@@ -934,6 +937,16 @@ func (e *Embedded) replicate(ctx context.Context, c Caller, hs []*sealedNode, re
 		}()
 	}
 	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		// Cancelled by the user: the copies made so far are removed, and
+		// the command says it was cancelled, not why sync fell short.
+		se := &SyncError{Succeeded: succeeded, Failed: failed}
+		for _, r := range recs {
+			se.Refs = append(se.Refs, r.Ref)
+		}
+		e.cleanup(c, se, recs)
+		return nil, fmt.Errorf("key creation %w after it reached %s; the copies were removed", err, strings.Join(succeeded, ", "))
+	}
 	// HSMs that were down count as failed too: the client tries them all.
 	for _, h := range e.members() {
 		if !h.Up() {

@@ -2,8 +2,10 @@ package hsmcore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
+	"time"
 )
 
 // The index answers the same as a scan: every mix of label, class and
@@ -107,5 +109,35 @@ func BenchmarkKeyListByLabel(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// A key creation cancelled while client-side sync runs says it was
+// cancelled (context.Canceled, which the command layer reports as such)
+// and leaves no copy behind.
+func TestCancelledCreationCleansUp(t *testing.T) {
+	e, err := OpenEmbedded(Options{ID: "cancel", HSMs: 3, Transport: TransportDirect, Durability: Durability{MinimumNodes: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	e.PauseSync()
+	_, cu := activate(t, e)
+	for _, id := range []string{"hsm-2", "hsm-3"} {
+		if err := e.SetLatency(id, 300*time.Millisecond); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(100*time.Millisecond, cancel)
+	_, err = e.GenerateKey(ctx, cu, KeySpec{Type: TypeAES, Label: "cancelled", LengthBytes: 16})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("got %v, want context.Canceled", err)
+	}
+	for _, n := range e.members() {
+		h, _ := inProcess(n)
+		if recs, _, _ := h.snapshotPage(Filter{Attrs: map[string]string{"label": "cancelled"}}, nil, 0, 0); len(recs) != 0 {
+			t.Errorf("%s keeps the cancelled key", h.id)
+		}
 	}
 }
