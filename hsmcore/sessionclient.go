@@ -1,6 +1,7 @@
 package hsmcore
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -50,6 +51,31 @@ type clientSession struct {
 	// lane's holder.
 	lanes chan uint16
 	next  [authsession.MaxLanes]uint64
+
+	// sealer seals the session's commands under its current key and
+	// token, built once for both (sealerFor).
+	sealer *authsession.Sealer
+}
+
+// sealerFor returns the Sealer of the session key sk and token ekt, built
+// once and kept until a renegotiation replaces them.
+func (s *clientSession) sealerFor(sk [32]byte, ekt []byte) (*authsession.Sealer, error) {
+	s.mu.RLock()
+	x := s.sealer
+	s.mu.RUnlock()
+	if x != nil && bytes.Equal(x.EKT(), ekt) {
+		return x, nil
+	}
+	x, err := authsession.NewSealer(sk, ekt)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	if bytes.Equal(s.ekt, ekt) {
+		s.sealer = x
+	}
+	s.mu.Unlock()
+	return x, nil
 }
 
 func newClientSession(sid, user string, role Role) *clientSession {
@@ -74,7 +100,7 @@ func (s *clientSession) end() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	clear(s.sk[:])
-	s.password, s.ended = "", true
+	s.password, s.ended, s.sealer = "", true, nil
 }
 
 // SessionInfo is what session info shows.
@@ -289,8 +315,12 @@ func (e *Embedded) sealedCall(s *clientSession, h node, sk [32]byte, ekt, body [
 	s.next[lane]++
 	seq, err := authsession.LaneSeq(lane, s.next[lane])
 	var env, resp authsession.Envelope
+	var sealer *authsession.Sealer
 	if err == nil {
-		env, err = authsession.Seal(sk, authsession.ToHSM, seq, ekt, body)
+		sealer, err = s.sealerFor(sk, ekt)
+	}
+	if err == nil {
+		env, err = sealer.Seal(authsession.ToHSM, seq, body)
 	}
 	if err == nil {
 		err = h.call(mEnveloped, env, &resp)
@@ -302,7 +332,7 @@ func (e *Embedded) sealedCall(s *clientSession, h node, sk [32]byte, ekt, body [
 	if resp.Seq != seq {
 		return fmt.Errorf("%w: %s answered command %d with number %d: refusing it", ErrPermission, h.ID(), seq, resp.Seq)
 	}
-	plain, err := authsession.Open(sk, authsession.ToClient, ekt, resp)
+	plain, err := sealer.Open(authsession.ToClient, resp)
 	if err != nil {
 		return fmt.Errorf("the answer of %s: %w", h.ID(), err)
 	}

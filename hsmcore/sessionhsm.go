@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"sync/atomic"
 	"time"
 
 	"github.com/hsmsh/hsmsh/hsmcore/authsession"
@@ -40,6 +41,23 @@ type hsmSession struct {
 	// pending is when a handshake whose login has not finished is
 	// forgotten; zero once the password was checked.
 	pending time.Time
+	// sealer opens and seals the session's envelopes under its key and
+	// current token, built once (sealerFor).
+	sealer atomic.Pointer[authsession.Sealer]
+}
+
+// sealerFor returns the session's Sealer for the token ekt, building it
+// the first time (or after the token was re-issued).
+func (s *hsmSession) sealerFor(sk [32]byte, ekt []byte) (*authsession.Sealer, error) {
+	if x := s.sealer.Load(); x != nil && bytes.Equal(x.EKT(), ekt) {
+		return x, nil
+	}
+	x, err := authsession.NewSealer(sk, ekt)
+	if err != nil {
+		return nil, err
+	}
+	s.sealer.Store(x)
+	return x, nil
 }
 
 // Bounds on handshakes whose login has not finished: they cost the HSM
@@ -359,6 +377,7 @@ func (h *hsm) EndSession(sid string) error {
 	if s, ok := h.sessions[sid]; ok {
 		h.ended[sid] = s.claims.Expires
 		clear(s.sk[:])
+		s.sealer.Store(nil) // its AES key schedule goes with the key
 		delete(h.sessions, sid)
 		delete(h.byEKT, string(s.ekt))
 	} else if len(h.ended) < maxSessions {
@@ -396,7 +415,11 @@ func (h *hsm) Enveloped(env authsession.Envelope) (authsession.Envelope, error) 
 		return authsession.Envelope{}, err
 	}
 	defer clear(sk[:])
-	plain, err := authsession.Open(sk, authsession.ToHSM, env.EKT, env)
+	sealer, err := s.sealerFor(sk, env.EKT)
+	if err != nil {
+		return authsession.Envelope{}, fmt.Errorf("%w: %w", ErrPermission, err)
+	}
+	plain, err := sealer.Open(authsession.ToHSM, env)
 	if err != nil {
 		return authsession.Envelope{}, fmt.Errorf("%w: %w", ErrPermission, err)
 	}
@@ -426,7 +449,7 @@ func (h *hsm) Enveloped(env authsession.Envelope) (authsession.Envelope, error) 
 	if err != nil {
 		return authsession.Envelope{}, err
 	}
-	return authsession.Seal(sk, authsession.ToClient, env.Seq, env.EKT, b)
+	return sealer.Seal(authsession.ToClient, env.Seq, b)
 }
 
 // checkSessionUser refuses a session whose user was deleted after the
@@ -534,6 +557,7 @@ func (h *hsm) sweepSessionsLocked(now time.Time) {
 	for id, s := range h.sessions {
 		if !now.Before(s.claims.Expires) || (!s.pending.IsZero() && !now.Before(s.pending)) {
 			clear(s.sk[:])
+			s.sealer.Store(nil)
 			delete(h.sessions, id)
 			delete(h.byEKT, string(s.ekt))
 		}

@@ -2,6 +2,7 @@ package authsession
 
 import (
 	"bytes"
+	"crypto/cipher"
 	"crypto/sha512"
 	"encoding/binary"
 	"errors"
@@ -35,69 +36,113 @@ type Envelope struct {
 	Body []byte `json:"body"` // nonce ‖ GCM ciphertext; AAD binds direction, seq and SHA-384(EKT)
 }
 
-// envelopeAAD binds the direction, the sequence number and the session's
-// EKT; all but the label are fixed length, so the layout is unambiguous.
-func envelopeAAD(dir Direction, seq uint64, ekt []byte) []byte {
-	sum := sha512.Sum384(ekt)
-	aad := append([]byte(labelEnvelope), byte(dir))
-	aad = binary.BigEndian.AppendUint64(aad, seq)
-	return append(aad, sum[:]...)
+// Sealer seals and opens one session's envelopes under its session key
+// and EKT, with the AES-GCM built once and the EKT's digest taken once:
+// a session sends many commands, and building both for each cost more
+// than sealing. (Go's AES-GCM keeps no state between calls, so one Sealer
+// serves concurrent commands.)
+type Sealer struct {
+	g   cipher.AEAD
+	ekt []byte
+	sum [sha512.Size384]byte
 }
 
-func checkEnvelopeArgs(dir Direction, seq uint64, ekt []byte) error {
+// NewSealer makes the Sealer of the session whose key is sk and whose
+// token is ekt.
+func NewSealer(sk [32]byte, ekt []byte) (*Sealer, error) {
+	if len(ekt) == 0 || len(ekt) > maxEKT {
+		return nil, fmt.Errorf("session token (EKT) is %d bytes, want 1 to %d", len(ekt), maxEKT)
+	}
+	g, err := newGCM(sk[:])
+	if err != nil {
+		return nil, err
+	}
+	return &Sealer{g: g, ekt: bytes.Clone(ekt), sum: sha512.Sum384(ekt)}, nil
+}
+
+// EKT is the token the Sealer binds.
+func (s *Sealer) EKT() []byte { return s.ekt }
+
+// aad binds the direction, the sequence number and the session's EKT; all
+// but the label are fixed length, so the layout is unambiguous.
+func (s *Sealer) aad(dir Direction, seq uint64) []byte {
+	aad := make([]byte, 0, len(labelEnvelope)+1+8+len(s.sum))
+	aad = append(aad, labelEnvelope...)
+	aad = append(aad, byte(dir))
+	aad = binary.BigEndian.AppendUint64(aad, seq)
+	return append(aad, s.sum[:]...)
+}
+
+func checkEnvelopeArgs(dir Direction, seq uint64) error {
 	if dir != ToHSM && dir != ToClient {
 		return fmt.Errorf("unknown %s", dir)
 	}
 	if seq == 0 {
 		return errors.New("sequence number 0: sequences start at 1")
 	}
-	if len(ekt) == 0 || len(ekt) > maxEKT {
-		return fmt.Errorf("session token (EKT) is %d bytes, want 1 to %d", len(ekt), maxEKT)
-	}
 	return nil
 }
 
-// Seal seals one command (dir ToHSM) or one answer (dir ToClient) under the
-// session key. ekt is the session's EKT; for an answer, pass the EKT of the
-// request it answers. Number commands from 1 upwards, and give an answer
-// the seq of the command it answers, so that the client can pair them.
-func Seal(sk [32]byte, dir Direction, seq uint64, ekt []byte, plaintext []byte) (Envelope, error) {
-	if err := checkEnvelopeArgs(dir, seq, ekt); err != nil {
+// Seal seals one command (dir ToHSM) or one answer (dir ToClient). Number
+// commands from 1 upwards, and give an answer the seq of the command it
+// answers, so that the client can pair them.
+func (s *Sealer) Seal(dir Direction, seq uint64, plaintext []byte) (Envelope, error) {
+	if err := checkEnvelopeArgs(dir, seq); err != nil {
 		return Envelope{}, fmt.Errorf("sealing an envelope: %w", err)
 	}
-	body, err := seal(sk[:], plaintext, envelopeAAD(dir, seq, ekt))
-	if err != nil {
-		return Envelope{}, fmt.Errorf("sealing an envelope: %w", err)
-	}
-	e := Envelope{Seq: seq, Body: body}
+	e := Envelope{Seq: seq, Body: s.g.Seal(nil, nil, plaintext, s.aad(dir, seq))}
 	if dir == ToHSM {
-		e.EKT = bytes.Clone(ekt)
+		e.EKT = bytes.Clone(s.ekt)
 	}
 	return e, nil
 }
 
-// Open opens an envelope travelling in direction dir. ekt is the EKT the
-// session key came from: at the HSM, the envelope's own EKT, after OpenEKT;
-// at the client, the EKT of the request the answer is for.
+// Open opens an envelope travelling in direction dir.
 //
 // Open does not check the sequence number against earlier ones: pass e.Seq
 // to the session's Window after Open succeeds, never before, so that a
 // forged envelope cannot move the window.
-func Open(sk [32]byte, dir Direction, ekt []byte, e Envelope) ([]byte, error) {
-	if err := checkEnvelopeArgs(dir, e.Seq, ekt); err != nil {
+func (s *Sealer) Open(dir Direction, e Envelope) ([]byte, error) {
+	if err := checkEnvelopeArgs(dir, e.Seq); err != nil {
 		return nil, fmt.Errorf("opening an envelope: %w", err)
 	}
 	switch {
-	case dir == ToHSM && !bytes.Equal(e.EKT, ekt):
+	case dir == ToHSM && !bytes.Equal(e.EKT, s.ekt):
 		return nil, fmt.Errorf("%w (it carries a different session token from the one given)", ErrTampered)
 	case dir == ToClient && len(e.EKT) != 0:
 		return nil, errors.New("opening an envelope: an answer must not carry a session token")
 	}
-	pt, err := open(sk[:], e.Body, envelopeAAD(dir, e.Seq, ekt))
+	if len(e.Body) < gcmOverLen {
+		return nil, fmt.Errorf("%w (seq %d, %s, %d-byte body)", ErrTampered, e.Seq, dir, len(e.Body))
+	}
+	pt, err := s.g.Open(nil, nil, e.Body, s.aad(dir, e.Seq))
 	if err != nil {
 		return nil, fmt.Errorf("%w (seq %d, %s, %d-byte body)", ErrTampered, e.Seq, dir, len(e.Body))
 	}
 	return pt, nil
+}
+
+// Seal seals one envelope under sk and ekt: NewSealer then Sealer.Seal,
+// for a single use. ekt is the session's EKT; for an answer, pass the EKT
+// of the request it answers.
+func Seal(sk [32]byte, dir Direction, seq uint64, ekt []byte, plaintext []byte) (Envelope, error) {
+	s, err := NewSealer(sk, ekt)
+	if err != nil {
+		return Envelope{}, fmt.Errorf("sealing an envelope: %w", err)
+	}
+	return s.Seal(dir, seq, plaintext)
+}
+
+// Open opens one envelope under sk and ekt: NewSealer then Sealer.Open.
+// ekt is the EKT the session key came from: at the HSM, the envelope's own
+// EKT, after OpenEKT; at the client, the EKT of the request the answer is
+// for.
+func Open(sk [32]byte, dir Direction, ekt []byte, e Envelope) ([]byte, error) {
+	s, err := NewSealer(sk, ekt)
+	if err != nil {
+		return nil, fmt.Errorf("opening an envelope: %w", err)
+	}
+	return s.Open(dir, e)
 }
 
 // Lanes let one session have several commands in flight at once without
