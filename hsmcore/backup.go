@@ -629,12 +629,9 @@ func (h *hsm) exportUser(c Caller, a userArgs) (*wrappedKey, error) {
 	if err := requireAdmin(c, "user replicate"); err != nil {
 		return nil, err
 	}
-	u, err := h.userNamed(a.Username)
+	u, err := h.userAs(a.Username, a.Role)
 	if err != nil {
 		return nil, err
-	}
-	if u.Role != a.Role {
-		return nil, fmt.Errorf("%w: %s has role %s, not %s", ErrUserNotFound, u.Username, u.Role, a.Role)
 	}
 	u.Failed, u.FailedOn, u.FailEpoch = 0, nil, 0
 	plain, err := json.Marshal(u)

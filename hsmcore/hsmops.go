@@ -289,6 +289,18 @@ func (h *hsm) userNamed(name string) (*userRecord, error) {
 	return &c, nil
 }
 
+// userAs returns a copy of a user this HSM knows, who must have role.
+func (h *hsm) userAs(name string, role Role) (*userRecord, error) {
+	u, err := h.userNamed(name)
+	if err != nil {
+		return nil, err
+	}
+	if u.Role != role {
+		return nil, fmt.Errorf("%w: %s has role %s, not %s", ErrUserNotFound, name, u.Role, role)
+	}
+	return u, nil
+}
+
 func requireAdmin(c Caller, what string) error {
 	if c.Role != RoleAdmin {
 		return fmt.Errorf("%w: %s needs the admin role; the session is %s's, a %s", ErrPermission, what, c.Username, c.Role)
@@ -341,12 +353,9 @@ func (h *hsm) removeUser(c Caller, a userArgs) error {
 	if err != nil {
 		return err
 	}
-	u, err := h.userNamed(name)
+	u, err := h.userAs(name, a.Role)
 	if err != nil {
 		return err
-	}
-	if u.Role != a.Role {
-		return fmt.Errorf("%w: %s has role %s, not %s", ErrUserNotFound, name, u.Role, a.Role)
 	}
 	if name == c.Username {
 		return fmt.Errorf("%w: you cannot delete the user you are logged in as", ErrPermission)
@@ -384,12 +393,9 @@ func (h *hsm) setPassword(c Caller, a userArgs) error {
 	if err := ValidatePassword(a.Password); err != nil {
 		return err
 	}
-	u, err := h.userNamed(name)
+	u, err := h.userAs(name, a.Role)
 	if err != nil {
 		return err
-	}
-	if u.Role != a.Role {
-		return fmt.Errorf("%w: %s has role %s, not %s", ErrUserNotFound, name, u.Role, a.Role)
 	}
 	if u.locked() && c.Role != RoleAdmin {
 		return ErrLocked

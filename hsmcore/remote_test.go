@@ -1,7 +1,6 @@
 package hsmcore
 
 import (
-	"bytes"
 	"context"
 	"crypto"
 	"crypto/ecdsa"
@@ -20,6 +19,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hsmsh/hsmsh/internal/syncbuf"
+
 	"github.com/hsmsh/hsmsh/hsmcore/nestedtls"
 	"github.com/hsmsh/hsmsh/hsmcore/pki"
 	"github.com/hsmsh/hsmsh/hsmcore/rpc"
@@ -27,22 +28,7 @@ import (
 )
 
 // syncBuffer is a log sink the servers' goroutines may write concurrently.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type syncBuffer = syncbuf.Buffer
 
 // loopback is a remote cluster of HSM servers on 127.0.0.1, each with its
 // own data dir, sharing one PKI.

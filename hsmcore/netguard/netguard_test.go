@@ -1,7 +1,6 @@
 package netguard
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -13,27 +12,14 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/hsmsh/hsmsh/internal/syncbuf"
 )
 
 // logBuffer is a log sink safe for the accept loop and the test at once.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
+type logBuffer = syncbuf.Buffer
 
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-func (l *logBuffer) logger() *slog.Logger { return slog.New(slog.NewTextHandler(l, nil)) }
+func loggerTo(l *logBuffer) *slog.Logger { return slog.New(slog.NewTextHandler(l, nil)) }
 
 // fakeListener fails its first len(errs) Accepts with those errors (all of
 // them, forever, if forever is set), then hands out conns.
@@ -118,7 +104,7 @@ func TestAcceptSurvivesErrors(t *testing.T) {
 			defer b.Close()
 			f.conns <- a
 			var logs logBuffer
-			ln := Listen(f, Options{Log: logs.logger()})
+			ln := Listen(f, Options{Log: loggerTo(&logs)})
 			start := time.Now()
 			c, err := ln.Accept()
 			took := time.Since(start)
@@ -163,7 +149,7 @@ func TestAcceptBacksOffUntilClosed(t *testing.T) {
 	f := newFake()
 	f.forever = acceptErr(syscall.EMFILE)
 	var logs logBuffer
-	ln := Listen(f, Options{Log: logs.logger()})
+	ln := Listen(f, Options{Log: loggerTo(&logs)})
 	done := make(chan error, 1)
 	go func() {
 		_, err := ln.Accept()
@@ -234,7 +220,7 @@ func TestMaxConns(t *testing.T) {
 				t.Fatal(err)
 			}
 			var logs logBuffer
-			ln := Listen(raw, Options{MaxConns: tt.max, Log: logs.logger()})
+			ln := Listen(raw, Options{MaxConns: tt.max, Log: loggerTo(&logs)})
 			defer ln.Close()
 			accepted := make(chan net.Conn, 100)
 			go func() {
