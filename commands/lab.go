@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/hsmsh/hsmsh/hsmcore"
@@ -58,12 +59,19 @@ func labCommands() []*Command {
 				return hsmResult(a.String("hsm"), state), nil
 			}),
 		labCommand([]string{"hsm", "recover"}, "make a failed HSM answer again (empty after --destroy: server-side sync refills it)",
-			[]Flag{hsmFlag},
+			[]Flag{{Name: "hsm", Kind: String, Help: "the HSM, e.g. hsm-2; may be left out while only one HSM is down"}},
 			func(ctx context.Context, l hsmcore.Lab, a *Args) (any, error) {
-				if err := l.RecoverHSM(a.String("hsm")); err != nil {
+				id := a.String("hsm")
+				if id == "" {
+					var err error
+					if id, err = onlyDown(ctx, l); err != nil {
+						return nil, err
+					}
+				}
+				if err := l.RecoverHSM(id); err != nil {
 					return nil, err
 				}
-				return hsmResult(a.String("hsm"), "active"), nil
+				return hsmResult(id, "active"), nil
 			}),
 		labCommand([]string{"hsm", "restart"}, "restart an HSM: its volatile memory (session keys) is wiped, token keys stay",
 			[]Flag{hsmFlag},
@@ -137,4 +145,29 @@ func syncStatus(l hsmcore.Lab) map[string]any {
 		out["next-in"] = fmt.Sprintf("%.1fs", time.Until(st.Next).Seconds())
 	}
 	return out
+}
+
+// onlyDown names the one HSM that is down (or destroyed), for lab hsm
+// recover without --hsm; with none or several down it says which to give.
+func onlyDown(ctx context.Context, l hsmcore.Lab) (string, error) {
+	c, ok := l.(interface {
+		HSMs(context.Context) []hsmcore.HSMInfo
+	})
+	if !ok {
+		return "", errors.New("lab hsm recover: give --hsm")
+	}
+	var down, all []string
+	for _, h := range c.HSMs(ctx) {
+		all = append(all, h.ID)
+		if h.State != hsmcore.StateActive {
+			down = append(down, h.ID)
+		}
+	}
+	switch len(down) {
+	case 0:
+		return "", fmt.Errorf("no HSM is down (HSMs: %s)", strings.Join(all, ", "))
+	case 1:
+		return down[0], nil
+	}
+	return "", fmt.Errorf("%d HSMs are down (%s): give --hsm with the one to recover", len(down), strings.Join(down, ", "))
 }
