@@ -169,6 +169,8 @@ type Setting struct {
 	Name   string `json:"name"`
 	Value  string `json:"value"`
 	Source Source `json:"source"`
+	// Note says when the setting is not in use as things stand.
+	Note string `json:"note,omitempty"`
 }
 
 // Change is one setting to write with Edit.
@@ -401,7 +403,14 @@ func (c *Config) setSource(name string, src Source) {
 func (c *Config) Settings() []Setting {
 	out := make([]Setting, 0, len(settings))
 	for _, s := range settings {
-		out = append(out, Setting{Name: s.name, Value: s.format(c), Source: c.Source(s.name)})
+		set := Setting{Name: s.name, Value: s.format(c), Source: c.Source(s.name)}
+		if c.Cluster.Mode != "remote" && strings.HasPrefix(s.name, "tls.") {
+			// The embedded cluster's nested TLS uses a PKI of its own in
+			// its data folder; these paths matter to the remote mode (and
+			// to pki init and serve) only.
+			set.Note = "not used by the embedded cluster, which keeps its own PKI in its data folder (clusters/ID/pki); used in remote mode, by hsmsh serve and pki init"
+		}
+		out = append(out, set)
 	}
 	return out
 }

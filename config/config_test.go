@@ -525,30 +525,33 @@ func TestSettings(t *testing.T) {
 		t.Fatal(err)
 	}
 	pki := filepath.Join(filepath.Dir(path), "p")
+	// In embedded mode the tls.* paths are noted as unused: the embedded
+	// cluster keeps its own PKI in its data folder.
+	const embeddedTLS = "not used by the embedded cluster, which keeps its own PKI in its data folder (clusters/ID/pki); used in remote mode, by hsmsh serve and pki init"
 	want := []Setting{
-		{"client.retry_on_missing_key", "5", SourceCommand},
-		{"cluster.hsms", "6", SourceEnv},
-		{"cluster.id", "cluster-local", SourceDefault},
-		{"cluster.mode", "embedded", SourceDefault},
-		{"cluster.profile", "none", SourceDefault},
-		{"cluster.transport", "tls", SourceDefault},
-		{"durability.create_object_minimum_nodes", "1", SourceDefault},
-		{"durability.key_availability_check", "false", SourceFlag},
-		{"durability.server_sync_interval", "1m30s", SourceFile},
-		{"server.idle_timeout", "5m", SourceDefault},
-		{"server.max_connections", "512", SourceDefault},
-		{"session.lifetime", "1h", SourceDefault},
-		{"session.renegotiate", "true", SourceDefault},
-		{"tls.client_cert", filepath.Join(pki, "client.crt"), SourceDefault},
-		{"tls.client_key", filepath.Join(pki, "client.key"), SourceDefault},
-		{"tls.cluster_cert", filepath.Join(pki, "cluster.crt"), SourceDefault},
-		{"tls.cluster_key", filepath.Join(pki, "cluster.key"), SourceDefault},
-		{"tls.customer_ca", filepath.Join(pki, "customerCA.crt"), SourceDefault},
-		{"tls.pki_dir", pki, SourceFile},
-		{"tls.server_cert", filepath.Join(pki, "server.crt"), SourceDefault},
-		{"tls.server_key", filepath.Join(pki, "server.key"), SourceDefault},
-		{"tls.trust_dir", filepath.Join(pki, "certs"), SourceDefault},
-		{"ui.theme", "dark", SourceEnv},
+		{"client.retry_on_missing_key", "5", SourceCommand, ""},
+		{"cluster.hsms", "6", SourceEnv, ""},
+		{"cluster.id", "cluster-local", SourceDefault, ""},
+		{"cluster.mode", "embedded", SourceDefault, ""},
+		{"cluster.profile", "none", SourceDefault, ""},
+		{"cluster.transport", "tls", SourceDefault, ""},
+		{"durability.create_object_minimum_nodes", "1", SourceDefault, ""},
+		{"durability.key_availability_check", "false", SourceFlag, ""},
+		{"durability.server_sync_interval", "1m30s", SourceFile, ""},
+		{"server.idle_timeout", "5m", SourceDefault, ""},
+		{"server.max_connections", "512", SourceDefault, ""},
+		{"session.lifetime", "1h", SourceDefault, ""},
+		{"session.renegotiate", "true", SourceDefault, ""},
+		{"tls.client_cert", filepath.Join(pki, "client.crt"), SourceDefault, embeddedTLS},
+		{"tls.client_key", filepath.Join(pki, "client.key"), SourceDefault, embeddedTLS},
+		{"tls.cluster_cert", filepath.Join(pki, "cluster.crt"), SourceDefault, embeddedTLS},
+		{"tls.cluster_key", filepath.Join(pki, "cluster.key"), SourceDefault, embeddedTLS},
+		{"tls.customer_ca", filepath.Join(pki, "customerCA.crt"), SourceDefault, embeddedTLS},
+		{"tls.pki_dir", pki, SourceFile, embeddedTLS},
+		{"tls.server_cert", filepath.Join(pki, "server.crt"), SourceDefault, embeddedTLS},
+		{"tls.server_key", filepath.Join(pki, "server.key"), SourceDefault, embeddedTLS},
+		{"tls.trust_dir", filepath.Join(pki, "certs"), SourceDefault, embeddedTLS},
+		{"ui.theme", "dark", SourceEnv, ""},
 	}
 	if got := c.Settings(); !reflect.DeepEqual(got, want) {
 		t.Errorf("Settings() =\n%v\nwant\n%v", got, want)
