@@ -113,16 +113,24 @@ type Model struct {
 	evCluster string // the cluster the events come from
 	// compare is a second cluster whose keys the key pane shows beside the
 	// current one's (the clone-and-replicate demo); cmp its last state.
-	compare    string
-	cmp        *clusterView
-	evCancel   func()
-	hsms       []commands.HSMInfo
-	keys       []commands.KeyView
-	tokens     []commands.TokenView // live quorum tokens, for the Quorum pane
-	lost       []lostKey
-	recent     map[string]time.Time // ref+"@"+hsm → when a copy arrived
-	keyScroll  int
-	keyFilter  string
+	compare   string
+	cmp       *clusterView
+	evCancel  func()
+	hsms      []commands.HSMInfo
+	keys      []commands.KeyView
+	tokens    []commands.TokenView // live quorum tokens, for the Quorum pane
+	lost      []lostKey
+	recent    map[string]time.Time // ref+"@"+hsm → when a copy arrived
+	keyScroll int
+	keyFilter string
+	// The grid's order: keySort, and when the shell first learnt of each
+	// key (see keyStamp); keyCache the sorted, filtered rows.
+	keySort    keySort
+	seen       map[string]keyStamp
+	created    map[string]time.Time // key-created events not yet in a snapshot
+	snapN      int                  // snapshots taken
+	keysVer    int                  // bumped when the keys or their stamps change
+	keyCache   keyCache
 	dirty      bool
 	refreshing bool
 	snapErr    error
@@ -312,6 +320,7 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 	switch msg := msg.(type) {
 	case tea.WindowSizeMsg:
 		m.width, m.height = msg.Width, msg.Height
+		m.clampKeyScroll() // a taller pane shows more rows: no blank ones past the end
 		return m, nil
 	case tea.KeyMsg:
 		return m.key(msg)
@@ -331,6 +340,9 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 	case snapshotMsg:
 		m.refreshing = false
 		m.hsms, m.keys, m.tokens, m.snapErr, m.cmp = msg.hsms, msg.keys, msg.tokens, msg.err, msg.cmp
+		if msg.err == nil {
+			m.noteKeys(msg.keys) // a failed refresh keeps the stamps (and so the order)
+		}
 		m.clampKeyScroll()
 		return m, nil
 	case tickMsg:
@@ -359,7 +371,13 @@ func (m *Model) takeEvents(evs eventsMsg) {
 		case "key-synced", "key-replicated":
 			m.recent[ev.Ref+"@"+ev.HSM] = ev.Time
 		case "key-lost":
-			m.lost = append(m.lost, lostKey{ref: ev.Ref, at: ev.Time, label: m.labelOf(ev.Ref)})
+			label := ev.Label
+			if label == "" {
+				label = m.labelOf(ev.Ref)
+			}
+			m.lost = append(m.lost, lostKey{ref: ev.Ref, at: ev.Time, label: label})
+		case "key-created":
+			m.noteCreated(ev.Ref, ev.Time)
 		}
 	}
 	// Newest first: the batch reversed, then what came before, cut to
@@ -408,6 +426,10 @@ func (m *Model) key(k tea.KeyMsg) (tea.Model, tea.Cmd) {
 		return m.interrupt()
 	case "ctrl+l":
 		m.showPanes = !m.showPanes
+		return m, nil
+	case "ctrl+o":
+		m.keySort = (m.keySort + 1) % sortCount
+		m.keyScroll = 0
 		return m, nil
 	case "f1":
 		m.showHelp = true

@@ -347,15 +347,19 @@ func TestResizeSmallTerminal(t *testing.T) {
 			t.Errorf("%dx%d: prompt missing", size[0], size[1])
 		}
 	}
-	// 80×24 collapses the panes to a summary line.
+	// 80×24 keeps the key grid (compact layout) and a summary line.
 	m.Update(tea.WindowSizeMsg{Width: 80, Height: 24})
-	if v := m.View(); strings.Contains(v, " Keys (") || !strings.Contains(v, "hsm-1:1") {
+	if v := m.View(); !strings.Contains(v, " Keys (") || !strings.Contains(v, "hsm-1:1") {
 		t.Errorf("80x24 layout:\n%s", v)
 	}
-	// Ctrl+L hides the panes entirely.
+	// Ctrl+L hides the panes entirely, and brings them back.
 	press(m, tea.KeyCtrlL)
-	if v := m.View(); strings.Contains(v, "hsm-1:1") {
+	if v := m.View(); strings.Contains(v, "hsm-1:1") || strings.Contains(v, " Keys (") {
 		t.Errorf("panes still shown after Ctrl+L")
+	}
+	press(m, tea.KeyCtrlL)
+	if v := m.View(); !strings.Contains(v, " Keys (") {
+		t.Errorf("Ctrl+L again did not bring the grid back:\n%s", v)
 	}
 }
 

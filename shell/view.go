@@ -12,14 +12,77 @@ import (
 	"github.com/hsmsh/hsmsh/commands"
 )
 
-// Layout thresholds: below them the panes collapse so an 80×24 terminal
-// still has room for the output and the input line.
+// Layout thresholds. From wideMinWidth × wideMinHeight up the output sits
+// beside a column of panes (HSMs, keys, quorum tokens, events); below it
+// the layout is compact: the key grid above the output, full width, with
+// a line that sums up the HSMs, so the grid is there at 80×24 too.
 const (
 	wideMinWidth  = 110
 	wideMinHeight = 20
 	maxSuggest    = 6
 	eventRows     = 8
 )
+
+// What the body of the screen shows.
+const (
+	layoutOutput  = iota // the output alone (Ctrl+L, or too little room)
+	layoutCompact        // key grid, HSM summary line, output, one above the other
+	layoutWide           // output | HSMs, keys, quorum tokens, events
+)
+
+// layout is the screen's geometry for the current size and content.
+type layout struct {
+	kind          int
+	w, bodyH      int
+	bottom        []string // suggestions, input line, status bar
+	leftW, rightW int      // wide: the output's width and the panes'
+	outH          int
+	hsmH, keyH    int
+	qH, evH       int
+}
+
+func (m *Model) layout() layout {
+	w, h := max(m.width, 20), max(m.height, 6)
+	bottom := append(m.suggestView(w), m.inputView(w), m.statusView(w))
+	lay := layout{kind: layoutOutput, w: w, bodyH: h - len(bottom), bottom: bottom, leftW: w}
+	lay.outH = lay.bodyH
+	if !m.showPanes {
+		return lay
+	}
+	bodyH := lay.bodyH
+	keyNeed := m.keyPaneNeed()
+	if w >= wideMinWidth && bodyH >= wideMinHeight {
+		lay.kind = layoutWide
+		// The panes take 45% of the width, or more (leaving the output
+		// 50 columns) when the grid needs it for two-cell marks and a
+		// useful label: 28 HSMs at 110 columns.
+		lay.rightW = max(w*45/100, min(gridWant(len(m.hsms))+2, w-50))
+		lay.leftW = w - lay.rightW
+		lay.hsmH = min(2*len(m.hsms)+3, bodyH/3) // a line per HSM, and one for its TLS
+		if len(m.tokens) > 0 {
+			lay.qH = min(len(m.tokens)+3, bodyH/5) // pending quorum tokens, while there are any
+		}
+		avail := bodyH - lay.hsmH - lay.qH
+		// The key pane takes what its rows need, up to all but a few
+		// lines of events; the events take what they need of the rest,
+		// and whatever is left goes back to the keys (room for new ones).
+		evMin := min(eventRows+2, max(5, bodyH/8))
+		lay.keyH = max(min(keyNeed, avail-evMin), min(5, avail-evMin))
+		lay.evH = max(min(m.eventCount()+2, avail-lay.keyH), min(evMin, avail-lay.keyH))
+		lay.keyH = avail - lay.evH
+		return lay
+	}
+	// Compact: one line sums up the HSMs; the grid above the output.
+	avail := bodyH - 1
+	if avail < 9 {
+		lay.outH = avail // too short for a grid: the output and the summary
+		return lay
+	}
+	lay.kind = layoutCompact
+	lay.keyH = max(min(keyNeed, avail*60/100), 5)
+	lay.outH = avail - lay.keyH
+	return lay
+}
 
 // View draws the whole screen.
 func (m *Model) View() string {
@@ -29,44 +92,37 @@ func (m *Model) View() string {
 	if m.showHelp {
 		return m.helpView()
 	}
-	w, h := max(m.width, 20), max(m.height, 6)
-	bottom := []string{m.inputView(w)}
-	bottom = append(m.suggestView(w), bottom...)
-	bottom = append(bottom, m.statusView(w))
-	bodyH := h - len(bottom)
-
+	lay := m.layout()
+	w := lay.w
 	var body string
-	switch {
-	case m.showPanes && w >= wideMinWidth && bodyH >= wideMinHeight:
-		rightW := w * 45 / 100
-		leftW := w - rightW
-		hsmH := min(2*len(m.hsms)+3, bodyH/3) // a line per HSM, and one for its TLS
-		evH := min(eventRows+2, bodyH/4)
-		// Pending quorum tokens get a pane while there are any.
-		qH := 0
-		if len(m.tokens) > 0 {
-			qH = min(len(m.tokens)+3, bodyH/5)
-		}
-		keyH := bodyH - hsmH - evH - qH
+	switch lay.kind {
+	case layoutWide:
+		rightW := lay.rightW
 		panes := []string{
-			m.box("HSMs · "+m.env.ClusterID(), m.hsmLines(rightW-2, hsmH-2), rightW, hsmH),
-			m.box(m.keyTitle(), m.keyLines(rightW-2, keyH-2), rightW, keyH),
+			m.box("HSMs · "+m.env.ClusterID(), m.hsmLines(rightW-2, lay.hsmH-2), rightW, lay.hsmH),
+			m.box(m.keyTitle(), m.keyLines(rightW-2, lay.keyH-2), rightW, lay.keyH),
 		}
-		if qH > 0 {
-			panes = append(panes, m.box(fmt.Sprintf("Quorum tokens (%d)", len(m.tokens)), m.tokenLines(), rightW, qH))
+		if lay.qH > 0 {
+			panes = append(panes, m.box(fmt.Sprintf("Quorum tokens (%d)", len(m.tokens)), m.tokenLines(), rightW, lay.qH))
 		}
-		panes = append(panes, m.box("Events", m.eventLines(rightW-2, evH-2), rightW, evH))
+		panes = append(panes, m.box("Events", m.eventLines(rightW-2, lay.evH-2), rightW, lay.evH))
 		right := lipgloss.JoinVertical(lipgloss.Left, panes...)
-		body = lipgloss.JoinHorizontal(lipgloss.Top, m.box("Output", m.outLines(leftW-2, bodyH-2), leftW, bodyH), right)
-	case m.showPanes:
-		// Narrow: the output, and one line that sums up the HSMs.
+		body = lipgloss.JoinHorizontal(lipgloss.Top, m.box("Output", m.outLines(lay.leftW-2, lay.bodyH-2), lay.leftW, lay.bodyH), right)
+	case layoutCompact:
 		body = lipgloss.JoinVertical(lipgloss.Left,
-			m.box("Output", m.outLines(w-2, bodyH-3), w, bodyH-1),
-			ansi.Truncate(m.hsmSummary(), w, "…"))
+			m.box(m.keyTitle(), m.keyLines(w-2, lay.keyH-2), w, lay.keyH),
+			ansi.Truncate(m.hsmSummary(), w, "…"),
+			m.box("Output", m.outLines(w-2, lay.outH-2), w, lay.outH))
 	default:
-		body = m.box("Output", m.outLines(w-2, bodyH-2), w, bodyH)
+		if m.showPanes {
+			body = lipgloss.JoinVertical(lipgloss.Left,
+				m.box("Output", m.outLines(w-2, lay.outH-2), w, lay.outH),
+				ansi.Truncate(m.hsmSummary(), w, "…"))
+		} else {
+			body = m.box("Output", m.outLines(w-2, lay.bodyH-2), w, lay.bodyH)
+		}
 	}
-	return lipgloss.JoinVertical(lipgloss.Left, body, strings.Join(bottom, "\n"))
+	return lipgloss.JoinVertical(lipgloss.Left, body, strings.Join(lay.bottom, "\n"))
 }
 
 // box draws a pane of exactly w×h cells with a title in its top border.
@@ -82,8 +138,8 @@ func (m *Model) box(title string, lines []string, w, h int) string {
 	b := m.theme.Pane.Width(max(w-2, 0)).Height(inner).Render(strings.Join(lines, "\n"))
 	// Put the title into the top border.
 	first, rest, _ := strings.Cut(b, "\n")
-	t := " " + title + " "
-	if ansi.StringWidth(t)+4 <= w {
+	t := " " + ansi.Truncate(title, max(w-6, 0), "…") + " "
+	if w >= 8 {
 		first = ansi.Truncate(first, 2, "") + m.theme.PaneTitle.Render(t) + ansi.TruncateLeft(first, 2+ansi.StringWidth(t), "")
 	}
 	return first + "\n" + rest
@@ -150,13 +206,17 @@ func (m *Model) outLines(w, h int) []string {
 
 func (m *Model) outHeight() int { return max(m.height-4, 3) }
 
+// stateStyle is an HSM's state as the HSM pane shows it: a destroyed HSM
+// (its keys gone with it) is told apart from one that is only down.
 func (m *Model) stateStyle(state string) string {
-	word := fmt.Sprintf("%-8s", state)
+	word := fmt.Sprintf("%-9s", state)
 	switch state {
 	case "active":
 		return m.theme.Present.Render("● " + word)
 	case "down":
 		return m.theme.Down.Render("✗ " + word)
+	case "destroyed":
+		return m.theme.Error.Render("× " + word)
 	}
 	return m.theme.Warn.Render("◐ " + word)
 }
@@ -174,13 +234,18 @@ func (m *Model) hsmLines(w, h int) []string {
 		if failed {
 			style = m.theme.Error
 		}
-		line := fmt.Sprintf("%-7s %s  keys %-5s lat %4.0fms  ", x.ID, m.stateStyle(string(x.State)), count, x.LatencyMS)
+		line := fmt.Sprintf("%-7s %s  keys %-5s ", x.ID, m.stateStyle(string(x.State)), count)
+		if x.State == "active" {
+			line += fmt.Sprintf("lat %4.0fms  ", x.LatencyMS) // nothing else answers to be timed
+		}
 		if roomy {
-			out = append(out, line+m.theme.Dim.Render(x.Address), style.Render("        TLS "+x.TLS))
+			out = append(out, line+m.theme.Dim.Render(x.Address), style.Render("    TLS "+x.TLS))
 			continue
 		}
 		word := "tls ok"
 		switch {
+		case strings.HasPrefix(x.TLS, "not connected"):
+			word = "tls not connected" // the state says why
 		case failed:
 			word = "tls ✗"
 		case strings.HasPrefix(x.TLS, "none"):
@@ -214,16 +279,28 @@ func (m *Model) tokenLines() []string {
 	return out
 }
 
+// hsmSummary is the compact layout's line for the HSMs: each one's state
+// and key count ("?" while it cannot say), down and destroyed told apart.
 func (m *Model) hsmSummary() string {
 	parts := make([]string, 0, len(m.hsms))
 	for _, x := range m.hsms {
-		sym := m.theme.Present.Render("●")
-		if x.State != "active" {
-			sym = m.theme.Down.Render("✗")
+		switch x.State {
+		case "active":
+			parts = append(parts, fmt.Sprintf("%s %s:%s", m.theme.Present.Render("●"), x.ID, x.Keys()))
+		case "destroyed":
+			parts = append(parts, m.theme.Error.Render(fmt.Sprintf("× %s:%s destroyed", x.ID, x.Keys())))
+		default:
+			parts = append(parts, m.theme.Down.Render(fmt.Sprintf("✗ %s:%s %s", x.ID, x.Keys(), x.State)))
 		}
-		parts = append(parts, fmt.Sprintf("%s %s:%s", sym, x.ID, x.Keys()))
 	}
-	return " " + strings.Join(parts, "  ") + m.theme.Dim.Render(fmt.Sprintf("   keys %d · Ctrl+L panes", len(m.keys)))
+	tail := fmt.Sprintf("   keys %d", len(m.keys))
+	if len(m.tokens) > 0 {
+		tail += fmt.Sprintf(" · quorum tokens %d", len(m.tokens))
+	}
+	if m.snapErr != nil {
+		tail += " · refresh: " + m.snapErr.Error()
+	}
+	return " " + strings.Join(parts, "  ") + m.theme.Dim.Render(tail+" · Ctrl+L panes")
 }
 
 func (m *Model) keyTitle() string {
@@ -234,25 +311,10 @@ func (m *Model) keyTitle() string {
 	if m.keyFilter != "" {
 		t += " filter: " + m.keyFilter
 	}
+	if m.compare == "" {
+		t += " · " + m.keySort.String() + " (Ctrl+O)"
+	}
 	return t
-}
-
-func (m *Model) visibleKeys() []commands.KeyView {
-	if m.keyFilter == "" {
-		return m.keys
-	}
-	f := strings.ToLower(m.keyFilter)
-	var out []commands.KeyView
-	for _, k := range m.keys {
-		if strings.Contains(strings.ToLower(k.Label), f) || strings.Contains(k.Ref, f) || strings.Contains(k.Type, f) {
-			out = append(out, k)
-		}
-	}
-	return out
-}
-
-func (m *Model) clampKeyScroll() {
-	m.keyScroll = max(0, min(m.keyScroll, len(m.visibleKeys())-1))
 }
 
 func shortType(k commands.KeyView) string {
@@ -268,87 +330,28 @@ func shortType(k commands.KeyView) string {
 	return k.Type
 }
 
-// keyLines draws the key-presence grid: a row per key, a column per HSM.
-// Only the rows that fit are drawn, so thousands of keys cost nothing.
-func (m *Model) keyLines(w, h int) []string {
-	if m.compare != "" && m.cmp != nil {
-		return m.compareLines(h)
-	}
-	if _, _, ok := m.env.Who(); !ok {
-		return []string{m.theme.Dim.Render("log in to see keys (admins see every key, crypto users their own)")}
-	}
-	ids := commands.SortedHSMIDs(m.hsms)
-	state := map[string]string{}
-	for _, x := range m.hsms {
-		state[x.ID] = string(x.State)
-	}
-	dur := m.env.Durability()
-	var head strings.Builder
-	head.WriteString(fmt.Sprintf("%-14s %-18s %-7s  ", "label", "key-reference", "type"))
-	for _, id := range ids {
-		head.WriteString(fmt.Sprintf("%-2s", strings.TrimPrefix(id, "hsm-")))
-	}
-	head.WriteString(" cov")
-	out := []string{m.theme.Dim.Render(head.String())}
-	for _, l := range m.lost {
-		if len(out) >= h {
-			return out
-		}
-		row := fmt.Sprintf("%-14s %-18s %-7s  ", trunc(l.label, 14), l.ref, "")
-		for range ids {
-			row += m.theme.Lost.Render("✗") + " "
-		}
-		out = append(out, row+m.theme.Lost.Render("LOST"))
-	}
-	keys := m.visibleKeys()
-	if len(keys) == 0 && len(m.lost) == 0 {
-		out = append(out, m.theme.Dim.Render("no keys"))
-	}
-	end := min(len(keys), m.keyScroll+h-len(out))
-	for _, k := range keys[min(m.keyScroll, len(keys)):end] {
-		var row strings.Builder
-		kind := shortType(k)
-		if k.Session {
-			kind += "*"
-		}
-		row.WriteString(fmt.Sprintf("%-14s %-18s %-7s  ", trunc(k.Label, 14), k.Ref, kind))
-		for _, id := range ids {
-			row.WriteString(m.cell(k, id, state[id]))
-			row.WriteByte(' ')
-		}
-		held := k.Held()
-		cov := fmt.Sprintf("%d/%d", held, len(ids))
-		breach := !k.Session && ((dur.AvailabilityCheck && held < 2) || held < dur.MinimumNodes)
-		if breach {
-			cov = m.theme.Breach.Render(cov + " !")
-		}
-		out = append(out, row.String()+cov)
-	}
-	if end < len(keys) {
-		out = append(out, m.theme.Dim.Render(fmt.Sprintf("… %d more (Shift+↓ scrolls, Ctrl+F filters)", len(keys)-end)))
-	}
-	return out
-}
-
-// cell is one key × HSM: present, syncing (a copy just arrived), missing,
-// or unknown because the HSM is down.
-func (m *Model) cell(k commands.KeyView, id, state string) string {
-	switch {
-	case state != "active":
-		return m.theme.Down.Render("-")
-	case k.Holders[id] && !m.recent[k.Ref+"@"+id].IsZero():
-		return m.theme.Syncing.Render("◆")
-	case k.Holders[id]:
-		return m.theme.Present.Render("●")
-	}
-	return m.theme.Missing.Render("○")
-}
-
 func trunc(s string, n int) string {
 	if ansi.StringWidth(s) <= n {
 		return s
 	}
 	return ansi.Truncate(s, n, "…")
+}
+
+// newsworthy is whether the event log shows an event: a sync pass that
+// changed nothing is not news.
+func newsworthy(ev commands.Event) bool {
+	return ev.Kind != "sync-started" && (ev.Kind != "sync-finished" || ev.Count != 0)
+}
+
+// eventCount is how many lines the event log has to show.
+func (m *Model) eventCount() int {
+	n := 0
+	for _, ev := range m.events {
+		if newsworthy(ev) {
+			n++
+		}
+	}
+	return max(n, 1)
 }
 
 func (m *Model) eventLines(w, h int) []string {
@@ -357,8 +360,8 @@ func (m *Model) eventLines(w, h int) []string {
 		if len(out) >= h {
 			break
 		}
-		if ev.Kind == "sync-started" || (ev.Kind == "sync-finished" && ev.Count == 0) {
-			continue // a pass that changed nothing is not news
+		if !newsworthy(ev) {
+			continue
 		}
 		style := m.theme.Output
 		switch ev.Kind {
@@ -410,6 +413,7 @@ var keyHelp = [][2]string{
 	{"PgUp PgDn / wheel", "scroll the output"},
 	{"Shift+↑ Shift+↓", "scroll the key pane"},
 	{"Ctrl+F", "filter the key pane (Esc clears)"},
+	{"Ctrl+O", "order the key pane: newest, oldest, by label"},
 	{"Ctrl+L", "show or hide the panes"},
 	{"Ctrl+C", "cancel the running command; clear the line; twice on an empty line quits"},
 	{"? or F1", "this help"},
@@ -436,7 +440,7 @@ func (m *Model) helpView() string {
 		}
 	}
 	lines = append(lines, "")
-	for _, part := range strings.Split(ansi.Wrap("Key pane: ● present  ○ missing  ◆ just copied (syncing)  - HSM down  ✗ LOST  ! breaks the availability quorum or minimum nodes  * session key", inner-2, ""), "\n") {
+	for _, part := range strings.Split(ansi.Wrap("Key pane: ● present  ○ missing  ◆ just copied (syncing)  - HSM down  × HSM destroyed  ✗ LOST  ! breaks availability or minimum nodes  * session key", inner-2, ""), "\n") {
 		lines = append(lines, m.theme.Dim.Render(part))
 	}
 	lines = append(lines, "", m.theme.Dim.Render("press any key to return"))
@@ -489,6 +493,7 @@ func (m *Model) compareLines(h int) []string {
 	if len(refs) == 0 {
 		out = append(out, m.theme.Dim.Render("no keys"))
 	}
+	mk := m.marks()
 	side := func(k *commands.KeyView, ids []string, st map[string]string) string {
 		var s strings.Builder
 		for _, id := range ids {
@@ -499,7 +504,7 @@ func (m *Model) compareLines(h int) []string {
 					s.WriteString(m.theme.Missing.Render("○"))
 				}
 			} else {
-				s.WriteString(m.cell(*k, id, st[id]))
+				s.WriteString(m.cellMark(&mk, *k, id, st[id]))
 			}
 			s.WriteByte(' ')
 		}
