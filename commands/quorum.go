@@ -5,6 +5,7 @@ import (
 	"crypto"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -232,14 +233,11 @@ func quorumCommands() []*Command {
 			},
 		},
 		{
-			Path: []string{"quorum", "token-sign", "list-quorum-values"}, Who: LoggedIn,
+			// CloudHSM shows quorum values and timeouts without a login.
+			Path: []string{"quorum", "token-sign", "list-quorum-values"}, Who: Anyone,
 			Summary: "show the quorum value (M) of each service",
 			Run: func(ctx context.Context, env *Env, a *Args) (any, error) {
-				c, err := env.Session.Caller()
-				if err != nil {
-					return nil, err
-				}
-				v, _, _, err := env.Session.Cluster().QuorumValues(ctx, c)
+				v, _, _, err := env.Session.Cluster().QuorumValues(ctx, hsmcore.Caller{})
 				return v, err
 			},
 		},
@@ -278,14 +276,10 @@ func quorumCommands() []*Command {
 			},
 		},
 		{
-			Path: []string{"quorum", "token-sign", "list-timeouts"}, Who: LoggedIn,
+			Path: []string{"quorum", "token-sign", "list-timeouts"}, Who: Anyone,
 			Summary: "show how long tokens wait for approval and stay usable",
 			Run: func(ctx context.Context, env *Env, a *Args) (any, error) {
-				c, err := env.Session.Caller()
-				if err != nil {
-					return nil, err
-				}
-				_, g, ap, err := env.Session.Cluster().QuorumValues(ctx, c)
+				_, g, ap, err := env.Session.Cluster().QuorumValues(ctx, hsmcore.Caller{})
 				if err != nil {
 					return nil, err
 				}
@@ -295,16 +289,30 @@ func quorumCommands() []*Command {
 		{
 			Path: []string{"quorum", "token-sign", "set-timeout"}, Who: AdminOnly,
 			Summary: "set the token timeouts, in seconds",
+			// Either flag alone changes that timeout and keeps the other,
+			// as CloudHSM CLI does.
 			Flags: []Flag{
-				{Name: "generated", Kind: Int, Required: true, Help: "seconds a token may wait for its approvals"},
-				{Name: "approved", Kind: Int, Required: true, Help: "seconds an approved token stays usable"},
+				{Name: "generated", Kind: Int, Help: "seconds a token may wait for its approvals"},
+				{Name: "approved", Kind: Int, Help: "seconds an approved token stays usable"},
 			},
 			Run: func(ctx context.Context, env *Env, a *Args) (any, error) {
 				c, err := env.Session.Caller()
 				if err != nil {
 					return nil, err
 				}
-				g, ap := time.Duration(a.Int("generated"))*time.Second, time.Duration(a.Int("approved"))*time.Second
+				if !a.Has("generated") && !a.Has("approved") {
+					return nil, errors.New("set-timeout: give --generated, --approved or both (seconds)")
+				}
+				_, g, ap, err := env.Session.Cluster().QuorumValues(ctx, c)
+				if err != nil {
+					return nil, err
+				}
+				if a.Has("generated") {
+					g = time.Duration(a.Int("generated")) * time.Second
+				}
+				if a.Has("approved") {
+					ap = time.Duration(a.Int("approved")) * time.Second
+				}
 				if err := env.Session.Cluster().SetQuorumTimeouts(ctx, c, g, ap); err != nil {
 					return nil, err
 				}

@@ -380,7 +380,9 @@ func (req SignRequest) saltLength() int {
 }
 
 // ErrBadSignature is returned when a signature does not verify.
-var ErrBadSignature = errors.New("signature verification failed")
+// ErrBadSignature is a signature that does not verify; its words are
+// CloudHSM CLI's.
+var ErrBadSignature = errors.New("Signature verification failed")
 
 // verify checks a signature with a public key record, or with the public
 // half of a private key record.

@@ -22,7 +22,10 @@ const (
 	mHandshake    = "handshake"
 	mAuthenticate = "authenticate"
 	mActivate     = "activate"
-	mUsers        = "users"     // user list: CloudHSM serves it without a login; no hashes
+	mUsers        = "users" // user list: CloudHSM serves it without a login; no hashes
+	// The services' quorum values and the token timeouts, which CloudHSM
+	// also shows without a login; never the tokens.
+	mQuorumValues = "quorum-values"
 	mEnveloped    = "enveloped" // carries a session call
 	mPeer         = "peer"      // carries a peer call
 	mJoin         = "join"      // an endorsed HSM asks to join the domain
@@ -116,7 +119,7 @@ func (c callClass) String() string {
 // that serve answers each and no other.
 var callTable = map[string]callClass{
 	mInfo: classBare, mDomainInfo: classBare, mHandshake: classBare, mAuthenticate: classBare,
-	mActivate: classBare, mUsers: classBare, mEnveloped: classBare, mPeer: classBare, mJoin: classBare,
+	mActivate: classBare, mUsers: classBare, mQuorumValues: classBare, mEnveloped: classBare, mPeer: classBare, mJoin: classBare,
 
 	mKeyMeta: classSession, mHas: classSession, mRefTaken: classSession, mDeleteKey: classSession,
 	mSnapshot: classSession, mDestroySession: classSession, mEndSession: classSession,
@@ -187,6 +190,11 @@ func (h *hsm) serve(method string, args json.RawMessage) (any, error) {
 		return h.Authenticate(a)
 	case mUsers:
 		return h.userViews()
+	case mQuorumValues:
+		if !h.Up() {
+			return nil, errDown(h.id)
+		}
+		return h.quorumSnapshot(), nil
 	case mActivate:
 		var a activateArgs
 		if err := decodeArgs(method, args, &a); err != nil {

@@ -191,20 +191,34 @@ func (e *Embedded) DeleteTokens(ctx context.Context, c Caller, all bool) (int, e
 	return n, err
 }
 
-// QuorumValues returns the service quorum values and token timeouts.
+// QuorumValues returns the service quorum values and token timeouts, the
+// newest among the HSMs that answer. CloudHSM shows them without a login,
+// and so does hsmsh: c may be the zero Caller.
 func (e *Embedded) QuorumValues(ctx context.Context, c Caller) (values map[string]int, generated, approved time.Duration, err error) {
-	if err := e.session(c); err != nil {
-		return nil, 0, 0, err
+	var newest quorumSettings
+	found := false
+	var errs []error
+	for _, h := range e.answering() {
+		var s quorumSettings
+		if err := h.call(mQuorumValues, nil, &s); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if !found || s.Updated > newest.Updated {
+			newest, found = s, true
+		}
 	}
-	st, err := e.quorumState(c)
-	if err != nil {
-		return nil, 0, 0, err
+	if !found {
+		if len(errs) == 0 {
+			return nil, 0, 0, e.noHSM()
+		}
+		return nil, 0, 0, errors.Join(errs...)
 	}
 	values = map[string]int{}
 	for _, s := range []string{quorum.ServiceUser, quorum.ServiceQuorum} {
-		values[s] = st.Settings.value(s)
+		values[s] = newest.value(s)
 	}
-	return values, time.Duration(st.Settings.GeneratedS) * time.Second, time.Duration(st.Settings.ApprovedS) * time.Second, nil
+	return values, time.Duration(newest.GeneratedS) * time.Second, time.Duration(newest.ApprovedS) * time.Second, nil
 }
 
 // SetQuorumValue sets a service's M (1 turns quorum off). It needs a
