@@ -35,6 +35,7 @@ Usage:
   hsmsh [global flags] COMMAND...          run one command (credentials from HSMSH_ROLE, HSMSH_PIN=user:password)
   hsmsh [global flags] serve --config FILE --id ID [--data-dir DIR] [--restore BACKUP]   one HSM server of a remote cluster
   hsmsh [global flags] bench --op OP [--hsms N[,N...]] [--duration D] [--concurrency C] [--json] ...   measure one operation (hsmsh bench --help)
+  hsmsh [global flags] demo [NAME|FILE.hsm]   play a teaching demo on a fresh in-memory cluster as a transcript; no NAME lists them
   hsmsh quorum approve --token FILE --key KEY.pem --username U          sign a quorum token offline (no login)
   hsmsh pki init --dir DIR [--key-type ecdsa-p256|ecdsa-p384|rsa-2048|rsa-3072] [--cluster-id ID] [--host NAME...]
   hsmsh [global flags] configure [--disable-key-availability-check | --enable-key-availability-check]
@@ -49,7 +50,9 @@ Global flags:
   --no-color        no colours (NO_COLOR is honoured too)
   --help, --version
 
-Run "hsmsh help" for the command list, "hsmsh help key list" for one command.
+Run "hsmsh help" for the command list, "hsmsh help key list" for one command,
+"hsmsh MODE --help" (or "hsmsh help MODE") for a mode: batch, interactive, demo,
+configure, serve, pki, bench.
 `
 
 // globals are the flags that come before the mode or command.
@@ -107,6 +110,9 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "hsmsh: %v\n%s", err, usage)
 		return 2
 	}
+	if modeHelp(rest, stdout) {
+		return 0
+	}
 	if len(rest) > 0 {
 		switch rest[0] {
 		case "--help", "-h":
@@ -127,6 +133,8 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			return serveCommand(g, rest[1:], stdout, stderr)
 		case "bench":
 			return benchCommand(g, rest[1:], stdout, stderr)
+		case "demo":
+			return demoCommand(g, rest[1:], stdout, stderr)
 		}
 		if strings.HasPrefix(rest[0], "--") {
 			fmt.Fprintf(stderr, "hsmsh: unknown global flag %s\n%s", rest[0], usage)
