@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -200,7 +201,40 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	case rest[0] == "batch":
 		return batchCommand(ctx, runner, rest[1:], stdin, stdout, stderr)
 	}
+	if msg := transientLab(env, rest); msg != "" {
+		stdout.Write(commands.Result{ErrorCode: 1, Data: msg}.JSON())
+		fmt.Fprintln(stderr, "hsmsh: "+msg)
+		return 1
+	}
 	return single(ctx, runner, rest, stdout, stderr)
+}
+
+// transientLab refuses, in single-command mode on the embedded cluster, a
+// lab command whose effect lives in this process only (an HSM failed,
+// restarted or slowed, sync paused, a cleanup set to fail): the process
+// ends with the command, and so would the state it reported. Lab commands
+// that leave their mark on disk (sync now, hsm fail --destroy, hsm
+// remove) and those on a remote cluster's servers still run.
+func transientLab(env *commands.Env, words []string) string {
+	if len(words) < 2 || words[0] != "lab" || env.Config.Cluster.Mode == "remote" || flagValue(words, "--cluster-id") != "" {
+		return ""
+	}
+	var names []string // the command path: the words before the flags
+	for _, w := range words[1:] {
+		if strings.HasPrefix(w, "-") || len(names) == 2 {
+			break
+		}
+		names = append(names, w)
+	}
+	path := strings.Join(names, " ")
+	switch {
+	case path == "hsm fail" && !slices.Contains(words, "--destroy"),
+		path == "hsm recover", path == "hsm restart", path == "hsm add",
+		path == "sync pause", path == "sync resume",
+		strings.HasPrefix(path, "latency"), strings.HasPrefix(path, "cleanup"):
+		return fmt.Sprintf("lab %s changes the embedded cluster of this process only, which ends with this command: run it in the shell (hsmsh), with hsmsh interactive --line, or in a batch file", path)
+	}
+	return ""
 }
 
 func loadConfig(g globals) (*config.Config, error) {
