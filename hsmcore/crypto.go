@@ -379,9 +379,10 @@ func (req SignRequest) saltLength() int {
 	return rsa.PSSSaltLengthEqualsHash
 }
 
-// ErrBadSignature is returned when a signature does not verify.
 // ErrBadSignature is a signature that does not verify; its words are
 // CloudHSM CLI's.
+//
+//lint:ignore ST1005 CloudHSM CLI's exact message, which runbooks match on
 var ErrBadSignature = errors.New("Signature verification failed")
 
 // verify checks a signature with a public key record, or with the public
