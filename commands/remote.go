@@ -48,12 +48,13 @@ func openRemote(cfg *config.Config, dataDir string) (hsmcore.Cluster, error) {
 	if err != nil {
 		return nil, pkiHint(cfg, err)
 	}
-	rules, client, err := clientSide(cfg, dataDir)
+	// The servers apply the rule sets; a client's are checked for errors
+	// only.
+	_, client, err := clientSide(cfg, dataDir)
 	if err != nil {
 		return nil, err
 	}
 	c, err := hsmcore.OpenRemote(hsmcore.RemoteOptions{
-		QuorumRules:     rules,
 		Client:          client,
 		SessionLifetime: cfg.Session.Lifetime,
 		NoRenegotiate:   !cfg.Session.Renegotiate,

@@ -106,7 +106,7 @@ func (h *hsm) Backup(a backupArgs) ([]byte, error) {
 	}
 	if h.domain == nil {
 		h.mu.RUnlock()
-		return nil, fmt.Errorf("%w: %s", errNotInDomain, h.id)
+		return nil, h.notInDomain()
 	}
 	c := backupContents{
 		Tombstones: maps.Clone(h.tombstones), Users: map[string]*userRecord{},
@@ -342,7 +342,7 @@ const labelKeyWrap = "hsmsh key wrap v1"
 func (h *hsm) wrapAEAD() (cipher.AEAD, string, error) {
 	d := h.domain
 	if d == nil {
-		return nil, "", fmt.Errorf("%w: %s", errNotInDomain, h.id)
+		return nil, "", h.notInDomain()
 	}
 	// Derived once per domain key: every key a sync moves is wrapped or
 	// unwrapped with it. (The GCM is safe for concurrent use.)
@@ -688,7 +688,7 @@ func (h *hsm) importUser(c Caller, w *wrappedKey, approval *approvalArgs) error 
 	if _, err := h.userNamed(u.Username); err == nil {
 		return fmt.Errorf("%w: %s already exists in this cluster", ErrUserExists, u.Username)
 	}
-	if err := h.approveIn(c, quorum.ServiceUser, 0, "user replicate", approval); err != nil {
+	if err := h.approveIn(c, quorum.ServiceUser, 0, pathUserReplicate, approval); err != nil {
 		return err
 	}
 	u.Updated = time.Now().UnixNano()

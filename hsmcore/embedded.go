@@ -75,16 +75,12 @@ type Embedded struct {
 	sync        syncer
 	failCleanup atomic.Bool // lab cleanup fail-next
 
-	// ruled lists the command paths a configured quorum rule set gates.
-	ruled map[string]bool
-
 	// ceiling paces this client at a profile's cluster-wide rates.
 	ceiling *pacers
 	profile string
 
-	// gates and avail are what the client remembers of keys to spare a
-	// round trip per use (use()).
-	gates sync.Map // Ref → gate
+	// avail is what the client remembers of the availability check, to
+	// spare a round trip per use (available()).
 	avail sync.Map // Ref → availability
 	// The client's identity, and its authenticated sessions by session id.
 	client   ClientIdentity
@@ -104,6 +100,17 @@ type Embedded struct {
 }
 
 var _ Cluster = (*Embedded)(nil)
+
+// newClient is the client library's side of a cluster, before it knows
+// its HSMs: the embedded and the remote cluster both start from it.
+func newClient(id string, dur Durability) *Embedded {
+	e := &Embedded{id: id, dur: dur, sessions: map[string]Caller{}, deleted: map[Ref]Caller{},
+		sessionKeys: map[Ref]sessionKey{}, auth: map[string]*clientSession{}}
+	if e.dur.MinimumNodes < 1 {
+		e.dur.MinimumNodes = 1
+	}
+	return e
+}
 
 // members returns the cluster's HSMs; lab hsm add and remove change the
 // list, so callers work on a copy.
@@ -125,15 +132,13 @@ func OpenEmbedded(opts Options) (*Embedded, error) {
 	if err := CheckProfile(opts.Profile); err != nil {
 		return nil, err
 	}
-	e := &Embedded{id: opts.ID, dir: opts.DataDir, dur: opts.Durability, ruled: ruledCommands(opts.QuorumRules), sessions: map[string]Caller{}, deleted: map[Ref]Caller{}, sessionKeys: map[Ref]sessionKey{}, auth: map[string]*clientSession{}}
+	e := newClient(opts.ID, opts.Durability)
+	e.dir = opts.DataDir
 	endorser, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, err
 	}
 	e.endorser = endorser
-	if e.dur.MinimumNodes < 1 {
-		e.dur.MinimumNodes = 1
-	}
 	if p, ok := profiles[opts.Profile]; ok {
 		e.ceiling, e.profile = newPacers(p.ceiling), opts.Profile
 	}
@@ -1127,7 +1132,6 @@ func (e *Embedded) DeleteKey(ctx context.Context, c Caller, ref Ref) error {
 	if err != nil {
 		return err
 	}
-	e.gates.Delete(ref)
 	e.avail.Delete(ref)
 	if !k.Session {
 		e.mu.Lock()

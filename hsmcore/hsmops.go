@@ -14,38 +14,22 @@ import (
 // domain state (users, quorum) is passed on to the other HSMs of the
 // domain, HSM to HSM, before the call returns.
 
-// gatedPath is the command path a configured quorum rule set names for
-// each call that can be gated. The HSM works it out from the call itself:
-// a client could claim another path to slip past a rule.
-func gatedPathOf(method string, a *keyChangeArgs, s *setQuorumArgs, own bool) string {
-	switch method {
-	case mCreateUser:
-		return "user create"
-	case mRemoveUser:
-		return "user delete"
-	case mSetPassword:
-		if own {
-			return ""
-		}
-		return "user change-password"
-	case mSign:
-		return "crypto sign"
-	case mKeyChange:
-		switch a.Op {
-		case opShare:
-			return "key share"
-		case opUnshare:
-			return "key unshare"
-		}
-		return "key set-attribute"
-	case mSetQuorum:
-		if s.Service != "" {
-			return "quorum token-sign set-quorum-value"
-		}
-		return "quorum token-sign set-timeout"
-	}
-	return ""
-}
+// The command paths configured quorum rule sets name, for the calls that
+// can be gated. The HSM works each out from the call itself, and passes
+// it to approveIn: a client could claim another path to slip past a rule.
+const (
+	pathUserCreate     = "user create"
+	pathUserDelete     = "user delete"
+	pathChangePassword = "user change-password"
+	pathUserReplicate  = "user replicate"
+	pathSign           = "crypto sign"
+	pathBackup         = "cluster backup create"
+	pathSetQuorumValue = "quorum token-sign set-quorum-value"
+	pathSetTimeout     = "quorum token-sign set-timeout"
+)
+
+// keyChangePaths are the paths of key-change's ops.
+var keyChangePaths = map[string]string{opShare: "key share", opUnshare: "key unshare", opSetAttribute: "key set-attribute"}
 
 // approveIn checks and consumes an operation's approval, in the call that
 // carries out the operation: the service's (or key's) quorum value and the
@@ -236,7 +220,7 @@ func (h *hsm) changeKey(c Caller, a keyChangeArgs) (keyMeta, error) {
 	default:
 		return keyMeta{}, fmt.Errorf("%w: unknown key change %q", ErrInvalid, a.Op)
 	}
-	if err := h.approveIn(c, quorum.ServiceKeyManagement, a.Ref, gatedPathOf(mKeyChange, &a, nil, false), a.Approval); err != nil {
+	if err := h.approveIn(c, quorum.ServiceKeyManagement, a.Ref, keyChangePaths[a.Op], a.Approval); err != nil {
 		return keyMeta{}, err
 	}
 	if err := h.UpdateMeta(r); err != nil {
@@ -326,7 +310,7 @@ func (h *hsm) createUser(c Caller, a userArgs) (userView, error) {
 	if _, err := h.userNamed(name); err == nil {
 		return userView{}, fmt.Errorf("%w: %s", ErrUserExists, name)
 	}
-	if err := h.approveIn(c, quorum.ServiceUser, 0, gatedPathOf(mCreateUser, nil, nil, false), a.Approval); err != nil {
+	if err := h.approveIn(c, quorum.ServiceUser, 0, pathUserCreate, a.Approval); err != nil {
 		return userView{}, err
 	}
 	now := time.Now().UnixNano()
@@ -363,7 +347,7 @@ func (h *hsm) removeUser(c Caller, a userArgs) error {
 	if h.Owns(name) {
 		return fmt.Errorf("%w: user %s owns keys on %s; the keys must be deleted first", ErrPermission, name, h.id)
 	}
-	if err := h.approveIn(c, quorum.ServiceUser, 0, gatedPathOf(mRemoveUser, nil, nil, false), a.Approval); err != nil {
+	if err := h.approveIn(c, quorum.ServiceUser, 0, pathUserDelete, a.Approval); err != nil {
 		return err
 	}
 	at := max(time.Now().UnixNano(), u.Updated+1)
@@ -401,7 +385,7 @@ func (h *hsm) setPassword(c Caller, a userArgs) error {
 		return ErrLocked
 	}
 	if !own {
-		if err := h.approveIn(c, quorum.ServiceUser, 0, gatedPathOf(mSetPassword, nil, nil, own), a.Approval); err != nil {
+		if err := h.approveIn(c, quorum.ServiceUser, 0, pathChangePassword, a.Approval); err != nil {
 			return err
 		}
 	}
@@ -538,7 +522,11 @@ func (h *hsm) setQuorum(c Caller, a setQuorumArgs) error {
 			}
 		}
 	}
-	if err := h.approveIn(c, quorum.ServiceQuorum, 0, gatedPathOf(mSetQuorum, nil, &a, false), a.Approval); err != nil {
+	path := pathSetTimeout
+	if a.Service != "" {
+		path = pathSetQuorumValue
+	}
+	if err := h.approveIn(c, quorum.ServiceQuorum, 0, path, a.Approval); err != nil {
 		return err
 	}
 	s = h.quorumSnapshot()

@@ -405,7 +405,7 @@ func (h *hsm) acceptJoin(j *joinRequest) (*joinReply, error) {
 	}
 	if h.domain == nil {
 		h.mu.Unlock()
-		return nil, fmt.Errorf("%w: %s", errNotInDomain, h.id)
+		return nil, h.notInDomain()
 	}
 	changed := !bytes.Equal(h.members[j.ID], j.Identity)
 	if changed {

@@ -10,10 +10,10 @@ import (
 )
 
 // The client library's part in quorum approval: it asks an HSM to issue
-// tokens and to decide on approvals, and spreads the outcome (a token
-// issued, a token used, a key registered, new quorum values) to the
-// cluster's other HSMs, so that a token used on one cannot be replayed on
-// another.
+// tokens, and carries each approval in the call it approves; the HSM
+// verifies it there and passes the outcome (a token issued or used, a key
+// registered, new quorum values) to the other HSMs itself. Nothing here
+// decides.
 
 // approvalKey carries an operation's approval in its context.
 type approvalKey struct{}
@@ -30,15 +30,6 @@ type approval struct {
 // path, which configured quorum rule sets are written for.
 func WithApproval(ctx context.Context, token []byte, command, path string) context.Context {
 	return context.WithValue(ctx, approvalKey{}, approval{token: token, command: command, path: path})
-}
-
-// ruledCommands is the set of command paths that rule sets gate.
-func ruledCommands(rules map[string][]quorum.Rule) map[string]bool {
-	m := map[string]bool{}
-	for path := range rules {
-		m[path] = true
-	}
-	return m
 }
 
 func approvalOf(ctx context.Context) approval {

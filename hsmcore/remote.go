@@ -262,7 +262,7 @@ func (n *remoteNode) tlsSummary() string {
 	if err != nil {
 		var le *nestedtls.LayerError
 		if errors.As(err, &le) {
-			return fmt.Sprintf("%s layer failed: %v", le.Layer, le.Err)
+			return n.downWhy()
 		}
 		return "not connected: " + err.Error()
 	}

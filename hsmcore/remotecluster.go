@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/hsmsh/hsmsh/hsmcore/nestedtls"
-	"github.com/hsmsh/hsmsh/hsmcore/quorum"
 )
 
 // RemoteOptions configure a client of a remote cluster.
@@ -21,9 +20,6 @@ type RemoteOptions struct {
 	Durability Durability
 	// Timeout bounds one request to a server. Default 30s.
 	Timeout time.Duration
-	// QuorumRules are the rule sets the servers apply: the client sends
-	// the commands they name to the servers for approval.
-	QuorumRules map[string][]quorum.Rule
 	// Client is this client install's identity; SessionLifetime how long
 	// a login session lasts.
 	Client          ClientIdentity
@@ -58,10 +54,7 @@ func OpenRemote(opts RemoteOptions) (*Remote, error) {
 	if opts.ConnectWait <= 0 {
 		opts.ConnectWait = 5 * time.Second
 	}
-	e := &Embedded{id: opts.ID, dur: opts.Durability, ruled: ruledCommands(opts.QuorumRules), sessions: map[string]Caller{}, deleted: map[Ref]Caller{}, sessionKeys: map[Ref]sessionKey{}, auth: map[string]*clientSession{}}
-	if e.dur.MinimumNodes < 1 {
-		e.dur.MinimumNodes = 1
-	}
+	e := newClient(opts.ID, opts.Durability)
 	if err := e.setClient(opts.Client, opts.SessionLifetime, !opts.NoRenegotiate); err != nil {
 		return nil, err
 	}

@@ -126,7 +126,7 @@ func (h *hsm) Handshake(a handshakeArgs) (*authsession.Reply, error) {
 		return nil, errDown(h.id)
 	}
 	if h.domain == nil {
-		return nil, fmt.Errorf("%w: %s, so it cannot issue sessions", errNotInDomain, h.id)
+		return nil, h.notInDomain()
 	}
 	if a.Hello == nil {
 		return nil, fmt.Errorf("%w: no hello", ErrInvalid)
@@ -318,7 +318,7 @@ func (h *hsm) openLogin(a authArgs) (sk [32]byte, claims authsession.Claims, bod
 		return fail(errDown(h.id))
 	}
 	if h.domain == nil {
-		return fail(fmt.Errorf("%w: %s", errNotInDomain, h.id))
+		return fail(h.notInDomain())
 	}
 	sk, claims, err = authsession.OpenEKT(*h.domain, a.EKT, time.Now())
 	if err != nil {
@@ -496,7 +496,7 @@ func (h *hsm) sessionFor(ekt []byte) (*hsmSession, [32]byte, authsession.Claims,
 		return nil, [32]byte{}, authsession.Claims{}, errDown(h.id)
 	}
 	if h.domain == nil {
-		return nil, [32]byte{}, authsession.Claims{}, fmt.Errorf("%w: %s", errNotInDomain, h.id)
+		return nil, [32]byte{}, authsession.Claims{}, h.notInDomain()
 	}
 	now := time.Now()
 	sk, claims, err := authsession.OpenEKT(*h.domain, ekt, now)
@@ -616,8 +616,8 @@ func (h *hsm) serveAs(c Caller, method string, args json.RawMessage) (any, error
 		if err != nil {
 			return nil, err
 		}
-		if r.UseQuorum > 1 || len(h.rules["crypto sign"]) > 0 {
-			if err := h.approveIn(c, quorum.ServiceKeyUsage, a.Req.Ref, "crypto sign", a.Approval); err != nil {
+		if r.UseQuorum > 1 || len(h.rules[pathSign]) > 0 {
+			if err := h.approveIn(c, quorum.ServiceKeyUsage, a.Req.Ref, pathSign, a.Approval); err != nil {
 				return nil, err
 			}
 		}
@@ -808,7 +808,7 @@ func (h *hsm) serveAs(c Caller, method string, args json.RawMessage) (any, error
 		// A backup holds every key and the domain key, sealed under a
 		// password its taker knows: it takes the same M admins as the
 		// quorum settings do.
-		if err := h.approveIn(c, quorum.ServiceQuorum, 0, "cluster backup create", a.Approval); err != nil {
+		if err := h.approveIn(c, quorum.ServiceQuorum, 0, pathBackup, a.Approval); err != nil {
 			return nil, err
 		}
 		return h.Backup(a)

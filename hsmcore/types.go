@@ -89,7 +89,7 @@ var (
 	ErrInvalid        = errors.New("invalid request")
 	// errNotInDomain is an HSM that has not joined its cluster's domain
 	// yet (new, or replaced): it serves no sessions until it does.
-	errNotInDomain = errors.New("invalid request: the HSM belongs to no domain yet; it joins when an HSM of its cluster admits it")
+	errNotInDomain = errors.New("belongs to no domain yet, so it serves no sessions: it joins when an HSM of its cluster's domain answers and admits it")
 	// ErrSessionExpired is a session whose token (EKT) has expired; the
 	// client library renegotiates when it holds the credentials.
 	ErrSessionExpired = errors.New("the login session has expired: log in again")
@@ -110,3 +110,6 @@ const (
 	// store erased; it comes back empty.
 	StateDestroyed HSMState = "destroyed"
 )
+
+// notInDomain is errNotInDomain, naming the HSM.
+func (h *hsm) notInDomain() error { return fmt.Errorf("%s %w", h.id, errNotInDomain) }

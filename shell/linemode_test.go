@@ -6,7 +6,6 @@ import (
 	"errors"
 	"io"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strings"
@@ -239,22 +238,7 @@ func TestLineEditorControlKeys(t *testing.T) {
 // TestLineModeTerminal drives line mode in a real terminal (tmux): Ctrl+C
 // at the prompt then a command, ↑ to recall it, Tab to complete.
 func TestLineModeTerminal(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds the binary")
-	}
-	if _, err := exec.LookPath("tmux"); err != nil {
-		t.Skip("tmux is not installed: apt-get install tmux")
-	}
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "hsmsh")
-	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/hsmsh").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
-	sock := filepath.Join(dir, "tmux.sock")
-	tmux := func(args ...string) (string, error) {
-		out, err := exec.Command("tmux", append([]string{"-S", sock}, args...)...).CombinedOutput()
-		return string(out), err
-	}
+	dir, bin, tmux := tmuxRig(t)
 	t.Cleanup(func() { tmux("kill-server") })
 	script := bin + " --ephemeral interactive --line; echo hsmsh-exited-$?; sleep 30"
 	if out, err := tmux("new-session", "-d", "-x", "120", "-y", "40", "-s", "t",

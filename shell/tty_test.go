@@ -15,23 +15,7 @@ import (
 // is no longer on it. Driving more than start-and-quit through a pty is
 // flaky; the model tests cover the rest.
 func TestTerminalStartAndQuit(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds the binary")
-	}
-	if _, err := exec.LookPath("tmux"); err != nil {
-		t.Skip("tmux is not installed: apt-get install tmux")
-	}
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "hsmsh")
-	build := exec.Command("go", "build", "-o", bin, "../cmd/hsmsh")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
-	sock := filepath.Join(dir, "tmux.sock")
-	tmux := func(args ...string) (string, error) {
-		out, err := exec.Command("tmux", append([]string{"-S", sock}, args...)...).CombinedOutput()
-		return string(out), err
-	}
+	_, bin, tmux := tmuxRig(t)
 	t.Cleanup(func() { tmux("kill-server") })
 	// A shell that prints a marker once hsmsh has exited, so we know the
 	// terminal is ours again.
@@ -75,4 +59,28 @@ func TestTerminalStartAndQuit(t *testing.T) {
 		t.Errorf("the shell's screen was left behind:\n%s", screen)
 	}
 	_ = os.Remove(bin)
+}
+
+// tmuxRig builds the real binary into a fresh folder and gives a tmux
+// command on a socket of that folder, for the tests that drive a real
+// terminal; it skips under -short and where tmux is not installed.
+func tmuxRig(t *testing.T) (dir, bin string, tmux func(args ...string) (string, error)) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	if _, err := exec.LookPath("tmux"); err != nil {
+		t.Skip("tmux is not installed: apt-get install tmux")
+	}
+	dir = t.TempDir()
+	bin = filepath.Join(dir, "hsmsh")
+	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/hsmsh").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	sock := filepath.Join(dir, "tmux.sock")
+	tmux = func(args ...string) (string, error) {
+		out, err := exec.Command("tmux", append([]string{"-S", sock}, args...)...).CombinedOutput()
+		return string(out), err
+	}
+	return dir, bin, tmux
 }
