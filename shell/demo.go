@@ -21,9 +21,19 @@ import (
 )
 
 const demoUsage = `usage: hsmsh demo [NAME | FILE.hsm]
+       hsmsh demo NAME [--auto DELAY] [--transcript]
 
-Plays a teaching demo on a fresh in-memory embedded cluster (as --ephemeral)
-and prints its transcript: the file's comments as narration, each command as
+Plays a teaching demo on a fresh in-memory embedded cluster (as --ephemeral).
+
+On a terminal it plays in the full-screen shell: the narration in a pane
+at the top, and, step by step, each command typed out and run while the
+HSM, key and event panes follow. Enter runs the next step (--auto DELAY,
+e.g. --auto 4s, runs it by itself after DELAY); Ctrl+C stops a command;
+commands of your own may be typed between steps; quit leaves. Inside the
+shell, "demo NAME" does the same on a cluster of its own and comes back.
+
+Outside a terminal (or with --transcript) it prints the demo's
+transcript: the file's comments as narration, each command as
 "> command" (passwords shown as ****) followed by a one-line summary of its
 result ("ok: …", "✗ message", or "✗ (expected) message" for a line that
 starts with "! ", a command the demo expects to fail), and the cluster's
@@ -33,33 +43,38 @@ Without NAME it lists the demos built into hsmsh. NAME is a demo's name
 (e.g. lost-before-replication); a path to any .hsm file plays that file.
 The demos use hsmsh's default settings (the config file only with --config).
 
-Exit status: 0 when every command succeeded or failed as the demo expects,
-1 otherwise (the play goes on to the end), 2 for a bad command line.
+Exit status of a transcript: 0 when every command succeeded or failed as
+the demo expects, 1 otherwise (the play goes on to the end); 2 for a bad
+command line. The player says at its end what did not go as expected.
 
-The transcript is what hsmsh prints when stdout is not a terminal. An
-interactive step-by-step player for the terminal is not built yet: on a
-terminal the same transcript is printed.
 `
 
-// demoCommand is hsmsh demo: list the demos, or play one as a transcript.
-func demoCommand(g globals, args []string, stdout, stderr io.Writer) int {
-	var name string
+// demoCommand is hsmsh demo: list the demos, or play one, in the
+// full-screen shell on a terminal, else as a transcript.
+func demoCommand(g globals, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	var rest []string
+	transcriptOnly := false
 	for _, a := range args {
-		switch {
-		case a == "--help" || a == "-h":
+		switch a {
+		case "--help", "-h":
 			fmt.Fprint(stdout, demoUsage)
 			return 0
-		case name == "" && !strings.HasPrefix(a, "-"):
-			name = a
+		case "--transcript":
+			transcriptOnly = true
 		default:
-			fmt.Fprintf(stderr, "hsmsh demo: unexpected %q\n%s", a, demoUsage)
-			return 2
+			rest = append(rest, a)
 		}
+	}
+	name, auto, err := parseDemoArgs(rest)
+	if err != nil {
+		fmt.Fprintf(stderr, "hsmsh demo: %v\n%s", err, demoUsage)
+		return 2
 	}
 	if name == "" {
 		return listDemos(stdout, stderr)
 	}
-	title, text, err := readDemo(name)
+	var title, text string
+	title, text, err = readDemo(name)
 	if err != nil {
 		fmt.Fprintf(stderr, "hsmsh demo: %v\n", err)
 		return 2
@@ -74,6 +89,9 @@ func demoCommand(g globals, args []string, stdout, stderr io.Writer) int {
 	if cfg.Cluster.Mode != "embedded" {
 		fmt.Fprintln(stderr, "hsmsh demo: the demos play on the embedded cluster; this config names a remote one")
 		return 1
+	}
+	if !transcriptOnly && isTerminal(stdin) && isTerminal(stdout) {
+		return playDemoFullScreen(g, cfg, title, text, auto, stdin, stdout, stderr)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -425,14 +443,21 @@ func (t *transcript) summary(words []string, data any) string {
 		str := func(k string) string { s, _ := d[k].(string); return s }
 		num := func(m map[string]any, k string) string { return fmt.Sprint(m[k]) }
 		switch {
-		case str("message") != "":
-			return str("message")
 		case d["private_key"] != nil && d["public_key"] != nil:
 			return "private key " + t.keyDesc(d["private_key"]) + "; public key " + t.keyDesc(d["public_key"])
-		case d["key"] != nil && str("destination-cluster-id") != "":
-			return "key " + t.keyDesc(d["key"]) + " of cluster " + str("destination-cluster-id")
 		case d["key"] != nil:
+			// key replicate names the destination on its command line
+			// (older results carried it in the data too).
+			dst := str("destination-cluster-id")
+			if dst == "" {
+				dst = flagValue(words, "--destination-cluster-id")
+			}
+			if dst != "" {
+				return "key " + t.keyDesc(d["key"]) + " of cluster " + dst
+			}
 			return "key " + t.keyDesc(d["key"])
+		case str("message") != "":
+			return str("message")
 		case d["matched_keys"] != nil:
 			keys, _ := d["matched_keys"].([]any)
 			if len(keys) == 0 {
@@ -518,6 +543,8 @@ func (t *transcript) summary(words []string, data any) string {
 			}
 			return strings.Join(parts, ", ")
 		}
+	case string:
+		return d // "data": "Logout successful", as CloudHSM CLI prints it
 	case []any:
 		var ids []string
 		for _, el := range d {

@@ -69,7 +69,9 @@ func (m *Model) noteKeys(keys []commands.KeyView) {
 	m.snapN++
 	now := time.Now()
 	seen := make(map[string]keyStamp, len(keys))
+	m.labels = make(map[string]string, len(keys))
 	for _, k := range keys {
+		m.labels[k.Ref] = k.Label
 		st, ok := m.seen[k.Ref]
 		if !ok {
 			st = keyStamp{at: now, batch: m.snapN}
@@ -336,6 +338,7 @@ func hsmRuler(ids []string, cell int) []string {
 // cell.
 type marks struct {
 	present, syncing, missing, down, destroyed, lost string
+	never                                            string // a session key's HSMs without it
 }
 
 func (m *Model) marks() marks {
@@ -346,11 +349,14 @@ func (m *Model) marks() marks {
 		down:      m.theme.Down.Render("-"),
 		destroyed: m.theme.Error.Render("×"),
 		lost:      m.theme.Lost.Render("✗"),
+		never:     m.theme.Dim.Render("·"),
 	}
 }
 
 // cellMark is one key × HSM: present, syncing (a copy just arrived),
 // missing, unknown because the HSM is down, or gone with a destroyed HSM.
+// A session key lives on the one HSM that made it and is never synced:
+// the others show · rather than a ○ that sync would fill.
 func (m *Model) cellMark(mk *marks, k commands.KeyView, id, state string) string {
 	switch {
 	case state == "destroyed":
@@ -361,6 +367,8 @@ func (m *Model) cellMark(mk *marks, k commands.KeyView, id, state string) string
 		return mk.syncing
 	case k.Holders[id]:
 		return mk.present
+	case k.Session:
+		return mk.never
 	}
 	return mk.missing
 }
@@ -389,6 +397,9 @@ func (m *Model) syncHint(w int) string {
 // column names with the HSM ruler.
 func (m *Model) gridHead(g gridCols, ids []string, w int) []string {
 	var out []string
+	for _, l := range m.staleLines(w) {
+		out = append(out, m.theme.Warn.Render(l))
+	}
 	if hint := m.syncHint(w); hint != "" {
 		out = append(out, hint)
 	}
@@ -404,9 +415,30 @@ func (m *Model) gridHead(g gridCols, ids []string, w int) []string {
 	return out
 }
 
+// staleLines is staleNote wrapped to the key pane, at most two lines.
+func (m *Model) staleLines(w int) []string {
+	note := m.staleNote()
+	if note == "" {
+		return nil
+	}
+	lines := strings.Split(ansi.Wrap(note, max(w, 10), ""), "\n")
+	if len(lines) > 2 {
+		lines = append(lines[:1], trunc(strings.Join(lines[1:], " "), w))
+	}
+	return lines
+}
+
+// keyPaneWidth is the key pane's inner width in the current layout.
+func (m *Model) keyPaneWidth() int {
+	if m.width >= wideMinWidth {
+		return m.panesWidth(m.width) - 2
+	}
+	return max(m.width, 20) - 2
+}
+
 // gridHeadRows is how many lines gridHead takes.
 func (m *Model) gridHeadRows() int {
-	n := len(hsmRuler(commands.SortedHSMIDs(m.hsms), 2))
+	n := len(hsmRuler(commands.SortedHSMIDs(m.hsms), 2)) + len(m.staleLines(m.keyPaneWidth()))
 	if m.syncHint(1000) != "" {
 		n++
 	}
@@ -432,7 +464,7 @@ func gridWindow(total, rows, scroll int) (start, n int, hint bool) {
 // Only the rows that fit are drawn, so thousands of keys cost nothing.
 func (m *Model) keyLines(w, h int) []string {
 	if m.compare != "" && m.cmp != nil {
-		return m.compareLines(h)
+		return m.compareLines(w, h)
 	}
 	if _, _, ok := m.env.Who(); !ok {
 		return []string{m.theme.Dim.Render("log in to see keys (admins see every key, crypto users their own)")}
@@ -515,14 +547,28 @@ func (m *Model) keyLines(w, h int) []string {
 
 // keyRowCount is every row the grid could show: lost keys, then keys.
 func (m *Model) keyRowCount() int {
+	if m.compare != "" && m.cmp != nil {
+		return len(m.compareRows())
+	}
 	return len(m.lost) + len(m.visibleKeys())
+}
+
+// keyHeadRows is how many lines the key pane takes above its rows.
+func (m *Model) keyHeadRows() int {
+	if m.compare != "" && m.cmp != nil {
+		if m.cmp.err != "" {
+			return 3
+		}
+		return 2
+	}
+	return m.gridHeadRows()
 }
 
 // keyPaneNeed is the height the key pane wants to show every row, with
 // its border.
 func (m *Model) keyPaneNeed() int {
 	if m.compare != "" && m.cmp != nil {
-		return 2 + 3 + len(m.keys) + len(m.cmp.keys)
+		return 2 + 3 + max(len(m.compareRows()), 1)
 	}
 	return 2 + m.gridHeadRows() + max(m.keyRowCount(), 1)
 }
@@ -533,7 +579,7 @@ func (m *Model) clampKeyScroll() {
 	total := m.keyRowCount()
 	page := total
 	if lay := m.layout(); lay.keyH > 0 {
-		_, page, _ = gridWindow(total, lay.keyH-2-m.gridHeadRows(), total)
+		_, page, _ = gridWindow(total, lay.keyH-2-m.keyHeadRows(), total)
 		page = max(page, 1)
 	}
 	m.keyScroll = max(0, min(m.keyScroll, total-page))

@@ -20,6 +20,7 @@ import (
 
 	"golang.org/x/term"
 
+	"github.com/hsmsh/hsmsh/bench"
 	"github.com/hsmsh/hsmsh/commands"
 	"github.com/hsmsh/hsmsh/config"
 )
@@ -36,7 +37,8 @@ Usage:
   hsmsh [global flags] COMMAND...          run one command (credentials from HSMSH_ROLE, HSMSH_PIN=user:password)
   hsmsh [global flags] serve --config FILE --id ID [--data-dir DIR] [--restore BACKUP]   one HSM server of a remote cluster
   hsmsh [global flags] bench --op OP [--hsms N[,N...]] [--duration D] [--concurrency C] [--json] ...   measure one operation (hsmsh bench --help)
-  hsmsh [global flags] demo [NAME|FILE.hsm]   play a teaching demo on a fresh in-memory cluster as a transcript; no NAME lists them
+  hsmsh [global flags] demo [NAME|FILE.hsm] [--auto DELAY]   play a teaching demo on a fresh in-memory cluster:
+                                           step by step in the full-screen shell on a terminal, else as a transcript; no NAME lists them
   hsmsh quorum approve --token FILE --key KEY.pem --username U          sign a quorum token offline (no login)
   hsmsh pki init --dir DIR [--key-type ecdsa-p256|ecdsa-p384|rsa-2048|rsa-3072] [--cluster-id ID] [--host NAME...]
   hsmsh [global flags] configure [--disable-key-availability-check | --enable-key-availability-check]
@@ -133,9 +135,9 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		case "serve":
 			return serveCommand(g, rest[1:], stdout, stderr)
 		case "bench":
-			return benchCommand(g, rest[1:], stdout, stderr)
+			return bench.Main(rest[1:], stdout, stderr, bench.Options{ConfigPath: g.configPath, DataDir: g.dataDir, Ephemeral: g.ephemeral})
 		case "demo":
-			return demoCommand(g, rest[1:], stdout, stderr)
+			return demoCommand(g, rest[1:], stdin, stdout, stderr)
 		}
 		if strings.HasPrefix(rest[0], "--") {
 			fmt.Fprintf(stderr, "hsmsh: unknown global flag %s\n%s", rest[0], usage)

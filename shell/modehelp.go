@@ -3,6 +3,8 @@ package shell
 import (
 	"fmt"
 	"io"
+
+	"github.com/hsmsh/hsmsh/bench"
 )
 
 const batchUsage = `usage: hsmsh [global flags] batch FILE|- [--keep-going] [--events]
@@ -58,7 +60,7 @@ func modeUsage(mode string) (string, bool) {
 	case "demo":
 		return demoUsage, true
 	case "bench":
-		return benchUsage + "\n", true
+		return bench.Usage + "\n", true
 	}
 	return "", false
 }

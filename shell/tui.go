@@ -40,6 +40,7 @@ type (
 		tokens []commands.TokenView
 		err    error
 		cmp    *clusterView // the cluster compared side by side, if any
+		who    string       // user@cluster the keys were read as
 	}
 	tickMsg time.Time
 )
@@ -131,14 +132,38 @@ type Model struct {
 	snapN      int                  // snapshots taken
 	keysVer    int                  // bumped when the keys or their stamps change
 	keyCache   keyCache
+	cmpCache   compareCache
 	dirty      bool
 	refreshing bool
-	snapErr    error
+	// A failed refresh keeps the last good keys (keysWho: read as whom);
+	// snapFails counts failures in a row, snapOK is the last success.
+	snapErr   error
+	snapFails int
+	snapOK    time.Time
+	keysWho   string
 
 	showPanes bool
 	showHelp  bool
+	// The compact layout shows the output or the events (Ctrl+T); the
+	// events that arrived while the output showed are counted in its
+	// title.
+	showEvents   bool
+	unseenEvents int
+	// evLabels are the labels events gave keys (key-created says it in
+	// its detail), so the log names a key a later event only references
+	// (cleanup-done) and one no snapshot lists any more.
+	evLabels  map[string]string
+	labels    map[string]string // the listed keys' labels by reference
 	quitArmed bool
 	quitting  bool
+
+	// demo plays a demo file in this shell (demoplay.go); child is the
+	// shell a demo command started, drawn in this one's place until it
+	// quits, on a cluster of its own that childClose ends.
+	demo       *demoPlayer
+	child      *Model
+	childClose func() error
+	childGen   int
 }
 
 // NewModel makes the shell's model. dataDir holds the per-user history
@@ -236,7 +261,11 @@ func (m *Model) loadHistory() {
 func (m *Model) Init() tea.Cmd {
 	m.evCh, m.evCancel = m.env.Subscribe(4096)
 	m.evCluster = m.env.ClusterID()
-	return tea.Batch(textinput.Blink, waitEvents(m.evCh), tick(), m.refresh())
+	var demo tea.Cmd
+	if m.demo != nil {
+		demo = m.startDemo(m.demo)
+	}
+	return tea.Batch(textinput.Blink, waitEvents(m.evCh), tick(), m.refresh(), demo)
 }
 
 func tick() tea.Cmd {
@@ -274,6 +303,7 @@ func (m *Model) refresh() tea.Cmd {
 	}
 	m.refreshing, m.dirty = true, false
 	env, compare := m.env.Current(), m.compare
+	who := whoOf(env)
 	return func() tea.Msg {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -282,7 +312,7 @@ func (m *Model) refresh() tea.Cmd {
 		if err == nil {
 			err = terr
 		}
-		msg := snapshotMsg{hsms: env.HSMs(ctx), keys: keys, tokens: tokens, err: err}
+		msg := snapshotMsg{hsms: env.HSMs(ctx), keys: keys, tokens: tokens, err: err, who: who}
 		if compare != "" {
 			msg.cmp = viewCluster(ctx, env, compare)
 		}
@@ -317,7 +347,17 @@ func (m *Model) promptText() string {
 
 // Update handles one message.
 func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
+	if cmd, handled := m.childUpdate(msg); handled {
+		return m, cmd
+	}
 	switch msg := msg.(type) {
+	case demoTimerMsg:
+		return m, m.demoTimer(msg)
+	case demoClosedMsg:
+		if msg.err != nil {
+			m.appendOut(m.theme.Warn.Render("demo: close its cluster: " + msg.err.Error()))
+		}
+		return m, nil
 	case tea.WindowSizeMsg:
 		m.width, m.height = msg.Width, msg.Height
 		m.clampKeyScroll() // a taller pane shows more rows: no blank ones past the end
@@ -339,10 +379,25 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		return m, tea.Batch(waitEvents(m.evCh), m.refreshIfDirty())
 	case snapshotMsg:
 		m.refreshing = false
-		m.hsms, m.keys, m.tokens, m.snapErr, m.cmp = msg.hsms, msg.keys, msg.tokens, msg.err, msg.cmp
-		if msg.err == nil {
-			m.noteKeys(msg.keys) // a failed refresh keeps the stamps (and so the order)
+		m.hsms, m.cmp = msg.hsms, msg.cmp
+		if msg.err != nil {
+			// A refresh can race an HSM rejoining its domain (after lab
+			// hsm fail --destroy and recover), or find no HSM answering
+			// for a moment: the panes keep the last good keys and
+			// tokens (of the same user) rather than show none, and the
+			// next tick tries again. staleNote says so if it persists.
+			m.snapErr = msg.err
+			m.snapFails++
+			if msg.who != m.keysWho {
+				m.keys, m.tokens, m.keysWho = nil, nil, msg.who
+			}
+			m.dirty = true
+			m.clampKeyScroll()
+			return m, nil
 		}
+		m.keys, m.tokens, m.keysWho = msg.keys, msg.tokens, msg.who
+		m.snapErr, m.snapFails, m.snapOK = nil, 0, time.Now()
+		m.noteKeys(msg.keys)
 		m.clampKeyScroll()
 		return m, nil
 	case tickMsg:
@@ -358,6 +413,28 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 	return m, nil
 }
 
+// whoOf is who the panes read the cluster as: user@cluster.
+func whoOf(env *commands.Env) string {
+	user, _, _ := env.Who()
+	return user + "@" + env.ClusterID()
+}
+
+// staleAfter is how many refreshes in a row must fail before the panes
+// say so: one that races a rejoin succeeds at the next tick.
+const staleAfter = 3
+
+// staleNote says, once refreshes have kept failing, that the keys shown
+// are those of the last good one, and why the newer ones failed.
+func (m *Model) staleNote() string {
+	if m.snapErr == nil || m.snapFails < staleAfter {
+		return ""
+	}
+	if m.snapOK.IsZero() {
+		return "cannot read the keys: " + m.snapErr.Error()
+	}
+	return "keys as of " + m.snapOK.Format("15:04:05") + "; refresh failing: " + m.snapErr.Error()
+}
+
 func (m *Model) refreshIfDirty() tea.Cmd {
 	if m.dirty {
 		return m.refresh()
@@ -366,7 +443,17 @@ func (m *Model) refreshIfDirty() tea.Cmd {
 }
 
 func (m *Model) takeEvents(evs eventsMsg) {
+	if m.evLabels == nil || len(m.evLabels) > 4*maxEvents {
+		m.evLabels = map[string]string{} // bounded: older keys fall back to the key list
+	}
 	for _, ev := range evs {
+		if ev.Ref != "" {
+			if ev.Label != "" {
+				m.evLabels[ev.Ref] = ev.Label
+			} else if ev.Kind == "key-created" && ev.Detail != "" {
+				m.evLabels[ev.Ref] = strings.TrimPrefix(ev.Detail, "session key ")
+			}
+		}
 		switch ev.Kind {
 		case "key-synced", "key-replicated":
 			m.recent[ev.Ref+"@"+ev.HSM] = ev.Time
@@ -378,6 +465,14 @@ func (m *Model) takeEvents(evs eventsMsg) {
 			m.lost = append(m.lost, lostKey{ref: ev.Ref, at: ev.Time, label: label})
 		case "key-created":
 			m.noteCreated(ev.Ref, ev.Time)
+		}
+	}
+	// The compact layout's output tab counts the events it hides.
+	if !m.showEvents && m.layout().kind == layoutCompact {
+		for _, ev := range evs {
+			if newsworthy(ev) {
+				m.unseenEvents++
+			}
 		}
 	}
 	// Newest first: the batch reversed, then what came before, cut to
@@ -401,13 +496,10 @@ func (m *Model) takeEvents(evs eventsMsg) {
 	m.dirty = true
 }
 
+// labelOf is a listed key's label: the event log asks for every line of
+// every frame, so it is looked up in the index noteKeys builds.
 func (m *Model) labelOf(ref string) string {
-	for _, k := range m.keys {
-		if k.Ref == ref {
-			return k.Label
-		}
-	}
-	return ""
+	return m.labels[ref]
 }
 
 func (m *Model) scrollOut(n int) {
@@ -421,11 +513,27 @@ func (m *Model) key(k tea.KeyMsg) (tea.Model, tea.Cmd) {
 			return m, nil
 		}
 	}
+	if m.demo != nil && m.demo.phase == demoTyping {
+		// The player owns the line while it types a command: Enter runs
+		// it at once, Ctrl+C stops the player; other keys wait.
+		switch k.String() {
+		case "enter":
+			return m, m.demoEnter()
+		case "ctrl+c":
+			m.demoInterrupt()
+			return m, nil
+		}
+		return m, nil
+	}
 	switch k.String() {
 	case "ctrl+c":
 		return m.interrupt()
 	case "ctrl+l":
 		m.showPanes = !m.showPanes
+		return m, nil
+	case "ctrl+t":
+		m.showEvents = !m.showEvents
+		m.unseenEvents = 0
 		return m, nil
 	case "ctrl+o":
 		m.keySort = (m.keySort + 1) % sortCount
@@ -479,6 +587,12 @@ func (m *Model) interrupt() (tea.Model, tea.Cmd) {
 		m.late[m.runID] = m.runLine
 		m.running, m.cancel = false, nil
 		m.appendOut(m.theme.Error.Render("✗ cancelled"))
+		if m.demo != nil && m.demo.phase == demoRunning && m.demo.runID == m.runID {
+			m.demoInterrupt()
+		}
+		return m, nil
+	case m.demo != nil && m.demo.phase == demoPause:
+		m.demoInterrupt() // the player stops between two commands
 		return m, nil
 	case m.mode != modeCommand:
 		m.leaveMode()
@@ -561,6 +675,9 @@ func (m *Model) commandKey(k tea.KeyMsg) (tea.Model, tea.Cmd) {
 		if len(m.suggestions) > 0 && m.sugSel >= 0 {
 			m.suggestions = nil // the previewed candidate stays
 			return m, nil
+		}
+		if m.demo != nil && strings.TrimSpace(m.input.Value()) == "" && !m.running {
+			return m, m.demoEnter() // the demo's next step
 		}
 		return m.submit()
 	}
@@ -751,6 +868,10 @@ func (m *Model) submit() (tea.Model, tea.Cmd) {
 		m.compareWith(words[1:])
 		return m, m.refresh()
 	}
+	if words[0] == "demo" {
+		m.echo(redacted)
+		return m, m.demoCommand(words[1:])
+	}
 	if flag, confirm := m.runner.Tree.AsksSecret(words); flag != "" {
 		m.echo(redacted)
 		m.mode, m.pending, m.secretFlag, m.confirm, m.draft = modeSecret, words, flag, confirm, ""
@@ -834,7 +955,12 @@ func (m *Model) finished(msg resultMsg) (tea.Model, tea.Cmd) {
 		return m, nil
 	}
 	m.running, m.cancel = false, nil
-	m.appendOut(renderResult(m.theme, msg.res)...)
+	var demo tea.Cmd
+	if m.demo != nil && m.demo.phase == demoRunning && m.demo.runID == msg.id {
+		demo = m.demoFinished(msg.res) // the result, read as the demo expects it
+	} else {
+		m.appendOut(renderResult(m.theme, msg.res)...)
+	}
 	if msg.took > time.Second {
 		m.appendOut(m.theme.Dim.Render(fmt.Sprintf("(%.1fs)", msg.took.Seconds())))
 	}
@@ -851,7 +977,7 @@ func (m *Model) finished(msg resultMsg) (tea.Model, tea.Cmd) {
 		m.evCluster, m.events, m.lost = id, nil, nil
 		follow = waitEvents(m.evCh)
 	}
-	return m, tea.Batch(m.refresh(), follow)
+	return m, tea.Batch(m.refresh(), follow, demo)
 }
 
 // clusterView is another cluster's keys, for the side-by-side key pane.

@@ -441,9 +441,10 @@ func TestStatusBarShowsSessionLifetime(t *testing.T) {
 
 // compare shows a clone's keys beside the source's: a key made after the
 // backup is missing there (○) until key replicate copies it (●).
-func TestCompareClusters(t *testing.T) {
-	m := newTestModel(t, 3, false, "")
-	m.Update(tea.WindowSizeMsg{Width: 160, Height: 50})
+// cloneDR clones the shell's cluster as dr (2 HSMs) from a backup and
+// logs cu1 in to both.
+func cloneDR(t *testing.T, m *Model) {
+	t.Helper()
 	backup := filepath.Join(t.TempDir(), "b.hsmbak")
 	for _, line := range []string{
 		"login --username admin --role admin --password adminpass",
@@ -452,11 +453,17 @@ func TestCompareClusters(t *testing.T) {
 		"cluster clone --backup " + backup + " --id dr --hsms 2 --backup-password backuppass1",
 		"login --username cu1 --role crypto-user --password cu1pass1",
 		"login --cluster-id dr --username cu1 --role crypto-user --password cu1pass1",
-		"key generate-symmetric aes --label teach --key-length-bytes 16",
-		"compare dr",
 	} {
 		runLine(t, m, line)
 	}
+}
+
+func TestCompareClusters(t *testing.T) {
+	m := newTestModel(t, 3, false, "")
+	m.Update(tea.WindowSizeMsg{Width: 160, Height: 50})
+	cloneDR(t, m)
+	runLine(t, m, "key generate-symmetric aes --label teach --key-length-bytes 16")
+	runLine(t, m, "compare dr")
 	pump(t, m, m.refresh(), func() bool { return !m.refreshing && m.cmp != nil })
 	v := m.View()
 	if !strings.Contains(v, "Keys (1) · cluster-local | dr") || !strings.Contains(v, "HSMs · cluster-local") {

@@ -2,7 +2,7 @@ package shell
 
 import (
 	"fmt"
-	"sort"
+	"slices"
 	"strings"
 	"time"
 
@@ -39,6 +39,7 @@ type layout struct {
 	outH          int
 	hsmH, keyH    int
 	qH, evH       int
+	narrH         int // the demo's narration pane, above the output (0: no demo)
 }
 
 func (m *Model) layout() layout {
@@ -47,16 +48,15 @@ func (m *Model) layout() layout {
 	lay := layout{kind: layoutOutput, w: w, bodyH: h - len(bottom), bottom: bottom, leftW: w}
 	lay.outH = lay.bodyH
 	if !m.showPanes {
+		lay.narrH = m.demoHeight(w, lay.bodyH)
+		lay.outH -= lay.narrH
 		return lay
 	}
 	bodyH := lay.bodyH
 	keyNeed := m.keyPaneNeed()
 	if w >= wideMinWidth && bodyH >= wideMinHeight {
 		lay.kind = layoutWide
-		// The panes take 45% of the width, or more (leaving the output
-		// 50 columns) when the grid needs it for two-cell marks and a
-		// useful label: 28 HSMs at 110 columns.
-		lay.rightW = max(w*45/100, min(gridWant(len(m.hsms))+2, w-50))
+		lay.rightW = m.panesWidth(w)
 		lay.leftW = w - lay.rightW
 		lay.hsmH = min(2*len(m.hsms)+3, bodyH/3) // a line per HSM, and one for its TLS
 		if len(m.tokens) > 0 {
@@ -70,10 +70,15 @@ func (m *Model) layout() layout {
 		lay.keyH = max(min(keyNeed, avail-evMin), min(5, avail-evMin))
 		lay.evH = max(min(m.eventCount()+2, avail-lay.keyH), min(evMin, avail-lay.keyH))
 		lay.keyH = avail - lay.evH
+		// A demo's narration sits above the output, beside the panes.
+		lay.narrH = m.demoHeight(lay.leftW, bodyH)
+		lay.outH = bodyH - lay.narrH
 		return lay
 	}
-	// Compact: one line sums up the HSMs; the grid above the output.
-	avail := bodyH - 1
+	// Compact: one line sums up the HSMs; the grid above the output, and
+	// a demo's narration above both.
+	lay.narrH = m.demoHeight(w, bodyH)
+	avail := bodyH - 1 - lay.narrH
 	if avail < 9 {
 		lay.outH = avail // too short for a grid: the output and the summary
 		return lay
@@ -84,8 +89,19 @@ func (m *Model) layout() layout {
 	return lay
 }
 
+// panesWidth is the width of the wide layout's column of panes in a
+// screen w wide: 45%, or more (leaving the output 50 columns) when the
+// grid, or two clusters side by side, need it for two-cell marks and a
+// useful label: 28 HSMs at 110 columns.
+func (m *Model) panesWidth(w int) int {
+	return max(w*45/100, min(max(gridWant(len(m.hsms)), m.compareWant())+2, w-50))
+}
+
 // View draws the whole screen.
 func (m *Model) View() string {
+	if m.child != nil {
+		return m.child.View() // a demo plays in place of this shell
+	}
 	if m.quitting {
 		return ""
 	}
@@ -107,20 +123,33 @@ func (m *Model) View() string {
 		}
 		panes = append(panes, m.box("Events", m.eventLines(rightW-2, lay.evH-2), rightW, lay.evH))
 		right := lipgloss.JoinVertical(lipgloss.Left, panes...)
-		body = lipgloss.JoinHorizontal(lipgloss.Top, m.box("Output", m.outLines(lay.leftW-2, lay.bodyH-2), lay.leftW, lay.bodyH), right)
+		left := m.box("Output", m.outLines(lay.leftW-2, lay.outH-2), lay.leftW, lay.outH)
+		if lay.narrH > 0 {
+			left = lipgloss.JoinVertical(lipgloss.Left, m.narrationBox(lay.leftW, lay.narrH), left)
+		}
+		body = lipgloss.JoinHorizontal(lipgloss.Top, left, right)
 	case layoutCompact:
+		// Below the grid, the output or the events, one at a time
+		// (Ctrl+T): there is no room for both beside the grid.
+		lower := m.box(m.tabTitle(), m.outLines(w-2, lay.outH-2), w, lay.outH)
+		if m.showEvents {
+			lower = m.box(m.tabTitle(), m.eventLines(w-2, lay.outH-2), w, lay.outH)
+		}
 		body = lipgloss.JoinVertical(lipgloss.Left,
 			m.box(m.keyTitle(), m.keyLines(w-2, lay.keyH-2), w, lay.keyH),
 			ansi.Truncate(m.hsmSummary(), w, "…"),
-			m.box("Output", m.outLines(w-2, lay.outH-2), w, lay.outH))
+			lower)
 	default:
 		if m.showPanes {
 			body = lipgloss.JoinVertical(lipgloss.Left,
 				m.box("Output", m.outLines(w-2, lay.outH-2), w, lay.outH),
 				ansi.Truncate(m.hsmSummary(), w, "…"))
 		} else {
-			body = m.box("Output", m.outLines(w-2, lay.bodyH-2), w, lay.bodyH)
+			body = m.box("Output", m.outLines(w-2, lay.outH-2), w, lay.outH)
 		}
+	}
+	if lay.narrH > 0 && lay.kind != layoutWide {
+		body = lipgloss.JoinVertical(lipgloss.Left, m.narrationBox(w, lay.narrH), body)
 	}
 	return lipgloss.JoinVertical(lipgloss.Left, body, strings.Join(lay.bottom, "\n"))
 }
@@ -174,6 +203,10 @@ func (m *Model) suggestView(w int) []string {
 	return out
 }
 
+// nbHyphen stands in for "-" while a line is wrapped: a non-breaking
+// hyphen, one cell wide as "-" is.
+const nbHyphen = "\u2011"
+
 // outLines is the visible part of the output, wrapped to the pane.
 func (m *Model) outLines(w, h int) []string {
 	if h <= 0 {
@@ -182,7 +215,11 @@ func (m *Model) outLines(w, h int) []string {
 	var rev []string
 	skip := m.outScroll
 	for i := len(m.out) - 1; i >= 0 && len(rev) < h+skip; i-- {
-		wrapped := strings.Split(ansi.Wrap(m.out[i], max(w, 1), ""), "\n") // at spaces; a word longer than the line is cut
+		// At spaces; a word longer than the line is cut. Not at hyphens,
+		// where ansi.Wrap would break too: "--hash-" at the end of one
+		// line and "function" on the next is no way to show a flag.
+		line := strings.ReplaceAll(m.out[i], "-", nbHyphen)
+		wrapped := strings.Split(strings.ReplaceAll(ansi.Wrap(line, max(w, 1), ""), nbHyphen, "-"), "\n")
 		for j := len(wrapped) - 1; j >= 0; j-- {
 			rev = append(rev, wrapped[j])
 		}
@@ -253,9 +290,7 @@ func (m *Model) hsmLines(w, h int) []string {
 		}
 		out = append(out, line+style.Render(word)+"  "+m.theme.Dim.Render(x.Address))
 	}
-	if m.snapErr != nil {
-		out = append(out, m.theme.Error.Render("refresh: "+m.snapErr.Error()))
-	}
+
 	return out
 }
 
@@ -297,9 +332,7 @@ func (m *Model) hsmSummary() string {
 	if len(m.tokens) > 0 {
 		tail += fmt.Sprintf(" · quorum tokens %d", len(m.tokens))
 	}
-	if m.snapErr != nil {
-		tail += " · refresh: " + m.snapErr.Error()
-	}
+
 	return " " + strings.Join(parts, "  ") + m.theme.Dim.Render(tail+" · Ctrl+L panes")
 }
 
@@ -354,6 +387,19 @@ func (m *Model) eventCount() int {
 	return max(n, 1)
 }
 
+// tabTitle is the compact layout's lower pane title: which tab shows, the
+// other one with the events that came since the events were last shown,
+// and the key that switches.
+func (m *Model) tabTitle() string {
+	if m.showEvents {
+		return "Events · Output: Ctrl+T"
+	}
+	if m.unseenEvents > 0 {
+		return fmt.Sprintf("Output · Events (%d new): Ctrl+T", m.unseenEvents)
+	}
+	return "Output · Events: Ctrl+T"
+}
+
 func (m *Model) eventLines(w, h int) []string {
 	var out []string
 	for _, ev := range m.events {
@@ -373,7 +419,23 @@ func (m *Model) eventLines(w, h int) []string {
 			style = m.theme.OK
 		}
 		text := fmt.Sprintf("%s %s", ev.Time.Format("15:04:05"), ev.Kind)
-		for _, f := range []string{ev.HSM, ev.Ref, ev.Detail} {
+		// A key by its label first, as people name it; its reference
+		// after, to tell two keys of one label apart.
+		label := ev.Label
+		if label == "" && ev.Ref != "" {
+			if label = m.evLabels[ev.Ref]; label == "" {
+				label = m.labelOf(ev.Ref)
+			}
+		}
+		detail := ev.Detail
+		switch {
+		case label == "":
+		case detail == label:
+			detail = "" // key-created says the label in its detail
+		case detail == "session key "+label:
+			detail = "(session key)"
+		}
+		for _, f := range []string{ev.HSM, label, ev.Ref, detail} {
 			if f != "" {
 				text += " " + f
 			}
@@ -415,16 +477,18 @@ var keyHelp = [][2]string{
 	{"Ctrl+F", "filter the key pane (Esc clears)"},
 	{"Ctrl+O", "order the key pane: newest, oldest, by label"},
 	{"Ctrl+L", "show or hide the panes"},
+	{"Ctrl+T", "below 110 columns: the output or the events"},
 	{"Ctrl+C", "cancel the running command; clear the line; twice on an empty line quits"},
 	{"? or F1", "this help"},
 	{"help [COMMAND]", "the commands, or one command's flags"},
+	{"demo [NAME]", "the teaching demos; one played step by step (Enter)"},
 	{"quit", "leave hsmsh"},
 }
 
 func (m *Model) helpView() string {
 	w, h := max(m.width, 20), max(m.height, 6)
 	inner := max(w-2, 1)
-	lines := []string{m.theme.Title.Render("hsmsh key bindings"), ""}
+	lines := []string{m.theme.Title.Render("hsmsh key bindings") + m.theme.Dim.Render(" — press any key to return"), ""}
 	// Wrap at words to the box, so nothing is cut at 80 columns: a
 	// binding's text continues under itself.
 	const keyW = 20
@@ -440,18 +504,21 @@ func (m *Model) helpView() string {
 		}
 	}
 	lines = append(lines, "")
-	for _, part := range strings.Split(ansi.Wrap("Key pane: ● present  ○ missing  ◆ just copied (syncing)  - HSM down  × HSM destroyed  ✗ LOST  ! breaks availability or minimum nodes  * session key", inner-2, ""), "\n") {
+	for _, part := range strings.Split(ansi.Wrap("Key pane: ● present  ○ missing  ◆ just copied (syncing)  - HSM down  × HSM destroyed  ✗ LOST  ! breaks availability or minimum nodes  * session key (· never on that HSM)", inner-2, ""), "\n") {
 		lines = append(lines, m.theme.Dim.Render(part))
 	}
-	lines = append(lines, "", m.theme.Dim.Render("press any key to return"))
 	return m.box("Help", lines, w, h)
 }
 
 // compareLines draws the key pane for two clusters side by side: a row per
 // key of either, a column per HSM of each, so a teacher can show a key
-// missing from a clone until key replicate copies it.
-func (m *Model) compareLines(h int) []string {
+// missing from a clone until key replicate copies it. Like the grid, its
+// label column is as wide as the room allows, the key-reference shows
+// only beside whole labels, the rows are in the grid's order (the current
+// cluster's keys, then the other's own) and a line says what is below.
+func (m *Model) compareLines(w, h int) []string {
 	a, b := m.env.ClusterID(), m.cmp
+	rows := m.compareRows()
 	idsA, idsB := commands.SortedHSMIDs(m.hsms), commands.SortedHSMIDs(b.hsms)
 	stA, stB := map[string]string{}, map[string]string{}
 	for _, x := range m.hsms {
@@ -460,6 +527,7 @@ func (m *Model) compareLines(h int) []string {
 	for _, x := range b.hsms {
 		stB[x.ID] = string(x.State)
 	}
+	c := compareLayout(w, len(a), len(idsA), len(b.id), len(idsB), m.cmpCache.maxLabel)
 	cols := func(ids []string) string {
 		var s strings.Builder
 		for _, id := range ids {
@@ -467,31 +535,21 @@ func (m *Model) compareLines(h int) []string {
 		}
 		return s.String()
 	}
-	wA := max(len(a), 2*len(idsA))
-	head := fmt.Sprintf("%-14s %-18s  %-*s │ %s", "", "", wA, trunc(a, wA), b.id)
-	sub := fmt.Sprintf("%-14s %-18s  %-*s │ %s", "label", "key-reference", wA, cols(idsA), cols(idsB))
+	prefix := func(label, ref string) string {
+		s := pad(label, c.label) + " "
+		if c.ref > 0 {
+			s += pad(ref, c.ref) + " "
+		}
+		return s
+	}
+	head := prefix("", "") + pad(a, c.wA) + " │ " + b.id
+	sub := prefix("label", "key-reference") + pad(cols(idsA), c.wA) + " │ " + cols(idsB)
 	out := []string{m.theme.Dim.Render(head), m.theme.Dim.Render(sub)}
 	if b.err != "" {
-		out = append(out, m.theme.Warn.Render(b.err))
+		out = append(out, m.theme.Warn.Render(trunc(b.err, w)))
 	}
-	byRef := map[string][2]*commands.KeyView{}
-	var refs []string
-	add := func(keys []commands.KeyView, side int) {
-		for i := range keys {
-			k := &keys[i]
-			e, ok := byRef[k.Ref]
-			if !ok {
-				refs = append(refs, k.Ref)
-			}
-			e[side] = k
-			byRef[k.Ref] = e
-		}
-	}
-	add(m.keys, 0)
-	add(b.keys, 1)
-	sort.Strings(refs)
-	if len(refs) == 0 {
-		out = append(out, m.theme.Dim.Render("no keys"))
+	if len(rows) == 0 {
+		return append(out, m.theme.Dim.Render("no keys"))
 	}
 	mk := m.marks()
 	side := func(k *commands.KeyView, ids []string, st map[string]string) string {
@@ -499,9 +557,9 @@ func (m *Model) compareLines(h int) []string {
 		for _, id := range ids {
 			if k == nil {
 				if st[id] != "active" {
-					s.WriteString(m.theme.Down.Render("-"))
+					s.WriteString(mk.down)
 				} else {
-					s.WriteString(m.theme.Missing.Render("○"))
+					s.WriteString(mk.missing)
 				}
 			} else {
 				s.WriteString(m.cellMark(&mk, *k, id, st[id]))
@@ -510,17 +568,105 @@ func (m *Model) compareLines(h int) []string {
 		}
 		return s.String()
 	}
-	for _, ref := range refs[:min(len(refs), max(0, h-len(out)))] {
-		e := byRef[ref]
-		label := ""
-		for _, k := range e {
-			if k != nil && label == "" {
-				label = k.Label
-			}
+	start, n, hint := gridWindow(len(rows), h-len(out), m.keyScroll)
+	for _, r := range rows[start : start+n] {
+		line := prefix(r.label, r.ref) + side(r.k[0], idsA, stA) + strings.Repeat(" ", max(0, c.wA-2*len(idsA))) + " │ " + side(r.k[1], idsB, stB)
+		out = append(out, line)
+	}
+	if hint {
+		var parts []string
+		if below := len(rows) - start - n; below > 0 {
+			parts = append(parts, fmt.Sprintf("↓ %d more below", below))
 		}
-		row := fmt.Sprintf("%-14s %-18s  ", trunc(label, 14), ref)
-		row += side(e[0], idsA, stA) + strings.Repeat(" ", max(0, wA-2*len(idsA))) + "│ " + side(e[1], idsB, stB)
-		out = append(out, row)
+		if start > 0 {
+			parts = append(parts, fmt.Sprintf("↑ %d above", start))
+		}
+		parts = append(parts, "Shift+↑↓ scrolls")
+		out = append(out, m.theme.Dim.Render(trunc(strings.Join(parts, " · "), w)))
 	}
 	return out
+}
+
+// compareRow is a key of either cluster in the side-by-side pane.
+type compareRow struct {
+	ref, label string
+	k          [2]*commands.KeyView // the current cluster's copy, the other's
+}
+
+// compareCache is the side-by-side pane's rows as last merged, and their
+// widest label; rebuilt when either cluster's keys, the filter or the
+// order change, not every frame (10,000 keys a side take milliseconds).
+type compareCache struct {
+	cur      []commands.KeyView // the grid's rows they were merged from
+	other    *clusterView
+	rows     []compareRow
+	maxLabel int
+}
+
+// compareRows is the side-by-side pane's rows: the current cluster's keys
+// in the grid's order, then the keys only the other cluster has, by label.
+func (m *Model) compareRows() []compareRow {
+	cur := m.visibleKeys()
+	if c := &m.cmpCache; c.other != nil && c.other == m.cmp && sameSlice(c.cur, cur) {
+		return c.rows
+	}
+	byRef := make(map[string]int, len(cur))
+	rows := make([]compareRow, 0, len(cur))
+	for i := range cur {
+		byRef[cur[i].Ref] = len(rows)
+		rows = append(rows, compareRow{ref: cur[i].Ref, label: cur[i].Label, k: [2]*commands.KeyView{&cur[i], nil}})
+	}
+	var only []compareRow
+	for i := range m.cmp.keys {
+		k := &m.cmp.keys[i]
+		if j, ok := byRef[k.Ref]; ok {
+			rows[j].k[1] = k
+			continue
+		}
+		only = append(only, compareRow{ref: k.Ref, label: k.Label, k: [2]*commands.KeyView{nil, k}})
+	}
+	slices.SortFunc(only, func(x, y compareRow) int {
+		if c := strings.Compare(x.label, y.label); c != 0 {
+			return c
+		}
+		return strings.Compare(x.ref, y.ref)
+	})
+	rows = append(rows, only...)
+	maxLabel := 0
+	for _, r := range rows {
+		maxLabel = max(maxLabel, labelWidth(r.label))
+	}
+	m.cmpCache = compareCache{cur: cur, other: m.cmp, rows: rows, maxLabel: maxLabel}
+	return rows
+}
+
+// compareCols is the side-by-side pane's column widths.
+type compareCols struct {
+	label, ref int // 0 hides the reference
+	wA         int // the current cluster's block: its name or its marks
+}
+
+// compareLayout sizes the side-by-side pane's columns for a pane w wide:
+// both clusters' marks always; the label as wide as there is room, up to
+// the widest; the key-reference only beside whole labels.
+func compareLayout(w, nameA, nA, nameB, nB, maxLabel int) compareCols {
+	c := compareCols{wA: max(nameA, 2*nA)}
+	fixed := c.wA + 3 + max(nameB, 2*nB) + 1
+	want := max(maxLabel, 5)
+	r := w - fixed
+	if r-(refColW+1) >= want {
+		c.ref = refColW
+		r -= refColW + 1
+	}
+	c.label = max(min(r, want), 1)
+	return c
+}
+
+// compareWant is the width the side-by-side pane wants: both blocks of
+// marks and a label of labelWant cells.
+func (m *Model) compareWant() int {
+	if m.cmp == nil {
+		return 0
+	}
+	return max(len(m.env.ClusterID()), 2*len(m.hsms)) + 3 + max(len(m.cmp.id), 2*len(m.cmp.hsms)) + 1 + labelWant + 1
 }

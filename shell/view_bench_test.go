@@ -101,3 +101,26 @@ func BenchmarkSnapshotAndFrame10kKeys28HSMs(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N)/1000, "ms/frame")
 }
+
+// BenchmarkFullScreenCompare10kKeys is the side-by-side key pane
+// (compare) with 10,000 keys in each of two 28-HSM clusters, truecolor at
+// 160×45: the rows of both are merged every frame.
+func BenchmarkFullScreenCompare10kKeys(b *testing.B) {
+	lipgloss.SetColorProfile(termenv.TrueColor)
+	b.Cleanup(func() { lipgloss.SetColorProfile(termenv.Ascii) })
+	th, _ := themes.Builtin("dark")
+	m := benchModel(b, 160, 45)
+	m.theme = th
+	m.compare = "dr"
+	m.cmp = &clusterView{id: "dr", hsms: m.hsms, keys: m.keys}
+	if v := m.View(); !strings.Contains(v, "| dr") {
+		b.Fatalf("no side-by-side pane: %q", v[:min(len(v), 300)])
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if len(m.View()) == 0 {
+			b.Fatal("empty view")
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N)/1000, "ms/frame")
+}
