@@ -63,7 +63,7 @@ func clusterCommands() []*Command {
 				if err := env.Session.Cluster().Activate(ctx, pw); err != nil {
 					return nil, err
 				}
-				return "Cluster activation successful", nil
+				return Status("Cluster activation successful"), nil
 			},
 		},
 		{
@@ -128,7 +128,7 @@ func clusterCommands() []*Command {
 				if err := env.Session.Logout(ctx); err != nil {
 					return nil, err
 				}
-				return "Logout successful", nil
+				return Status("Logout successful"), nil
 			},
 		},
 	}

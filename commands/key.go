@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/hsmsh/hsmsh/hsmcore"
@@ -185,7 +186,11 @@ func keyCommands() []*Command {
 		if err != nil {
 			return nil, err
 		}
-		return map[string]any{"public_key": fullKey(keys[0]), "private_key": fullKey(keys[1])}, nil
+		// In CloudHSM CLI's order: the public key first.
+		return struct {
+			Public  keyOut `json:"public_key"`
+			Private keyOut `json:"private_key"`
+		}{fullKey(keys[0]), fullKey(keys[1])}, nil
 	}
 	return []*Command{
 		symmetric(hsmcore.TypeAES, "16, 24 or 32"),
@@ -216,9 +221,9 @@ func keyCommands() []*Command {
 			Summary: "list the keys you can see, optionally filtered",
 			Flags: []Flag{
 				{Name: "filter", Kind: List, Help: "attr.NAME=VALUE (several are ANDed) or key-reference=0x…"},
-				{Name: "max-items", Kind: Int, Help: "at most this many keys; next_token pages on"},
-				{Name: "starting-token", Kind: String, Help: "the next_token of the previous page"},
-				{Name: "verbose", Kind: Bool, Help: "all attributes, owners, coverage and which HSMs hold each key"},
+				{Name: "max-items", Kind: Int, Default: strconv.Itoa(defaultMaxItems), Help: "at most this many keys; next_token pages on"},
+				{Name: "starting-token", Kind: String, Help: "the next_token of the previous page (or, as CloudHSM CLI's, the number of keys to skip)"},
+				{Name: "verbose", Short: "v", Kind: Bool, Help: "all attributes, owners, coverage and which HSMs hold each key"},
 			},
 			Run: keyList,
 		},
@@ -286,7 +291,7 @@ func keyCommands() []*Command {
 				if err != nil {
 					return nil, err
 				}
-				return map[string]any{"key": fullKey(k)}, nil
+				return map[string]any{"key": fullKey(k), "message": "Successfully imported key"}, nil
 			},
 		},
 		{
@@ -309,7 +314,7 @@ func keyCommands() []*Command {
 				if err := createFile(env.path(a.String("path")), a.String("path"), "--path", pem, 0o644); err != nil {
 					return nil, err
 				}
-				return map[string]string{"message": "Successfully wrote public key to " + a.String("path"), "key-reference": k.Ref.String()}, nil
+				return "Successfully generated key file", nil
 			},
 		},
 	}
@@ -394,24 +399,18 @@ func keyList(ctx context.Context, env *Env, a *Args) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	// The token names the last key of the previous page, not a position,
-	// so keys deleted or added meanwhile neither hide nor repeat a key.
-	start := 0
-	if t := a.String("starting-token"); t != "" {
-		after, err := hsmcore.ParseRef(t)
-		if err != nil {
-			return nil, fmt.Errorf("--starting-token %q is not a token this listing gave: use the next_token of the previous page", t)
-		}
-		start = sort.Search(len(keys), func(i int) bool { return keys[i].Ref > after })
+	start, err := startingToken(keys, a.String("starting-token"))
+	if err != nil {
+		return nil, err
 	}
-	end := len(keys)
+	// As in CloudHSM CLI, a listing shows 10 keys unless told otherwise.
+	n := defaultMaxItems
 	if a.Has("max-items") {
-		n := a.Int("max-items")
-		if n < 1 {
+		if n = a.Int("max-items"); n < 1 {
 			return nil, fmt.Errorf("--max-items must be at least 1")
 		}
-		end = min(end, start+n)
 	}
+	end := min(len(keys), start+n)
 	out := make([]keyOut, 0, end-start)
 	for _, k := range keys[start:end] {
 		if a.Bool("verbose") {
@@ -450,4 +449,31 @@ func readLimited(path string, max int64) ([]byte, error) {
 		return nil, fmt.Errorf("%s is larger than the %d bytes allowed here", path, max)
 	}
 	return b, nil
+}
+
+// defaultMaxItems is how many keys key list shows when --max-items is
+// left out, as in CloudHSM CLI.
+const defaultMaxItems = 10
+
+// startingToken is where a page of keys starts. hsmsh's next_token names
+// the last key of the previous page (0x…), not a position, so keys deleted
+// or added meanwhile neither hide nor repeat a key; a decimal token is
+// CloudHSM CLI's form, the number of keys to skip, and is taken too, so
+// its scripts (--starting-token 2) run unchanged.
+func startingToken(keys []hsmcore.Key, t string) (int, error) {
+	if t == "" {
+		return 0, nil
+	}
+	bad := fmt.Errorf("--starting-token %q is not a token this listing gave: use the next_token of the previous page", t)
+	if n, err := strconv.Atoi(t); err == nil {
+		if n < 0 || n > len(keys) {
+			return 0, bad
+		}
+		return n, nil
+	}
+	after, err := hsmcore.ParseRef(t)
+	if err != nil {
+		return 0, bad
+	}
+	return sort.Search(len(keys), func(i int) bool { return keys[i].Ref > after }), nil
 }

@@ -1,6 +1,7 @@
 package commands
 
 import (
+	"cmp"
 	"context"
 	"crypto"
 	"encoding/base64"
@@ -10,6 +11,7 @@ import (
 	"io"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -214,7 +216,7 @@ func quorumCommands() []*Command {
 				if err := createFile(env.path(a.String("token")), a.String("token"), "--token", b, 0o600); err != nil {
 					return nil, err
 				}
-				return map[string]any{"path": a.String("token"), "service": a.String("service"), "command": command}, nil
+				return map[string]any{"filepath": a.String("token")}, nil
 			},
 		},
 		{
@@ -229,7 +231,16 @@ func quorumCommands() []*Command {
 				if err != nil {
 					return nil, err
 				}
-				return map[string]any{"tokens": ts}, nil
+				out := make([]tokenOut, 0, len(ts))
+				for _, t := range ts {
+					out = append(out, tokenView(t))
+				}
+				// A steady order, whatever order the HSMs keep them in:
+				// by user, then service (as the page's example lists them).
+				slices.SortStableFunc(out, func(a, b tokenOut) int {
+					return cmp.Or(strings.Compare(a.Username, b.Username), strings.Compare(a.Service, b.Service), strings.Compare(a.ID, b.ID))
+				})
+				return map[string]any{"tokens": out}, nil
 			},
 		},
 		{
@@ -256,7 +267,7 @@ func quorumCommands() []*Command {
 				if err := env.Session.Cluster().SetQuorumValue(ctx, c, a.String("service"), a.Int("value")); err != nil {
 					return nil, err
 				}
-				return Message{Message: fmt.Sprintf("Quorum value of service %s set to %d", a.String("service"), a.Int("value"))}, nil
+				return Status("Set Quorum Value successful"), nil
 			},
 		},
 		{
@@ -268,11 +279,10 @@ func quorumCommands() []*Command {
 				if err != nil {
 					return nil, err
 				}
-				n, err := env.Session.Cluster().DeleteTokens(ctx, c, a.String("scope") == "all")
-				if err != nil {
+				if _, err := env.Session.Cluster().DeleteTokens(ctx, c, a.String("scope") == "all"); err != nil {
 					return nil, err
 				}
-				return map[string]any{"deleted": n}, nil
+				return Status("Deletion of quorum token(s) successful"), nil
 			},
 		},
 		{
@@ -283,7 +293,7 @@ func quorumCommands() []*Command {
 				if err != nil {
 					return nil, err
 				}
-				return map[string]any{"generated-token-timeout-seconds": int(g / time.Second), "approved-token-timeout-seconds": int(ap / time.Second)}, nil
+				return map[string]any{"generated": int(g / time.Second), "approved": int(ap / time.Second)}, nil
 			},
 		},
 		{
@@ -316,7 +326,7 @@ func quorumCommands() []*Command {
 				if err := env.Session.Cluster().SetQuorumTimeouts(ctx, c, g, ap); err != nil {
 					return nil, err
 				}
-				return Message{Message: "Quorum token timeouts set"}, nil
+				return Status("Set token timeout successful"), nil
 			},
 		},
 		{
@@ -358,7 +368,7 @@ func quorumCommands() []*Command {
 				if err := env.Session.Cluster().RegisterQuorumKey(ctx, c, pub, tok); err != nil {
 					return nil, err
 				}
-				return Message{Message: "User " + c.Username + " registered for token-sign quorum"}, nil
+				return userResult{Username: c.Username, Role: c.Role}, nil
 			},
 		},
 	}
@@ -457,4 +467,44 @@ func signRegistration(p string, rf quorum.RegistrationFile, key crypto.Signer) R
 		return failure(err)
 	}
 	return success(map[string]any{"token": p, "service": ad.Service, "requester": ad.Requester, "signed": true})
+}
+
+// tokenOut is a quorum token as CloudHSM CLI's quorum token-sign list
+// prints it, followed by what hsmsh adds: the token's id, the key or
+// command line it is bound to, whether it was used, and who approved it.
+type tokenOut struct {
+	Username          string   `json:"username"`
+	Service           string   `json:"service"`
+	ApprovalsRequired int      `json:"approvals-required"`
+	Approvals         int      `json:"number-of-approvals"`
+	TimeoutSeconds    int      `json:"token-timeout-seconds"`
+	ClusterCoverage   string   `json:"cluster-coverage"`
+	ID                string   `json:"token-id"`
+	KeyRef            string   `json:"key-reference,omitempty"`
+	Command           string   `json:"command,omitempty"`
+	Used              bool     `json:"used"`
+	ApprovedBy        []string `json:"approved-by"`
+}
+
+// tokenView maps the cluster's view of a token onto CloudHSM CLI's.
+// approvals-required is the number of signatures the token's operation
+// needs now: the quorum value ("2 admin"), 1 for a registration (the
+// requester's own), 0 while the service's quorum is off.
+func tokenView(t hsmcore.QuorumToken) tokenOut {
+	need := 0
+	if n, _, ok := strings.Cut(t.Required, " "); ok {
+		if v, err := strconv.Atoi(n); err == nil {
+			need = v
+		}
+	}
+	if t.Service == quorum.ServiceRegistration {
+		need = 1
+	}
+	signers := t.Signers
+	if signers == nil {
+		signers = []string{}
+	}
+	return tokenOut{Username: t.Requester, Service: t.Service, ApprovalsRequired: need, Approvals: len(t.Signers),
+		TimeoutSeconds: t.SecondsLeft, ClusterCoverage: hsmcore.CoverageFull, ID: t.Nonce, KeyRef: t.KeyRef,
+		Command: t.Command, Used: t.Used, ApprovedBy: signers}
 }

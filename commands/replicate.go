@@ -313,7 +313,7 @@ func replicateCommands() []*Command {
 				if err != nil || len(keys) != 1 {
 					return nil, fmt.Errorf("key %s was replicated but is not listed in %s: %v", k.Ref, dst.Session.Cluster().ID(), err)
 				}
-				return map[string]any{"key": fullKey(keys[0]), "source-cluster-id": src.Session.Cluster().ID(), "destination-cluster-id": dst.Session.Cluster().ID()}, nil
+				return map[string]any{"key": fullKey(keys[0]), "message": "Successfully replicated key"}, nil
 			},
 		},
 		{
@@ -343,8 +343,17 @@ func replicateCommands() []*Command {
 				if err := dst.Session.Cluster().ReplicateUser(ctx, dc, u); err != nil {
 					return nil, err
 				}
-				return map[string]any{"username": a.String("username"), "role": a.String("role"),
-					"source-cluster-id": src.Session.Cluster().ID(), "destination-cluster-id": dst.Session.Cluster().ID()}, nil
+				name, _ := hsmcore.NormalizeUsername(a.String("username"))
+				users, err := dst.Session.Cluster().Users(ctx, dc)
+				if err != nil {
+					return nil, fmt.Errorf("user %s was replicated, but listing the users of %s failed: %w", name, dst.Session.Cluster().ID(), err)
+				}
+				for _, v := range users {
+					if v.Username == name && string(v.Role) == a.String("role") {
+						return map[string]any{"user": v, "message": "Successfully replicated user"}, nil
+					}
+				}
+				return nil, fmt.Errorf("user %s was replicated but is not listed in %s", name, dst.Session.Cluster().ID())
 			},
 		},
 	}

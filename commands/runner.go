@@ -5,7 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
-	"strings"
+	"slices"
 
 	"github.com/hsmsh/hsmsh/config"
 	"github.com/hsmsh/hsmsh/hsmcore"
@@ -158,12 +158,15 @@ func (r *Runner) Run(ctx context.Context, words []string) Result {
 	}
 	cmd, rest, err := r.Tree.Find(words)
 	if err != nil {
+		if res, ok := r.groupHelp(words); ok {
+			return res
+		}
 		return failure(err)
 	}
 	args, err := cmd.parse(rest)
 	var h errHelp
 	if errors.As(err, &h) {
-		return success(helpFor(h.cmd))
+		return helpResult(h.cmd, slices.Contains(rest, "--json"))
 	}
 	if err != nil {
 		return failure(err)
@@ -193,67 +196,4 @@ func (r *Runner) Run(ctx context.Context, words []string) Result {
 		return failure(err)
 	}
 	return success(data)
-}
-
-// CommandHelp is help's result for one command.
-type CommandHelp struct {
-	Command string     `json:"command"`
-	Summary string     `json:"summary"`
-	Who     string     `json:"who"`
-	Usage   string     `json:"usage"`
-	Flags   []FlagHelp `json:"flags,omitempty"`
-}
-
-// FlagHelp describes one flag in help.
-type FlagHelp struct {
-	Flag     string   `json:"flag"`
-	Required bool     `json:"required"`
-	Help     string   `json:"help"`
-	Values   []string `json:"values,omitempty"`
-}
-
-func helpFor(c *Command) CommandHelp {
-	h := CommandHelp{Command: c.Name(), Summary: c.Summary, Who: c.Who.String(), Usage: c.Usage()}
-	for _, f := range c.Flags {
-		h.Flags = append(h.Flags, FlagHelp{Flag: "--" + f.Name, Required: f.Required, Help: f.Help, Values: f.Values})
-	}
-	return h
-}
-
-// CommandSummary is one line of the command list.
-type CommandSummary struct {
-	Command string `json:"command"`
-	Summary string `json:"summary"`
-}
-
-func (r *Runner) help(words []string) Result {
-	if len(words) > 0 {
-		cmd, rest, err := r.Tree.Find(words)
-		if err == nil && len(rest) == 0 {
-			return success(helpFor(cmd))
-		}
-		// A group such as "help key": list what is under it.
-		if kids := r.Tree.Children(words); len(kids) > 0 {
-			return success(r.summaries(strings.Join(words, " ") + " "))
-		}
-		if err == nil {
-			err = fmt.Errorf("%s takes no further words", cmd.Name())
-		}
-		return failure(err)
-	}
-	return success(r.summaries(""))
-}
-
-func (r *Runner) summaries(prefix string) map[string]any {
-	var list []CommandSummary
-	for _, c := range r.Tree.Commands() {
-		if strings.HasPrefix(c.Name()+" ", prefix) {
-			list = append(list, CommandSummary{Command: c.Name(), Summary: c.Summary})
-		}
-	}
-	if prefix == "" {
-		list = append(list, CommandSummary{Command: "help", Summary: "list the commands, or describe one: help key list, or key list --help"},
-			CommandSummary{Command: "quit", Summary: "leave the shell"})
-	}
-	return map[string]any{"commands": list}
 }

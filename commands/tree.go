@@ -33,6 +33,12 @@ type Flag struct {
 	Secret bool
 	// Path marks a value that names a file, for completion.
 	Path bool
+	// Short is the flag's one-letter form, as -v for --verbose ("" for
+	// none).
+	Short string
+	// Default is the value that applies when the flag is left out, for
+	// help ("" for none).
+	Default string
 }
 
 // Who says who may run a command, as CloudHSM CLI's "user type".
@@ -79,6 +85,16 @@ func (c *Command) Name() string { return strings.Join(c.Path, " ") }
 func (c *Command) flag(name string) *Flag {
 	for i := range c.Flags {
 		if c.Flags[i].Name == name {
+			return &c.Flags[i]
+		}
+	}
+	return nil
+}
+
+// short finds the flag whose one-letter form is s.
+func (c *Command) short(s string) *Flag {
+	for i := range c.Flags {
+		if c.Flags[i].Short != "" && c.Flags[i].Short == s {
 			return &c.Flags[i]
 		}
 	}
@@ -151,12 +167,22 @@ func (c *Command) parse(words []string) (*Args, error) {
 		if w == "-h" || w == "--help" {
 			return nil, errHelp{c}
 		}
-		if !strings.HasPrefix(w, "--") || w == "--" {
+		var (
+			name, val string
+			hasVal    bool
+			f         *Flag
+		)
+		switch {
+		case len(w) == 2 && w[0] == '-' && w[1] != '-' && c.short(w[1:]) != nil:
+			f = c.short(w[1:])
+			name = f.Name
+		case !strings.HasPrefix(w, "--") || w == "--":
 			a.Pos = append(a.Pos, w)
 			continue
+		default:
+			name, val, hasVal = strings.Cut(w[2:], "=")
+			f = c.flag(name)
 		}
-		name, val, hasVal := strings.Cut(w[2:], "=")
-		f := c.flag(name)
 		if f == nil && name == clusterIDFlag.Name {
 			// Every command takes --cluster-id. It is parsed here, with the
 			// command's own flags, so that a flag's value is never taken

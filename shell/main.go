@@ -34,7 +34,7 @@ Usage:
   hsmsh [global flags]                     interactive on a terminal; otherwise commands from stdin
   hsmsh [global flags] interactive         interactive line mode
   hsmsh [global flags] batch FILE|-  [--keep-going] [--events]
-  hsmsh [global flags] COMMAND...          run one command (credentials from HSMSH_ROLE, HSMSH_PIN=user:password)
+  hsmsh [global flags] COMMAND...          run one command (credentials from HSMSH_ROLE and HSMSH_PIN=user:password, or CLOUDHSM_ROLE and CLOUDHSM_PIN)
   hsmsh [global flags] serve --config FILE --id ID [--data-dir DIR] [--restore BACKUP]   one HSM server of a remote cluster
   hsmsh [global flags] bench --op OP [--hsms N[,N...]] [--duration D] [--concurrency C] [--json] ...   measure one operation (hsmsh bench --help)
   hsmsh [global flags] demo [NAME|FILE.hsm] [--auto DELAY]   play a teaching demo on a fresh in-memory cluster:
@@ -327,7 +327,7 @@ func single(ctx context.Context, r *commands.Runner, words []string, stdout, std
 			logins = append(logins, [2]string{"DESTINATION_HSMSH", dst})
 		}
 		for _, l := range logins {
-			res, msg := envLogin(ctx, r, l[0], l[1])
+			res, msg := r.LoginFromEnv(ctx, os.Getenv, l[0] == "DESTINATION_HSMSH", l[1])
 			if res != nil { // the login's own answer says why
 				stdout.Write(res.JSON())
 				fmt.Fprintln(stderr, "hsmsh: "+msg)
@@ -344,32 +344,6 @@ func single(ctx context.Context, r *commands.Runner, words []string, stdout, std
 		return 1
 	}
 	return 0
-}
-
-// envLogin logs in to cluster ("" the default) from PREFIX_ROLE and
-// PREFIX_PIN (username:password), when PREFIX_PIN is set. A failed login
-// gives its result and a message; a bad variable gives a message only.
-func envLogin(ctx context.Context, r *commands.Runner, prefix, cluster string) (*commands.Result, string) {
-	pin := os.Getenv(prefix + "_PIN")
-	if pin == "" {
-		return nil, ""
-	}
-	user, pw, ok := strings.Cut(pin, ":")
-	if !ok {
-		return nil, prefix + "_PIN must be username:password"
-	}
-	role := os.Getenv(prefix + "_ROLE")
-	if role == "" {
-		return nil, prefix + "_PIN is set but " + prefix + "_ROLE is not: set it to admin or crypto-user"
-	}
-	login := []string{"login", "--username", user, "--role", role, "--password", pw}
-	if cluster != "" {
-		login = append(login, "--cluster-id", cluster)
-	}
-	if res := r.Run(ctx, login); !res.OK() {
-		return &res, fmt.Sprintf("login from %s_ROLE/%s_PIN failed", prefix, prefix)
-	}
-	return nil, ""
 }
 
 // flagValue is the value of --name in words ("--name V" or "--name=V").

@@ -18,6 +18,10 @@ func renderResult(th themes.Theme, res commands.Result) []string {
 			return []string{th.Error.Render("✗ " + msg)}
 		}
 	}
+	if res.Text != "" {
+		// help's clap-style text, as CloudHSM CLI prints it.
+		return strings.Split(strings.TrimRight(res.Text, "\n"), "\n")
+	}
 	if lines := renderHelp(th, res.Data); lines != nil {
 		return lines
 	}

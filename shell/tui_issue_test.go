@@ -269,7 +269,7 @@ func TestHelpIsText(t *testing.T) {
 	}
 	runLine(t, m, "help key list")
 	v = m.View()
-	if strings.Contains(v, `"flag"`) || !strings.Contains(v, "usage: ") || !strings.Contains(v, "--filter") {
+	if strings.Contains(v, `"flag"`) || !strings.Contains(v, "Usage: ") || !strings.Contains(v, "--filter") {
 		t.Errorf("help key list:\n%s", v)
 	}
 }

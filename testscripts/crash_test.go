@@ -246,7 +246,7 @@ func TestCrashKeepsAcknowledgedKeys(t *testing.T) {
 	t.Logf("%d keys acknowledged before the kill took effect", len(acked))
 
 	// Reopen the same data folder.
-	out, errOut, err := run("", []string{"HSMSH_ROLE=crypto-user", "HSMSH_PIN=cu1:cu1pass1"}, "--data-dir", data, "key", "list", "--verbose")
+	out, errOut, err := run("", []string{"HSMSH_ROLE=crypto-user", "HSMSH_PIN=cu1:cu1pass1"}, "--data-dir", data, "key", "list", "--verbose", "--max-items", "100000")
 	if err != nil {
 		t.Fatalf("key list after the crash: %v\nstdout:\n%s\nstderr:\n%s", err, out, errOut)
 	}

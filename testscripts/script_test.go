@@ -65,6 +65,7 @@ func TestScripts(t *testing.T) {
 			"freeport":  cmdFreePort,
 			"waitport":  cmdWaitPort,
 			"expandenv": cmdExpandEnv,
+			"jsonshape": cmdJSONShape,
 		},
 	})
 }
