@@ -11,6 +11,10 @@ import (
 // is where a cluster is opened, and package client is what it is.
 
 type (
+	WrapRequest     = client.WrapRequest
+	Wrapped         = client.Wrapped
+	UnwrapSpec      = client.UnwrapSpec
+	WrapParams      = client.WrapParams
 	Attributes      = client.Attributes
 	BackupInfo      = client.BackupInfo
 	Caller          = client.Caller

@@ -47,6 +47,10 @@ type Cluster interface {
 	Verify(ctx context.Context, c Caller, req SignRequest, sig []byte) error
 	// PublicKeyPEM is the public key of a public or private key, as PEM.
 	PublicKeyPEM(ctx context.Context, c Caller, ref Ref) ([]byte, error)
+	// WrapKey and UnwrapKey are key wrap and key unwrap: done inside an
+	// HSM, the client sees only the wrapped bytes.
+	WrapKey(ctx context.Context, c Caller, req WrapRequest) (Wrapped, error)
+	UnwrapKey(ctx context.Context, c Caller, spec UnwrapSpec) (Key, error)
 
 	// Quorum (M-of-N) approval. Operations that need it take the token
 	// from their context (WithApproval); the HSM decides and verifies.

@@ -692,9 +692,21 @@ func (e *Embedded) ImportKey(ctx context.Context, c Caller, spec ImportSpec) (Ke
 // client-side sync to every other HSM that answers, as a blob the HSM
 // wrapped under the domain key, which the client cannot open.
 func (e *Embedded) create(ctx context.Context, c Caller, n int, session bool, minServers int, mk func(h *sealedNode, ref Ref, wrap bool) (protocol.CreateReply, error)) ([]Key, error) {
+	return e.createWith(ctx, c, n, session, minServers, 0, mk)
+}
+
+// createWith is create, made on an HSM that holds key `with` when it is
+// not 0: key unwrap makes the new key where its unwrapping key is.
+func (e *Embedded) createWith(ctx context.Context, c Caller, n int, session bool, minServers int, with Ref, mk func(h *sealedNode, ref Ref, wrap bool) (protocol.CreateReply, error)) ([]Key, error) {
 	hs := e.up()
 	if len(hs) == 0 {
 		return nil, e.noHSM()
+	}
+	if with != 0 {
+		var err error
+		if hs, err = e.holdersFirst(c, hs, with); err != nil {
+			return nil, err
+		}
 	}
 	sn := e.onAll(c, hs)
 	ref := e.freshRef(n)

@@ -27,6 +27,8 @@ type (
 	ClientIdentity = client.ClientIdentity
 	SyncError      = client.SyncError
 	ReplicateError = client.ReplicateError
+	WrapRequest    = client.WrapRequest
+	UnwrapSpec     = client.UnwrapSpec
 )
 
 const (

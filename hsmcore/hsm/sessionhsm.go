@@ -638,6 +638,18 @@ func (h *hsm) serveAs(c Caller, method string, args json.RawMessage) (any, error
 			return nil, h.EndSession(sid)
 		}
 		return h.DestroySession(sid), nil
+	case protocol.CallWrapKey:
+		var a protocol.WrapArgs
+		if err := decode(&a); err != nil {
+			return nil, err
+		}
+		return h.wrapKey(c, a, usable, owned)
+	case protocol.CallUnwrapKey:
+		var a protocol.UnwrapArgs
+		if err := decode(&a); err != nil {
+			return nil, err
+		}
+		return h.unwrapUserKey(c, a, usable)
 	case protocol.CallGenerateKey:
 		var a protocol.GenerateArgs
 		if err := decode(&a); err != nil {

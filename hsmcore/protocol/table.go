@@ -48,6 +48,8 @@ const (
 	CallBackup         = "backup"
 	CallExportUser     = "export-user"
 	CallImportUser     = "import-user"
+	CallWrapKey        = "wrap-key"
+	CallUnwrapKey      = "unwrap-key"
 
 	// Peer: another HSM of the domain, each call signed with its identity
 	// key (package hsm, peer.go).
@@ -120,6 +122,7 @@ var Calls = map[string]Class{
 	CallOwns: ClassSession, CallQuorumList: ClassSession, CallIssueToken: ClassSession,
 	CallDeleteTokens: ClassSession, CallSetQuorum: ClassSession, CallRegisterQuorum: ClassSession,
 	CallBackup: ClassSession, CallExportUser: ClassSession, CallImportUser: ClassSession,
+	CallWrapKey: ClassSession, CallUnwrapKey: ClassSession,
 
 	CallTokenState: ClassPeer, CallTokenKeys: ClassPeer, CallUserState: ClassPeer, CallPutUser: ClassPeer,
 	CallDropUser: ClassPeer, CallQuorumState: ClassPeer, CallPutQuorum: ClassPeer, CallPutToken: ClassPeer,
