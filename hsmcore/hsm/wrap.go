@@ -209,6 +209,9 @@ func oaepHash(p protocol.WrapParams) (crypto.Hash, error) {
 func wrapRSA(p protocol.WrapParams, pub *rsa.PublicKey, payload []byte) ([]byte, error) {
 	switch p.Mechanism {
 	case protocol.WrapRSAPKCS:
+		// CloudHSM CLI offers rsa-pkcs, so hsmsh does: runbooks use it.
+		// SECURITY.md says to prefer rsa-oaep.
+		//lint:ignore SA1019 a CloudHSM CLI mechanism, kept for compatibility
 		data, err := rsa.EncryptPKCS1v15(rand.Reader, pub, payload)
 		if err != nil {
 			return nil, fmt.Errorf("%w: rsa-pkcs: %v (RSA wraps only a key shorter than its modulus: use rsa-aes for a private key)", ErrInvalid, err)
@@ -382,6 +385,11 @@ func unwrapAES(p protocol.WrapParams, kek, data []byte) ([]byte, error) {
 func unwrapRSA(p protocol.WrapParams, priv *rsa.PrivateKey, data []byte) ([]byte, error) {
 	switch p.Mechanism {
 	case protocol.WrapRSAPKCS:
+		// A PKCS #1 v1.5 unwrap that fails tells the caller so: a padding
+		// oracle for whoever may use this unwrapping key (a logged-in
+		// crypto user who owns it or shares it). Every failure reads the
+		// same; SECURITY.md says to prefer rsa-oaep.
+		//lint:ignore SA1019 a CloudHSM CLI mechanism, kept for compatibility
 		plain, err := rsa.DecryptPKCS1v15(nil, priv, data)
 		if err != nil {
 			return nil, errUnwrap(p.Mechanism)
