@@ -74,6 +74,8 @@ const (
 	MechECDSA              = client.MechECDSA
 	MechRSAPKCS            = client.MechRSAPKCS
 	MechRSAPKCSPS          = client.MechRSAPKCSPS
+	MechEd25519            = client.MechEd25519
+	MechEd25519ph          = client.MechEd25519ph
 	StateActive            = client.StateActive
 	StateDown              = client.StateDown
 	StateDestroyed         = client.StateDestroyed

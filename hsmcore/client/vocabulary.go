@@ -42,6 +42,8 @@ const (
 	MechECDSA            = protocol.MechECDSA
 	MechRSAPKCS          = protocol.MechRSAPKCS
 	MechRSAPKCSPS        = protocol.MechRSAPKCSPS
+	MechEd25519          = protocol.MechEd25519
+	MechEd25519ph        = protocol.MechEd25519ph
 	StateActive          = protocol.StateActive
 	StateDown            = protocol.StateDown
 	StateDestroyed       = protocol.StateDestroyed

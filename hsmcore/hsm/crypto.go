@@ -5,10 +5,12 @@ import (
 	"crypto/aes"
 	"crypto/ecdh"
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha1"
+	"crypto/sha512"
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/pem"
@@ -24,6 +26,7 @@ import (
 
 // curves maps CloudHSM CLI's curve names to Go's.
 var curves = map[string]elliptic.Curve{
+	"secp224r1":  elliptic.P224(),
 	"secp256r1":  elliptic.P256(),
 	"prime256v1": elliptic.P256(),
 	"secp384r1":  elliptic.P384(),
@@ -32,6 +35,8 @@ var curves = map[string]elliptic.Curve{
 
 func curveName(c elliptic.Curve) string {
 	switch c {
+	case elliptic.P224():
+		return "secp224r1"
 	case elliptic.P256():
 		return "secp256r1"
 	case elliptic.P384():
@@ -95,6 +100,13 @@ func generateEC(spec KeySpec, token bool) ([]*keyRecord, error) {
 		return nil, err
 	}
 	name := strings.ToLower(spec.Curve)
+	if name == curveEd25519 {
+		pub, priv, err := ed25519.GenerateKey(rand.Reader)
+		if err != nil {
+			return nil, fmt.Errorf("generate Ed25519 key: %w", err)
+		}
+		return pairRecords(spec, token, TypeEC, priv, pub)
+	}
 	curve, ok := curves[name]
 	if !ok {
 		if name == "secp256k1" {
@@ -178,6 +190,8 @@ func fillPublicAttrs(a *Attributes, pub crypto.PublicKey) {
 		if ek, err := pub.ECDH(); err == nil {
 			a.ECPoint = "0x" + hex.EncodeToString(ek.Bytes())
 		}
+	case ed25519.PublicKey:
+		a.Curve, a.ECPoint = curveEd25519, "0x"+hex.EncodeToString(pub)
 	case *rsa.PublicKey:
 		a.Modulus = "0x" + pub.N.Text(16)
 		a.ModulusSizeBits = pub.N.BitLen()
@@ -236,18 +250,22 @@ func signWith(rec *keyRecord, req SignRequest, parsed any) ([]byte, error) {
 	if !rec.Attrs.Sign {
 		return nil, fmt.Errorf("%w: key %s does not have the sign attribute set", ErrPermission, rec.Ref)
 	}
-	if err := req.CheckMechanism(rec.Attrs.KeyType); err != nil {
-		return nil, err
-	}
-	digest, err := req.Hashed()
-	if err != nil {
+	if err := checkCurve(rec, req); err != nil {
 		return nil, err
 	}
 	k := parsed
 	if k == nil {
+		var err error
 		if k, err = parsePrivate(rec); err != nil {
 			return nil, err
 		}
+	}
+	if k, ok := k.(ed25519.PrivateKey); ok {
+		return signEd25519(k, req)
+	}
+	digest, err := req.Hashed()
+	if err != nil {
+		return nil, err
 	}
 	switch k := k.(type) {
 	case *ecdsa.PrivateKey:
@@ -287,14 +305,17 @@ func verify(rec *keyRecord, req SignRequest, sig []byte) error {
 	if rec.Attrs.Class == ClassPublic && !rec.Attrs.Verify {
 		return fmt.Errorf("%w: key %s does not have the verify attribute set", ErrPermission, rec.Ref)
 	}
-	if err := req.CheckMechanism(rec.Attrs.KeyType); err != nil {
-		return err
-	}
-	digest, err := req.Hashed()
-	if err != nil {
+	if err := checkCurve(rec, req); err != nil {
 		return err
 	}
 	pub, err := rec.publicKey()
+	if err != nil {
+		return err
+	}
+	if pub, ok := pub.(ed25519.PublicKey); ok {
+		return verifyEd25519(pub, req, sig)
+	}
+	digest, err := req.Hashed()
 	if err != nil {
 		return err
 	}
@@ -417,4 +438,66 @@ func parseImport(spec ImportSpec) (*keyRecord, error) {
 		return nil, err
 	}
 	return &keyRecord{Attrs: a, Material: der}, nil
+}
+
+// curveEd25519 is CloudHSM's name for the Ed25519 curve of an EC key.
+const curveEd25519 = "ed25519"
+
+// checkCurve checks the mechanism against the key: its type, and between
+// ECDSA and Ed25519, its curve.
+func checkCurve(rec *keyRecord, req SignRequest) error {
+	if err := req.CheckMechanism(rec.Attrs.KeyType); err != nil {
+		return err
+	}
+	isEd := rec.Attrs.Curve == curveEd25519
+	switch req.Mechanism {
+	case MechECDSA:
+		if isEd {
+			return fmt.Errorf("%w: key %s is on curve ed25519: sign with crypto sign ed25519 or ed25519ph", ErrInvalid, rec.Ref)
+		}
+	case MechEd25519, MechEd25519ph:
+		if !isEd {
+			return fmt.Errorf("%w: mechanism %s needs a key on curve ed25519; key %s is on %s", ErrInvalid, req.Mechanism, rec.Ref, rec.Attrs.Curve)
+		}
+	}
+	return nil
+}
+
+// ed25519Message is what Ed25519 signs: the data itself (pure), or for
+// Ed25519ph its SHA-512, which the caller may have taken already.
+func ed25519Message(req SignRequest) ([]byte, *ed25519.Options, error) {
+	if req.Mechanism == MechEd25519 {
+		if req.Digest {
+			return nil, nil, fmt.Errorf("%w: ed25519 signs the data itself, not a digest: use ed25519ph for a SHA-512 digest", ErrInvalid)
+		}
+		return req.Data, &ed25519.Options{}, nil
+	}
+	opts := &ed25519.Options{Hash: crypto.SHA512}
+	if req.Digest {
+		if len(req.Data) != sha512.Size {
+			return nil, nil, fmt.Errorf("%w: ed25519ph needs a %d-byte SHA-512 digest, got %d bytes", ErrInvalid, sha512.Size, len(req.Data))
+		}
+		return req.Data, opts, nil
+	}
+	sum := sha512.Sum512(req.Data)
+	return sum[:], opts, nil
+}
+
+func signEd25519(k ed25519.PrivateKey, req SignRequest) ([]byte, error) {
+	msg, opts, err := ed25519Message(req)
+	if err != nil {
+		return nil, err
+	}
+	return k.Sign(nil, msg, opts)
+}
+
+func verifyEd25519(pub ed25519.PublicKey, req SignRequest, sig []byte) error {
+	msg, opts, err := ed25519Message(req)
+	if err != nil {
+		return err
+	}
+	if ed25519.VerifyWithOptions(pub, msg, sig, opts) != nil {
+		return ErrBadSignature
+	}
+	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
@@ -472,6 +473,8 @@ func unwrappedRecord(s protocol.UnwrapSpec, plain []byte, zeroPadded bool) (*key
 				return nil, fmt.Errorf("%w: the unwrapped EC key is on %s, a curve hsmsh does not serve", ErrInvalid, k.Curve.Params().Name)
 			}
 			keyType, pub = TypeEC, &k.PublicKey
+		case ed25519.PrivateKey:
+			keyType, pub = TypeEC, k.Public()
 		case *rsa.PrivateKey:
 			keyType, pub = TypeRSA, &k.PublicKey
 		default:

@@ -41,7 +41,7 @@ type KeySpec struct {
 
 // CurveNames lists the curve names key generate-asymmetric-pair ec takes.
 func CurveNames() []string {
-	return []string{"prime256v1", "secp256k1", "secp256r1", "secp384r1", "secp521r1"}
+	return []string{"ed25519", "prime256v1", "secp224r1", "secp256k1", "secp256r1", "secp384r1", "secp521r1"}
 }
 
 // Mechanism is a signature scheme of crypto sign and verify.
@@ -51,6 +51,10 @@ const (
 	MechECDSA     Mechanism = "ecdsa"
 	MechRSAPKCS   Mechanism = "rsa-pkcs"
 	MechRSAPKCSPS Mechanism = "rsa-pkcs-pss"
+	// MechEd25519 is pure Ed25519 (RFC 8032): the data itself is signed.
+	MechEd25519 Mechanism = "ed25519"
+	// MechEd25519ph is Ed25519ph: the SHA-512 hash of the data is signed.
+	MechEd25519ph Mechanism = "ed25519ph"
 )
 
 // Hashes maps the hash-function names crypto sign takes to Go's hashes.
@@ -97,6 +101,10 @@ func (req SignRequest) CheckMechanism(keyType string) error {
 	case MechECDSA:
 		if keyType != TypeEC {
 			return fmt.Errorf("%w: mechanism ecdsa needs an ec key, this is an %s key", ErrInvalid, keyType)
+		}
+	case MechEd25519, MechEd25519ph:
+		if keyType != TypeEC {
+			return fmt.Errorf("%w: mechanism %s needs an ec key on curve ed25519, this is an %s key", ErrInvalid, req.Mechanism, keyType)
 		}
 	case MechRSAPKCS, MechRSAPKCSPS:
 		if keyType != TypeRSA {
