@@ -1,10 +1,13 @@
-// Package hsmcore is the HSM cluster: HSMs with their own users and key
-// stores, the cryptography they perform, and the client-side logic that
-// routes each operation to one HSM of the cluster and replicates new token
-// keys to the others.
+// Package hsmcore is where the command layer opens an HSM cluster: an
+// embedded one (device HSMs of package hsm in this process, reached by the
+// client library of package client through their doors only) or a remote
+// one (HSM servers over nested TLS), and where hsmsh serve starts a
+// server. It assembles; it decides nothing. The names the command layer
+// uses (Cluster, Key, KeySpec, …) are the client library's and the
+// protocol's, under this package's name.
 //
-// The command layer talks to a cluster only through the Cluster interface,
-// so the embedded cluster (in-process HSMs, the default) and a remote one
-// (HSM servers over the network) are interchangeable. The package has no
-// user-interface code: it reports facts and errors, never renders them.
+// The layout follows the HSM boundary: package hsm (the device) and
+// package client (the client library) never import each other, and share
+// only package protocol and the leaf packages (authsession, quorum,
+// nestedtls, rpc, wire, pki, link, syncloop, profile). TestLayout checks it.
 package hsmcore

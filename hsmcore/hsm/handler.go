@@ -1,0 +1,112 @@
+package hsm
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/hsmsh/hsmsh/hsmcore/authsession"
+	"github.com/hsmsh/hsmsh/hsmcore/protocol"
+	"github.com/hsmsh/hsmsh/hsmcore/rpc"
+)
+
+// The door of an HSM: every call it serves, and who may make it. Nothing
+// reaches an HSM but through serve, in-process or over the network, so
+// the table below is the whole of what an HSM answers.
+
+// errUnknownMethod is a request for a call this HSM does not serve.
+var errUnknownMethod = errors.New("unknown method")
+
+// decodeArgs reads a call's arguments into v.
+func decodeArgs(method string, args json.RawMessage, v any) error {
+	if err := json.Unmarshal(args, v); err != nil {
+		return fmt.Errorf("%w: %s: bad arguments: %v", ErrInvalid, method, err)
+	}
+	return nil
+}
+
+// serve answers one call that arrived bare: the bootstrap calls, and the
+// carriers of session and peer calls, which open, check and dispatch what
+// they carry. A session or peer call sent bare is refused, whoever sends
+// it: holding a cluster certificate proves nothing about who is asking.
+func (h *hsm) serve(method string, args json.RawMessage) (any, error) {
+	class, ok := protocol.Calls[method]
+	if !ok {
+		return nil, fmt.Errorf("%w %q: the server runs another hsmsh version?", errUnknownMethod, method)
+	}
+	switch class {
+	case protocol.ClassSession:
+		return nil, fmt.Errorf("%w: %s needs a logged-in session: send it in a session envelope", ErrPermission, method)
+	case protocol.ClassPeer:
+		return nil, fmt.Errorf("%w: %s is served only to another HSM of the domain, in a signed peer call", ErrPermission, method)
+	case protocol.ClassLab:
+		lab := h.labControl()
+		if lab == nil {
+			return nil, fmt.Errorf("%w: %s is a lab control, and the lab of %s is off (start the server with hsmsh serve --lab)", ErrPermission, method, h.id)
+		}
+		return lab(method, args)
+	}
+	switch method {
+	case protocol.CallInfo:
+		return h.Info(), nil
+	case protocol.CallDomainInfo:
+		return h.DomainInfo()
+	case protocol.CallHandshake:
+		var a protocol.HandshakeArgs
+		if err := decodeArgs(method, args, &a); err != nil {
+			return nil, err
+		}
+		return h.Handshake(a)
+	case protocol.CallAuthenticate:
+		var a protocol.AuthArgs
+		if err := decodeArgs(method, args, &a); err != nil {
+			return nil, err
+		}
+		return h.Authenticate(a)
+	case protocol.CallUsers:
+		return h.userViews()
+	case protocol.CallQuorumValues:
+		if !h.Up() {
+			return nil, protocol.ErrDown(h.id)
+		}
+		return h.quorumSnapshot(), nil
+	case protocol.CallActivate:
+		var a protocol.ActivateArgs
+		if err := decodeArgs(method, args, &a); err != nil {
+			return nil, err
+		}
+		return nil, h.activate(a.Password)
+	case protocol.CallEnveloped:
+		var env authsession.Envelope
+		if err := decodeArgs(method, args, &env); err != nil {
+			return nil, err
+		}
+		return h.Enveloped(env)
+	case protocol.CallPeer:
+		var pc peerCall
+		if err := decodeArgs(method, args, &pc); err != nil {
+			return nil, err
+		}
+		return h.servePeerCall(&pc)
+	case protocol.CallJoin:
+		var j joinRequest
+		if err := decodeArgs(method, args, &j); err != nil {
+			return nil, err
+		}
+		return h.acceptJoin(&j)
+	}
+	return nil, fmt.Errorf("%w %q", errUnknownMethod, method)
+}
+
+// handler is the HSM's door on a connection: serve, with errors coded
+// for the wire.
+func (h *hsm) handler() rpc.Handler {
+	return func(ctx context.Context, method string, args json.RawMessage) (any, error) {
+		out, err := h.serve(method, args)
+		if err != nil {
+			return nil, &rpc.RemoteError{Code: protocol.CodeOf(err), Message: err.Error()}
+		}
+		return out, nil
+	}
+}

@@ -1,0 +1,558 @@
+package hsm
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha512"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/hsmsh/hsmsh/hsmcore/authsession"
+	"github.com/hsmsh/hsmsh/hsmcore/protocol"
+)
+
+// HSM to HSM: the peer class of calls. An HSM proves to another HSM of its
+// domain that a call is its own by signing it with its identity key, which
+// the receiver finds in the domain's member list (never in the call). The
+// signature covers who sends, who receives, the call and its arguments, a
+// time and a nonce, so a recorded call cannot be replayed, redirected or
+// altered. A new HSM enters the member list only through a member, and
+// only with an endorsement of its identity key by the cluster's key (the
+// cluster certificate's, on servers; the embedded cluster's own, in
+// process), which a client certificate cannot make.
+
+// peerLink reaches another HSM's door: in process, or over a connection.
+type peerLink interface {
+	ID() string
+	Call(method string, args, reply any) error
+}
+
+// peerCall is a call from one HSM of the domain to another.
+type peerCall struct {
+	From   string          `json:"from"`
+	To     string          `json:"to"`
+	Method string          `json:"method"`
+	Args   json.RawMessage `json:"args,omitempty"`
+	At     int64           `json:"at"` // Unix ns
+	Nonce  []byte          `json:"nonce"`
+	Sig    []byte          `json:"sig"`
+}
+
+const (
+	labelPeerCall = "hsmsh peer call v1"
+	labelJoin     = "hsmsh join v1"
+	labelEndorse  = "hsmsh endorse hsm identity v1"
+	// peerSkew is how far a peer call's time may be from the receiver's
+	// clock; a nonce is remembered for twice as long.
+	peerSkew = time.Minute
+	// maxPeerNonces bounds the nonces an HSM remembers.
+	maxPeerNonces = 200000
+	// peerTimeout bounds one push to a peer, so a peer that hangs cannot
+	// hold up the call that changed the domain state.
+	peerTimeout = 5 * time.Second
+)
+
+func (pc *peerCall) transcript() []byte {
+	var at [8]byte
+	binary.BigEndian.PutUint64(at[:], uint64(pc.At))
+	argsum := sha512.Sum384(pc.Args)
+	return authsession.Digest(labelPeerCall, []byte(pc.From), []byte(pc.To), []byte(pc.Method), at[:], pc.Nonce, argsum[:])
+}
+
+// peerState is what an HSM keeps for peer calls.
+type peerState struct {
+	mu     sync.Mutex
+	nonces map[string]time.Time // seen nonces → when they may be forgotten
+	// links reaches the cluster's other HSMs; set by whoever runs the HSM.
+	links func() []peerLink
+	// endorser checks that an HSM asking to join was endorsed by the
+	// cluster; endorse endorses this HSM's own identity for joining.
+	endorser crypto.PublicKey
+	endorse  func(digest []byte) ([]byte, error)
+}
+
+// setPeers gives the HSM its way to the other HSMs of its cluster and the
+// cluster's endorsement key (signer for this HSM, public key to check
+// others with).
+func (h *hsm) setPeers(links func() []peerLink, endorser crypto.Signer) {
+	h.peer.mu.Lock()
+	defer h.peer.mu.Unlock()
+	h.peer.links = links
+	if endorser != nil {
+		h.peer.endorser = endorser.Public()
+		h.peer.endorse = func(d []byte) ([]byte, error) { return endorser.Sign(rand.Reader, d, crypto.SHA384) }
+	}
+}
+
+func (h *hsm) peerLinks() []peerLink {
+	h.peer.mu.Lock()
+	links := h.peer.links
+	h.peer.mu.Unlock()
+	if links == nil {
+		return nil
+	}
+	return links()
+}
+
+// callPeer makes a signed peer call to p.
+func (h *hsm) callPeer(p peerLink, method string, args, reply any) error {
+	raw, err := json.Marshal(args)
+	if err != nil {
+		return err
+	}
+	h.mu.RLock()
+	id := h.identity
+	h.mu.RUnlock()
+	pc := peerCall{From: h.id, To: p.ID(), Method: method, Args: raw, At: time.Now().UnixNano(), Nonce: make([]byte, 16)}
+	if _, err := rand.Read(pc.Nonce); err != nil {
+		return err
+	}
+	if pc.Sig, err = id.Sign(labelPeerCall, pc.transcript()); err != nil {
+		return err
+	}
+	return p.Call(protocol.CallPeer, &pc, reply)
+}
+
+// servePeerCall checks a peer call and serves it: the sender must be a
+// member of this HSM's domain, the signature its identity key's, the call
+// addressed to this HSM, recent, and not seen before.
+func (h *hsm) servePeerCall(pc *peerCall) (any, error) {
+	if protocol.Calls[pc.Method] != protocol.ClassPeer {
+		return nil, fmt.Errorf("%w: %q is not a peer call", ErrPermission, pc.Method)
+	}
+	h.mu.RLock()
+	up, member, inDomain := h.up, h.members[pc.From], h.domain != nil
+	h.mu.RUnlock()
+	switch {
+	case !up:
+		return nil, protocol.ErrDown(h.id)
+	case !inDomain:
+		return nil, fmt.Errorf("%w: %s belongs to no domain yet, so it serves no peer calls", ErrPermission, h.id)
+	case member == nil:
+		return nil, fmt.Errorf("%w: %q is not an HSM of this domain", ErrPermission, pc.From)
+	case pc.To != h.id:
+		return nil, fmt.Errorf("%w: the peer call is addressed to %q, not %s", ErrPermission, pc.To, h.id)
+	}
+	pub, err := authsession.ParsePublic(member)
+	if err != nil {
+		return nil, err
+	}
+	if err := authsession.Verify(pub, pc.Sig, labelPeerCall, pc.transcript()); err != nil {
+		return nil, fmt.Errorf("%w: peer call from %s: %w", ErrPermission, pc.From, err)
+	}
+	now := time.Now()
+	at := time.Unix(0, pc.At)
+	if at.Before(now.Add(-peerSkew)) || at.After(now.Add(peerSkew)) {
+		return nil, fmt.Errorf("%w: the peer call from %s is dated %s, more than %v from this HSM's clock", ErrPermission, pc.From, at.UTC().Format(time.RFC3339), peerSkew)
+	}
+	if err := h.peer.fresh(pc.Nonce, now); err != nil {
+		return nil, fmt.Errorf("%w: peer call from %s: %w", ErrPermission, pc.From, err)
+	}
+	return h.servePeer(pc.From, pc.Method, pc.Args)
+}
+
+// fresh records a nonce, refusing one seen before.
+func (p *peerState) fresh(nonce []byte, now time.Time) error {
+	if len(nonce) != 16 {
+		return errors.New("the nonce is not 16 bytes")
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.nonces == nil {
+		p.nonces = map[string]time.Time{}
+	}
+	if _, seen := p.nonces[string(nonce)]; seen {
+		return errors.New("replayed: this call was served before")
+	}
+	if len(p.nonces) >= maxPeerNonces {
+		for n, until := range p.nonces {
+			if now.After(until) {
+				delete(p.nonces, n)
+			}
+		}
+		if len(p.nonces) >= maxPeerNonces {
+			return errors.New("too many peer calls in the replay window: try again shortly")
+		}
+	}
+	p.nonces[string(nonce)] = now.Add(2 * peerSkew)
+	return nil
+}
+
+// useTokenArgs marks a token used on a peer.
+type useTokenArgs struct {
+	Nonce   string    `json:"nonce"`
+	At      time.Time `json:"at"`
+	Signers []string  `json:"signers,omitempty"`
+}
+
+// membersArgs is the domain's member list, with its version.
+type membersArgs struct {
+	Members map[string][]byte `json:"members"`
+	Version int64             `json:"version"`
+}
+
+// peerTokenState is a peer's token keys and tombstones, and its member
+// list, which a member that missed a join learns from.
+type peerTokenState struct {
+	tokenState
+	Members membersArgs `json:"members"`
+}
+
+// servePeer serves one checked peer call from HSM from.
+func (h *hsm) servePeer(from, method string, args json.RawMessage) (any, error) {
+	decode := func(v any) error { return decodeArgs(method, args, v) }
+	switch method {
+	case protocol.CallTokenState:
+		keys, tombs := h.TokenState()
+		h.mu.RLock()
+		m := membersArgs{Members: maps.Clone(h.members), Version: h.membersVersion}
+		h.mu.RUnlock()
+		return peerTokenState{tokenState: tokenState{Keys: keys, Tombstones: tombs}, Members: m}, nil
+	case protocol.CallTokenKeys:
+		var refs []Ref
+		if err := decode(&refs); err != nil {
+			return nil, err
+		}
+		return h.wrapTokenKeys(refs)
+	case protocol.CallUserState:
+		users, tombs := h.UserState()
+		return userState{Up: users != nil, Users: users, Tombstones: tombs}, nil
+	case protocol.CallPutUser:
+		var u userRecord
+		if err := decode(&u); err != nil {
+			return nil, err
+		}
+		if u.Hash != "" {
+			if err := validHash(u.Hash); err != nil {
+				return nil, fmt.Errorf("%w: user %s from %s: %w", ErrInvalid, u.Username, from, err)
+			}
+		}
+		return nil, h.PutUser(&u)
+	case protocol.CallDropUser:
+		var a deleteUserArgs
+		if err := decode(&a); err != nil {
+			return nil, err
+		}
+		if err := h.DeleteUser(a.Name, a.At); err != nil {
+			return nil, err
+		}
+		return nil, h.UnshareAll(a.Name)
+	case protocol.CallQuorumState:
+		return h.QuorumState()
+	case protocol.CallPutQuorum:
+		var s protocol.QuorumSettings
+		if err := decode(&s); err != nil {
+			return nil, err
+		}
+		return nil, h.PutQuorumSettings(s)
+	case protocol.CallPutToken:
+		var t protocol.Token
+		if err := decode(&t); err != nil {
+			return nil, err
+		}
+		return nil, h.PutToken(&t)
+	case protocol.CallUseToken:
+		var a useTokenArgs
+		if err := decode(&a); err != nil {
+			return nil, err
+		}
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return nil, h.useLocked(a.Nonce, a.At, a.Signers...)
+	case protocol.CallPutMeta:
+		var m protocol.KeyMeta
+		if err := decode(&m); err != nil {
+			return nil, err
+		}
+		err := h.UpdateMeta(recordOf(m))
+		if errors.Is(err, ErrKeyNotFound) {
+			return nil, nil // not held here: sync brings it with its new attributes
+		}
+		return nil, err
+	case protocol.CallDropTokens:
+		var who string
+		if err := decode(&who); err != nil {
+			return nil, err
+		}
+		_, err := h.DeleteTokens(who)
+		return nil, err
+	case protocol.CallAddMembers:
+		var m membersArgs
+		if err := decode(&m); err != nil {
+			return nil, err
+		}
+		return nil, h.adoptMembers(m)
+	}
+	return nil, fmt.Errorf("%w %q", errUnknownMethod, method)
+}
+
+// push sends a peer call to every other HSM of the cluster at once and
+// waits for them (each at most peerTimeout): a change to the domain state
+// reaches every HSM that answers before the call that made it returns.
+// An HSM that misses it gets it from server-side sync.
+func (h *hsm) push(method string, args any) {
+	links := h.peerLinks()
+	var wg sync.WaitGroup
+	for _, p := range links {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				h.callPeer(p, method, args, nil)
+			}()
+			select {
+			case <-done:
+			case <-time.After(peerTimeout):
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// adoptMembers takes a newer member list from a peer.
+func (h *hsm) adoptMembers(m membersArgs) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.domain == nil || m.Version <= h.membersVersion || len(m.Members) == 0 {
+		return nil
+	}
+	if _, ok := m.Members[h.id]; !ok {
+		return nil // a list without this HSM is not its domain's
+	}
+	h.members, h.membersVersion = maps.Clone(m.Members), m.Version
+	return h.saveDomainLocked()
+}
+
+// joinRequest is an HSM asking a member to let it into the domain.
+type joinRequest struct {
+	ID       string `json:"id"`
+	Identity []byte `json:"identity"` // PKIX DER
+	// Endorsement is the cluster key's signature over the id and identity.
+	Endorsement []byte `json:"endorsement"`
+	At          int64  `json:"at"`
+	// Sig is the joining HSM's own signature (proof that it holds the
+	// identity key it presents).
+	Sig []byte `json:"sig"`
+}
+
+// joinReply is the domain key wrapped to the joining HSM, and the members.
+type joinReply struct {
+	Wrapped *authsession.WrappedDomain `json:"wrapped"`
+	Members membersArgs                `json:"members"`
+}
+
+func endorseDigest(id string, identity []byte) []byte {
+	return authsession.Digest(labelEndorse, []byte(id), identity)
+}
+
+func joinTranscript(j *joinRequest) []byte {
+	var at [8]byte
+	binary.BigEndian.PutUint64(at[:], uint64(j.At))
+	return authsession.Digest(labelJoin, []byte(j.ID), j.Identity, j.Endorsement, at[:])
+}
+
+// verifyEndorsement checks sig over digest with the cluster key pub.
+func verifyEndorsement(pub crypto.PublicKey, digest, sig []byte) bool {
+	switch k := pub.(type) {
+	case *ecdsa.PublicKey:
+		return ecdsa.VerifyASN1(k, digest, sig)
+	case *rsa.PublicKey:
+		return rsa.VerifyPKCS1v15(k, crypto.SHA384, digest, sig) == nil
+	}
+	return false
+}
+
+// acceptJoin lets an endorsed HSM into the domain: it is added to the
+// member list (which goes to the other members), and the domain key is
+// wrapped to its identity key, which only it can unwrap.
+func (h *hsm) acceptJoin(j *joinRequest) (*joinReply, error) {
+	h.peer.mu.Lock()
+	endorser := h.peer.endorser
+	h.peer.mu.Unlock()
+	if endorser == nil {
+		return nil, fmt.Errorf("%w: %s takes no new HSMs: it has no cluster key to check them with", ErrPermission, h.id)
+	}
+	if j.ID == "" || j.ID == h.id {
+		return nil, fmt.Errorf("%w: a join needs the id of another HSM", ErrInvalid)
+	}
+	if !verifyEndorsement(endorser, endorseDigest(j.ID, j.Identity), j.Endorsement) {
+		return nil, fmt.Errorf("%w: %s's identity key is not endorsed by this cluster's key", ErrPermission, j.ID)
+	}
+	pub, err := authsession.ParsePublic(j.Identity)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s's identity key: %w", ErrInvalid, j.ID, err)
+	}
+	if err := authsession.Verify(pub, j.Sig, labelJoin, joinTranscript(j)); err != nil {
+		return nil, fmt.Errorf("%w: join of %s: %w", ErrPermission, j.ID, err)
+	}
+	if at := time.Unix(0, j.At); time.Since(at).Abs() > peerSkew {
+		return nil, fmt.Errorf("%w: the join of %s is dated %s, more than %v from this HSM's clock", ErrPermission, j.ID, at.UTC().Format(time.RFC3339), peerSkew)
+	}
+	h.mu.Lock()
+	if !h.up {
+		h.mu.Unlock()
+		return nil, protocol.ErrDown(h.id)
+	}
+	if h.domain == nil {
+		h.mu.Unlock()
+		return nil, h.notInDomain()
+	}
+	changed := !bytes.Equal(h.members[j.ID], j.Identity)
+	if changed {
+		if h.members == nil {
+			h.members = map[string][]byte{}
+		}
+		h.members[j.ID] = bytes.Clone(j.Identity)
+		h.membersVersion = max(time.Now().UnixNano(), h.membersVersion+1)
+		if err := h.saveDomainLocked(); err != nil {
+			h.mu.Unlock()
+			return nil, err
+		}
+	}
+	w, err := authsession.WrapDomain(*h.domain, h.id, h.identity, pub)
+	m := membersArgs{Members: maps.Clone(h.members), Version: h.membersVersion}
+	h.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	if changed {
+		h.push(protocol.CallAddMembers, m)
+	}
+	return &joinReply{Wrapped: w, Members: m}, nil
+}
+
+// errNoDomainYet is an HSM that cannot join or form a domain now.
+var errNoDomainYet = errors.New("waiting for the cluster's other HSMs to form or admit it into the domain")
+
+// ensureDomain brings an HSM that belongs to no domain into its cluster's:
+// it joins through a member that answers; when no HSM of the cluster has a
+// domain and every one answers (a new cluster), the one with the lowest id
+// makes it, and the others join it. An HSM that finds neither waits: a
+// replaced HSM must not start a domain of its own while the rest are down.
+func (h *hsm) ensureDomain() error {
+	h.mu.RLock()
+	has, up := h.domain != nil, h.up
+	var mine string
+	var myKey []byte
+	if has {
+		mine, myKey = h.domain.ID(), h.members[h.id]
+	}
+	h.mu.RUnlock()
+	if !up {
+		return nil
+	}
+	links := h.peerLinks()
+	if has {
+		// An HSM restored from a backup knows only itself: it joins the
+		// HSMs of its domain that do not know it yet.
+		for _, p := range links {
+			var info protocol.DomainInfo
+			if p.Call(protocol.CallDomainInfo, nil, &info) != nil || info.Domain != mine {
+				continue
+			}
+			if !bytes.Equal(info.Members[h.id], myKey) {
+				h.join(p)
+			}
+		}
+		return nil
+	}
+	type found struct {
+		link peerLink
+		info protocol.DomainInfo
+	}
+	var members []found
+	all := true
+	lowest := true
+	for _, p := range links {
+		var info protocol.DomainInfo
+		if err := p.Call(protocol.CallDomainInfo, nil, &info); err != nil {
+			all = false
+			continue
+		}
+		if info.Domain != "" {
+			members = append(members, found{p, info})
+		}
+		if p.ID() < h.id {
+			lowest = false
+		}
+	}
+	if len(members) > 0 {
+		// The domain most HSMs share.
+		count := map[string]int{}
+		for _, m := range members {
+			count[m.info.Domain]++
+		}
+		sort.SliceStable(members, func(i, j int) bool { return count[members[i].info.Domain] > count[members[j].info.Domain] })
+		var errs []error
+		for _, m := range members {
+			err := h.join(m.link)
+			if err == nil {
+				return nil
+			}
+			errs = append(errs, fmt.Errorf("join through %s: %w", m.link.ID(), err))
+		}
+		return errors.Join(errs...)
+	}
+	if !all || !lowest {
+		return errNoDomainYet
+	}
+	return h.CreateDomain()
+}
+
+// join asks member p to let this HSM into the domain.
+func (h *hsm) join(p peerLink) error {
+	h.peer.mu.Lock()
+	endorse := h.peer.endorse
+	h.peer.mu.Unlock()
+	if endorse == nil {
+		return fmt.Errorf("%s has no cluster key to be endorsed with", h.id)
+	}
+	h.mu.RLock()
+	id := h.identity
+	h.mu.RUnlock()
+	der, err := authsession.MarshalPublic(id.Public())
+	if err != nil {
+		return err
+	}
+	j := joinRequest{ID: h.id, Identity: der, At: time.Now().UnixNano()}
+	if j.Endorsement, err = endorse(endorseDigest(h.id, der)); err != nil {
+		return err
+	}
+	if j.Sig, err = id.Sign(labelJoin, joinTranscript(&j)); err != nil {
+		return err
+	}
+	var reply joinReply
+	if err := p.Call(protocol.CallJoin, &j, &reply); err != nil {
+		return err
+	}
+	return h.ImportDomain(reply.Wrapped, reply.Members)
+}
+
+// Messages of the peer calls, between HSMs of the domain only.
+
+type tokenState struct {
+	Keys       []Ref             `json:"keys"`
+	Tombstones map[Ref]time.Time `json:"tombstones"`
+}
+
+type userState struct {
+	Up         bool                   `json:"up"`
+	Users      map[string]*userRecord `json:"users"`
+	Tombstones map[string]int64       `json:"tombstones"`
+}
+
+type deleteUserArgs struct {
+	Name string `json:"name"`
+	At   int64  `json:"at"`
+}

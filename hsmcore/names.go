@@ -1,0 +1,146 @@
+package hsmcore
+
+import (
+	"github.com/hsmsh/hsmsh/hsmcore/client"
+	"github.com/hsmsh/hsmsh/hsmcore/hsm"
+	"github.com/hsmsh/hsmsh/hsmcore/profile"
+	"github.com/hsmsh/hsmsh/hsmcore/protocol"
+)
+
+// The client library's names, as the command layer uses them: hsmcore
+// is where a cluster is opened, and package client is what it is.
+
+type (
+	WrapRequest     = client.WrapRequest
+	Wrapped         = client.Wrapped
+	UnwrapSpec      = client.UnwrapSpec
+	WrapParams      = client.WrapParams
+	Attributes      = client.Attributes
+	BackupInfo      = client.BackupInfo
+	Caller          = client.Caller
+	ClientIdentity  = client.ClientIdentity
+	Cluster         = client.Cluster
+	Durability      = client.Durability
+	Embedded        = client.Embedded
+	Event           = client.Event
+	EventKind       = client.EventKind
+	Filter          = client.Filter
+	HSMInfo         = client.HSMInfo
+	HSMState        = client.HSMState
+	HSMTLS          = client.HSMTLS
+	ImportSpec      = client.ImportSpec
+	Key             = client.Key
+	KeyCopy         = client.KeyCopy
+	KeyInfo         = client.KeyInfo
+	KeyQuorumValues = client.KeyQuorumValues
+	KeySpec         = client.KeySpec
+	Lab             = client.Lab
+	Mechanism       = client.Mechanism
+	Owner           = client.Owner
+	Peer            = client.Peer
+	QuorumStrategy  = client.QuorumStrategy
+	QuorumToken     = client.QuorumToken
+	Ref             = client.Ref
+	Remote          = client.Remote
+	RemoteOptions   = client.RemoteOptions
+	ReplicateError  = client.ReplicateError
+	Role            = client.Role
+	SessionInfo     = client.SessionInfo
+	SignRequest     = client.SignRequest
+	SyncError       = client.SyncError
+	SyncStats       = client.SyncStats
+	SyncStatus      = client.SyncStatus
+	User            = client.User
+	UserCopy        = client.UserCopy
+)
+
+const (
+	CoverageFull           = client.CoverageFull
+	CoveragePartial        = client.CoveragePartial
+	TransportTLS           = client.TransportTLS
+	TransportDirect        = client.TransportDirect
+	RoleAdmin              = client.RoleAdmin
+	RoleCryptoUser         = client.RoleCryptoUser
+	RoleUnactivatedAdmin   = client.RoleUnactivatedAdmin
+	ClassSecret            = client.ClassSecret
+	ClassPrivate           = client.ClassPrivate
+	ClassPublic            = client.ClassPublic
+	TypeAES                = client.TypeAES
+	TypeGenericSecret      = client.TypeGenericSecret
+	TypeEC                 = client.TypeEC
+	TypeRSA                = client.TypeRSA
+	MaxLabelLen            = client.MaxLabelLen
+	MaxFailedLogins        = client.MaxFailedLogins
+	MechECDSA              = client.MechECDSA
+	MechRSAPKCS            = client.MechRSAPKCS
+	MechRSAPKCSPS          = client.MechRSAPKCSPS
+	MechEd25519            = client.MechEd25519
+	MechEd25519ph          = client.MechEd25519ph
+	StateActive            = client.StateActive
+	StateDown              = client.StateDown
+	StateDestroyed         = client.StateDestroyed
+	EventKeyCreated        = client.EventKeyCreated
+	EventKeyReplicated     = client.EventKeyReplicated
+	EventKeySynced         = client.EventKeySynced
+	EventKeyDeleted        = client.EventKeyDeleted
+	EventKeyLost           = client.EventKeyLost
+	EventSessionKeys       = client.EventSessionKeys
+	EventRenegotiated      = client.EventRenegotiated
+	EventHSMDown           = client.EventHSMDown
+	EventHSMUp             = client.EventHSMUp
+	EventHSMRestarted      = client.EventHSMRestarted
+	EventHSMDestroyed      = client.EventHSMDestroyed
+	EventHSMAdded          = client.EventHSMAdded
+	EventHSMRemoved        = client.EventHSMRemoved
+	EventHSMLatency        = client.EventHSMLatency
+	EventSyncStarted       = client.EventSyncStarted
+	EventSyncFinished      = client.EventSyncFinished
+	EventSyncPaused        = client.EventSyncPaused
+	EventSyncResumed       = client.EventSyncResumed
+	EventQuorumToken       = client.EventQuorumToken
+	EventQuorumApproved    = client.EventQuorumApproved
+	EventCleanupDone       = client.EventCleanupDone
+	EventCleanupFailed     = client.EventCleanupFailed
+	DefaultSessionLifetime = client.DefaultSessionLifetime
+	ProfileNone            = profile.None
+	ProfileHSM1Medium      = profile.HSM1Medium
+	ProfileHSM2mMedium     = profile.HSM2mMedium
+)
+
+var (
+	ErrNotLoggedIn    = client.ErrNotLoggedIn
+	ErrPermission     = client.ErrPermission
+	ErrKeyNotFound    = client.ErrKeyNotFound
+	ErrUserNotFound   = client.ErrUserNotFound
+	ErrUserExists     = client.ErrUserExists
+	ErrLocked         = client.ErrLocked
+	ErrBadCredentials = client.ErrBadCredentials
+	ErrNoHSM          = client.ErrNoHSM
+	ErrNotActivated   = client.ErrNotActivated
+	ErrInvalid        = client.ErrInvalid
+	ErrSessionExpired = client.ErrSessionExpired
+	ErrRenegotiate    = client.ErrRenegotiate
+	ErrNotInDomain    = client.ErrNotInDomain
+	ErrBadSignature   = client.ErrBadSignature
+	ErrBackup         = client.ErrBackup
+	Hashes            = client.Hashes
+	ParseRole         = client.ParseRole
+	ParseRef          = client.ParseRef
+	NormalizeUsername = client.NormalizeUsername
+	ValidatePassword  = client.ValidatePassword
+	AttributeNames    = client.AttributeNames
+	CurveNames        = client.CurveNames
+	PKIFiles          = client.PKIFiles
+	WithApproval      = client.WithApproval
+	OpenRemote        = client.OpenRemote
+	CheckProfile      = profile.Check
+	ReadBackupInfo    = protocol.ReadBackupInfo
+)
+
+// The HSM server's names, for hsmsh serve.
+type (
+	Server        = hsm.Server
+	ServerOptions = hsm.ServerOptions
+)
+
+var NewServer = hsm.NewServer

@@ -1,0 +1,265 @@
+package protocol
+
+import (
+	"encoding/json"
+	"fmt"
+	"reflect"
+	"sort"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+)
+
+// Key classes and types, as CloudHSM CLI names them.
+const (
+	ClassSecret  = "secret-key"
+	ClassPrivate = "private-key"
+	ClassPublic  = "public-key"
+
+	TypeAES           = "aes"
+	TypeGenericSecret = "generic-secret"
+	TypeEC            = "ec"
+	TypeRSA           = "rsa"
+)
+
+// MaxLabelLen is CloudHSM's limit on a key label.
+const MaxLabelLen = 127
+
+// Attributes are a key's attributes with CloudHSM CLI's names. The field
+// order is the order CloudHSM CLI prints them in.
+type Attributes struct {
+	KeyType          string `json:"key-type"`
+	Label            string `json:"label"`
+	ID               string `json:"id"`
+	CheckValue       string `json:"check-value"`
+	Class            string `json:"class"`
+	Encrypt          bool   `json:"encrypt"`
+	Decrypt          bool   `json:"decrypt"`
+	Token            bool   `json:"token"`
+	AlwaysSensitive  bool   `json:"always-sensitive"`
+	Derive           bool   `json:"derive"`
+	Destroyable      bool   `json:"destroyable"`
+	Extractable      bool   `json:"extractable"`
+	Local            bool   `json:"local"`
+	Modifiable       bool   `json:"modifiable"`
+	NeverExtractable bool   `json:"never-extractable"`
+	Private          bool   `json:"private"`
+	Sensitive        bool   `json:"sensitive"`
+	Sign             bool   `json:"sign"`
+	Trusted          bool   `json:"trusted"`
+	Unwrap           bool   `json:"unwrap"`
+	Verify           bool   `json:"verify"`
+	Wrap             bool   `json:"wrap"`
+	WrapWithTrusted  bool   `json:"wrap-with-trusted"`
+	KeyLengthBytes   int    `json:"key-length-bytes,omitempty"`
+	ECPoint          string `json:"ec-point,omitempty"`
+	Curve            string `json:"curve,omitempty"`
+	Modulus          string `json:"modulus,omitempty"`
+	ModulusSizeBits  int    `json:"modulus-size-bits,omitempty"`
+	PublicExponent   string `json:"public-exponent,omitempty"`
+}
+
+// attrKind says how an attribute's value is written and who may change it.
+type attrKind struct {
+	boolean  bool
+	settable bool // by key set-attribute and --attributes at creation
+	create   bool // only at creation, through --attributes
+}
+
+var attrKinds = map[string]attrKind{
+	"key-type": {}, "check-value": {}, "class": {}, "always-sensitive": {boolean: true},
+	"destroyable": {boolean: true}, "local": {boolean: true}, "modifiable": {boolean: true},
+	"never-extractable": {boolean: true}, "private": {boolean: true}, "trusted": {boolean: true},
+	"wrap-with-trusted": {boolean: true}, "key-length-bytes": {}, "ec-point": {}, "curve": {},
+	"modulus": {}, "modulus-size-bits": {}, "public-exponent": {},
+	"label": {settable: true}, "id": {settable: true},
+	"token":       {boolean: true},
+	"encrypt":     {boolean: true, settable: true},
+	"decrypt":     {boolean: true, settable: true},
+	"derive":      {boolean: true, settable: true},
+	"sign":        {boolean: true, settable: true},
+	"verify":      {boolean: true, settable: true},
+	"wrap":        {boolean: true, settable: true},
+	"unwrap":      {boolean: true, settable: true},
+	"sensitive":   {boolean: true, create: true},
+	"extractable": {boolean: true, create: true},
+}
+
+// AttributeNames lists every attribute name, sorted, for help and completion.
+func AttributeNames() []string {
+	names := make([]string, 0, len(attrKinds))
+	for n := range attrKinds {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// Map returns the attributes as name → value, with values written as
+// CloudHSM CLI prints them; filters compare against these.
+func (a Attributes) Map() map[string]string {
+	b, _ := json.Marshal(a)
+	var raw map[string]any
+	_ = json.Unmarshal(b, &raw)
+	out := make(map[string]string, len(raw))
+	for k, v := range raw {
+		switch v := v.(type) {
+		case string:
+			out[k] = v
+		case bool:
+			out[k] = strconv.FormatBool(v)
+		case float64:
+			out[k] = strconv.FormatInt(int64(v), 10)
+		}
+	}
+	return out
+}
+
+// attrFields maps each attribute's JSON name to its field, and says
+// whether an empty value leaves it out (omitempty), as Map does.
+var attrFields = func() map[string]attrField {
+	m := map[string]attrField{}
+	t := reflect.TypeFor[Attributes]()
+	for i := range t.NumField() {
+		name, opts, _ := strings.Cut(t.Field(i).Tag.Get("json"), ",")
+		if name != "" && name != "-" {
+			m[name] = attrField{index: i, omitEmpty: strings.Contains(opts, "omitempty")}
+		}
+	}
+	return m
+}()
+
+type attrField struct {
+	index     int
+	omitEmpty bool
+}
+
+// Get is one attribute's value as Map gives it, without building the
+// map: filters test a few attributes of every key the HSM holds.
+func (a *Attributes) Get(name string) (string, bool) {
+	switch name { // the usual filters, without reflection
+	case "label":
+		return a.Label, true
+	case "class":
+		return a.Class, true
+	case "key-type":
+		return a.KeyType, true
+	case "id":
+		return a.ID, true
+	}
+	f, ok := attrFields[name]
+	if !ok {
+		return "", false
+	}
+	v := reflect.ValueOf(a).Elem().Field(f.index)
+	if f.omitEmpty && v.IsZero() {
+		return "", false
+	}
+	switch v.Kind() {
+	case reflect.String:
+		return v.String(), true
+	case reflect.Bool:
+		return strconv.FormatBool(v.Bool()), true
+	case reflect.Int, reflect.Int64, reflect.Int32:
+		return strconv.FormatInt(v.Int(), 10), true
+	}
+	return "", false
+}
+
+// ValidateLabel applies CloudHSM's label rule.
+func ValidateLabel(label string) error {
+	if label == "" {
+		return fmt.Errorf("%w: label must not be empty", ErrInvalid)
+	}
+	if n := utf8.RuneCountInString(label); n > MaxLabelLen {
+		return fmt.Errorf("%w: label is %d characters long; the limit is %d", ErrInvalid, n, MaxLabelLen)
+	}
+	return nil
+}
+
+// Set changes one attribute by name. creating says whether this is the
+// key's creation (--attributes), where sensitive and extractable may be set.
+func (a *Attributes) Set(name, value string, creating bool) error {
+	kind, ok := attrKinds[name]
+	if !ok {
+		return fmt.Errorf("%w: unknown attribute %q (known: %s)", ErrInvalid, name, strings.Join(AttributeNames(), ", "))
+	}
+	if !kind.settable && !(creating && kind.create) {
+		if kind.create {
+			return fmt.Errorf("%w: attribute %q can only be set when the key is made", ErrInvalid, name)
+		}
+		return fmt.Errorf("%w: attribute %q is read-only", ErrInvalid, name)
+	}
+	var b bool
+	if kind.boolean {
+		switch strings.ToLower(value) {
+		case "true", "1", "yes":
+			b = true
+		case "false", "0", "no":
+		default:
+			return fmt.Errorf("%w: attribute %s takes true or false, not %q", ErrInvalid, name, value)
+		}
+		if b && !a.Allows(name) {
+			return fmt.Errorf("%w: attribute %s cannot be true on a %s %s key", ErrInvalid, name, a.KeyType, a.Class)
+		}
+	}
+	switch name {
+	case "label":
+		if err := ValidateLabel(value); err != nil {
+			return err
+		}
+		a.Label = value
+	case "id":
+		if len(value) > 128 {
+			return fmt.Errorf("%w: id is %d characters long; the limit is 128", ErrInvalid, len(value))
+		}
+		a.ID = value
+	case "encrypt":
+		a.Encrypt = b
+	case "decrypt":
+		a.Decrypt = b
+	case "derive":
+		a.Derive = b
+	case "sign":
+		a.Sign = b
+	case "verify":
+		a.Verify = b
+	case "wrap":
+		a.Wrap = b
+	case "unwrap":
+		a.Unwrap = b
+	case "sensitive":
+		a.Sensitive, a.AlwaysSensitive = b, b
+	case "extractable":
+		a.Extractable, a.NeverExtractable = b, !b
+	}
+	return nil
+}
+
+// Allows says whether a capability makes sense for this kind of key: a
+// public key cannot sign or decrypt, a private key cannot verify or encrypt.
+func (a *Attributes) Allows(name string) bool {
+	switch a.Class {
+	case ClassPublic:
+		switch name {
+		case "sign", "decrypt", "unwrap", "derive", "sensitive":
+			return false
+		}
+	case ClassPrivate:
+		switch name {
+		case "verify", "encrypt", "wrap":
+			return false
+		}
+		if a.KeyType == TypeRSA && name == "derive" {
+			return false
+		}
+	case ClassSecret:
+		if a.KeyType == TypeGenericSecret {
+			switch name {
+			case "encrypt", "decrypt", "wrap", "unwrap":
+				return false
+			}
+		}
+	}
+	return true
+}

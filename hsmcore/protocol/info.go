@@ -1,0 +1,90 @@
+package protocol
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/hsmsh/hsmsh/hsmcore/nestedtls"
+)
+
+// HSMInfo is what cluster hsm-info reports of one HSM.
+type HSMInfo struct {
+	ID      string   `json:"id"`
+	State   HSMState `json:"state"`
+	Address string   `json:"address"`
+	// TokenKeyCount is how many token keys the HSM holds; null while it
+	// is down, when nobody can tell.
+	TokenKeyCount *int    `json:"token-key-count"`
+	UserCount     int     `json:"user-count"`
+	LatencyMS     float64 `json:"latency-ms"`
+	TLS           string  `json:"tls"`
+	// Identity is the fingerprint of the HSM's identity key (ECDSA P-384).
+	Identity string `json:"identity-key,omitempty"`
+	// Domain is the public id of the domain key the HSM holds, "" if none.
+	Domain string `json:"domain,omitempty"`
+}
+
+// Keys is the HSM's token key count as a person reads it: "?" while the
+// HSM is down and cannot say.
+func (i HSMInfo) Keys() string {
+	if i.TokenKeyCount == nil {
+		return "?"
+	}
+	return strconv.Itoa(*i.TokenKeyCount)
+}
+
+// HSMTLS is one HSM's nested TLS connection, as cluster tls-info shows it.
+type HSMTLS struct {
+	ID      string `json:"id"`
+	Address string `json:"address"`
+	// Transport is "nested-tls", or "direct" for in-process calls.
+	Transport string              `json:"transport"`
+	Outer     nestedtls.LayerInfo `json:"outer"`
+	Inner     nestedtls.LayerInfo `json:"inner"`
+	// Error is why the HSM cannot be reached now, if it cannot.
+	Error string `json:"error,omitempty"`
+}
+
+// Peer is an HSM server of a remote cluster: its id and address.
+type Peer struct {
+	ID   string
+	Addr string
+}
+
+// Filter selects keys: by reference, and by attributes (all must match).
+type Filter struct {
+	Ref   *Ref
+	Attrs map[string]string
+}
+
+// SyncStats is what one server-side sync pass did.
+type SyncStats struct {
+	Copied  int           `json:"keys-copied"`
+	Deleted int           `json:"keys-deleted"`
+	Users   int           `json:"users-copied"`
+	Failed  int           `json:"failures"`
+	Took    time.Duration `json:"-"`
+	TookMS  float64       `json:"took-ms"`
+}
+
+// SyncStatus is the state of server-side sync, for status bars.
+type SyncStatus struct {
+	Paused   bool          `json:"paused"`
+	Interval time.Duration `json:"-"`
+	// Next is when the next pass is due (zero while paused).
+	Next time.Time `json:"next,omitempty"`
+	Last SyncStats `json:"last"`
+}
+
+// Matches says whether m is among the keys f selects.
+func (f Filter) Matches(m *KeyMeta) bool {
+	if f.Ref != nil && *f.Ref != m.Ref {
+		return false
+	}
+	for k, v := range f.Attrs {
+		if got, ok := m.Attrs.Get(k); !ok || got != v {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,68 @@
+package protocol
+
+import (
+	"encoding/json"
+	"time"
+
+	"github.com/hsmsh/hsmsh/hsmcore/authsession"
+)
+
+// HandshakeArgs is step 1 of the session handshake: the client's hello.
+type HandshakeArgs struct {
+	Hello     *authsession.Hello `json:"hello"`
+	ClientKey []byte             `json:"client_key"` // PKIX DER
+	User      string             `json:"user"`
+	Lifetime  time.Duration      `json:"lifetime"`
+}
+
+// AuthArgs is a login: the password sealed under the new session key.
+type AuthArgs struct {
+	EKT      []byte               `json:"ekt"`
+	Envelope authsession.Envelope `json:"envelope"`
+}
+
+// AuthBody is the sealed content of an Authenticate envelope.
+type AuthBody struct {
+	Password string `json:"password"`
+	Role     Role   `json:"role"`
+	// Resume is the EKT of the session this login renegotiates (it
+	// expired, or an HSM restarted): the session keeps its id, so its
+	// session keys stay its own, under the new session key.
+	Resume []byte `json:"resume,omitempty"`
+}
+
+// AuthAnswer is the sealed answer to Authenticate.
+type AuthAnswer struct {
+	OK bool `json:"ok"`
+	// Left is how many more wrong passwords lock the user, as this HSM
+	// counts them (after a failure); Locked says the user is locked.
+	Left   int  `json:"left,omitempty"`
+	Locked bool `json:"locked,omitempty"`
+	// WasLocked says the user was locked before this attempt, which was
+	// not counted.
+	WasLocked bool `json:"was_locked,omitempty"`
+	// Unknown says this HSM knows no such user (it may be new, and not
+	// yet on this HSM); the client tries another.
+	Unknown bool      `json:"unknown,omitempty"`
+	EKT     []byte    `json:"ekt,omitempty"` // the session's token, with the user's role
+	Session string    `json:"session,omitempty"`
+	Expires time.Time `json:"expires,omitempty"`
+}
+
+// SessionCall is the sealed content of a command envelope.
+type SessionCall struct {
+	// HSM is the HSM the command is for, so that an envelope recorded on
+	// its way to one HSM cannot be replayed to another, whose window for
+	// the session has not seen it.
+	HSM    string          `json:"hsm"`
+	Method string          `json:"method"`
+	Args   json.RawMessage `json:"args,omitempty"`
+}
+
+// SessionResult is the sealed answer to a command: its result, or its
+// error with the code the client library matches on.
+type SessionResult struct {
+	Result json.RawMessage `json:"result,omitempty"`
+	Code   string          `json:"code,omitempty"`
+	Error  string          `json:"error,omitempty"`
+}
