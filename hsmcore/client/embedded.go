@@ -411,10 +411,10 @@ func (e *Embedded) Login(ctx context.Context, username string, role Role, passwo
 	}
 	if !ans.OK {
 		switch {
+		// An unknown name is answered as a wrong password is (the HSM
+		// counts both): the words do not tell which names exist.
 		case ans.WasLocked:
 			return Caller{}, ErrLocked
-		case ans.Unknown:
-			return Caller{}, ErrBadCredentials
 		case ans.Locked:
 			return Caller{}, fmt.Errorf("%w; %w", ErrBadCredentials, ErrLocked)
 		}

@@ -187,8 +187,9 @@ func fillPublicAttrs(a *Attributes, pub crypto.PublicKey) {
 	switch pub := pub.(type) {
 	case *ecdsa.PublicKey:
 		a.Curve = curveName(pub.Curve)
-		if ek, err := pub.ECDH(); err == nil {
-			a.ECPoint = "0x" + hex.EncodeToString(ek.Bytes())
+		// The uncompressed point; crypto/ecdh has no P-224, so not via ECDH.
+		if b, err := pub.Bytes(); err == nil {
+			a.ECPoint = "0x" + hex.EncodeToString(b)
 		}
 	case ed25519.PublicKey:
 		a.Curve, a.ECPoint = curveEd25519, "0x"+hex.EncodeToString(pub)

@@ -61,6 +61,9 @@ type hsm struct {
 	notify   func(Event)
 	clients  map[string][]byte      // client installs' identity keys, by client id
 	sessions map[string]*hsmSession // authenticated sessions: volatile
+	// phantoms counts wrong logins for names no user has (volatile), so
+	// they are answered as a user's are.
+	phantoms map[string]int
 	ended    map[string]time.Time   // sessions logged out → their expiry
 	byEKT    map[string]*hsmSession // sessions by their current token
 	// parsed holds private keys parsed for signing (Ref → parsedKey).

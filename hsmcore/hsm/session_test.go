@@ -214,3 +214,26 @@ func TestMergeFails(t *testing.T) {
 		t.Errorf("older counts came back after a reset: %+v", reset)
 	}
 }
+
+// A name no user has is answered word for word as a user's wrong password
+// is, attempt after attempt, up to the lock: the answers do not tell
+// which names exist.
+func TestLoginAnswersDoNotTellWhichUsersExist(t *testing.T) {
+	e, err := OpenEmbedded(Options{ID: "names", HSMs: 3, Transport: TransportDirect})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	activate(t, e)
+	ctx := context.Background()
+	for i := range MaxFailedLogins + 2 {
+		_, known := e.Login(ctx, "cu1", RoleCryptoUser, "wrongpass")
+		_, unknown := e.Login(ctx, "ghost", RoleCryptoUser, "wrongpass")
+		if known == nil || unknown == nil || known.Error() != unknown.Error() {
+			t.Fatalf("attempt %d: cu1 %q, ghost %q", i+1, known, unknown)
+		}
+		if !errors.Is(unknown, ErrBadCredentials) && !errors.Is(unknown, ErrLocked) {
+			t.Errorf("attempt %d: %v", i+1, unknown)
+		}
+	}
+}

@@ -76,6 +76,9 @@ const (
 // bound new ones are refused until old ones expire.
 const maxSessions = 10000
 
+// maxPhantoms bounds the failed-login counts kept for names no user has.
+const maxPhantoms = 4096
+
 // Handshake is step 2 of the seed's handshake: it checks the client's
 // signature on its ECDH key against the client's identity key (the one
 // registered at its first login, if any), and returns the reply with ESK
@@ -210,6 +213,21 @@ func (h *hsm) Authenticate(a protocol.AuthArgs) (authsession.Envelope, error) {
 		}
 		ans.Left, ans.Locked, ans.WasLocked = max(0, MaxFailedLogins-nu.failures()), nu.locked(), u.locked()
 	} else {
+		// A name no user has gets the same answer a user's wrong password
+		// would, counted the same way (in volatile memory), so that the
+		// answers do not tell which names exist.
+		prev := h.phantoms[claims.User]
+		if prev < MaxFailedLogins {
+			if len(h.phantoms) >= maxPhantoms {
+				clear(h.phantoms)
+			}
+			if h.phantoms == nil {
+				h.phantoms = map[string]int{}
+			}
+			h.phantoms[claims.User] = prev + 1
+		}
+		n := h.phantoms[claims.User]
+		ans.Left, ans.Locked, ans.WasLocked = max(0, MaxFailedLogins-n), n >= MaxFailedLogins, prev >= MaxFailedLogins
 		ans.Unknown = true
 	}
 	if good {
