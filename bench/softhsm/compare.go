@@ -78,7 +78,7 @@ func compareCommand(args []string, stdout, stderr io.Writer) error {
 	if o.repo != "" {
 		keyListBin = filepath.Join(o.work, "hsmcore.test")
 		fmt.Fprintln(stderr, "compiling hsmcore's benchmarks for the 100,000-key lookup ...")
-		cmd := exec.Command("go", "test", "-c", "-o", keyListBin, "./hsmcore")
+		cmd := exec.Command("go", "test", "-c", "-o", keyListBin, "./hsmcore/hsm")
 		cmd.Dir, cmd.Stderr = o.repo, stderr
 		if err := cmd.Run(); err != nil {
 			fmt.Fprintf(stderr, "cannot compile hsmcore's benchmarks (%v): the 100,000-key row is left out\n", err)
@@ -263,7 +263,7 @@ var nsPerOp = regexp.MustCompile(`^BenchmarkKeyListByLabel/label\S*\s+\d+\s+([0-
 func keyList100k(bin, repo string) (float64, error) {
 	var out bytes.Buffer
 	cmd := exec.Command(bin, "-test.run", "^$", "-test.bench", "KeyListByLabel/label", "-test.benchtime", "20x")
-	cmd.Dir = filepath.Join(repo, "hsmcore")
+	cmd.Dir = filepath.Join(repo, "hsmcore", "hsm")
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Run(); err != nil {
 		return 0, fmt.Errorf("%v: %s", err, out.String())
