@@ -196,7 +196,8 @@ func fillPublicAttrs(a *Attributes, pub crypto.PublicKey) {
 	case *rsa.PublicKey:
 		a.Modulus = "0x" + pub.N.Text(16)
 		a.ModulusSizeBits = pub.N.BitLen()
-		a.PublicExponent = "0x" + big.NewInt(int64(pub.E)).Text(16)
+		// In whole bytes, as CloudHSM prints it: 0x010001.
+		a.PublicExponent = "0x" + hex.EncodeToString(big.NewInt(int64(pub.E)).Bytes())
 	}
 }
 
