@@ -415,6 +415,10 @@ func (s *scene) attackArgs(t *testing.T) map[string]any {
 		protocol.CallBackup:         protocol.BackupArgs{Cluster: s.e.ID(), Info: BackupInfo{Salt: make([]byte, 16), Time: 1, Memory: 8 * 1024, Threads: 1}, Key: make([]byte, 32)},
 		protocol.CallExportUser:     protocol.UserArgs{Username: "admin", Role: RoleAdmin},
 		protocol.CallImportUser:     protocol.ImportWrappedArgs{Key: &protocol.WrappedKey{Domain: "x", User: "mallory", Body: make([]byte, 64)}},
+		// Wrap cu1's signing key under a key the attacker imported would
+		// carry it out; unwrap would plant a key under cu1's name.
+		protocol.CallWrapKey:   protocol.WrapArgs{Params: protocol.WrapParams{Mechanism: protocol.WrapRSAOAEP, Hash: "sha256", MGF: "mgf1-sha256"}, Payload: s.ref, Wrapping: s.pub},
+		protocol.CallUnwrapKey: protocol.UnwrapArgs{Spec: protocol.UnwrapSpec{Params: protocol.WrapParams{Mechanism: protocol.WrapAESNoPad}, Unwrapping: s.ref, Data: make([]byte, 40), KeyTypeClass: "aes", Label: "planted"}, Ref: s.ref + 100},
 		// Peer calls, sent bare.
 		protocol.CallTokenState:  nil,
 		protocol.CallTokenKeys:   []Ref{s.pub, s.ref},
