@@ -339,12 +339,22 @@ func single(ctx context.Context, r *commands.Runner, words []string, stdout, std
 		}
 	}
 	res := r.Run(ctx, words)
+	if msg, ok := res.Data.(string); ok && !res.OK() {
+		// Each run logs in anew: "run login" would be of no use here.
+		res.Data = strings.Replace(msg, notLoggedInAdvice, singleLoginAdvice, 1)
+	}
 	stdout.Write(res.JSON())
 	if !res.OK() {
 		return 1
 	}
 	return 0
 }
+
+// The advice of ErrNotLoggedIn, and what single-command mode says instead.
+const (
+	notLoggedInAdvice = "run login --username U --role R first"
+	singleLoginAdvice = "set HSMSH_ROLE and HSMSH_PIN=username:password (or CLOUDHSM_ROLE and CLOUDHSM_PIN): single-command mode logs in anew for each command"
+)
 
 // flagValue is the value of --name in words ("--name V" or "--name=V").
 func flagValue(words []string, name string) string {
