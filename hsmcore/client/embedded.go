@@ -1124,8 +1124,22 @@ func (e *Embedded) ShareKey(ctx context.Context, c Caller, ref Ref, username str
 }
 
 func (e *Embedded) SetAttribute(ctx context.Context, c Caller, ref Ref, name, value string) (Key, error) {
-	k, err := e.ownKey(ctx, c, ref)
-	if err != nil {
+	var k Key
+	var err error
+	if protocol.AdminOnly(name) {
+		// trusted is an admin's to set, on any token key it can see.
+		if err := e.requireRole(c, RoleAdmin); err != nil {
+			return Key{}, fmt.Errorf("attribute %s: %w", name, err)
+		}
+		keys, err := e.Keys(ctx, c, Filter{Ref: &ref})
+		if err != nil {
+			return Key{}, err
+		}
+		if len(keys) == 0 {
+			return Key{}, fmt.Errorf("%w: no key %s that you can see", ErrKeyNotFound, ref)
+		}
+		k = keys[0]
+	} else if k, err = e.ownKey(ctx, c, ref); err != nil {
 		return Key{}, err
 	}
 	probe := k.Attrs

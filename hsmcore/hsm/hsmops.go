@@ -187,7 +187,14 @@ func (h *hsm) changeKey(c Caller, a protocol.KeyChangeArgs) (protocol.KeyMeta, e
 	if err != nil {
 		return protocol.KeyMeta{}, err
 	}
-	if (cur.Session != "" && cur.Session != c.Session) || c.Role != RoleCryptoUser || cur.Owner != c.Username {
+	adminAttr := a.Op == protocol.OpSetAttribute && protocol.AdminOnly(a.Name)
+	switch {
+	case adminAttr && (c.Role != RoleAdmin || cur.Session != ""):
+		// CloudHSM's attribute table: only an admin marks a (token) key
+		// trusted, so that wrap-with-trusted means an admin vouched for
+		// the wrapping key.
+		return protocol.KeyMeta{}, fmt.Errorf("%w: only an admin may set attribute %s", ErrPermission, a.Name)
+	case !adminAttr && ((cur.Session != "" && cur.Session != c.Session) || c.Role != RoleCryptoUser || cur.Owner != c.Username):
 		return protocol.KeyMeta{}, fmt.Errorf("%w: only the key's owner may change key %s", ErrPermission, a.Ref)
 	}
 	r := cur.meta()

@@ -629,8 +629,12 @@ func (h *hsm) serveAs(c Caller, method string, args json.RawMessage) (any, error
 		if err != nil {
 			return nil, err
 		}
-		if _, err := checkKey(ref, owned); err != nil {
+		r, err := checkKey(ref, owned)
+		if err != nil {
 			return nil, err
+		}
+		if !r.Attrs.Destroyable {
+			return nil, fmt.Errorf("%w: key %s is not destroyable (its destroyable attribute is false)", ErrPermission, ref)
 		}
 		return nil, h.DeleteKey(ref)
 	case protocol.CallSnapshot:

@@ -384,3 +384,73 @@ func TestTrimDER(t *testing.T) {
 		}
 	}
 }
+
+// key set-attribute of the attributes CloudHSM lets change after creation,
+// each in its one allowed direction, trusted by admins only; and what
+// they then allow: a wrap-with-trusted key wraps only under a trusted
+// key, a non-destroyable key cannot be deleted.
+func TestSetAttributeRules(t *testing.T) {
+	r := newWrapRig(t)
+	ctx := context.Background()
+	keys, err := r.e.GenerateKey(ctx, r.cu, KeySpec{Type: TypeAES, Label: "rules", LengthBytes: 32, Attributes: map[string]string{"sensitive": "false"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := keys[0].Ref
+	for _, tt := range []struct {
+		c           Caller
+		name, value string
+		want        string // "" for success
+	}{
+		{r.cu, "sensitive", "true", ""},
+		{r.cu, "sensitive", "false", "can only be changed to true"},
+		{r.cu, "extractable", "false", ""},
+		{r.cu, "extractable", "true", "can only be changed to false"},
+		{r.cu, "wrap-with-trusted", "true", ""},
+		{r.cu, "wrap-with-trusted", "false", "can only be changed to true"},
+		{r.cu, "trusted", "true", "needs the admin role"},
+		{r.admin, "label", "stolen", "only the key's owner"},
+		{r.cu, "destroyable", "false", ""},
+		{r.cu, "destroyable", "true", "can only be changed to false"},
+		{r.cu, "local", "false", "read-only"},
+	} {
+		_, err := r.e.SetAttribute(ctx, tt.c, k, tt.name, tt.value)
+		if tt.want == "" && err != nil || tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)) {
+			t.Errorf("%s sets %s=%s: %v, want %q", tt.c.Username, tt.name, tt.value, err, tt.want)
+		}
+	}
+	// The HSM refuses it too, to a crypto user who bypasses the client.
+	for _, h := range devices(r.e) {
+		err := sendSealed(t, r.e, r.cu, directDoor(h), h.id, protocol.CallKeyChange, protocol.KeyChangeArgs{Ref: r.aesKEK, Op: protocol.OpSetAttribute, Name: "trusted", Value: "true"})
+		if !errors.Is(err, ErrPermission) || !strings.Contains(err.Error(), "only an admin may set attribute trusted") {
+			t.Errorf("%s: a crypto user's trusted=true sent past the client: %v", h.id, err)
+		}
+	}
+	got := r.key(t, k).Attrs
+	if !got.Sensitive || got.AlwaysSensitive || got.Extractable || got.NeverExtractable || !got.WrapWithTrusted || got.Destroyable {
+		t.Errorf("attributes after the changes: %+v", got)
+	}
+	if err := r.e.DeleteKey(ctx, r.cu, k); err == nil || !strings.Contains(err.Error(), "not destroyable") {
+		t.Errorf("delete of a non-destroyable key: %v", err)
+	}
+	if _, err := r.e.GenerateKey(ctx, r.cu, KeySpec{Type: TypeAES, Label: "t", LengthBytes: 16, Attributes: map[string]string{"trusted": "true"}}); err == nil {
+		t.Error("a crypto user made a trusted key")
+	}
+
+	// wrap-with-trusted, end to end: refused under the KEK until an admin
+	// marks it trusted.
+	guarded, err := r.e.GenerateKey(ctx, r.cu, KeySpec{Type: TypeAES, Label: "guarded", LengthBytes: 32, Attributes: map[string]string{"wrap-with-trusted": "true"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nopad := WrapRequest{Params: protocol.WrapParams{Mechanism: protocol.WrapAESNoPad}, Payload: guarded[0].Ref, Wrapping: r.aesKEK}
+	if _, err := r.e.WrapKey(ctx, r.cu, nopad); err == nil || !strings.Contains(err.Error(), "is not trusted") {
+		t.Fatalf("wrap under an untrusted key: %v", err)
+	}
+	if _, err := r.e.SetAttribute(ctx, r.admin, r.aesKEK, "trusted", "true"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.e.WrapKey(ctx, r.cu, nopad); err != nil {
+		t.Errorf("wrap under the key an admin trusted: %v", err)
+	}
+}

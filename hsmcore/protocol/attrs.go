@@ -64,13 +64,21 @@ type attrKind struct {
 	boolean  bool
 	settable bool // by key set-attribute and --attributes at creation
 	create   bool // only at creation, through --attributes
+	// oneWay is the only value key set-attribute may give it after
+	// creation: a key can become sensitive, never sensitive again.
+	oneWay string
+	// admin: key set-attribute by an admin only (trusted), as
+	// CloudHSM's attribute table has it.
+	admin bool
 }
 
 var attrKinds = map[string]attrKind{
 	"key-type": {}, "check-value": {}, "class": {}, "always-sensitive": {boolean: true},
-	"destroyable": {boolean: true}, "local": {boolean: true}, "modifiable": {boolean: true},
-	"never-extractable": {boolean: true}, "private": {boolean: true}, "trusted": {boolean: true},
-	"wrap-with-trusted": {boolean: true}, "key-length-bytes": {}, "ec-point": {}, "curve": {},
+	"destroyable": {boolean: true, settable: true, oneWay: "false"}, "local": {boolean: true}, "modifiable": {boolean: true},
+	"never-extractable": {boolean: true}, "private": {boolean: true},
+	"trusted":           {boolean: true, settable: true, admin: true},
+	"wrap-with-trusted": {boolean: true, settable: true, oneWay: "true"},
+	"key-length-bytes": {}, "ec-point": {}, "curve": {},
 	"modulus": {}, "modulus-size-bits": {}, "public-exponent": {},
 	"label": {settable: true}, "id": {settable: true},
 	"token":       {boolean: true},
@@ -81,8 +89,8 @@ var attrKinds = map[string]attrKind{
 	"verify":      {boolean: true, settable: true},
 	"wrap":        {boolean: true, settable: true},
 	"unwrap":      {boolean: true, settable: true},
-	"sensitive":   {boolean: true, create: true},
-	"extractable": {boolean: true, create: true},
+	"sensitive":   {boolean: true, create: true, oneWay: "true"},
+	"extractable": {boolean: true, create: true, oneWay: "false"},
 }
 
 // AttributeNames lists every attribute name, sorted, for help and completion.
@@ -184,7 +192,10 @@ func (a *Attributes) Set(name, value string, creating bool) error {
 	if !ok {
 		return fmt.Errorf("%w: unknown attribute %q (known: %s)", ErrInvalid, name, strings.Join(AttributeNames(), ", "))
 	}
-	if !kind.settable && !(creating && kind.create) {
+	if creating && kind.admin {
+		return fmt.Errorf("%w: attribute %s is set by an admin, with key set-attribute, once the key is made", ErrInvalid, name)
+	}
+	if !kind.settable && !(creating && kind.create) && kind.oneWay == "" {
 		if kind.create {
 			return fmt.Errorf("%w: attribute %q can only be set when the key is made", ErrInvalid, name)
 		}
@@ -201,6 +212,12 @@ func (a *Attributes) Set(name, value string, creating bool) error {
 		}
 		if b && !a.Allows(name) {
 			return fmt.Errorf("%w: attribute %s cannot be true on a %s %s key", ErrInvalid, name, a.KeyType, a.Class)
+		}
+		if !creating && kind.oneWay != "" && strconv.FormatBool(b) != kind.oneWay {
+			if cur, _ := a.Get(name); cur == strconv.FormatBool(b) {
+				return nil // already so: nothing changes
+			}
+			return fmt.Errorf("%w: attribute %s can only be changed to %s once the key is made", ErrInvalid, name, kind.oneWay)
 		}
 	}
 	switch name {
@@ -229,9 +246,21 @@ func (a *Attributes) Set(name, value string, creating bool) error {
 	case "unwrap":
 		a.Unwrap = b
 	case "sensitive":
-		a.Sensitive, a.AlwaysSensitive = b, b
+		if creating {
+			a.AlwaysSensitive = b
+		}
+		a.Sensitive = b
 	case "extractable":
-		a.Extractable, a.NeverExtractable = b, !b
+		if creating {
+			a.NeverExtractable = !b
+		}
+		a.Extractable = b
+	case "trusted":
+		a.Trusted = b
+	case "wrap-with-trusted":
+		a.WrapWithTrusted = b
+	case "destroyable":
+		a.Destroyable = b
 	}
 	return nil
 }
@@ -263,3 +292,6 @@ func (a *Attributes) Allows(name string) bool {
 	}
 	return true
 }
+
+// AdminOnly says whether only an admin may change the attribute (trusted).
+func AdminOnly(name string) bool { return attrKinds[name].admin }
