@@ -78,7 +78,7 @@ var attrKinds = map[string]attrKind{
 	"never-extractable": {boolean: true}, "private": {boolean: true},
 	"trusted":           {boolean: true, settable: true, admin: true},
 	"wrap-with-trusted": {boolean: true, settable: true, oneWay: "true"},
-	"key-length-bytes": {}, "ec-point": {}, "curve": {},
+	"key-length-bytes":  {}, "ec-point": {}, "curve": {},
 	"modulus": {}, "modulus-size-bits": {}, "public-exponent": {},
 	"label": {settable: true}, "id": {settable: true},
 	"token":       {boolean: true},
