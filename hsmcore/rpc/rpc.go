@@ -302,9 +302,35 @@ func Serve(ctx context.Context, conn net.Conn, h Handler, opt ServerOptions) err
 		}
 	}
 	sem := make(chan struct{}, opt.MaxInFlight)
+	r := &deadlineReader{conn: conn, set: setReadDeadline, idle: opt.IdleTimeout, frame: opt.FrameTimeout}
+	// Requests run on workers that live as long as the connection: a new
+	// goroutine per request would grow a fresh stack for every call, a
+	// cost the profile of the sign path showed. Workers start as requests
+	// need them, up to MaxInFlight, and end with the connection.
+	type job struct {
+		id  uint32
+		req request
+	}
+	jobs := make(chan job)
+	workers := 0
+	defer close(jobs) // after wg.Wait below: no job is left to take
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	r := &deadlineReader{conn: conn, set: setReadDeadline, idle: opt.IdleTimeout, frame: opt.FrameTimeout}
+	run := func(j job) {
+		defer func() { r.end(); <-sem; wg.Done() }()
+		b, err := answer(ctx, h, j.req, log)
+		if err != nil {
+			reply(wire.Frame{Kind: wire.KindError, ID: j.id, Payload: errorPayload(err)})
+			return
+		}
+		reply(wire.Frame{Kind: wire.KindResponse, ID: j.id, Payload: b})
+	}
+	worker := func(first job) {
+		run(first)
+		for j := range jobs {
+			run(j)
+		}
+	}
 	for {
 		r.start()
 		f, err := wire.Read(r, opt.MaxPayload)
@@ -352,15 +378,19 @@ func Serve(ctx context.Context, conn net.Conn, h Handler, opt ServerOptions) err
 		// Counted before the next read starts, so that the idle timer is
 		// off while this request runs.
 		r.begin()
-		go func(id uint32, req request) {
-			defer func() { r.end(); <-sem; wg.Done() }()
-			b, err := answer(ctx, h, req, log)
-			if err != nil {
-				reply(wire.Frame{Kind: wire.KindError, ID: id, Payload: errorPayload(err)})
-				return
+		j := job{f.ID, req}
+		select {
+		case jobs <- j: // an idle worker takes it
+		default:
+			if workers < opt.MaxInFlight {
+				workers++
+				go worker(j)
+			} else {
+				// Every worker is busy; the semaphore says one is about
+				// to finish, and it takes this job next.
+				jobs <- j
 			}
-			reply(wire.Frame{Kind: wire.KindResponse, ID: id, Payload: b})
-		}(f.ID, req)
+		}
 	}
 }
 
