@@ -11,6 +11,8 @@ import (
 // is where a cluster is opened, and package client is what it is.
 
 type (
+	MFASigner       = client.MFASigner
+	MFAStrategy     = client.MFAStrategy
 	WrapRequest     = client.WrapRequest
 	Wrapped         = client.Wrapped
 	UnwrapSpec      = client.UnwrapSpec

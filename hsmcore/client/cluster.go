@@ -26,6 +26,10 @@ type Cluster interface {
 	Login(ctx context.Context, username string, role Role, password string) (Caller, error)
 	// Logout ends a login session; its session keys are destroyed.
 	Logout(ctx context.Context, c Caller) error
+	// LoginMFA, RegisterMFAKey and DeregisterMFA are token-sign MFA.
+	LoginMFA(ctx context.Context, username string, role Role, password string, sign MFASigner) (Caller, error)
+	RegisterMFAKey(ctx context.Context, c Caller, pubPEM, signedFile []byte) error
+	DeregisterMFA(ctx context.Context, c Caller, username string, role Role) error
 	// SessionInfo describes the caller's authenticated session.
 	SessionInfo(ctx context.Context, c Caller) (SessionInfo, error)
 

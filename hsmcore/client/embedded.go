@@ -396,18 +396,40 @@ func (e *Embedded) Activate(ctx context.Context, password string) error {
 }
 
 func (e *Embedded) Login(ctx context.Context, username string, role Role, password string) (Caller, error) {
+	return e.login(username, role, password, nil)
+}
+
+// MFASigner signs a token-sign MFA token with the user's MFA private key,
+// which never reaches hsmsh: the user signs (with openssl, say) and gives
+// back the signature.
+type MFASigner func(token []byte) (signature []byte, err error)
+
+// ErrMFARequired is a login of a user with token-sign MFA made without a
+// way to sign the token.
+var ErrMFARequired = errors.New("this user logs in with token-sign MFA: use login --username U --role R mfa-token-sign --token FILE")
+
+// LoginMFA is Login for a user with token-sign MFA: after the right
+// password, sign signs the HSM's token with the user's MFA key.
+func (e *Embedded) LoginMFA(ctx context.Context, username string, role Role, password string, sign MFASigner) (Caller, error) {
+	return e.login(username, role, password, sign)
+}
+
+func (e *Embedded) login(username string, role Role, password string, mfa MFASigner) (Caller, error) {
 	name, err := NormalizeUsername(username)
 	if err != nil {
 		return Caller{}, err
 	}
 	// The HSM checks the password (and the role), inside the session's
 	// channel, and counts a failure itself, on every HSM it reaches.
-	sess, ans, err := e.authenticate(name, role, password, nil)
+	sess, ans, err := e.authenticate(name, role, password, nil, mfa)
 	if errors.Is(err, ErrNotActivated) {
 		return Caller{}, ErrNotActivated
 	}
 	if err != nil {
 		return Caller{}, err
+	}
+	if !ans.OK && ans.MFAToken != nil {
+		return Caller{}, ErrMFARequired
 	}
 	if !ans.OK {
 		switch {
@@ -420,8 +442,10 @@ func (e *Embedded) Login(ctx context.Context, username string, role Role, passwo
 		}
 		return Caller{}, fmt.Errorf("%w (%d of %d attempts left before the user is locked)", ErrBadCredentials, ans.Left, MaxFailedLogins)
 	}
-	if e.keepCredentials {
-		sess.password = password // to renegotiate when the token expires
+	if e.keepCredentials && mfa == nil {
+		// To renegotiate when the token expires. An MFA login cannot be
+		// renegotiated without the user signing again: it logs in anew.
+		sess.password = password
 	}
 	c := Caller{Username: name, Role: role, Session: sess.sid}
 	e.mu.Lock()
@@ -530,7 +554,7 @@ func (e *Embedded) userView(c Caller, u protocol.UserView) User {
 	if u.QuorumKey {
 		q = append(q, QuorumStrategy{Strategy: "token-sign", Status: "enabled"})
 	}
-	return User{Username: u.Username, Role: u.Role, Locked: fmt.Sprint(u.Locked), MFA: []string{}, Quorum: q, ClusterCoverage: cov}
+	return User{Username: u.Username, Role: u.Role, Locked: fmt.Sprint(u.Locked), MFA: mfaOf(u.MFA), Quorum: q, ClusterCoverage: cov}
 }
 
 func (e *Embedded) DeleteUser(ctx context.Context, c Caller, username string, role Role) error {
@@ -1249,4 +1273,44 @@ func (e *Embedded) PublicKeyPEM(ctx context.Context, c Caller, ref Ref) ([]byte,
 		return err
 	})
 	return out, err
+}
+
+// MFAStrategy is one entry of user list's mfa field.
+type MFAStrategy struct {
+	Strategy string `json:"strategy"`
+	Status   string `json:"status"`
+}
+
+func mfaOf(on bool) []MFAStrategy {
+	if !on {
+		return []MFAStrategy{}
+	}
+	return []MFAStrategy{{Strategy: "token-sign", Status: "enabled"}}
+}
+
+// RegisterMFAKey turns on token-sign MFA for the caller: pubPEM is its MFA
+// public key, signedFile a registration token (GenerateToken with the
+// registration service) signed with the matching private key.
+func (e *Embedded) RegisterMFAKey(ctx context.Context, c Caller, pubPEM, signedFile []byte) error {
+	hs := e.answering()
+	if len(hs) == 0 {
+		return e.noHSM()
+	}
+	if err := e.session(c); err != nil {
+		return err
+	}
+	return e.on(c, hs[0]).call(protocol.CallRegisterMFA, protocol.RegisterArgs{PubPEM: pubPEM, File: signedFile}, nil)
+}
+
+// DeregisterMFA turns token-sign MFA off for a user: the caller itself,
+// or (an admin, with the user service's approval) another user.
+func (e *Embedded) DeregisterMFA(ctx context.Context, c Caller, username string, role Role) error {
+	hs := e.answering()
+	if len(hs) == 0 {
+		return e.noHSM()
+	}
+	if err := e.session(c); err != nil {
+		return err
+	}
+	return e.on(c, hs[0]).call(protocol.CallDeregisterMFA, protocol.UserArgs{Username: username, Role: role, Approval: approvalFrom(ctx)}, nil)
 }

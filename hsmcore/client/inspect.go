@@ -104,7 +104,7 @@ func (i Inspector) Authenticate(id, user string, role Role, password string) (pr
 	if n == nil {
 		return protocol.AuthAnswer{}, fmt.Errorf("no HSM %s", id)
 	}
-	_, ans, err := i.e.authenticateOn(n, user, role, password, nil)
+	_, ans, err := i.e.authenticateOn(n, user, role, password, nil, nil)
 	return ans, err
 }
 

@@ -144,13 +144,13 @@ func (e *Embedded) setClient(id ClientIdentity, lifetime time.Duration, keepCred
 // the password inside it. ok is false for a wrong password or role.
 // resume, if not nil, is the EKT of a session to renegotiate: the session
 // keeps its id under a new session key.
-func (e *Embedded) authenticate(user string, role Role, password string, resume []byte) (s *clientSession, ans protocol.AuthAnswer, err error) {
+func (e *Embedded) authenticate(user string, role Role, password string, resume []byte, mfa MFASigner) (s *clientSession, ans protocol.AuthAnswer, err error) {
 	hs, err := e.loginHSMs()
 	if err != nil {
 		return nil, ans, err
 	}
 	for i, h := range hs {
-		s, ans, err = e.authenticateOn(h, user, role, password, resume)
+		s, ans, err = e.authenticateOn(h, user, role, password, resume, mfa)
 		// An HSM that went down mid-login, or that does not know the user
 		// yet, passes the login to the next.
 		if (protocol.IsDown(err) || errors.Is(err, protocol.ErrNotInDomain) || (err == nil && ans.Unknown)) && i+1 < len(hs) {
@@ -162,7 +162,7 @@ func (e *Embedded) authenticate(user string, role Role, password string, resume 
 }
 
 // authenticateOn is authenticate with the HSM h.
-func (e *Embedded) authenticateOn(h node, user string, role Role, password string, resume []byte) (s *clientSession, ans protocol.AuthAnswer, err error) {
+func (e *Embedded) authenticateOn(h node, user string, role Role, password string, resume []byte, mfa MFASigner) (s *clientSession, ans protocol.AuthAnswer, err error) {
 	info, err := domainInfoOf(h)
 	if err != nil {
 		return nil, ans, fmt.Errorf("login on %s: %w", h.ID(), err)
@@ -191,30 +191,50 @@ func (e *Embedded) authenticateOn(h node, user string, role Role, password strin
 	if err != nil {
 		return nil, ans, fmt.Errorf("login handshake with %s: %w", h.ID(), err)
 	}
-	body, err := json.Marshal(protocol.AuthBody{Password: password, Role: role, Resume: resume})
+	// send seals one login message in the new session, numbered n, and
+	// opens the HSM's answer.
+	send := func(n uint64, body protocol.AuthBody) (protocol.AuthAnswer, error) {
+		var ans protocol.AuthAnswer
+		b, err := json.Marshal(body)
+		if err != nil {
+			return ans, err
+		}
+		seq, _ := authsession.LaneSeq(0, n) // a fresh session key: numbering starts again
+		env, err := authsession.Seal(sk, authsession.ToHSM, seq, reply.EKT, b)
+		clear(b)
+		if err != nil {
+			return ans, err
+		}
+		var resp authsession.Envelope
+		if err := h.call(protocol.CallAuthenticate, protocol.AuthArgs{EKT: reply.EKT, Envelope: env}, &resp); err != nil {
+			return ans, fmt.Errorf("login on %s: %w", h.ID(), err)
+		}
+		plain, err := authsession.Open(sk, authsession.ToClient, reply.EKT, resp)
+		if err != nil {
+			return ans, fmt.Errorf("login on %s: %w", h.ID(), err)
+		}
+		if resp.Seq != env.Seq {
+			return ans, fmt.Errorf("login on %s: the answer is numbered %d, not %d: refusing it", h.ID(), resp.Seq, env.Seq)
+		}
+		if err := json.Unmarshal(plain, &ans); err != nil {
+			return ans, fmt.Errorf("login on %s: %w", h.ID(), err)
+		}
+		return ans, nil
+	}
+	ans, err = send(1, protocol.AuthBody{Password: password, Role: role, Resume: resume})
 	if err != nil {
 		return nil, ans, err
 	}
-	seq, _ := authsession.LaneSeq(0, 1) // a fresh session key: numbering starts again
-	env, err := authsession.Seal(sk, authsession.ToHSM, seq, reply.EKT, body)
-	clear(body)
-	if err != nil {
-		return nil, ans, err
-	}
-	var resp authsession.Envelope
-	err = h.call(protocol.CallAuthenticate, protocol.AuthArgs{EKT: reply.EKT, Envelope: env}, &resp)
-	if err != nil {
-		return nil, ans, fmt.Errorf("login on %s: %w", h.ID(), err)
-	}
-	plain, err := authsession.Open(sk, authsession.ToClient, reply.EKT, resp)
-	if err != nil {
-		return nil, ans, fmt.Errorf("login on %s: %w", h.ID(), err)
-	}
-	if resp.Seq != env.Seq {
-		return nil, ans, fmt.Errorf("login on %s: the answer is numbered %d, not %d: refusing it", h.ID(), resp.Seq, env.Seq)
-	}
-	if err := json.Unmarshal(plain, &ans); err != nil {
-		return nil, ans, fmt.Errorf("login on %s: %w", h.ID(), err)
+	if ans.MFAToken != nil && mfa != nil {
+		// The password was right; the HSM asks for its token signed with
+		// the user's MFA key before it finishes the login.
+		sig, err := mfa(ans.MFAToken)
+		if err != nil {
+			return nil, ans, fmt.Errorf("MFA: %w", err)
+		}
+		if ans, err = send(2, protocol.AuthBody{Password: password, Role: role, Resume: resume, MFASignature: sig}); err != nil {
+			return nil, ans, err
+		}
 	}
 	if !ans.OK {
 		return nil, ans, nil
@@ -240,11 +260,11 @@ func (e *Embedded) renegotiate(s *clientSession, gen int, trigger string) error 
 	case s.password == "":
 		return fmt.Errorf("%w: the client holds no credentials to renegotiate with", ErrSessionExpired)
 	}
-	n, ans, err := e.authenticate(s.user, s.role, s.password, s.ekt)
+	n, ans, err := e.authenticate(s.user, s.role, s.password, s.ekt, nil)
 	for try := 1; protocol.IsDown(err) && try < len(e.members()); try++ {
 		// The HSM went down between being picked and answering: the next
 		// one that answers will do.
-		n, ans, err = e.authenticate(s.user, s.role, s.password, s.ekt)
+		n, ans, err = e.authenticate(s.user, s.role, s.password, s.ekt, nil)
 	}
 	switch {
 	case err != nil:

@@ -6,7 +6,7 @@ type User struct {
 	Role     Role   `json:"role"`
 	// Locked is "true" or "false", a string as CloudHSM CLI prints it.
 	Locked          string           `json:"locked"`
-	MFA             []string         `json:"mfa"`
+	MFA             []MFAStrategy    `json:"mfa"`
 	Quorum          []QuorumStrategy `json:"quorum"`
 	ClusterCoverage string           `json:"cluster-coverage"`
 }

@@ -29,6 +29,7 @@ type (
 	ReplicateError = client.ReplicateError
 	WrapRequest    = client.WrapRequest
 	UnwrapSpec     = client.UnwrapSpec
+	MFASigner      = client.MFASigner
 )
 
 const (
@@ -39,9 +40,10 @@ const (
 )
 
 var (
-	WithApproval = client.WithApproval
-	OpenRemote   = client.OpenRemote
-	PKIFiles     = client.PKIFiles
+	WithApproval   = client.WithApproval
+	OpenRemote     = client.OpenRemote
+	PKIFiles       = client.PKIFiles
+	ErrMFARequired = client.ErrMFARequired
 )
 
 // Options are hsmcore.Options: the embedded cluster's and its rack's.

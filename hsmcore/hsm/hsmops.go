@@ -27,6 +27,7 @@ const (
 	pathBackup         = "cluster backup create"
 	pathSetQuorumValue = "quorum token-sign set-quorum-value"
 	pathSetTimeout     = "quorum token-sign set-timeout"
+	pathChangeMFA      = "user change-mfa"
 )
 
 // keyChangePaths are the paths of key-change's ops.
@@ -563,6 +564,52 @@ func (h *hsm) registerQuorum(c Caller, a protocol.RegisterArgs) error {
 	if err != nil {
 		return err
 	}
+	return h.storeRegistered(u, a)
+}
+
+// registerMFA registers the caller's token-sign MFA key (user change-mfa
+// token-sign): from then on its logins need the password and a token
+// signed with the matching private key.
+func (h *hsm) registerMFA(c Caller, a protocol.RegisterArgs) error {
+	u, err := h.registerKey(c.Username, a.PubPEM, a.File, func(u *userRecord, pemText string) { u.MFAKey = pemText })
+	if err != nil {
+		return err
+	}
+	return h.storeRegistered(u, a)
+}
+
+// deregisterMFA turns a user's MFA off: the user itself, or an admin for
+// another user (a lost MFA key), with the user service's approval.
+func (h *hsm) deregisterMFA(c Caller, a protocol.UserArgs) error {
+	name, err := NormalizeUsername(a.Username)
+	if err != nil {
+		return err
+	}
+	if name != c.Username && c.Role != RoleAdmin {
+		return fmt.Errorf("%w: only an admin turns off another user's MFA", ErrPermission)
+	}
+	if name != c.Username {
+		if err := h.approveIn(c, quorum.ServiceUser, 0, pathChangeMFA, a.Approval); err != nil {
+			return err
+		}
+	}
+	u, err := h.userAs(name, a.Role)
+	if err != nil {
+		return err
+	}
+	nu := *u
+	nu.MFAKey = ""
+	nu.Updated = max(time.Now().UnixNano(), u.Updated+1)
+	if err := h.PutUser(&nu); err != nil {
+		return err
+	}
+	h.push(protocol.CallPutUser, &nu)
+	return nil
+}
+
+// storeRegistered stores a user record a registration changed, passes it
+// on, and marks the registration token used everywhere.
+func (h *hsm) storeRegistered(u *userRecord, a protocol.RegisterArgs) error {
 	u.Updated = max(time.Now().UnixNano(), u.Updated+1)
 	if err := h.PutUser(u); err != nil {
 		return err

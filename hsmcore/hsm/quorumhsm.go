@@ -286,6 +286,14 @@ func (h *hsm) Approve(req approvalRequest) (approvalResult, error) {
 // of pubPEM — and returns the user record with the key registered, for
 // the client library to store on every HSM.
 func (h *hsm) RegisterQuorumKey(username string, pubPEM []byte, file []byte) (*userRecord, error) {
+	return h.registerKey(username, pubPEM, file, func(u *userRecord, pemText string) { u.QuorumKey = pemText })
+}
+
+// registerKey checks a signed registration token of username against
+// pubPEM and returns the user's record with set applied to a copy: the
+// quorum key, or the MFA key. The token proves the user holds the
+// private key; it is used up here.
+func (h *hsm) registerKey(username string, pubPEM []byte, file []byte, set func(u *userRecord, pemText string)) (*userRecord, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if !h.up {
@@ -322,7 +330,7 @@ func (h *hsm) RegisterQuorumKey(username string, pubPEM []byte, file []byte) (*u
 		return nil, err
 	}
 	c := *u
-	c.QuorumKey = pemText
+	set(&c, pemText)
 	return &c, nil
 }
 

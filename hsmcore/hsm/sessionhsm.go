@@ -2,6 +2,7 @@ package hsm
 
 import (
 	"bytes"
+	"crypto/rand"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
@@ -42,6 +43,9 @@ type hsmSession struct {
 	// pending is when a handshake whose login has not finished is
 	// forgotten; zero once the password was checked.
 	pending time.Time
+	// mfaToken is the token-sign MFA token this login must sign before
+	// it finishes; nil when none is asked for.
+	mfaToken []byte
 	// sealer opens and seals the session's envelopes under its key and
 	// current token, built once (sealerFor).
 	sealer atomic.Pointer[authsession.Sealer]
@@ -186,6 +190,26 @@ func (h *hsm) Authenticate(a protocol.AuthArgs) (authsession.Envelope, error) {
 		return authsession.Envelope{}, fmt.Errorf("%w: the user's password changed during the login: log in again", ErrPermission)
 	}
 	good := u != nil && !u.locked() && passOK && u.Role == body.Role
+	if good && u.MFAKey != "" {
+		// Token-sign MFA: the right password buys a token to sign with
+		// the user's MFA key; the login finishes, in the same session,
+		// only with that signature. A wrong signature counts as a wrong
+		// password.
+		if s.mfaToken == nil || body.MFASignature == nil {
+			tok := make([]byte, 32)
+			if _, err := rand.Read(tok); err != nil {
+				return authsession.Envelope{}, err
+			}
+			s.mfaToken = tok
+			b, err := json.Marshal(protocol.AuthAnswer{MFAToken: tok})
+			if err != nil {
+				return authsession.Envelope{}, err
+			}
+			return authsession.Seal(sk, authsession.ToClient, a.Envelope.Seq, a.EKT, b)
+		}
+		good = verifyMFA(u.MFAKey, s.mfaToken, body.MFASignature) == nil
+		s.mfaToken = nil
+	}
 	if u != nil {
 		// This HSM counts the attempt itself: a client that talks to the
 		// HSMs directly cannot guess without being counted.
@@ -660,6 +684,18 @@ func (h *hsm) serveAs(c Caller, method string, args json.RawMessage) (any, error
 			return nil, h.EndSession(sid)
 		}
 		return h.DestroySession(sid), nil
+	case protocol.CallRegisterMFA:
+		var a protocol.RegisterArgs
+		if err := decode(&a); err != nil {
+			return nil, err
+		}
+		return nil, h.registerMFA(c, a)
+	case protocol.CallDeregisterMFA:
+		var a protocol.UserArgs
+		if err := decode(&a); err != nil {
+			return nil, err
+		}
+		return nil, h.deregisterMFA(c, a)
 	case protocol.CallWrapKey:
 		var a protocol.WrapArgs
 		if err := decode(&a); err != nil {
@@ -791,4 +827,15 @@ func (h *hsm) serveAs(c Caller, method string, args json.RawMessage) (any, error
 		return h.Backup(a)
 	}
 	return nil, fmt.Errorf("%w: %s is not a session command", ErrInvalid, method)
+}
+
+// verifyMFA checks a token-sign MFA signature: the token's SHA-256 signed
+// with the user's registered MFA key (RSA PKCS #1 v1.5, as openssl pkeyutl
+// -sign -pkeyopt digest:sha256 makes it).
+func verifyMFA(pemText string, token, sig []byte) error {
+	pub, err := quorum.ParsePublicKey([]byte(pemText))
+	if err != nil {
+		return err
+	}
+	return quorum.VerifySignature(pub, quorum.Digest(token), sig)
 }

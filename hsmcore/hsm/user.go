@@ -39,6 +39,9 @@ type userRecord struct {
 	// QuorumKey is the public key (PEM) the user approves quorum tokens
 	// with, registered with proof of possession; "" if none.
 	QuorumKey string `json:"quorum_key,omitempty"`
+	// MFAKey is the public key (PEM) the user signs token-sign MFA
+	// tokens with at login; "" while MFA is off.
+	MFAKey string `json:"mfa_key,omitempty"`
 }
 
 func (u *userRecord) locked() bool { return u.failures() >= MaxFailedLogins }
@@ -196,5 +199,5 @@ func checkPassword(hash, pw string) bool {
 
 // viewOf is a user as a session sees it: never the password hash.
 func viewOf(u *userRecord) protocol.UserView {
-	return protocol.UserView{Username: u.Username, Role: u.Role, Locked: u.locked(), QuorumKey: u.QuorumKey != "", Updated: u.Updated}
+	return protocol.UserView{Username: u.Username, Role: u.Role, Locked: u.locked(), QuorumKey: u.QuorumKey != "", MFA: u.MFAKey != "", Updated: u.Updated}
 }

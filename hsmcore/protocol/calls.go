@@ -148,6 +148,7 @@ type UserView struct {
 	Role      Role   `json:"role"`
 	Locked    bool   `json:"locked"`
 	QuorumKey bool   `json:"quorum_key"`
+	MFA       bool   `json:"mfa,omitempty"`
 	Updated   int64  `json:"updated"`
 }
 

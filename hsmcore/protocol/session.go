@@ -29,6 +29,8 @@ type AuthBody struct {
 	// expired, or an HSM restarted): the session keeps its id, so its
 	// session keys stay its own, under the new session key.
 	Resume []byte `json:"resume,omitempty"`
+	// MFASignature is the signed token-sign MFA token the HSM asked for.
+	MFASignature []byte `json:"mfa_signature,omitempty"`
 }
 
 // AuthAnswer is the sealed answer to Authenticate.
@@ -43,10 +45,14 @@ type AuthAnswer struct {
 	WasLocked bool `json:"was_locked,omitempty"`
 	// Unknown says this HSM knows no such user (it may be new, and not
 	// yet on this HSM); the client tries another.
-	Unknown bool      `json:"unknown,omitempty"`
-	EKT     []byte    `json:"ekt,omitempty"` // the session's token, with the user's role
-	Session string    `json:"session,omitempty"`
-	Expires time.Time `json:"expires,omitempty"`
+	Unknown bool   `json:"unknown,omitempty"`
+	EKT     []byte `json:"ekt,omitempty"` // the session's token, with the user's role
+	// MFAToken asks the client to sign this token with the user's MFA
+	// key and send the password again with the signature, in the same
+	// session: the password was right.
+	MFAToken []byte    `json:"mfa_token,omitempty"`
+	Session  string    `json:"session,omitempty"`
+	Expires  time.Time `json:"expires,omitempty"`
 }
 
 // SessionCall is the sealed content of a command envelope.

@@ -50,6 +50,8 @@ const (
 	CallImportUser     = "import-user"
 	CallWrapKey        = "wrap-key"
 	CallUnwrapKey      = "unwrap-key"
+	CallRegisterMFA    = "register-mfa-key"
+	CallDeregisterMFA  = "deregister-mfa-key"
 
 	// Peer: another HSM of the domain, each call signed with its identity
 	// key (package hsm, peer.go).
@@ -122,7 +124,7 @@ var Calls = map[string]Class{
 	CallOwns: ClassSession, CallQuorumList: ClassSession, CallIssueToken: ClassSession,
 	CallDeleteTokens: ClassSession, CallSetQuorum: ClassSession, CallRegisterQuorum: ClassSession,
 	CallBackup: ClassSession, CallExportUser: ClassSession, CallImportUser: ClassSession,
-	CallWrapKey: ClassSession, CallUnwrapKey: ClassSession,
+	CallWrapKey: ClassSession, CallUnwrapKey: ClassSession, CallRegisterMFA: ClassSession, CallDeregisterMFA: ClassSession,
 
 	CallTokenState: ClassPeer, CallTokenKeys: ClassPeer, CallUserState: ClassPeer, CallPutUser: ClassPeer,
 	CallDropUser: ClassPeer, CallQuorumState: ClassPeer, CallPutQuorum: ClassPeer, CallPutToken: ClassPeer,
