@@ -66,7 +66,7 @@ type KeyCopy struct{ w *protocol.WrappedKey }
 // ExportKey wraps one of c's token keys for key replicate, from the first
 // HSM that holds it.
 func (e *Embedded) ExportKey(ctx context.Context, c Caller, ref Ref) (KeyCopy, error) {
-	if err := e.requireRole(c, RoleCryptoUser); err != nil {
+	if err := e.requireRole(c, RoleCryptoUser, RoleAdmin); err != nil {
 		return KeyCopy{}, err
 	}
 	var last error = fmt.Errorf("%w: %s", ErrKeyNotFound, ref)
@@ -132,7 +132,7 @@ func (e *Embedded) replicateTo(c Caller, what string, put func(h *sealedNode) er
 // ReplicateKey stores a key from a cluster of the same domain on every HSM
 // of this one, for c (its owner).
 func (e *Embedded) ReplicateKey(ctx context.Context, c Caller, k KeyCopy) error {
-	if err := e.requireRole(c, RoleCryptoUser); err != nil {
+	if err := e.requireRole(c, RoleCryptoUser, RoleAdmin); err != nil {
 		return err
 	}
 	if k.w == nil {

@@ -287,14 +287,27 @@ func (h *hsm) ExportWrapped(ref Ref) (*protocol.WrappedKey, error) {
 // only (the session's user: a crypto user replicates its own keys). A key
 // this HSM already holds is left as it is: an existing reference is never
 // overwritten.
+// userExists says whether this HSM has a user named name.
+func (h *hsm) userExists(name string) bool {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return h.users[name] != nil
+}
+
+// ImportWrapped stores a key wrapped under the domain key for owner; ""
+// (an admin's key replicate) keeps the key's own owner, who must be a user
+// here.
 func (h *hsm) ImportWrapped(w *protocol.WrappedKey, owner string) error {
 	r, err := h.unwrapKey(w)
 	if err != nil || r == nil {
 		return err
 	}
 	defer clear(r.Material)
-	if r.Owner != owner {
-		return fmt.Errorf("%w: key %s belongs to %s; only its owner may replicate it", ErrPermission, w.Ref, r.Owner)
+	if owner != "" && r.Owner != owner {
+		return fmt.Errorf("%w: key %s belongs to %s; only its owner (or an admin) may replicate it", ErrPermission, w.Ref, r.Owner)
+	}
+	if owner == "" && !h.userExists(r.Owner) {
+		return fmt.Errorf("%w: key %s belongs to %s, who is no user of this cluster: replicate the user first", ErrInvalid, w.Ref, r.Owner)
 	}
 	return h.PutKeys([]*keyRecord{r})
 }

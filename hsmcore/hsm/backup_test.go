@@ -114,6 +114,28 @@ func TestBackupCloneReplicate(t *testing.T) {
 	if err := clone.ReplicateKey(ctx, cu9, k3); !errors.Is(err, ErrPermission) {
 		t.Errorf("another user took the key: %v", err)
 	}
+	// An admin replicates any user's token key (key replicate's page lets
+	// admins run it); the key stays its owner's, who signs with it in the
+	// clone. The admin can use it no more than before.
+	if err := clone.RecoverHSM("hsm-3"); err != nil {
+		t.Fatal(err)
+	}
+	srcAdmin := mustLogin(t, src, "admin", RoleAdmin, "adminpass")
+	cloneAdmin := mustLogin(t, clone, "admin", RoleAdmin, "adminpass")
+	byAdmin := signer(t, src, cu)
+	k4, err := src.ExportKey(ctx, srcAdmin, byAdmin)
+	if err != nil {
+		t.Fatalf("an admin exports cu1's key: %v", err)
+	}
+	if err := clone.ReplicateKey(ctx, cloneAdmin, k4); err != nil {
+		t.Fatalf("an admin replicates cu1's key: %v", err)
+	}
+	if err := signOnce(clone, cu2, byAdmin, 3); err != nil {
+		t.Errorf("cu1 signs with the key an admin replicated: %v", err)
+	}
+	if err := signOnce(clone, cloneAdmin, byAdmin, 4); err == nil {
+		t.Error("the admin signed with the key it replicated")
+	}
 }
 
 func mustLogin(t *testing.T, e *Embedded, user string, role Role, pw string) Caller {

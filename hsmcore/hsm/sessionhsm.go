@@ -725,7 +725,11 @@ func (h *hsm) serveAs(c Caller, method string, args json.RawMessage) (any, error
 		if err != nil {
 			return nil, err
 		}
-		if _, err := checkKey(ref, owned); err != nil {
+		// key replicate: a token key's owner, or an admin (who manages
+		// the clusters but can use no key); the blob opens only in an HSM
+		// of this domain.
+		adminCopy := func(r *keyRecord) bool { return c.Role == RoleAdmin && r.Session == "" }
+		if _, err := checkKey(ref, func(r *keyRecord) bool { return owned(r) || adminCopy(r) }); err != nil {
 			return nil, err
 		}
 		return h.ExportWrapped(ref)
@@ -734,11 +738,15 @@ func (h *hsm) serveAs(c Caller, method string, args json.RawMessage) (any, error
 		if err := decode(&a); err != nil {
 			return nil, err
 		}
-		if c.Role != RoleCryptoUser {
-			return nil, fmt.Errorf("%w: storing a wrapped key needs a crypto user's session", ErrPermission)
+		switch c.Role {
+		case RoleCryptoUser:
+			// The session's user must own the key, whatever the client sent.
+			return nil, h.ImportWrapped(a.Key, c.Username)
+		case RoleAdmin:
+			// An admin replicates any user's key, which stays its owner's.
+			return nil, h.ImportWrapped(a.Key, "")
 		}
-		// The session's user must own the key, whatever the client sent.
-		return nil, h.ImportWrapped(a.Key, c.Username)
+		return nil, fmt.Errorf("%w: storing a wrapped key needs a crypto user's or an admin's session", ErrPermission)
 	case protocol.CallKeyChange:
 		var a protocol.KeyChangeArgs
 		if err := decode(&a); err != nil {
