@@ -131,6 +131,12 @@ func (h *hsm) generateKey(c Caller, a protocol.GenerateArgs) (*protocol.CreateRe
 		}
 		r.Owner, r.Shared, r.Created = c.Username, shared, now
 		r.UseQuorum, r.ManageQuorum = a.Spec.UseQuorum, a.Spec.ManageQuorum
+		if r.Attrs.Class == ClassPublic {
+			// As CloudHSM CLI does: sharing and key quorum values go to
+			// a pair's private key; its public key is every crypto
+			// user's to use already.
+			r.Shared, r.UseQuorum, r.ManageQuorum = nil, 0, 0
+		}
 		if a.Spec.Session {
 			r.Session = c.Session
 		}
