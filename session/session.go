@@ -43,6 +43,22 @@ func (s *Session) Login(ctx context.Context, username string, role hsmcore.Role,
 	return c, nil
 }
 
+// LoginMFA is Login for a user with token-sign MFA: sign signs the HSM's
+// token with the user's MFA private key (the user does, outside hsmsh).
+func (s *Session) LoginMFA(ctx context.Context, username string, role hsmcore.Role, password string, sign hsmcore.MFASigner) (hsmcore.Caller, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.caller != nil {
+		return hsmcore.Caller{}, fmt.Errorf("already logged in as %s (%s): log out first", s.caller.Username, s.caller.Role)
+	}
+	c, err := s.cluster.LoginMFA(ctx, username, role, password, sign)
+	if err != nil {
+		return hsmcore.Caller{}, err
+	}
+	s.caller = &c
+	return c, nil
+}
+
 // Logout ends the login; the cluster destroys its session keys.
 func (s *Session) Logout(ctx context.Context) error {
 	s.mu.Lock()
