@@ -25,13 +25,32 @@ func hashNames() []string {
 	return names
 }
 
+// maxEd25519Data is the most crypto sign ed25519 and crypto verify ed25519
+// take, as CloudHSM CLI's pages say: PureEdDSA holds the whole message in
+// the HSM; ed25519ph hashes larger ones first.
+const maxEd25519Data = 16000
+
 func cryptoFlags(mech hsmcore.Mechanism, verify bool) []Flag {
-	fl := []Flag{
-		{Name: "key-filter", Kind: List, Required: true, Help: "attr.NAME=VALUE or key-reference=0x… matching exactly one key"},
-		{Name: "hash-function", Kind: String, Required: true, Values: hashNames(), Help: "the hash function"},
+	keyFilter := Flag{Name: "key-filter", Kind: List, Required: true, Help: "attr.NAME=VALUE or key-reference=0x… matching exactly one key"}
+	data := []Flag{
 		{Name: "data", Kind: String, Help: "the data, base64"},
 		{Name: "data-path", Kind: String, Path: true, Help: "a file holding the data"},
-		{Name: "data-type", Kind: String, Values: []string{"raw", "digest"}, Help: "raw (hashed here, the default) or digest (already hashed)"},
+	}
+	var fl []Flag
+	switch mech {
+	case hsmcore.MechEd25519:
+		// PureEdDSA signs the message itself: no hash, no data type.
+		fl = append([]Flag{keyFilter}, data...)
+	case hsmcore.MechEd25519ph:
+		// As on CloudHSM CLI's page: both required, and SHA-512 only.
+		fl = append(append([]Flag{keyFilter}, data...),
+			Flag{Name: "data-type", Kind: String, Required: true, Values: []string{"raw", "digest"}, Help: "raw (hashed here) or digest (a 64-byte SHA-512 digest)"},
+			Flag{Name: "hash-function", Kind: String, Required: true, Values: []string{"sha512"}, Help: "the hash function (Ed25519ph uses SHA-512 only)"})
+	default:
+		fl = append([]Flag{keyFilter,
+			{Name: "hash-function", Kind: String, Required: true, Values: hashNames(), Help: "the hash function"}},
+			data...)
+		fl = append(fl, Flag{Name: "data-type", Kind: String, Values: []string{"raw", "digest"}, Help: "raw (hashed here, the default) or digest (already hashed)"})
 	}
 	if mech == hsmcore.MechRSAPKCSPS {
 		fl = append(fl,
@@ -79,6 +98,9 @@ func signRequest(ctx context.Context, env *Env, a *Args, mech hsmcore.Mechanism)
 	if err != nil {
 		return hsmcore.Caller{}, req, err
 	}
+	if mech == hsmcore.MechEd25519 && len(data) > maxEd25519Data {
+		return hsmcore.Caller{}, req, fmt.Errorf("the data is %d bytes; ed25519 takes at most %d bytes: use ed25519ph (it hashes the data with SHA-512 first) for a larger message", len(data), maxEd25519Data)
+	}
 	c, ref, err := keyToUse(ctx, env, a.List("key-filter"))
 	if err != nil {
 		return c, req, err
@@ -120,7 +142,7 @@ func keyToUse(ctx context.Context, env *Env, words []string) (hsmcore.Caller, hs
 
 func cryptoCommands() []*Command {
 	var out []*Command
-	for _, mech := range []hsmcore.Mechanism{hsmcore.MechECDSA, hsmcore.MechRSAPKCS, hsmcore.MechRSAPKCSPS} {
+	for _, mech := range []hsmcore.Mechanism{hsmcore.MechECDSA, hsmcore.MechEd25519, hsmcore.MechEd25519ph, hsmcore.MechRSAPKCS, hsmcore.MechRSAPKCSPS} {
 		out = append(out, &Command{
 			Path: []string{"crypto", "sign", string(mech)}, Who: CryptoUserOnly,
 			Summary: "sign data with a private key (" + string(mech) + ")",

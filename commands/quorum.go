@@ -28,6 +28,9 @@ var approvalFlag = Flag{Name: "approval", Kind: String, Help: "a quorum token fi
 var gated = [][]string{
 	{"user", "create"}, {"user", "delete"}, {"user", "change-password"},
 	{"key", "share"}, {"key", "unshare"}, {"key", "set-attribute"},
+	// key unwrap's --approval is for the unwrapping key's manage quorum;
+	// key wrap takes --payload-approval and --wrapping-approval instead.
+	{"key", "unwrap"},
 	{"crypto", "sign"},
 	{"quorum", "token-sign", "set-quorum-value"}, {"quorum", "token-sign", "set-timeout"},
 	// hsmsh's own: a backup holds every key (the quorum service's M

@@ -136,7 +136,10 @@ var (
 	WithApproval      = client.WithApproval
 	OpenRemote        = client.OpenRemote
 	CheckProfile      = profile.Check
-	ReadBackupInfo    = protocol.ReadBackupInfo
+	ErrMFARequired    = client.ErrMFARequired
+	// WrapMechanisms are key wrap's and key unwrap's mechanisms.
+	WrapMechanisms = protocol.WrapMechanisms
+	ReadBackupInfo = protocol.ReadBackupInfo
 )
 
 // The HSM server's names, for hsmsh serve.
@@ -146,3 +149,15 @@ type (
 )
 
 var NewServer = hsm.NewServer
+
+// The wrapping mechanisms, by CloudHSM CLI's names.
+const (
+	WrapAESGCM         = protocol.WrapAESGCM
+	WrapCloudHSMAESGCM = protocol.WrapCloudHSMAESGCM
+	WrapAESNoPad       = protocol.WrapAESNoPad
+	WrapAESPKCS5Pad    = protocol.WrapAESPKCS5Pad
+	WrapAESZeroPad     = protocol.WrapAESZeroPad
+	WrapRSAAES         = protocol.WrapRSAAES
+	WrapRSAOAEP        = protocol.WrapRSAOAEP
+	WrapRSAPKCS        = protocol.WrapRSAPKCS
+)

@@ -95,13 +95,13 @@ func demoCommand(g globals, args []string, stdin io.Reader, stdout, stderr io.Wr
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	env, err := commands.Open(cfg, "") // in memory: a fresh cluster every time
+	env, closeEnv, err := openDemoEnv(cfg)
 	if err != nil {
 		fmt.Fprintf(stderr, "hsmsh demo: %v\n", err)
 		return 1
 	}
 	defer func() {
-		if err := env.Close(context.Background()); err != nil {
+		if err := closeEnv(); err != nil {
 			fmt.Fprintf(stderr, "hsmsh demo: close: %v\n", err)
 		}
 	}()
@@ -569,4 +569,24 @@ func (t *transcript) summary(words []string, data any) string {
 		s = string(r[:120]) + "…"
 	}
 	return s
+}
+
+// openDemoEnv opens a fresh in-memory embedded cluster for a demo, with a
+// folder of its own for the files the demo writes (a wrapped key, say),
+// removed with the cluster: a demo leaves nothing behind.
+func openDemoEnv(cfg *config.Config) (*commands.Env, func() error, error) {
+	dir, err := os.MkdirTemp("", "hsmsh-demo-")
+	if err != nil {
+		return nil, nil, err
+	}
+	env, err := commands.Open(cfg, "") // in memory: a fresh cluster every time
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, nil, err
+	}
+	env.Dir = dir
+	return env, func() error {
+		err := env.Close(context.Background())
+		return errors.Join(err, os.RemoveAll(dir))
+	}, nil
 }

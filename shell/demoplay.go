@@ -2,7 +2,6 @@ package shell
 
 import (
 	"bufio"
-	"context"
 	"fmt"
 	"strings"
 	"time"
@@ -466,14 +465,14 @@ func (m *Model) demoStatus(w int) string {
 // settings and a shell on it that plays the demo. closeEnv ends the
 // cluster once the shell is done with it.
 func newDemoModel(th themes.Theme, cfg *config.Config, name, text string, auto time.Duration) (m *Model, closeEnv func() error, err error) {
-	env, err := commands.Open(cfg, "") // in memory: a fresh cluster every time
+	env, closeEnv, err := openDemoEnv(cfg)
 	if err != nil {
 		return nil, nil, err
 	}
 	env.ReadPassword = nil // the shell asks in its own masked field
 	m = NewModel(env, commands.NewRunner(env), th, "")
 	m.demo = newDemoPlayer(name, text, auto)
-	return m, func() error { return env.Close(context.Background()) }, nil
+	return m, closeEnv, nil
 }
 
 // The shell's own demo command plays a demo in a second shell, on a

@@ -455,6 +455,7 @@ func unwrappedRecord(s protocol.UnwrapSpec, plain []byte, zeroPadded bool) (*key
 		if err := applyAttrs(&a, s.Attributes); err != nil {
 			return nil, err
 		}
+		outside(&a)
 		return &keyRecord{Attrs: a, Material: append([]byte(nil), plain...)}, nil
 	case "ec-private", "rsa-private":
 		der := plain
@@ -499,11 +500,18 @@ func unwrappedRecord(s protocol.UnwrapSpec, plain []byte, zeroPadded bool) (*key
 		if err := applyAttrs(&a, s.Attributes); err != nil {
 			return nil, err
 		}
+		outside(&a)
 		return &keyRecord{Attrs: a, Material: material}, nil
 	case "des3":
 		return nil, fmt.Errorf("%w: key-type-class des3: hsmsh has no Triple DES keys (Go's standard library keeps DES for old protocols only)", ErrInvalid)
 	}
 	return nil, fmt.Errorf("%w: key-type-class %q: use aes, generic-secret, ec-private or rsa-private", ErrInvalid, s.KeyTypeClass)
+}
+
+// outside marks a key that existed outside the HSM, as PKCS #11 does: it
+// was not always sensitive, and it was extractable once.
+func outside(a *Attributes) {
+	a.AlwaysSensitive, a.NeverExtractable = false, false
 }
 
 // trimDER cuts zero padding after a DER SEQUENCE, by the length its

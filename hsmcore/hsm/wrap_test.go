@@ -123,8 +123,9 @@ func TestWrapUnwrapRoundTrips(t *testing.T) {
 					t.Fatal(err)
 				}
 				orig := r.key(t, p.ref)
-				if k.Attrs.Local || !k.Attrs.Token || k.Info.ClusterCoverage != CoverageFull {
-					t.Errorf("unwrapped key: local %v, token %v, coverage %s", k.Attrs.Local, k.Attrs.Token, k.Info.ClusterCoverage)
+				if k.Attrs.Local || !k.Attrs.Token || k.Info.ClusterCoverage != CoverageFull || k.Attrs.AlwaysSensitive || k.Attrs.NeverExtractable {
+					t.Errorf("unwrapped key: local %v, token %v, coverage %s, always-sensitive %v, never-extractable %v",
+						k.Attrs.Local, k.Attrs.Token, k.Info.ClusterCoverage, k.Attrs.AlwaysSensitive, k.Attrs.NeverExtractable)
 				}
 				if k.Attrs.CheckValue != orig.Attrs.CheckValue || k.Attrs.KeyType != orig.Attrs.KeyType {
 					t.Errorf("unwrapped %s %s, want %s %s", k.Attrs.KeyType, k.Attrs.CheckValue, orig.Attrs.KeyType, orig.Attrs.CheckValue)

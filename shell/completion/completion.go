@@ -211,8 +211,9 @@ func keyKind(cmd *commands.Command) (class, typ string) {
 		return "", ""
 	}
 	switch {
-	case strings.Contains(p[2], "ecdsa"):
-		typ = "ec"
+	case strings.Contains(p[2], "ecdsa"), strings.HasPrefix(p[2], "ed25519"):
+		typ = "ec" // Ed25519 keys are EC keys on curve ed25519
+
 	case strings.Contains(p[2], "rsa"):
 		typ = "rsa"
 	}
@@ -254,7 +255,7 @@ func (c *Completer) values(cmd *commands.Command, f *commands.Flag, word string)
 		return plain(c.Source.HSMIDs(), "HSM")
 	case "username":
 		return plain(c.Source.Usernames(), "user")
-	case "filter", "key-filter":
+	case "filter", "key-filter", "payload-filter", "wrapping-filter":
 		var out []prompt.Suggest
 		labels, refs := c.usable(cmd)
 		for _, l := range labels {

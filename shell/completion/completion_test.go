@@ -132,3 +132,23 @@ func TestApplyAndCommonPrefix(t *testing.T) {
 		t.Errorf("CommonPrefix = %q", p)
 	}
 }
+
+// The kind of key a crypto command offers labels for: Ed25519 keys are EC
+// keys, so crypto sign ed25519 offers EC private keys, not every key.
+func TestKeyKindOfEd25519(t *testing.T) {
+	for _, tt := range []struct {
+		path        []string
+		class, kind string
+	}{
+		{[]string{"crypto", "sign", "ed25519"}, "private-key", "ec"},
+		{[]string{"crypto", "verify", "ed25519ph"}, "public-key", "ec"},
+		{[]string{"crypto", "sign", "ecdsa"}, "private-key", "ec"},
+		{[]string{"crypto", "sign", "rsa-pkcs"}, "private-key", "rsa"},
+		{[]string{"key", "wrap", "aes-gcm"}, "", ""},
+	} {
+		class, kind := keyKind(&commands.Command{Path: tt.path})
+		if class != tt.class || kind != tt.kind {
+			t.Errorf("%v: %q %q, want %q %q", tt.path, class, kind, tt.class, tt.kind)
+		}
+	}
+}
