@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/hsmsh/hsmsh/hsmcore"
 )
@@ -95,12 +96,16 @@ func clusterCommands() []*Command {
 		},
 		{
 			Path: []string{"login"}, Who: Anyone,
-			Summary: "log in to the cluster",
+			Summary: "log in to the cluster; login … mfa-token-sign --token FILE for a user with token-sign MFA",
 			Flags: []Flag{
 				{Name: "username", Kind: String, Required: true, Help: "the user to log in as"},
 				roleFlag(string(hsmcore.RoleAdmin), string(hsmcore.RoleCryptoUser)),
 				passwordFlag,
+				{Name: "token", Kind: String, Path: true, Help: "with mfa-token-sign: filepath where the unsigned token file will be written"},
 			},
+			// CloudHSM CLI's login takes its MFA strategy as a word after
+			// the flags: login --username U --role R mfa-token-sign --token F.
+			Args: []string{"[mfa-token-sign]..."},
 			Run: func(ctx context.Context, env *Env, a *Args) (any, error) {
 				role, err := hsmcore.ParseRole(a.String("role"))
 				if err != nil {
@@ -114,7 +119,15 @@ func clusterCommands() []*Command {
 				if err != nil {
 					return nil, err
 				}
-				c, err := env.Session.Login(ctx, a.String("username"), role, pw)
+				var c hsmcore.Caller
+				switch strings.Join(a.Pos, " ") {
+				case "":
+					c, err = env.Session.Login(ctx, a.String("username"), role, pw)
+				case "mfa-token-sign":
+					c, err = loginMFA(ctx, env, a, a.String("username"), role, pw)
+				default:
+					return nil, fmt.Errorf("login takes mfa-token-sign after its flags, not %q", strings.Join(a.Pos, " "))
+				}
 				if err != nil {
 					return nil, err
 				}

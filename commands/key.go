@@ -244,8 +244,10 @@ func keyCommands() []*Command {
 		},
 		shareCommand(true), shareCommand(false),
 		{
-			Path: []string{"key", "set-attribute"}, Who: CryptoUserOnly,
-			Summary: "set one attribute of the one key the filter matches (owner only)",
+			// Admins too: trusted is theirs to set (the HSMs check who may
+			// set what).
+			Path: []string{"key", "set-attribute"}, Who: LoggedIn,
+			Summary: "set one attribute of the one key the filter matches (its owner; trusted: an admin)",
 			Flags: []Flag{filterFlag,
 				{Name: "name", Kind: String, Required: true, Values: settableAttributes(), Help: "the attribute"},
 				{Name: "value", Kind: String, Required: true, Help: "its new value"},
@@ -347,7 +349,9 @@ func createFile(p, given, flag string, data []byte, mode os.FileMode) error {
 }
 
 func settableAttributes() []string {
-	return []string{"decrypt", "derive", "encrypt", "id", "label", "sign", "unwrap", "verify", "wrap"}
+	// CloudHSM's attribute table: these change after creation, some in
+	// one direction only (the HSM says which).
+	return []string{"decrypt", "derive", "destroyable", "encrypt", "extractable", "id", "label", "sensitive", "sign", "trusted", "unwrap", "verify", "wrap", "wrap-with-trusted"}
 }
 
 func generate(ctx context.Context, env *Env, spec hsmcore.KeySpec) ([]hsmcore.Key, error) {
