@@ -39,7 +39,7 @@ const maxMFAFile = 64 << 10
 // needs a terminal, as the user signs between the two steps.
 func askSigned(env *Env, path string, tok []byte) ([]byte, error) {
 	if env.ReadPassword == nil {
-		return nil, errors.New("token-sign MFA needs a terminal: the token is signed between writing it and reading it back (run it in hsmsh interactive)")
+		return nil, errors.New("token-sign MFA needs a terminal to wait on while you sign the token: run it in line mode (hsmsh interactive --line) or as a single command on a terminal")
 	}
 	b, _ := json.MarshalIndent(mfaFile{Version: "2.0", Tokens: []mfaToken{{Unsigned: base64.StdEncoding.EncodeToString(tok)}}}, "", "  ")
 	full := env.path(path)
