@@ -36,6 +36,8 @@ var gated = [][]string{
 	// hsmsh's own: a backup holds every key (the quorum service's M
 	// admins), and user replicate makes a user (the user service's).
 	{"cluster", "backup", "create"}, {"user", "replicate"},
+	// cluster mtls, under the cluster quorum service.
+	{"cluster", "mtls", "register-trust-anchor"}, {"cluster", "mtls", "deregister-trust-anchor"}, {"cluster", "mtls", "set-enforcement"},
 }
 
 // takesApproval adds --approval to the gated commands of t.

@@ -3,7 +3,7 @@ package commands
 // Default returns the tree of every hsmsh command.
 func Default() *Tree {
 	t := &Tree{}
-	for _, group := range [][]*Command{clusterCommands(), replicateCommands(), userCommands(), keyCommands(), wrapCommands(), mfaCommands(), cryptoCommands(), quorumCommands(), configCommands(), labCommands()} {
+	for _, group := range [][]*Command{clusterCommands(), replicateCommands(), userCommands(), keyCommands(), wrapCommands(), mfaCommands(), mtlsCommands(), cryptoCommands(), quorumCommands(), configCommands(), labCommands()} {
 		takesApproval(group)
 		for _, c := range group {
 			t.add(c)

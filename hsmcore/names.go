@@ -11,6 +11,8 @@ import (
 // is where a cluster is opened, and package client is what it is.
 
 type (
+	MTLSState       = client.MTLSState
+	MTLSChange      = client.MTLSChange
 	MFASigner       = client.MFASigner
 	MFAStrategy     = client.MFAStrategy
 	WrapRequest     = client.WrapRequest
@@ -160,4 +162,11 @@ const (
 	WrapRSAAES         = protocol.WrapRSAAES
 	WrapRSAOAEP        = protocol.WrapRSAOAEP
 	WrapRSAPKCS        = protocol.WrapRSAPKCS
+)
+
+// The mTLS enforcement levels and the trust anchor limit.
+const (
+	MTLSNone        = protocol.MTLSNone
+	MTLSCluster     = protocol.MTLSCluster
+	MaxTrustAnchors = protocol.MaxTrustAnchors
 )

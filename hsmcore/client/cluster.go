@@ -51,6 +51,10 @@ type Cluster interface {
 	Verify(ctx context.Context, c Caller, req SignRequest, sig []byte) error
 	// PublicKeyPEM is the public key of a public or private key, as PEM.
 	PublicKeyPEM(ctx context.Context, c Caller, ref Ref) ([]byte, error)
+	// MTLS and ChangeMTLS are cluster mtls: trust anchors and the
+	// enforcement level of the servers' outer TLS layer.
+	MTLS(ctx context.Context) (MTLSState, map[int]string, error)
+	ChangeMTLS(ctx context.Context, c Caller, change MTLSChange) (MTLSState, error)
 	// WrapKey and UnwrapKey are key wrap and key unwrap: done inside an
 	// HSM, the client sees only the wrapped bytes.
 	WrapKey(ctx context.Context, c Caller, req WrapRequest) (Wrapped, error)

@@ -145,3 +145,8 @@ func device(e *Embedded, id string) *hsm {
 	}
 	panic("device: no HSM " + id)
 }
+
+// MTLSChangeOf is a client.MTLSChange.
+func MTLSChangeOf(certPEM []byte, ref int, level string) client.MTLSChange {
+	return client.MTLSChange{CertPEM: certPEM, Ref: ref, Level: level}
+}

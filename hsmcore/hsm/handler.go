@@ -66,6 +66,8 @@ func (h *hsm) serve(method string, args json.RawMessage) (any, error) {
 		return h.Authenticate(a)
 	case protocol.CallUsers:
 		return h.userViews()
+	case protocol.CallMTLSState:
+		return h.MTLSState()
 	case protocol.CallQuorumValues:
 		if !h.Up() {
 			return nil, protocol.ErrDown(h.id)

@@ -61,6 +61,8 @@ type hsm struct {
 	notify   func(Event)
 	clients  map[string][]byte      // client installs' identity keys, by client id
 	sessions map[string]*hsmSession // authenticated sessions: volatile
+	// mtls is the cluster's mTLS settings (mtls.go).
+	mtls protocol.MTLSState
 	// phantoms counts wrong logins for names no user has (volatile), so
 	// they are answered as a user's are.
 	phantoms map[string]int
@@ -92,6 +94,9 @@ func newHSM(id string, st store) (*hsm, error) {
 		return nil, err
 	}
 	if err := h.loadDomain(c.secrets); err != nil {
+		return nil, err
+	}
+	if err := h.loadMTLS(c.secrets); err != nil {
 		return nil, err
 	}
 	for _, k := range c.keys {

@@ -507,8 +507,8 @@ func (h *hsm) setQuorum(c Caller, a protocol.SetQuorumArgs) error {
 	}
 	s := h.quorumSnapshot()
 	if a.Service != "" {
-		if a.Service != quorum.ServiceUser && a.Service != quorum.ServiceQuorum {
-			return fmt.Errorf("%w: --service takes user or quorum, not %q", ErrInvalid, a.Service)
+		if a.Service != quorum.ServiceUser && a.Service != quorum.ServiceQuorum && a.Service != quorum.ServiceCluster {
+			return fmt.Errorf("%w: --service takes user, quorum or cluster, not %q", ErrInvalid, a.Service)
 		}
 		if a.Value < 1 || a.Value > maxServiceQuorum {
 			return fmt.Errorf("%w: a quorum value is 1 (off) to %d, not %d", ErrInvalid, maxServiceQuorum, a.Value)

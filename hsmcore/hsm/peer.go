@@ -285,6 +285,12 @@ func (h *hsm) servePeer(from, method string, args json.RawMessage) (any, error) 
 		}
 		_, err := h.DeleteTokens(who)
 		return nil, err
+	case protocol.CallPutMTLS:
+		var s protocol.MTLSState
+		if err := decode(&s); err != nil {
+			return nil, err
+		}
+		return nil, h.putMTLS(s)
 	case protocol.CallAddMembers:
 		var m membersArgs
 		if err := decode(&m); err != nil {

@@ -215,7 +215,7 @@ func (h *hsm) Approve(req approvalRequest) (approvalResult, error) {
 		}
 	}
 	switch req.Service {
-	case quorum.ServiceUser, quorum.ServiceQuorum:
+	case quorum.ServiceUser, quorum.ServiceQuorum, quorum.ServiceCluster:
 		if m := h.quorum.Value(req.Service); m > 1 {
 			alts = append(alts, quorum.Rule{{Role: string(RoleAdmin), Min: m}})
 		}

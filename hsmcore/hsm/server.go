@@ -128,6 +128,13 @@ func NewServer(opts ServerOptions) (*Server, error) {
 		}
 	}
 	s.local = h
+	// The outer layer asks the HSM about mTLS enforcement for every client
+	// certificate; peers show the cluster certificate, which only servers
+	// hold, so enforcement never cuts the servers off from each other.
+	s.opts.TLS.Anchors = h.anchors
+	if len(opts.TLS.Cluster.Certificate) > 0 {
+		opts.PeerTLS.Certificate = opts.TLS.Cluster
+	}
 	for _, p := range opts.Peers {
 		pn := link.Dial(p.ID, p.Addr, opts.PeerTLS, 0)
 		pn.Notify = func(ev Event) {

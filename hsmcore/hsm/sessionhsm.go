@@ -696,6 +696,12 @@ func (h *hsm) serveAs(c Caller, method string, args json.RawMessage) (any, error
 			return nil, err
 		}
 		return nil, h.deregisterMFA(c, a)
+	case protocol.CallMTLSRegister, protocol.CallMTLSDeregister, protocol.CallMTLSSetLevel:
+		var a protocol.MTLSArgs
+		if err := decode(&a); err != nil {
+			return nil, err
+		}
+		return h.changeMTLS(c, method, a)
 	case protocol.CallWrapKey:
 		var a protocol.WrapArgs
 		if err := decode(&a); err != nil {

@@ -155,6 +155,14 @@ func (h *hsm) pullFrom(ctx context.Context, p peerLink, st *SyncStats) {
 		st.Failed++
 	}
 
+	// mTLS: the newest settings (a bare call: anchors are certificates).
+	var ms protocol.MTLSState
+	if err := p.Call(protocol.CallMTLSState, nil, &ms); err == nil {
+		if err := h.putMTLS(ms); err != nil {
+			st.Failed++
+		}
+	}
+
 	// Quorum: the newest settings; every live token, used if used there.
 	var qs quorumState
 	if err := h.callPeer(p, protocol.CallQuorumState, nil, &qs); err == nil {

@@ -293,6 +293,14 @@ type ServerConfig struct {
 	CustomerCA    *x509.CertPool    // issuer of other accepted client certificates
 	Cluster       tls.Certificate   // the cluster certificate (inner)
 	Now           func() time.Time
+	// Anchors, if set, says whether mTLS enforcement is on and whether
+	// the client certificate chains to a registered trust anchor. With
+	// enforcement on, only such a certificate passes the outer layer (the
+	// default client certificate too is refused); with it off, such a
+	// certificate passes besides the default and customerCA-issued ones.
+	// A server of the cluster, showing the cluster certificate as its
+	// client certificate, passes either way.
+	Anchors func(leaf *x509.Certificate, intermediates *x509.CertPool) (enforced, anchored bool)
 }
 
 func (c *ServerConfig) now() time.Time {
@@ -330,7 +338,10 @@ func Handshake(ctx context.Context, raw net.Conn, cfg ServerConfig) (*Accepted, 
 			if err := checkTime(leaf, cfg.now(), "the client certificate"); err != nil {
 				return err
 			}
-			if cfg.DefaultClient != nil && bytes.Equal(leaf.Raw, cfg.DefaultClient.Raw) {
+			if len(cfg.Cluster.Certificate) > 0 && bytes.Equal(leaf.Raw, cfg.Cluster.Certificate[0]) {
+				// Another server of the cluster: only servers hold the
+				// cluster certificate's key, which TLS just proved.
+				client = "peer server " + client
 				return nil
 			}
 			inter := x509.NewCertPool()
@@ -338,6 +349,18 @@ func Handshake(ctx context.Context, raw net.Conn, cfg ServerConfig) (*Accepted, 
 				if c, err := x509.ParseCertificate(r); err == nil {
 					inter.AddCert(c)
 				}
+			}
+			if cfg.Anchors != nil {
+				enforced, anchored := cfg.Anchors(leaf, inter)
+				switch {
+				case anchored:
+					return nil
+				case enforced:
+					return fmt.Errorf("mTLS enforcement is on: the client certificate %q does not chain to a registered trust anchor", leaf.Subject.CommonName)
+				}
+			}
+			if cfg.DefaultClient != nil && bytes.Equal(leaf.Raw, cfg.DefaultClient.Raw) {
+				return nil
 			}
 			if _, err := leaf.Verify(x509.VerifyOptions{Roots: cfg.CustomerCA, Intermediates: inter, CurrentTime: cfg.now(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
 				return fmt.Errorf("the client certificate %q is neither the default client certificate nor issued by customerCA: %v", leaf.Subject.CommonName, err)

@@ -19,6 +19,9 @@ const (
 	CallEnveloped    = "enveloped" // carries a session call
 	CallPeer         = "peer"      // carries a peer call
 	CallJoin         = "join"      // an endorsed HSM asks to join the domain
+	// The cluster's trust anchors and mTLS enforcement level, which
+	// CloudHSM CLI lists without a login (certificates, no secrets).
+	CallMTLSState = "mtls-state"
 
 	// Session: a logged-in user's calls, sealed in envelopes.
 	CallKeyMeta        = "key-meta"
@@ -52,6 +55,9 @@ const (
 	CallUnwrapKey      = "unwrap-key"
 	CallRegisterMFA    = "register-mfa-key"
 	CallDeregisterMFA  = "deregister-mfa-key"
+	CallMTLSRegister   = "mtls-register-anchor"
+	CallMTLSDeregister = "mtls-deregister-anchor"
+	CallMTLSSetLevel   = "mtls-set-enforcement"
 
 	// Peer: another HSM of the domain, each call signed with its identity
 	// key (package hsm, peer.go).
@@ -67,6 +73,7 @@ const (
 	CallPutMeta     = "peer.put-meta"
 	CallAddMembers  = "peer.add-members"
 	CallDropTokens  = "peer.drop-tokens"
+	CallPutMTLS     = "peer.put-mtls"
 
 	// Lab: on a server started with its lab on (hsmsh serve --lab).
 	CallSyncNow    = "sync-now"
@@ -113,7 +120,7 @@ func (c Class) String() string {
 // that serve answers each and no other.
 var Calls = map[string]Class{
 	CallInfo: ClassBare, CallDomainInfo: ClassBare, CallHandshake: ClassBare, CallAuthenticate: ClassBare,
-	CallActivate: ClassBare, CallUsers: ClassBare, CallQuorumValues: ClassBare, CallEnveloped: ClassBare, CallPeer: ClassBare, CallJoin: ClassBare,
+	CallActivate: ClassBare, CallUsers: ClassBare, CallQuorumValues: ClassBare, CallEnveloped: ClassBare, CallPeer: ClassBare, CallJoin: ClassBare, CallMTLSState: ClassBare,
 
 	CallKeyMeta: ClassSession, CallHas: ClassSession, CallRefTaken: ClassSession, CallDeleteKey: ClassSession,
 	CallSnapshot: ClassSession, CallDestroySession: ClassSession, CallEndSession: ClassSession,
@@ -125,10 +132,11 @@ var Calls = map[string]Class{
 	CallDeleteTokens: ClassSession, CallSetQuorum: ClassSession, CallRegisterQuorum: ClassSession,
 	CallBackup: ClassSession, CallExportUser: ClassSession, CallImportUser: ClassSession,
 	CallWrapKey: ClassSession, CallUnwrapKey: ClassSession, CallRegisterMFA: ClassSession, CallDeregisterMFA: ClassSession,
+	CallMTLSRegister: ClassSession, CallMTLSDeregister: ClassSession, CallMTLSSetLevel: ClassSession,
 
 	CallTokenState: ClassPeer, CallTokenKeys: ClassPeer, CallUserState: ClassPeer, CallPutUser: ClassPeer,
 	CallDropUser: ClassPeer, CallQuorumState: ClassPeer, CallPutQuorum: ClassPeer, CallPutToken: ClassPeer,
-	CallUseToken: ClassPeer, CallPutMeta: ClassPeer, CallAddMembers: ClassPeer, CallDropTokens: ClassPeer,
+	CallUseToken: ClassPeer, CallPutMeta: ClassPeer, CallAddMembers: ClassPeer, CallDropTokens: ClassPeer, CallPutMTLS: ClassPeer,
 
 	CallSyncNow: ClassLab, CallSyncPause: ClassLab, CallSyncResume: ClassLab, CallSyncStatus: ClassLab,
 	CallLatency: ClassLab,

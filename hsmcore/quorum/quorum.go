@@ -35,10 +35,13 @@ const (
 	ServiceQuorum        = "quorum"
 	ServiceKeyUsage      = "key-usage"
 	ServiceKeyManagement = "key-management"
+	// ServiceCluster guards the cluster's mTLS settings (trust anchors,
+	// enforcement).
+	ServiceCluster = "cluster"
 )
 
 // Services lists every service, in the order help text shows them.
-var Services = []string{ServiceRegistration, ServiceUser, ServiceQuorum, ServiceKeyUsage, ServiceKeyManagement}
+var Services = []string{ServiceRegistration, ServiceUser, ServiceQuorum, ServiceKeyUsage, ServiceKeyManagement, ServiceCluster}
 
 // FileVersion is the "version" of both token files.
 const FileVersion = "2.0"
