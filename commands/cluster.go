@@ -205,7 +205,10 @@ func userCommands() []*Command {
 		{
 			Path: []string{"user", "change-password"}, Who: LoggedIn,
 			Summary: "change a user's password (admins: any user, and it unlocks them; others: their own)",
-			Flags:   []Flag{userFlag, roles, passwordFlag},
+			Flags: []Flag{userFlag, roles, passwordFlag,
+				{Name: "deregister-mfa", Kind: Bool, Help: "Deregister the user's mfa public key, if present"},
+				{Name: "deregister-quorum", Kind: Bool, Help: "Deregister the user's quorum public key, if present"},
+			},
 			Run: func(ctx context.Context, env *Env, a *Args) (any, error) {
 				c, role, err := callerAndRole(env, a)
 				if err != nil {
@@ -215,8 +218,21 @@ func userCommands() []*Command {
 				if err != nil {
 					return nil, err
 				}
-				if err := env.Session.Cluster().ChangePassword(ctx, c, a.String("username"), role, pw); err != nil {
+				cl := env.Session.Cluster()
+				if err := cl.ChangePassword(ctx, c, a.String("username"), role, pw); err != nil {
 					return nil, err
+				}
+				// A new password with the old keys gone: what an admin
+				// does for a user who lost the device holding them.
+				if a.Bool("deregister-mfa") {
+					if err := cl.DeregisterMFA(ctx, c, a.String("username"), role); err != nil {
+						return nil, fmt.Errorf("password changed; deregister the MFA key: %w", err)
+					}
+				}
+				if a.Bool("deregister-quorum") {
+					if err := cl.DeregisterQuorumKey(ctx, c, a.String("username"), role); err != nil {
+						return nil, fmt.Errorf("password changed; deregister the quorum key: %w", err)
+					}
 				}
 				return result(a.String("username"), role), nil
 			},

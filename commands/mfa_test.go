@@ -96,6 +96,17 @@ func TestMFACommands(t *testing.T) {
 	if res.OK() || !strings.Contains(string(res.JSON()), "needs a terminal") {
 		t.Errorf("no terminal: %s", string(res.JSON()))
 	}
+	// An admin resets a user who lost their MFA key: a new password, the
+	// key deregistered; the password alone logs in again.
+	r.RunLine(ctx, "login --username admin --role admin --password adminpass1")
+	if res, _ := r.RunLine(ctx, "user change-password --username cu1 --role crypto-user --password cu1pass34 --deregister-mfa"); !res.OK() {
+		t.Fatalf("change-password --deregister-mfa: %s", res.JSON())
+	}
+	r.RunLine(ctx, "logout")
+	if res, _ := r.RunLine(ctx, "login --username cu1 --role crypto-user --password cu1pass34"); !res.OK() {
+		t.Errorf("after --deregister-mfa: %s", res.JSON())
+	}
+	r.RunLine(ctx, "logout")
 	res, _ = r.RunLine(ctx, "login --username cu1 --role crypto-user --password cu1pass12 sms")
 	if res.OK() || !strings.Contains(string(res.JSON()), "mfa-token-sign") {
 		t.Errorf("an unknown strategy: %s", string(res.JSON()))

@@ -30,6 +30,7 @@ type Cluster interface {
 	LoginMFA(ctx context.Context, username string, role Role, password string, sign MFASigner) (Caller, error)
 	RegisterMFAKey(ctx context.Context, c Caller, pubPEM, signedFile []byte) error
 	DeregisterMFA(ctx context.Context, c Caller, username string, role Role) error
+	DeregisterQuorumKey(ctx context.Context, c Caller, username string, role Role) error
 	// SessionInfo describes the caller's authenticated session.
 	SessionInfo(ctx context.Context, c Caller) (SessionInfo, error)
 

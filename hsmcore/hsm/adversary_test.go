@@ -419,13 +419,14 @@ func (s *scene) attackArgs(t *testing.T) map[string]any {
 		// carry it out; unwrap would plant a key under cu1's name.
 		// Registering an MFA key for cu1 would lock it out; removing it
 		// would lift its second factor.
-		protocol.CallRegisterMFA:    protocol.RegisterArgs{PubPEM: []byte("-----BEGIN PUBLIC KEY-----\n-----END PUBLIC KEY-----\n"), File: []byte("{}")},
-		protocol.CallDeregisterMFA:  protocol.UserArgs{Username: "cu1", Role: RoleCryptoUser},
-		protocol.CallMTLSRegister:   protocol.MTLSArgs{CertPEM: []byte("-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n")},
-		protocol.CallMTLSDeregister: protocol.MTLSArgs{Ref: 1},
-		protocol.CallMTLSSetLevel:   protocol.MTLSArgs{Level: protocol.MTLSCluster},
-		protocol.CallWrapKey:        protocol.WrapArgs{Params: protocol.WrapParams{Mechanism: protocol.WrapRSAOAEP, Hash: "sha256", MGF: "mgf1-sha256"}, Payload: s.ref, Wrapping: s.pub},
-		protocol.CallUnwrapKey:      protocol.UnwrapArgs{Spec: protocol.UnwrapSpec{Params: protocol.WrapParams{Mechanism: protocol.WrapAESNoPad}, Unwrapping: s.ref, Data: make([]byte, 40), KeyTypeClass: "aes", Label: "planted"}, Ref: s.ref + 100},
+		protocol.CallRegisterMFA:      protocol.RegisterArgs{PubPEM: []byte("-----BEGIN PUBLIC KEY-----\n-----END PUBLIC KEY-----\n"), File: []byte("{}")},
+		protocol.CallDeregisterMFA:    protocol.UserArgs{Username: "cu1", Role: RoleCryptoUser},
+		protocol.CallDeregisterQuorum: protocol.UserArgs{Username: "admin", Role: RoleAdmin},
+		protocol.CallMTLSRegister:     protocol.MTLSArgs{CertPEM: []byte("-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n")},
+		protocol.CallMTLSDeregister:   protocol.MTLSArgs{Ref: 1},
+		protocol.CallMTLSSetLevel:     protocol.MTLSArgs{Level: protocol.MTLSCluster},
+		protocol.CallWrapKey:          protocol.WrapArgs{Params: protocol.WrapParams{Mechanism: protocol.WrapRSAOAEP, Hash: "sha256", MGF: "mgf1-sha256"}, Payload: s.ref, Wrapping: s.pub},
+		protocol.CallUnwrapKey:        protocol.UnwrapArgs{Spec: protocol.UnwrapSpec{Params: protocol.WrapParams{Mechanism: protocol.WrapAESNoPad}, Unwrapping: s.ref, Data: make([]byte, 40), KeyTypeClass: "aes", Label: "planted"}, Ref: s.ref + 100},
 		// Peer calls, sent bare.
 		protocol.CallTokenState:  nil,
 		protocol.CallTokenKeys:   []Ref{s.pub, s.ref},

@@ -587,12 +587,22 @@ func (h *hsm) registerMFA(c Caller, a protocol.RegisterArgs) error {
 // deregisterMFA turns a user's MFA off: the user itself, or an admin for
 // another user (a lost MFA key), with the user service's approval.
 func (h *hsm) deregisterMFA(c Caller, a protocol.UserArgs) error {
+	return h.deregisterKey(c, a, "MFA", func(u *userRecord) { u.MFAKey = "" })
+}
+
+// deregisterQuorum removes a user's quorum approval key, on the same terms.
+func (h *hsm) deregisterQuorum(c Caller, a protocol.UserArgs) error {
+	return h.deregisterKey(c, a, "quorum", func(u *userRecord) { u.QuorumKey = "" })
+}
+
+// deregisterKey clears one of a user's registered public keys.
+func (h *hsm) deregisterKey(c Caller, a protocol.UserArgs, what string, clearKey func(*userRecord)) error {
 	name, err := NormalizeUsername(a.Username)
 	if err != nil {
 		return err
 	}
 	if name != c.Username && c.Role != RoleAdmin {
-		return fmt.Errorf("%w: only an admin turns off another user's MFA", ErrPermission)
+		return fmt.Errorf("%w: only an admin removes another user's %s key", ErrPermission, what)
 	}
 	if name != c.Username {
 		if err := h.approveIn(c, quorum.ServiceUser, 0, pathChangeMFA, a.Approval); err != nil {
@@ -604,7 +614,7 @@ func (h *hsm) deregisterMFA(c Caller, a protocol.UserArgs) error {
 		return err
 	}
 	nu := *u
-	nu.MFAKey = ""
+	clearKey(&nu)
 	nu.Updated = max(time.Now().UnixNano(), u.Updated+1)
 	if err := h.PutUser(&nu); err != nil {
 		return err

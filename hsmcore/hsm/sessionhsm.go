@@ -690,10 +690,13 @@ func (h *hsm) serveAs(c Caller, method string, args json.RawMessage) (any, error
 			return nil, err
 		}
 		return nil, h.registerMFA(c, a)
-	case protocol.CallDeregisterMFA:
+	case protocol.CallDeregisterMFA, protocol.CallDeregisterQuorum:
 		var a protocol.UserArgs
 		if err := decode(&a); err != nil {
 			return nil, err
+		}
+		if method == protocol.CallDeregisterQuorum {
+			return nil, h.deregisterQuorum(c, a)
 		}
 		return nil, h.deregisterMFA(c, a)
 	case protocol.CallMTLSRegister, protocol.CallMTLSDeregister, protocol.CallMTLSSetLevel:
