@@ -172,6 +172,8 @@ func pairRecords(spec KeySpec, token bool, keyType string, priv crypto.Signer, p
 	pa.CheckValue, ka.CheckValue = kcv, kcv
 	fillPublicAttrs(&pa, pub)
 	fillPublicAttrs(&ka, pub)
+	pa.KeyLengthBytes = publicKeyLength(pub)
+	ka.KeyLengthBytes = len(privDER)
 	if err := applyAttrs(&pa, spec.PublicAttributes); err != nil {
 		return nil, fmt.Errorf("public key: %w", err)
 	}
@@ -436,6 +438,7 @@ func parseImport(spec ImportSpec) (*keyRecord, error) {
 	a.Verify, a.Encrypt = true, keyType == TypeRSA
 	a.CheckValue = publicKCV(der)
 	fillPublicAttrs(&a, pub)
+	a.KeyLengthBytes = publicKeyLength(pub)
 	if err := applyAttrs(&a, spec.Attributes); err != nil {
 		return nil, err
 	}
@@ -502,4 +505,23 @@ func verifyEd25519(pub ed25519.PublicKey, req SignRequest, sig []byte) error {
 		return ErrBadSignature
 	}
 	return nil
+}
+
+// publicKeyLength is a public key's key-length-bytes as CloudHSM reports
+// it: an EC key's point (57 bytes on secp224r1, per the pages), an
+// Ed25519 key's 32 bytes, and for RSA twice the modulus's bytes (512 for
+// a 2048-bit key, per the pages). A private key's is its PKCS #8 length
+// (1217 for RSA 2048, 122 for secp224r1).
+func publicKeyLength(pub crypto.PublicKey) int {
+	switch pub := pub.(type) {
+	case *ecdsa.PublicKey:
+		if b, err := pub.Bytes(); err == nil {
+			return len(b)
+		}
+	case ed25519.PublicKey:
+		return len(pub)
+	case *rsa.PublicKey:
+		return 2 * ((pub.N.BitLen() + 7) / 8)
+	}
+	return 0
 }

@@ -497,6 +497,7 @@ func unwrappedRecord(s protocol.UnwrapSpec, plain []byte, zeroPadded bool) (*key
 		a.Sign, a.Decrypt = true, keyType == TypeRSA
 		a.CheckValue = publicKCV(pubDER)
 		fillPublicAttrs(&a, pub)
+		a.KeyLengthBytes = len(material)
 		if err := applyAttrs(&a, s.Attributes); err != nil {
 			return nil, err
 		}

@@ -54,9 +54,9 @@ type Attributes struct {
 	KeyLengthBytes   int    `json:"key-length-bytes,omitempty"`
 	ECPoint          string `json:"ec-point,omitempty"`
 	Curve            string `json:"curve,omitempty"`
+	PublicExponent   string `json:"public-exponent,omitempty"`
 	Modulus          string `json:"modulus,omitempty"`
 	ModulusSizeBits  int    `json:"modulus-size-bits,omitempty"`
-	PublicExponent   string `json:"public-exponent,omitempty"`
 }
 
 // attrKind says how an attribute's value is written and who may change it.
