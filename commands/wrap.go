@@ -19,7 +19,6 @@ import (
 // cleanup after a failed sync), inside hsmcore.
 
 // wrapMechanisms are CloudHSM CLI's wrapping mechanisms, in its order.
-// (hsmcore does not export this list; protocol holds it.)
 var wrapMechanisms = hsmcore.WrapMechanisms
 
 // maxWrapped bounds the wrapped key data unwrap reads: an RSA-AES wrapped
