@@ -9,5 +9,6 @@
 // The layout follows the HSM boundary: package hsm (the device) and
 // package client (the client library) never import each other, and share
 // only package protocol and the leaf packages (authsession, quorum,
-// nestedtls, rpc, wire, pki, link, syncloop, profile). TestLayout checks it.
+// nestedtls, rpc, wire, pki, link, syncloop, profile, keywrap). TestLayout
+// checks it.
 package hsmcore
