@@ -41,6 +41,11 @@ func cryptoFlags(mech hsmcore.Mechanism, verify bool) []Flag {
 	case hsmcore.MechEd25519:
 		// PureEdDSA signs the message itself: no hash, no data type.
 		fl = append([]Flag{keyFilter}, data...)
+	case hsmcore.MechMLDSA:
+		// As on CloudHSM CLI's page: no hash; raw, or external-mu, which
+		// the HSM refuses with its reason.
+		fl = append(append([]Flag{keyFilter}, data...),
+			Flag{Name: "data-type", Kind: String, Required: true, Values: []string{"raw", "external-mu"}, Help: "raw (the message itself) or external-mu (a 64-byte mu; not supported by hsmsh)"})
 	case hsmcore.MechEd25519ph:
 		// As on CloudHSM CLI's page: both required, and SHA-512 only.
 		fl = append(append([]Flag{keyFilter}, data...),
@@ -107,7 +112,10 @@ func signRequest(ctx context.Context, env *Env, a *Args, mech hsmcore.Mechanism)
 	}
 	req = hsmcore.SignRequest{
 		Ref: ref, Mechanism: mech, Hash: hsmcore.Hashes[a.String("hash-function")],
-		Data: data, Digest: a.String("data-type") == "digest", SaltLength: a.Int("salt-length"),
+		Data: data, SaltLength: a.Int("salt-length"),
+		// ML-DSA's external mu is, like a digest, something computed from
+		// the message beforehand; the HSM says whether it takes it.
+		Digest: a.String("data-type") == "digest" || a.String("data-type") == "external-mu",
 	}
 	if m := a.String("mgf"); m != "" && strings.TrimPrefix(m, "mgf1-") != a.String("hash-function") {
 		return c, req, errors.New("--mgf must use the same hash as --hash-function (Go's RSA-PSS uses one hash for both)")
@@ -142,7 +150,7 @@ func keyToUse(ctx context.Context, env *Env, words []string) (hsmcore.Caller, hs
 
 func cryptoCommands() []*Command {
 	var out []*Command
-	for _, mech := range []hsmcore.Mechanism{hsmcore.MechECDSA, hsmcore.MechEd25519, hsmcore.MechEd25519ph, hsmcore.MechRSAPKCS, hsmcore.MechRSAPKCSPS} {
+	for _, mech := range []hsmcore.Mechanism{hsmcore.MechECDSA, hsmcore.MechEd25519, hsmcore.MechEd25519ph, hsmcore.MechMLDSA, hsmcore.MechRSAPKCS, hsmcore.MechRSAPKCSPS} {
 		out = append(out, &Command{
 			Path: []string{"crypto", "sign", string(mech)}, Who: CryptoUserOnly,
 			Summary: "sign data with a private key (" + string(mech) + ")",

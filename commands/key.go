@@ -217,6 +217,16 @@ func keyCommands() []*Command {
 			},
 		},
 		{
+			Path: []string{"key", "generate-asymmetric-pair", "ml-dsa"}, Who: CryptoUserOnly,
+			Summary: "generate an ML-DSA (FIPS 204) key pair",
+			Flags: pairFlags(
+				Flag{Name: "mldsa-algorithm", Kind: String, Required: true, Values: hsmcore.MLDSAParamSets(), Help: "the ML-DSA parameter set"},
+			),
+			Run: func(ctx context.Context, env *Env, a *Args) (any, error) {
+				return pair(ctx, env, a, hsmcore.KeySpec{Type: hsmcore.TypeMLDSA, MLDSAParams: a.String("mldsa-algorithm")})
+			},
+		},
+		{
 			Path: []string{"key", "list"}, Who: AdminOrCryptoUser,
 			Summary: "list the keys you can see, optionally filtered",
 			Flags: []Flag{

@@ -73,6 +73,7 @@ const (
 	TypeGenericSecret      = client.TypeGenericSecret
 	TypeEC                 = client.TypeEC
 	TypeRSA                = client.TypeRSA
+	TypeMLDSA              = client.TypeMLDSA
 	MaxLabelLen            = client.MaxLabelLen
 	MaxFailedLogins        = client.MaxFailedLogins
 	MechECDSA              = client.MechECDSA
@@ -80,6 +81,7 @@ const (
 	MechRSAPKCSPS          = client.MechRSAPKCSPS
 	MechEd25519            = client.MechEd25519
 	MechEd25519ph          = client.MechEd25519ph
+	MechMLDSA              = client.MechMLDSA
 	StateActive            = client.StateActive
 	StateDown              = client.StateDown
 	StateDestroyed         = client.StateDestroyed
@@ -134,6 +136,7 @@ var (
 	ValidatePassword  = client.ValidatePassword
 	AttributeNames    = client.AttributeNames
 	CurveNames        = client.CurveNames
+	MLDSAParamSets    = client.MLDSAParamSets
 	PKIFiles          = client.PKIFiles
 	WithApproval      = client.WithApproval
 	OpenRemote        = client.OpenRemote

@@ -686,7 +686,7 @@ func (e *Embedded) GenerateKey(ctx context.Context, c Caller, spec KeySpec) ([]K
 	}
 	spec.ShareWith = shared
 	refs := 1
-	if spec.Type == TypeEC || spec.Type == TypeRSA {
+	if spec.Type == TypeEC || spec.Type == TypeRSA || spec.Type == TypeMLDSA {
 		refs = 2 // a pair: public, then private
 	}
 	return e.create(ctx, c, refs, spec.Session, spec.MinServers, func(h *sealedNode, ref Ref, wrap bool) (protocol.CreateReply, error) {

@@ -37,6 +37,7 @@ const (
 	TypeGenericSecret    = protocol.TypeGenericSecret
 	TypeEC               = protocol.TypeEC
 	TypeRSA              = protocol.TypeRSA
+	TypeMLDSA            = protocol.TypeMLDSA
 	MaxLabelLen          = protocol.MaxLabelLen
 	MaxFailedLogins      = protocol.MaxFailedLogins
 	MechECDSA            = protocol.MechECDSA
@@ -44,6 +45,7 @@ const (
 	MechRSAPKCSPS        = protocol.MechRSAPKCSPS
 	MechEd25519          = protocol.MechEd25519
 	MechEd25519ph        = protocol.MechEd25519ph
+	MechMLDSA            = protocol.MechMLDSA
 	StateActive          = protocol.StateActive
 	StateDown            = protocol.StateDown
 	StateDestroyed       = protocol.StateDestroyed
@@ -94,4 +96,5 @@ var (
 	ValidatePassword  = protocol.ValidatePassword
 	AttributeNames    = protocol.AttributeNames
 	CurveNames        = protocol.CurveNames
+	MLDSAParamSets    = protocol.MLDSAParamSets
 )

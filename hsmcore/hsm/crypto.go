@@ -91,6 +91,8 @@ func generate(spec KeySpec) ([]*keyRecord, error) {
 		return generateEC(spec, token)
 	case TypeRSA:
 		return generateRSA(spec, token)
+	case TypeMLDSA:
+		return generateMLDSA(spec, token)
 	}
 	return nil, fmt.Errorf("%w: unknown key type %q", ErrInvalid, spec.Type)
 }
@@ -264,8 +266,11 @@ func signWith(rec *keyRecord, req SignRequest, parsed any) ([]byte, error) {
 			return nil, err
 		}
 	}
-	if k, ok := k.(ed25519.PrivateKey); ok {
+	switch k := k.(type) {
+	case ed25519.PrivateKey:
 		return signEd25519(k, req)
+	case *mldsaPrivate:
+		return signMLDSA(k, req)
 	}
 	digest, err := req.Hashed()
 	if err != nil {
@@ -291,8 +296,16 @@ func signWith(rec *keyRecord, req SignRequest, parsed any) ([]byte, error) {
 	return nil, fmt.Errorf("key %s: unsupported private key type %T", rec.Ref, k)
 }
 
-// parsePrivate parses a private key record's material.
+// parsePrivate parses a private key record's material: PKCS #8, or for
+// ML-DSA circl's encoding (x509 knows no ML-DSA).
 func parsePrivate(rec *keyRecord) (any, error) {
+	if rec.Attrs.KeyType == TypeMLDSA {
+		k, err := parseMLDSAPrivate(rec.Material)
+		if err != nil {
+			return nil, fmt.Errorf("key %s: stored ML-DSA private key is unreadable: %w", rec.Ref, err)
+		}
+		return k, nil
+	}
 	k, err := x509.ParsePKCS8PrivateKey(rec.Material)
 	if err != nil {
 		return nil, fmt.Errorf("key %s: stored private key is unreadable: %w", rec.Ref, err)
@@ -316,8 +329,11 @@ func verify(rec *keyRecord, req SignRequest, sig []byte) error {
 	if err != nil {
 		return err
 	}
-	if pub, ok := pub.(ed25519.PublicKey); ok {
+	switch pub := pub.(type) {
+	case ed25519.PublicKey:
 		return verifyEd25519(pub, req, sig)
+	case *mldsaPublic:
+		return verifyMLDSA(pub, req, sig)
 	}
 	digest, err := req.Hashed()
 	if err != nil {
@@ -350,8 +366,12 @@ func verify(rec *keyRecord, req SignRequest, sig []byte) error {
 	return fmt.Errorf("key %s: unsupported public key type %T", rec.Ref, pub)
 }
 
-// publicKey returns the public key of a public or private key record.
+// publicKey returns the public key of a public or private key record; for
+// ML-DSA a *mldsaPublic.
 func (r *keyRecord) publicKey() (crypto.PublicKey, error) {
+	if r.Attrs.KeyType == TypeMLDSA {
+		return r.mldsaPublicKey()
+	}
 	switch r.Attrs.Class {
 	case ClassPublic:
 		pub, err := x509.ParsePKIXPublicKey(r.Material)
@@ -375,6 +395,9 @@ func publicPEM(r *keyRecord) ([]byte, error) {
 	pub, err := r.publicKey()
 	if err != nil {
 		return nil, err
+	}
+	if pub, ok := pub.(*mldsaPublic); ok {
+		return mldsaPEM(pub)
 	}
 	der, err := x509.MarshalPKIXPublicKey(pub)
 	if err != nil {
@@ -407,6 +430,10 @@ func parseImport(spec ImportSpec) (*keyRecord, error) {
 		return nil, fmt.Errorf("%w: PEM block is %q; key import pem takes a PUBLIC KEY block (private keys are never imported in clear)", ErrInvalid, block.Type)
 	}
 	if err != nil {
+		if k, perr := parseMLDSASPKI(block.Bytes); perr == nil {
+			// key import pem's classes are ec-public and rsa-public only.
+			return nil, fmt.Errorf("%w: the PEM holds an %s public key; key import pem takes ec-public or rsa-public keys only: generate ML-DSA keys in the HSM with key generate-asymmetric-pair ml-dsa", ErrInvalid, k.set.name)
+		}
 		return nil, fmt.Errorf("%w: the PEM public key does not parse: %v", ErrInvalid, err)
 	}
 	var keyType string

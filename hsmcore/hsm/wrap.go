@@ -76,6 +76,11 @@ func (h *hsm) wrapKey(c Caller, a protocol.WrapArgs, may func(*keyRecord) bool, 
 	if payload.Attrs.Class == ClassPublic {
 		return nil, fmt.Errorf("%w: key %s is a public key: wrap a secret or private key (get-public-key gives a public key as it is)", ErrInvalid, a.Payload)
 	}
+	if payload.Attrs.KeyType == TypeMLDSA {
+		// Its material is circl's encoding, not the PKCS #8 every unwrap
+		// (hsmsh's and CloudHSM's) expects, and x509 cannot write ML-DSA.
+		return nil, fmt.Errorf("%w: key %s is an ML-DSA key, and hsmsh does not wrap ML-DSA keys (its Go crypto libraries have no PKCS #8 for ML-DSA): keep the key in the HSM, or generate-file its public key", ErrInvalid, a.Payload)
+	}
 	if !payload.Attrs.Extractable {
 		return nil, fmt.Errorf("%w: the payload key %s is not extractable (attribute extractable is false), so it cannot be wrapped", ErrPermission, a.Payload)
 	}
@@ -463,6 +468,9 @@ func unwrappedRecord(s protocol.UnwrapSpec, plain []byte, zeroPadded bool) (*key
 			der = trimDER(plain)
 		}
 		k, err := x509.ParsePKCS8PrivateKey(der)
+		if name, ok := mldsaOIDOf(der); err != nil && ok {
+			return nil, fmt.Errorf("%w: the unwrapped data is an %s private key, and hsmsh does not unwrap ML-DSA keys (its Go crypto libraries have no PKCS #8 for ML-DSA): generate ML-DSA keys in the HSM with key generate-asymmetric-pair ml-dsa", ErrInvalid, name)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("%w: the unwrapped data is not a PKCS #8 private key: check --key-type-class and the mechanism's parameters", ErrInvalid)
 		}
@@ -503,6 +511,8 @@ func unwrappedRecord(s protocol.UnwrapSpec, plain []byte, zeroPadded bool) (*key
 		}
 		outside(&a)
 		return &keyRecord{Attrs: a, Material: material}, nil
+	case "mldsa-private", "ml-dsa-private":
+		return nil, fmt.Errorf("%w: key-type-class %s: hsmsh does not unwrap ML-DSA keys (its Go crypto libraries have no PKCS #8 for ML-DSA): generate ML-DSA keys in the HSM with key generate-asymmetric-pair ml-dsa", ErrInvalid, s.KeyTypeClass)
 	case "des3":
 		return nil, fmt.Errorf("%w: key-type-class des3: hsmsh has no Triple DES keys (Go's standard library keeps DES for old protocols only)", ErrInvalid)
 	}

@@ -20,6 +20,11 @@ const (
 	TypeGenericSecret = "generic-secret"
 	TypeEC            = "ec"
 	TypeRSA           = "rsa"
+	// TypeMLDSA is an ML-DSA (FIPS 204) key. The pages hsmsh follows show
+	// no example output for an ML-DSA key, so CloudHSM's own key-type
+	// value is unconfirmed: "mldsa" is hsmsh's guess, after the pages'
+	// file names (cloudhsm_cli-key-generate-asymmetric-pair-mldsa).
+	TypeMLDSA = "mldsa"
 )
 
 // MaxLabelLen is CloudHSM's limit on a key label.
@@ -268,6 +273,14 @@ func (a *Attributes) Set(name, value string, creating bool) error {
 // Allows says whether a capability makes sense for this kind of key: a
 // public key cannot sign or decrypt, a private key cannot verify or encrypt.
 func (a *Attributes) Allows(name string) bool {
+	if a.KeyType == TypeMLDSA {
+		// ML-DSA only signs and verifies: FIPS 204 defines no encryption,
+		// derivation or key wrapping with it.
+		switch name {
+		case "encrypt", "decrypt", "derive", "wrap", "unwrap":
+			return false
+		}
+	}
 	switch a.Class {
 	case ClassPublic:
 		switch name {

@@ -12,7 +12,7 @@ import (
 
 // KeySpec says which key to make.
 type KeySpec struct {
-	Type string // aes, generic-secret, ec, rsa
+	Type string // aes, generic-secret, ec, rsa, mldsa
 	// Label is the label of a symmetric key; PublicLabel and PrivateLabel
 	// those of a pair's halves.
 	Label        string
@@ -23,6 +23,9 @@ type KeySpec struct {
 	Curve       string // ec
 	ModulusBits int    // rsa
 	Exponent    int    // rsa
+	// MLDSAParams is an ML-DSA key's parameter set: ML-DSA-44, ML-DSA-65
+	// or ML-DSA-87 (--mldsa-algorithm).
+	MLDSAParams string
 	// Session makes a session key: on one HSM only, gone at logout.
 	Session bool
 	// Attributes are name=value settings applied at creation; for a pair,
@@ -55,7 +58,16 @@ const (
 	MechEd25519 Mechanism = "ed25519"
 	// MechEd25519ph is Ed25519ph: the SHA-512 hash of the data is signed.
 	MechEd25519ph Mechanism = "ed25519ph"
+	// MechMLDSA is pure ML-DSA (FIPS 204, algorithm 2): the data itself
+	// is signed, with an empty context.
+	MechMLDSA Mechanism = "ml-dsa"
 )
+
+// MLDSAParamSets lists the parameter sets --mldsa-algorithm takes, as
+// CloudHSM CLI spells them.
+func MLDSAParamSets() []string {
+	return []string{"ML-DSA-44", "ML-DSA-65", "ML-DSA-87"}
+}
 
 // Hashes maps the hash-function names crypto sign takes to Go's hashes.
 var Hashes = map[string]crypto.Hash{
@@ -105,6 +117,10 @@ func (req SignRequest) CheckMechanism(keyType string) error {
 	case MechEd25519, MechEd25519ph:
 		if keyType != TypeEC {
 			return fmt.Errorf("%w: mechanism %s needs an ec key on curve ed25519, this is an %s key", ErrInvalid, req.Mechanism, keyType)
+		}
+	case MechMLDSA:
+		if keyType != TypeMLDSA {
+			return fmt.Errorf("%w: mechanism ml-dsa needs an mldsa key, this is an %s key", ErrInvalid, keyType)
 		}
 	case MechRSAPKCS, MechRSAPKCSPS:
 		if keyType != TypeRSA {
