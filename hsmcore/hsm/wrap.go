@@ -97,6 +97,17 @@ func (h *hsm) wrapKey(c Caller, a protocol.WrapArgs, may func(*keyRecord) bool, 
 	if payload.Attrs.WrapWithTrusted && !wrapping.Attrs.Trusted {
 		return nil, fmt.Errorf("%w: key %s has wrap-with-trusted set, and wrapping key %s is not trusted", ErrPermission, a.Payload, a.Wrapping)
 	}
+	// Both approvals are checked present before either is used up, so a
+	// missing one does not spend the other.
+	for _, k := range []struct {
+		r    *keyRecord
+		a    *protocol.Approval
+		what string
+	}{{payload, a.PayloadApproval, "payload"}, {wrapping, a.WrappingApproval, "wrapping"}} {
+		if k.r.ManageQuorum > 1 && k.a == nil {
+			return nil, fmt.Errorf("%s key: %w (key %s has a manage quorum of %d: give --%s-approval)", k.what, quorum.ErrApprovalRequired, k.r.Ref, k.r.ManageQuorum, k.what)
+		}
+	}
 	if err := h.keyManageApproval(c, payload, a.PayloadApproval, pathKeyWrap); err != nil {
 		return nil, fmt.Errorf("payload key: %w", err)
 	}
