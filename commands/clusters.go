@@ -13,6 +13,7 @@ import (
 
 	"github.com/hsmsh/hsmsh/config"
 	"github.com/hsmsh/hsmsh/hsmcore"
+	"github.com/hsmsh/hsmsh/hsmcore/host"
 	"github.com/hsmsh/hsmsh/session"
 )
 
@@ -125,7 +126,7 @@ func (s *clusterSet) openLocked(id string) (hsmcore.Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
-	return hsmcore.OpenEmbedded(embeddedOptions(s.cfg, s.dataDir, spec.ID, spec.HSMs, spec.Transport, rules, client))
+	return host.Embedded(embeddedOptions(s.cfg, s.dataDir, spec.ID, spec.HSMs, spec.Transport, rules, client))
 }
 
 // add registers a cluster opened elsewhere (a new clone).

@@ -13,6 +13,7 @@ import (
 
 	"github.com/hsmsh/hsmsh/config"
 	"github.com/hsmsh/hsmsh/hsmcore"
+	"github.com/hsmsh/hsmsh/hsmcore/host"
 	"github.com/hsmsh/hsmsh/hsmcore/nestedtls"
 	"github.com/hsmsh/hsmsh/hsmcore/netguard"
 	"github.com/hsmsh/hsmsh/hsmcore/rpc"
@@ -138,7 +139,7 @@ func Serve(ctx context.Context, cfg *config.Config, id, dataDir string, log *slo
 		ln.Close()
 		return err
 	}
-	srv, err := hsmcore.NewServer(hsmcore.ServerOptions{
+	srv, err := host.NewServer(host.ServerOptions{
 		QuorumRules: rules,
 		ID:          id, DataDir: dir, TLS: srvTLS, Peers: peers, PeerTLS: peerTLS,
 		SyncInterval: cfg.Durability.ServerSyncInterval, Log: log,

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/hsmsh/hsmsh/hsmcore"
+	"github.com/hsmsh/hsmsh/hsmcore/host"
 )
 
 // Backups, clones and replication between clusters (key-sync seed, last
@@ -398,7 +399,7 @@ func cloneCluster(env *Env, a *Args) (any, error) {
 		return nil, err
 	}
 	opts := embeddedOptions(env.Config, dataDir, id, hsms, env.Config.Cluster.Transport, rules, client)
-	c, info, err := hsmcore.OpenClone(opts, file, pw)
+	c, info, err := host.Clone(opts, file, pw)
 	if err != nil {
 		return nil, fmt.Errorf("clone %s from %s: %w", id, path, err)
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/hsmsh/hsmsh/config"
 	"github.com/hsmsh/hsmsh/hsmcore"
+	"github.com/hsmsh/hsmsh/hsmcore/host"
 	"github.com/hsmsh/hsmsh/hsmcore/quorum"
 	"github.com/hsmsh/hsmsh/session"
 )
@@ -62,16 +63,16 @@ func openCluster(cfg *config.Config, dataDir string) (hsmcore.Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
-	return hsmcore.OpenEmbedded(embeddedOptions(cfg, dataDir, cfg.Cluster.ID, cfg.Cluster.HSMs, cfg.Cluster.Transport, rules, client))
+	return host.Embedded(embeddedOptions(cfg, dataDir, cfg.Cluster.ID, cfg.Cluster.HSMs, cfg.Cluster.Transport, rules, client))
 }
 
 // embeddedOptions are the options of an embedded cluster (or clone) id.
-func embeddedOptions(cfg *config.Config, dataDir, id string, hsms int, transport string, rules map[string][]quorum.Rule, client hsmcore.ClientIdentity) hsmcore.Options {
+func embeddedOptions(cfg *config.Config, dataDir, id string, hsms int, transport string, rules map[string][]quorum.Rule, client hsmcore.ClientIdentity) host.Options {
 	dir := ""
 	if dataDir != "" {
 		dir = filepath.Join(dataDir, "clusters", id)
 	}
-	return hsmcore.Options{
+	return host.Options{
 		QuorumRules:     rules,
 		Client:          client,
 		SessionLifetime: cfg.Session.Lifetime,

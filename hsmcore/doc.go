@@ -1,10 +1,8 @@
-// Package hsmcore is where the command layer opens an HSM cluster: an
-// embedded one (device HSMs of package hsm in this process, reached by the
-// client library of package client through their doors only) or a remote
-// one (HSM servers over nested TLS), and where hsmsh serve starts a
-// server. It assembles; it decides nothing. The names the command layer
-// uses (Cluster, Key, KeySpec, …) are the client library's and the
-// protocol's, under this package's name.
+// Package hsmcore is the HSM cluster as the command layer names it: the
+// client library's names (Cluster, Key, KeySpec, OpenRemote, …, from
+// package client) and the protocol's vocabulary, under one name. It never
+// imports the device: HSMs run in this process only through package host
+// (the embedded cluster, hsmsh serve), the one package that names both.
 //
 // The layout follows the HSM boundary: package hsm (the device) and
 // package client (the client library) never import each other, and share

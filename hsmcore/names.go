@@ -2,7 +2,6 @@ package hsmcore
 
 import (
 	"github.com/hsmsh/hsmsh/hsmcore/client"
-	"github.com/hsmsh/hsmsh/hsmcore/hsm"
 	"github.com/hsmsh/hsmsh/hsmcore/profile"
 	"github.com/hsmsh/hsmsh/hsmcore/protocol"
 )
@@ -146,14 +145,6 @@ var (
 	WrapMechanisms = protocol.WrapMechanisms
 	ReadBackupInfo = protocol.ReadBackupInfo
 )
-
-// The HSM server's names, for hsmsh serve.
-type (
-	Server        = hsm.Server
-	ServerOptions = hsm.ServerOptions
-)
-
-var NewServer = hsm.NewServer
 
 // The wrapping mechanisms, by CloudHSM CLI's names.
 const (

@@ -7,11 +7,12 @@ import (
 	"testing"
 
 	"github.com/hsmsh/hsmsh/hsmcore"
+	"github.com/hsmsh/hsmsh/hsmcore/host"
 )
 
 func newCluster(t *testing.T) *hsmcore.Embedded {
 	t.Helper()
-	c, err := hsmcore.OpenEmbedded(hsmcore.Options{ID: "s", HSMs: 2, Durability: hsmcore.Durability{MinimumNodes: 1}})
+	c, err := host.Embedded(host.Options{ID: "s", HSMs: 2, Durability: hsmcore.Durability{MinimumNodes: 1}})
 	if err != nil {
 		t.Fatal(err)
 	}

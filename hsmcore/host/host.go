@@ -1,4 +1,10 @@
-package hsmcore
+// Package host runs HSM devices (package hsm) in this process: the
+// embedded cluster, a rack of HSMs that the client library (package
+// client) reaches through their doors only, and one HSM server of a
+// remote cluster (hsmsh serve). It is the one place that names both
+// rooms, so that the client library, and the hsmcore names the command
+// layer uses, never import the device.
+package host
 
 import (
 	"fmt"
@@ -7,6 +13,7 @@ import (
 
 	"github.com/hsmsh/hsmsh/hsmcore/client"
 	"github.com/hsmsh/hsmsh/hsmcore/hsm"
+	"github.com/hsmsh/hsmsh/hsmcore/protocol"
 	"github.com/hsmsh/hsmsh/hsmcore/quorum"
 )
 
@@ -17,41 +24,41 @@ type Options struct {
 	// DataDir is the folder that holds this cluster's HSM stores, one
 	// sub-folder per HSM; "" keeps everything in memory (--ephemeral).
 	DataDir    string
-	Durability Durability
-	// Transport is TransportTLS (also "") or TransportDirect.
+	Durability client.Durability
+	// Transport is client.TransportTLS (also "") or client.TransportDirect.
 	Transport string
 	// QuorumRules are KMS-style quorum rule sets by command path ("user
 	// delete"), which the HSMs apply.
 	QuorumRules map[string][]quorum.Rule
 	// Client is this client install's identity for authenticated
 	// sessions; a zero value makes one for the process.
-	Client ClientIdentity
+	Client client.ClientIdentity
 	// SessionLifetime is how long a login session lasts (default 1h).
 	SessionLifetime time.Duration
 	// NoRenegotiate forgets the password after login: an expired session
 	// then needs a new login instead of a transparent renegotiation.
 	NoRenegotiate bool
 	// Profile makes each HSM serve at a real HSM type's published rates
-	// ("none", ProfileHSM1Medium, ProfileHSM2mMedium).
+	// (package profile's names).
 	Profile string
 }
 
-func (o Options) client() client.Options {
+func (o Options) clientOptions() client.Options {
 	return client.Options{ID: o.ID, HSMs: o.HSMs, DataDir: o.DataDir, Durability: o.Durability,
 		Transport: o.Transport, Client: o.Client, SessionLifetime: o.SessionLifetime,
 		NoRenegotiate: o.NoRenegotiate, Profile: o.Profile}
 }
 
-// OpenEmbedded opens (or creates) an embedded cluster: device HSMs in this
+// Embedded opens (or creates) an embedded cluster: device HSMs in this
 // process (package hsm), which the client library (package client)
 // reaches through their doors only, as it reaches a remote cluster's.
-func OpenEmbedded(opts Options) (*Embedded, error) {
+func Embedded(opts Options) (*client.Embedded, error) {
 	return open(opts, nil)
 }
 
-// OpenClone makes a new embedded cluster from a backup: every HSM starts
+// Clone makes a new embedded cluster from a backup: every HSM starts
 // with the backup's domain, users and keys.
-func OpenClone(opts Options, file []byte, password string) (*Embedded, BackupInfo, error) {
+func Clone(opts Options, file []byte, password string) (*client.Embedded, client.BackupInfo, error) {
 	info, b, err := hsm.OpenBackup(file, password)
 	if err != nil {
 		return nil, info, err
@@ -66,9 +73,9 @@ func OpenClone(opts Options, file []byte, password string) (*Embedded, BackupInf
 	return e, info, err
 }
 
-func open(opts Options, restore *hsm.Backup) (*Embedded, error) {
+func open(opts Options, restore *hsm.Backup) (*client.Embedded, error) {
 	if opts.HSMs < 1 {
-		return nil, fmt.Errorf("%w: a cluster needs at least one HSM", ErrInvalid)
+		return nil, fmt.Errorf("%w: a cluster needs at least one HSM", protocol.ErrInvalid)
 	}
 	r := &rack{}
 	var err error
@@ -77,7 +84,7 @@ func open(opts Options, restore *hsm.Backup) (*Embedded, error) {
 	if err != nil {
 		return nil, err
 	}
-	e, err := client.OpenEmbedded(opts.client(), r)
+	e, err := client.OpenEmbedded(opts.clientOptions(), r)
 	if err != nil {
 		r.Close()
 		return nil, err
@@ -98,3 +105,13 @@ func (r *rack) Add(id string, spare bool) (client.Device, error) {
 	}
 	return d, nil
 }
+
+// ServerOptions configure one HSM server of a remote cluster.
+type ServerOptions = hsm.ServerOptions
+
+// Server is one HSM server: an HSM with its own store behind both TLS
+// layers, syncing from its peers.
+type Server = hsm.Server
+
+// NewServer opens a server's HSM and starts syncing from its peers.
+func NewServer(opts ServerOptions) (*Server, error) { return hsm.NewServer(opts) }
