@@ -90,27 +90,28 @@ func loginMFA(ctx context.Context, env *Env, a *Args, username string, role hsmc
 	})
 }
 
-// registerQuorumToo registers pub as c's quorum key with a registration
-// token of its own, signed as the MFA one was.
-func registerQuorumToo(ctx context.Context, env *Env, cl hsmcore.Cluster, c hsmcore.Caller, path string, pub []byte) error {
+// signedRegistration has the HSM issue a registration token for c,
+// writes it to path for the user to sign, and returns the registration
+// file with the signature in it: the proof that c holds the private key.
+func signedRegistration(ctx context.Context, env *Env, cl hsmcore.Cluster, c hsmcore.Caller, path string) ([]byte, error) {
 	file, err := cl.GenerateToken(ctx, c, quorum.ServiceRegistration, nil, "")
 	if err != nil {
-		return err
+		return nil, err
 	}
 	var rf quorum.RegistrationFile
 	if err := json.Unmarshal(file, &rf); err != nil || len(rf.Tokens) != 1 {
-		return fmt.Errorf("the HSM's registration token is malformed")
+		return nil, fmt.Errorf("the HSM's registration token is malformed")
 	}
 	data, err := base64.StdEncoding.DecodeString(rf.Tokens[0].ApprovalData)
 	if err != nil {
-		return fmt.Errorf("the HSM's registration token is malformed: %w", err)
+		return nil, fmt.Errorf("the HSM's registration token is malformed: %w", err)
 	}
 	sig, err := askSigned(env, path, data)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	rf.Tokens[0].Signed = base64.StdEncoding.EncodeToString(sig)
-	return cl.RegisterQuorumKey(ctx, c, pub, rf.Marshal())
+	return rf.Marshal(), nil
 }
 
 func mfaCommands() []*Command {
@@ -158,19 +159,7 @@ func mfaCommands() []*Command {
 				}
 				// The HSM's registration token, signed with the MFA key,
 				// proves the user holds it.
-				file, err := cl.GenerateToken(ctx, c, quorum.ServiceRegistration, nil, "")
-				if err != nil {
-					return nil, err
-				}
-				var rf quorum.RegistrationFile
-				if err := json.Unmarshal(file, &rf); err != nil || len(rf.Tokens) != 1 {
-					return nil, fmt.Errorf("the HSM's registration token is malformed")
-				}
-				data, err := base64.StdEncoding.DecodeString(rf.Tokens[0].ApprovalData)
-				if err != nil {
-					return nil, fmt.Errorf("the HSM's registration token is malformed: %w", err)
-				}
-				sig, err := askSigned(env, a.String("token"), data)
+				signed, err := signedRegistration(ctx, env, cl, c, a.String("token"))
 				if err != nil {
 					return nil, err
 				}
@@ -182,14 +171,17 @@ func mfaCommands() []*Command {
 				if err != nil {
 					return nil, fmt.Errorf("the public key PEM file: %w", err)
 				}
-				rf.Tokens[0].Signed = base64.StdEncoding.EncodeToString(sig)
-				if err := cl.RegisterMFAKey(ctx, c, pub, rf.Marshal()); err != nil {
+				if err := cl.RegisterMFAKey(ctx, c, pub, signed); err != nil {
 					return nil, err
 				}
 				if a.Bool("change-quorum") {
 					// A registration token is used once: the quorum key
 					// takes a second one, signed with the same key.
-					if err := registerQuorumToo(ctx, env, cl, c, a.String("token")+".quorum", pub); err != nil {
+					signed, err := signedRegistration(ctx, env, cl, c, a.String("token")+".quorum")
+					if err == nil {
+						err = cl.RegisterQuorumKey(ctx, c, pub, signed)
+					}
+					if err != nil {
 						return nil, fmt.Errorf("MFA key registered; the quorum key: %w", err)
 					}
 				}

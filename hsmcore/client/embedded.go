@@ -1292,38 +1292,38 @@ func mfaOf(on bool) []MFAStrategy {
 // public key, signedFile a registration token (GenerateToken with the
 // registration service) signed with the matching private key.
 func (e *Embedded) RegisterMFAKey(ctx context.Context, c Caller, pubPEM, signedFile []byte) error {
-	hs := e.answering()
-	if len(hs) == 0 {
-		return e.noHSM()
-	}
 	if err := e.session(c); err != nil {
 		return err
 	}
-	return e.on(c, hs[0]).call(protocol.CallRegisterMFA, protocol.RegisterArgs{PubPEM: pubPEM, File: signedFile}, nil)
+	h, err := e.first(c)
+	if err != nil {
+		return err
+	}
+	return h.call(protocol.CallRegisterMFA, protocol.RegisterArgs{PubPEM: pubPEM, File: signedFile}, nil)
 }
 
 // DeregisterQuorumKey removes a user's quorum approval key: the caller's
 // own, or (an admin, with the user service's approval) another user's.
 func (e *Embedded) DeregisterQuorumKey(ctx context.Context, c Caller, username string, role Role) error {
-	hs := e.answering()
-	if len(hs) == 0 {
-		return e.noHSM()
-	}
 	if err := e.session(c); err != nil {
 		return err
 	}
-	return e.on(c, hs[0]).call(protocol.CallDeregisterQuorum, protocol.UserArgs{Username: username, Role: role, Approval: approvalFrom(ctx)}, nil)
+	h, err := e.first(c)
+	if err != nil {
+		return err
+	}
+	return h.call(protocol.CallDeregisterQuorum, protocol.UserArgs{Username: username, Role: role, Approval: approvalFrom(ctx)}, nil)
 }
 
 // DeregisterMFA turns token-sign MFA off for a user: the caller itself,
 // or (an admin, with the user service's approval) another user.
 func (e *Embedded) DeregisterMFA(ctx context.Context, c Caller, username string, role Role) error {
-	hs := e.answering()
-	if len(hs) == 0 {
-		return e.noHSM()
-	}
 	if err := e.session(c); err != nil {
 		return err
 	}
-	return e.on(c, hs[0]).call(protocol.CallDeregisterMFA, protocol.UserArgs{Username: username, Role: role, Approval: approvalFrom(ctx)}, nil)
+	h, err := e.first(c)
+	if err != nil {
+		return err
+	}
+	return h.call(protocol.CallDeregisterMFA, protocol.UserArgs{Username: username, Role: role, Approval: approvalFrom(ctx)}, nil)
 }

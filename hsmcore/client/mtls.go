@@ -60,9 +60,9 @@ func (e *Embedded) ChangeMTLS(ctx context.Context, c Caller, change MTLSChange) 
 	if err := e.requireRole(c, RoleAdmin); err != nil {
 		return s, err
 	}
-	hs := e.answering()
-	if len(hs) == 0 {
-		return s, e.noHSM()
+	h, err := e.first(c)
+	if err != nil {
+		return s, err
 	}
 	method := protocol.CallMTLSSetLevel
 	switch {
@@ -72,7 +72,7 @@ func (e *Embedded) ChangeMTLS(ctx context.Context, c Caller, change MTLSChange) 
 		method = protocol.CallMTLSDeregister
 	}
 	args := protocol.MTLSArgs{CertPEM: change.CertPEM, Ref: change.Ref, Level: change.Level, Approval: approvalFrom(ctx)}
-	err := e.on(c, hs[0]).call(method, args, &s)
+	err = h.call(method, args, &s)
 	return s, err
 }
 

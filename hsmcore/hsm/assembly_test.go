@@ -12,7 +12,7 @@ import (
 
 // The tests of this package drive the HSMs the way hsmsh does: through
 // the client library (package client), which reaches them only through
-// their doors. They assemble the embedded cluster as package hsmcore
+// their doors. They assemble the embedded cluster as package host
 // does, and keep the rack, so that a test can look inside an HSM (its
 // store, its sessions) where it checks what the door must never let out.
 
@@ -46,7 +46,7 @@ var (
 	ErrMFARequired = client.ErrMFARequired
 )
 
-// Options are hsmcore.Options: the embedded cluster's and its rack's.
+// Options are host.Options: the embedded cluster's and its rack's.
 type Options struct {
 	ID              string
 	HSMs            int
@@ -81,10 +81,10 @@ func (r testRack) Add(id string, spare bool) (client.Device, error) {
 	return d, nil
 }
 
-// OpenEmbedded assembles an embedded cluster as hsmcore.OpenEmbedded does.
+// OpenEmbedded assembles an embedded cluster as host.Embedded does.
 func OpenEmbedded(opts Options) (*Embedded, error) { return openTest(opts, nil, nil) }
 
-// OpenClone is hsmcore.OpenClone.
+// OpenClone is host.Clone.
 func OpenClone(opts Options, file []byte, password string) (*Embedded, BackupInfo, error) {
 	info, b, err := OpenBackup(file, password)
 	if err != nil {

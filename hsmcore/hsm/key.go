@@ -1,6 +1,10 @@
 package hsm
 
-import "time"
+import (
+	"time"
+
+	"github.com/hsmsh/hsmsh/hsmcore/protocol"
+)
 
 // keyRecord is a key as one HSM stores it. Material is secret (raw
 // symmetric key bytes, or a PKCS#8 private key) or public (PKIX); it is
@@ -26,32 +30,11 @@ func (r *keyRecord) clone() *keyRecord {
 	return &c
 }
 
-// usableBy says whether c may use (sign with, list) the key: its owner and
-// the users it is shared with; public keys are usable by every crypto user.
+// usableBy and visibleTo are the protocol's access rules for r.
 func (r *keyRecord) usableBy(c Caller) bool {
-	if c.Role != RoleCryptoUser {
-		return false
-	}
-	if r.Owner == c.Username || r.Attrs.Class == ClassPublic {
-		return true
-	}
-	for _, u := range r.Shared {
-		if u == c.Username {
-			return true
-		}
-	}
-	return false
+	return protocol.Usable(c, r.Owner, r.Shared, r.Attrs.Class)
 }
 
-// visibleTo says whether c may see the key in key list. Admins see every
-// token key (they manage the cluster) but can use none; crypto users see
-// what they may use. Session keys are seen only in their own session.
 func (r *keyRecord) visibleTo(c Caller) bool {
-	if r.Session != "" && r.Session != c.Session {
-		return false
-	}
-	if c.Role == RoleAdmin {
-		return true
-	}
-	return r.usableBy(c)
+	return protocol.Visible(c, r.Session, r.Owner, r.Shared, r.Attrs.Class)
 }

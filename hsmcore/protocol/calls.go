@@ -25,27 +25,30 @@ type KeyMeta struct {
 	Session string `json:"session,omitempty"`
 }
 
-// UsableBy says whether c may use (sign with, list) the key: its owner and
-// the users it is shared with; public keys are usable by every crypto
-// user. The HSM decides; a client uses this only to shape what it shows.
-func (m *KeyMeta) UsableBy(c Caller) bool {
+// Usable says whether c may use (sign with, list) a key of this owner,
+// shared users and class: its owner and the users it is shared with;
+// public keys are usable by every crypto user. The HSM decides with it;
+// a client uses it only to shape what it shows.
+func Usable(c Caller, owner string, shared []string, class string) bool {
 	if c.Role != RoleCryptoUser {
 		return false
 	}
-	if m.Owner == c.Username || m.Attrs.Class == ClassPublic {
-		return true
-	}
-	return slices.Contains(m.Shared, c.Username)
+	return owner == c.Username || class == ClassPublic || slices.Contains(shared, c.Username)
 }
 
-// VisibleTo says whether c may see the key in key list: admins see every
-// token key, crypto users what they may use, and a session key is seen
-// only in its own session.
-func (m *KeyMeta) VisibleTo(c Caller) bool {
-	if m.Session != "" && m.Session != c.Session {
+// Visible says whether c may see a key in key list: admins see every
+// token key (they manage the cluster) but can use none, crypto users what
+// they may use, and a session key is seen only in its own session.
+func Visible(c Caller, session, owner string, shared []string, class string) bool {
+	if session != "" && session != c.Session {
 		return false
 	}
-	return c.Role == RoleAdmin || m.UsableBy(c)
+	return c.Role == RoleAdmin || Usable(c, owner, shared, class)
+}
+
+// VisibleTo is Visible for m.
+func (m *KeyMeta) VisibleTo(c Caller) bool {
+	return Visible(c, m.Session, m.Owner, m.Shared, m.Attrs.Class)
 }
 
 type VerifyArgs struct {

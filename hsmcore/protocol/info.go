@@ -77,12 +77,16 @@ type SyncStatus struct {
 }
 
 // Matches says whether m is among the keys f selects.
-func (f Filter) Matches(m *KeyMeta) bool {
-	if f.Ref != nil && *f.Ref != m.Ref {
+func (f Filter) Matches(m *KeyMeta) bool { return f.MatchesKey(m.Ref, &m.Attrs) }
+
+// MatchesKey says whether the key ref with attributes a is among the keys
+// f selects: the HSM's records and the client's views ask the same.
+func (f Filter) MatchesKey(ref Ref, a *Attributes) bool {
+	if f.Ref != nil && *f.Ref != ref {
 		return false
 	}
 	for k, v := range f.Attrs {
-		if got, ok := m.Attrs.Get(k); !ok || got != v {
+		if got, ok := a.Get(k); !ok || got != v {
 			return false
 		}
 	}
