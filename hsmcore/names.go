@@ -29,6 +29,7 @@ type (
 	EventKind       = client.EventKind
 	Filter          = client.Filter
 	HSMInfo         = client.HSMInfo
+	RaftInfo        = client.RaftInfo
 	HSMState        = client.HSMState
 	HSMTLS          = client.HSMTLS
 	ImportSpec      = client.ImportSpec
@@ -105,6 +106,9 @@ const (
 	EventQuorumToken       = client.EventQuorumToken
 	EventQuorumApproved    = client.EventQuorumApproved
 	EventCleanupDone       = client.EventCleanupDone
+	EventLeader            = client.EventLeader
+	EventNoLeader          = client.EventNoLeader
+	EventDomainState       = client.EventDomainState
 	EventCleanupFailed     = client.EventCleanupFailed
 	DefaultSessionLifetime = client.DefaultSessionLifetime
 	ProfileNone            = profile.None
@@ -126,6 +130,7 @@ var (
 	ErrSessionExpired = client.ErrSessionExpired
 	ErrRenegotiate    = client.ErrRenegotiate
 	ErrNotInDomain    = client.ErrNotInDomain
+	ErrNoMajority     = client.ErrNoMajority
 	ErrBadSignature   = client.ErrBadSignature
 	ErrBackup         = client.ErrBackup
 	Hashes            = client.Hashes

@@ -219,6 +219,13 @@ func (e *Embedded) RemoveHSM(id string) error {
 		e.mu.Unlock()
 		return fmt.Errorf("%w: %s is the cluster's last HSM", ErrInvalid, id)
 	}
+	e.mu.Unlock()
+	// It leaves the domain first (a committed change to the members,
+	// which needs a majority); then it is taken out.
+	if err := e.rack.Remove(id); err != nil {
+		return fmt.Errorf("remove %s: %w", id, err)
+	}
+	e.mu.Lock()
 	var gone node
 	for i, x := range e.hsms {
 		if x.ID() == id {
@@ -228,7 +235,6 @@ func (e *Embedded) RemoveHSM(id string) error {
 		}
 	}
 	e.mu.Unlock()
-	e.rack.Remove(id)
 	sessionKeys, held, err := h.Fail(true)
 	if _, direct := gone.(directNode); !direct {
 		gone.Close() // its connection; the store went with Fail

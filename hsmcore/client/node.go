@@ -57,7 +57,7 @@ type Rack interface {
 	// Add makes HSM id: one of the cluster's first, or (spare) new
 	// hardware joining it, empty.
 	Add(id string, spare bool) (Device, error)
-	Remove(id string)
+	Remove(id string) error
 	Close() error
 	// SetNotify has f hear what the HSMs do on their own (sync, pushes).
 	SetNotify(f func(Event))

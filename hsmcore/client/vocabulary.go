@@ -18,6 +18,7 @@ type (
 	Event       = protocol.Event
 	EventKind   = protocol.EventKind
 	HSMInfo     = protocol.HSMInfo
+	RaftInfo    = protocol.RaftInfo
 	HSMState    = protocol.HSMState
 	HSMTLS      = protocol.HSMTLS
 	SyncStats   = protocol.SyncStats
@@ -70,6 +71,9 @@ const (
 	EventQuorumToken     = protocol.EventQuorumToken
 	EventQuorumApproved  = protocol.EventQuorumApproved
 	EventCleanupDone     = protocol.EventCleanupDone
+	EventLeader          = protocol.EventLeader
+	EventNoLeader        = protocol.EventNoLeader
+	EventDomainState     = protocol.EventDomainState
 	EventCleanupFailed   = protocol.EventCleanupFailed
 )
 
@@ -86,6 +90,7 @@ var (
 	ErrInvalid        = protocol.ErrInvalid
 	ErrSessionExpired = protocol.ErrSessionExpired
 	ErrRenegotiate    = protocol.ErrRenegotiate
+	ErrNoMajority     = protocol.ErrNoMajority
 	ErrNotInDomain    = protocol.ErrNotInDomain
 	ErrBadSignature   = protocol.ErrBadSignature
 	ErrBackup         = protocol.ErrBackup

@@ -428,21 +428,15 @@ func (s *scene) attackArgs(t *testing.T) map[string]any {
 		protocol.CallWrapKey:          protocol.WrapArgs{Params: protocol.WrapParams{Mechanism: protocol.WrapRSAOAEP, Hash: "sha256", MGF: "mgf1-sha256"}, Payload: s.ref, Wrapping: s.pub},
 		protocol.CallUnwrapKey:        protocol.UnwrapArgs{Spec: protocol.UnwrapSpec{Params: protocol.WrapParams{Mechanism: protocol.WrapAESNoPad}, Unwrapping: s.ref, Data: make([]byte, 40), KeyTypeClass: "aes", Label: "planted"}, Ref: s.ref + 100},
 		// Peer calls, sent bare.
-		protocol.CallTokenState:  nil,
-		protocol.CallTokenKeys:   []Ref{s.pub, s.ref},
-		protocol.CallUserState:   nil,
-		protocol.CallPutUser:     &userRecord{Username: "mallory", Role: RoleAdmin, Hash: hashPassword("mallorypass"), Updated: far},
-		protocol.CallDropUser:    deleteUserArgs{Name: "admin", At: far},
-		protocol.CallQuorumState: nil,
-		protocol.CallPutQuorum:   protocol.QuorumSettings{Values: map[string]int{quorum.ServiceQuorum: 8}, GeneratedS: 1, ApprovedS: 1, Updated: far},
-		protocol.CallPutToken:    &protocol.Token{Nonce: s.usedToken, Service: quorum.ServiceRegistration, Requester: "admin", Expires: time.Now().Add(time.Hour)},
-		protocol.CallUseToken:    useTokenArgs{Nonce: s.liveToken, At: time.Now()},
-		protocol.CallPutMeta:     metaOf(rec),
-		protocol.CallAddMembers:  membersArgs{Members: members, Version: far},
-		protocol.CallDropTokens:  "",
-		// Enforcement on with an attacker's own anchor would shut every
-		// real client out.
-		protocol.CallPutMTLS: protocol.MTLSState{Level: protocol.MTLSCluster, Updated: time.Now().Add(time.Hour).UnixNano()},
+		protocol.CallTokenState: nil,
+		protocol.CallTokenKeys:  []Ref{s.pub, s.ref},
+		protocol.CallPutMeta:    metaOf(rec),
+		// A change to the domain state for the leader to commit: an admin
+		// of the attacker's making.
+		protocol.CallPropose: prop(t, opPutUser, &userRecord{Username: "mallory", Role: RoleAdmin, Hash: hashPassword("mallorypass"), Updated: far}),
+		// A raft append carrying the same, as if from the leader, in a
+		// term far ahead.
+		protocol.CallRaft: raftAppend(t, "hsm-2", 1<<40, prop(t, opPutUser, &userRecord{Username: "mallory", Role: RoleAdmin, Hash: hashPassword("mallorypass"), Updated: far})),
 		// Lab controls.
 		protocol.CallSyncNow:    nil,
 		protocol.CallSyncPause:  nil,
@@ -646,7 +640,7 @@ func TestAttackerWithTheDefaultCertificate(t *testing.T) {
 		var ws []*protocol.WrappedKey
 		mustRefuse(t, "peer.token-keys bare", atk[0].call(protocol.CallTokenKeys, refs, &ws), ErrPermission, "only to another HSM")
 		mustRefuse(t, "peer.token-state bare", atk[0].call(protocol.CallTokenState, nil, nil), ErrPermission, "only to another HSM")
-		mustRefuse(t, "peer.user-state bare", atk[0].call(protocol.CallUserState, nil, nil), ErrPermission, "only to another HSM")
+		mustRefuse(t, "peer.raft bare", atk[0].call(protocol.CallRaft, raftMessage{Kind: "vote", Body: json.RawMessage(`{}`)}, nil), ErrPermission, "only to another HSM")
 		// In the peer carrier, unsigned.
 		unsigned := peerCall{From: "hsm-2", To: "hsm-1", Method: protocol.CallTokenKeys, Args: json.RawMessage(`[` + strconv.FormatUint(uint64(s.ref), 10) + `]`), At: time.Now().UnixNano(), Nonce: make([]byte, 16)}
 		mustRefuse(t, "an unsigned peer call", atk[0].call(protocol.CallPeer, unsigned, &ws), ErrPermission, "peer call from hsm-2")
@@ -682,9 +676,10 @@ func TestAttackerWithTheDefaultCertificate(t *testing.T) {
 			args   any
 		}{
 			{protocol.CallTokenKeys, refs},
-			{protocol.CallPutUser, &userRecord{Username: "mallory", Role: RoleAdmin, Hash: hashPassword("mallorypass"), Updated: time.Now().UnixNano()}},
-			{protocol.CallAddMembers, membersArgs{Members: map[string][]byte{"hsm-1": mineDER, "hsm-2": mineDER, "hsm-3": mineDER}, Version: time.Now().Add(time.Hour).UnixNano()}},
-			{protocol.CallDropTokens, ""},
+			{protocol.CallPropose, prop(t, opPutUser, &userRecord{Username: "mallory", Role: RoleAdmin, Hash: hashPassword("mallorypass"), Updated: time.Now().UnixNano()})},
+			{protocol.CallPropose, prop(t, opAddMember, memberArgs{ID: "hsm-2", Identity: mineDER})},
+			{protocol.CallPropose, prop(t, opDropTokens, "")},
+			{protocol.CallRaft, raftAppend(t, "hsm-2", 1<<40, prop(t, opAddMember, memberArgs{ID: "hsm-3", Identity: mineDER}))},
 		} {
 			pc := signPeerCall(t, mine, "hsm-2", "hsm-1", tc.method, tc.args, time.Now())
 			var out json.RawMessage
@@ -813,7 +808,7 @@ func TestAttackerWithTheDefaultCertificate(t *testing.T) {
 	// An admin of the attacker's own making, written as a user record.
 	t.Run("create an admin", func(t *testing.T) {
 		u := &userRecord{Username: "mallory", Role: RoleAdmin, Hash: hashPassword("mallorypass"), Updated: time.Now().UnixNano()}
-		mustRefuse(t, "peer.put-user bare", atk[0].call(protocol.CallPutUser, u, nil), ErrPermission, "only to another HSM")
+		mustRefuse(t, "peer.propose bare", atk[0].call(protocol.CallPropose, prop(t, opPutUser, u), nil), ErrPermission, "only to another HSM")
 		if _, err := r.Login(ctx, "mallory", RoleAdmin, "mallorypass"); !errors.Is(err, ErrBadCredentials) {
 			t.Errorf("the attacker's admin logs in: %v", err)
 		}
@@ -825,7 +820,8 @@ func TestAttackerWithTheDefaultCertificate(t *testing.T) {
 		later := time.Now().Add(time.Hour).UnixNano()
 		u := &userRecord{Username: "cu1", Role: RoleCryptoUser, Hash: hashPassword("mallorypass"), FailEpoch: later, Updated: later}
 		for _, a := range atk {
-			mustRefuse(t, "peer.put-user bare on "+a.hsm, a.call(protocol.CallPutUser, u, nil), ErrPermission, "only to another HSM")
+			mustRefuse(t, "peer.propose bare on "+a.hsm, a.call(protocol.CallPropose, prop(t, opPutUser, u), nil), ErrPermission, "only to another HSM")
+			mustRefuse(t, "a reset bare on "+a.hsm, a.call(protocol.CallPropose, prop(t, opResetFails, loginArgs{User: "cu1", At: later}), nil), ErrPermission, "only to another HSM")
 		}
 		for i, h := range s.hsms {
 			h.mu.RLock()
@@ -840,10 +836,10 @@ func TestAttackerWithTheDefaultCertificate(t *testing.T) {
 	// Quorum tokens marked used (denying an approval), unused (replaying
 	// one), or deleted.
 	t.Run("quorum tokens", func(t *testing.T) {
-		mustRefuse(t, "peer.use-token bare", atk[0].call(protocol.CallUseToken, useTokenArgs{Nonce: s.liveToken, At: time.Now()}, nil), ErrPermission, "only to another HSM")
+		mustRefuse(t, "use a token bare", atk[0].call(protocol.CallPropose, prop(t, opUseToken, useTokenArgs{Nonce: s.liveToken, At: time.Now()}), nil), ErrPermission, "only to another HSM")
 		unused := &protocol.Token{Nonce: s.usedToken, Service: quorum.ServiceRegistration, Requester: "admin", Expires: time.Now().Add(time.Hour)}
-		mustRefuse(t, "peer.put-token bare", atk[0].call(protocol.CallPutToken, unused, nil), ErrPermission, "only to another HSM")
-		mustRefuse(t, "peer.drop-tokens bare", atk[0].call(protocol.CallDropTokens, "", nil), ErrPermission, "only to another HSM")
+		mustRefuse(t, "put a token bare", atk[0].call(protocol.CallPropose, prop(t, opPutToken, unused), nil), ErrPermission, "only to another HSM")
+		mustRefuse(t, "drop the tokens bare", atk[0].call(protocol.CallPropose, prop(t, opDropTokens, ""), nil), ErrPermission, "only to another HSM")
 		toks, err := r.QuorumTokens(ctx, s.admin)
 		if err != nil {
 			t.Fatal(err)
@@ -943,10 +939,20 @@ func TestAttackerCannotPlantACrashingHash(t *testing.T) {
 	s.hsms[0].mu.RUnlock()
 	for _, params := range []string{"m=19456,t=2,p=0", "m=19456,t=0,p=1", "m=4194304,t=2,p=1"} {
 		u := &userRecord{Username: "cu1", Role: RoleCryptoUser, Hash: badArgonHash(params), Updated: time.Now().Add(time.Hour).UnixNano()}
-		mustRefuse(t, params+" bare", a.call(protocol.CallPutUser, u, nil), ErrPermission, "only to another HSM")
-		// Even from a member of the domain, properly signed.
-		pc := signPeerCall(t, identityOf(s.hsms[1]), "hsm-2", "hsm-1", protocol.CallPutUser, u, time.Now())
-		mustRefuse(t, params+" from a peer", a.call(protocol.CallPeer, pc, nil), ErrInvalid, "argon2 parameters")
+		mustRefuse(t, params+" bare", a.call(protocol.CallPropose, prop(t, opPutUser, u), nil), ErrPermission, "only to another HSM")
+		// Even from a member of the domain, properly signed, to the
+		// leader: it is refused before it reaches the log.
+		leader := leaderOf(t, s.hsms)
+		from := s.hsms[0]
+		if from == leader {
+			from = s.hsms[1]
+		}
+		pc := signPeerCall(t, identityOf(from), from.id, leader.id, protocol.CallPropose, prop(t, opPutUser, u), time.Now())
+		la := a
+		if leader.id != "hsm-1" {
+			la = dialAttacker(t, leader.id, l.addrs[slices.IndexFunc(l.servers, func(s *Server) bool { return s.local == leader })], l.files())
+		}
+		mustRefuse(t, params+" from a peer", la.call(protocol.CallPeer, pc, nil), ErrInvalid, "argon2 parameters")
 	}
 	s.hsms[0].mu.RLock()
 	now := s.hsms[0].users["cu1"]

@@ -158,7 +158,10 @@ func (h *hsm) restore(c *backupContents) error {
 	if err == nil {
 		h.domain, h.members = &d, map[string][]byte{h.id: own}
 		h.membersVersion = time.Now().UnixNano()
-		err = h.saveDomainLocked()
+		// A clone starts a raft group of its own, from the backup's state.
+		if err = h.setRaftHow(raftRestored); err == nil {
+			err = h.saveDomainLocked()
+		}
 	}
 	h.mu.Unlock()
 	if err != nil {
@@ -458,11 +461,7 @@ func (h *hsm) importUser(c Caller, w *protocol.WrappedKey, approval *protocol.Ap
 	}
 	u.Updated = time.Now().UnixNano()
 	u.Since = u.Updated
-	if err := h.PutUser(&u); err != nil {
-		return err
-	}
-	h.push(protocol.CallPutUser, &u)
-	return nil
+	return h.commit("replicate user "+u.Username, opCreateUser, &u)
 }
 
 // ReplicateUser creates a user from a cluster of the same domain (admins

@@ -222,6 +222,7 @@ func (r *Rack) Add(id string, spare bool) (*Device, error) {
 		return nil, fmt.Errorf("open %s: %w", id, err)
 	}
 	h.rules = r.opts.QuorumRules
+	h.raft.dir = r.dir(id)
 	h.paced = profile.PerHSM(r.opts.Profile)
 	switch {
 	case spare:
@@ -258,10 +259,34 @@ func (r *Rack) Add(id string, spare bool) (*Device, error) {
 }
 
 // Remove takes an HSM out of the rack: its peers stop reaching it.
-func (r *Rack) Remove(id string) {
+//
+// Leaving the domain is a change to its membership, committed through an
+// HSM that stays: without a majority it fails, and the HSM stays in.
+func (r *Rack) Remove(id string) error {
+	r.mu.RLock()
+	var via *hsm
+	var inDomain bool
+	for _, d := range r.devices {
+		if d.h.id == id {
+			d.h.mu.RLock()
+			inDomain = d.h.domain != nil
+			d.h.mu.RUnlock()
+			continue
+		}
+		if via == nil && d.h.Up() && d.h.raftNode() != nil {
+			via = d.h
+		}
+	}
+	r.mu.RUnlock()
+	if inDomain && via != nil {
+		if err := via.commit("remove "+id+" from the domain", opDropMember, memberArgs{ID: id}); err != nil {
+			return err
+		}
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.devices = slices.DeleteFunc(r.devices, func(d *Device) bool { return d.h.id == id })
+	return nil
 }
 
 // directLink is one in-process HSM's way to another's door: the peer

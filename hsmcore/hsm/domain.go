@@ -139,6 +139,9 @@ func (h *hsm) CreateDomain() error {
 	}
 	h.domain, h.members = &d, map[string][]byte{h.id: der}
 	h.membersVersion = time.Now().UnixNano()
+	if err := h.setRaftHow(raftBootstrap); err != nil {
+		return err
+	}
 	return h.saveDomainLocked()
 }
 
@@ -169,5 +172,10 @@ func (h *hsm) ImportDomain(w *authsession.WrappedDomain, m membersArgs) error {
 		return fmt.Errorf("%w: %s already belongs to domain %s, not %s", ErrInvalid, h.id, h.domain.ID(), d.ID())
 	}
 	h.domain, h.members, h.membersVersion = &d, maps.Clone(m.Members), m.Version
+	if h.raftHow() != raftRestored {
+		if err := h.setRaftHow(raftJoined); err != nil {
+			return err
+		}
+	}
 	return h.saveDomainLocked()
 }

@@ -336,7 +336,7 @@ func TestHSMChecksAccessInsideTheSession(t *testing.T) {
 		{"a crypto user resets the admin's password", r.cu, protocol.CallSetPassword, protocol.UserArgs{Username: "admin", Role: RoleAdmin, Password: "evilpass1"}, ErrPermission},
 		{"a crypto user deletes a user", r.cu, protocol.CallRemoveUser, protocol.UserArgs{Username: "cu2", Role: RoleCryptoUser}, ErrPermission},
 		{"end another session's keys", r.cu2, protocol.CallDestroySession, r.cu.Session, ErrPermission},
-		{"a peer call in a session", r.cu, protocol.CallPutUser, &userRecord{Username: "cu1", Role: RoleAdmin, Updated: time.Now().UnixNano()}, ErrInvalid},
+		{"a peer call in a session", r.cu, protocol.CallPropose, prop(t, opPutUser, &userRecord{Username: "cu1", Role: RoleAdmin, Updated: time.Now().UnixNano()}), ErrInvalid},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			sk, ekt := r.keys(t, tt.c)

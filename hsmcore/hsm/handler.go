@@ -65,10 +65,14 @@ func (h *hsm) serve(method string, args json.RawMessage) (any, error) {
 		}
 		return h.Authenticate(a)
 	case protocol.CallUsers:
+		// What the domain has committed, not a follower's older copy.
+		h.catchUp()
 		return h.userViews()
 	case protocol.CallMTLSState:
+		h.catchUp()
 		return h.MTLSState()
 	case protocol.CallQuorumValues:
+		h.catchUp()
 		if !h.Up() {
 			return nil, protocol.ErrDown(h.id)
 		}

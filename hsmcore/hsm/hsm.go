@@ -54,6 +54,9 @@ type hsm struct {
 	wrapCache atomic.Pointer[wrapCache]
 	// peer reaches the cluster's other HSMs (peer.go).
 	peer peerState
+	// raft is the HSM's member of the domain state's consensus group
+	// (raft.go).
+	raft raftState
 	// lab serves the lab's calls on a server started with its lab on.
 	lab func(method string, args []byte) (any, error)
 	// notify hears what the HSM does on its own (sync, pushes): the lab's
@@ -66,8 +69,12 @@ type hsm struct {
 	// phantoms counts wrong logins for names no user has (volatile), so
 	// they are answered as a user's are.
 	phantoms map[string]int
-	ended    map[string]time.Time   // sessions logged out → their expiry
-	byEKT    map[string]*hsmSession // sessions by their current token
+	// unrecorded counts wrong passwords this HSM could not get a majority
+	// to record (volatile): it answers no attempt for those names until it
+	// has (sessionhsm.go, recordAttempt).
+	unrecorded map[string]int
+	ended      map[string]time.Time   // sessions logged out → their expiry
+	byEKT      map[string]*hsmSession // sessions by their current token
 	// parsed holds private keys parsed for signing (Ref → parsedKey).
 	parsed sync.Map
 	// paced makes the HSM serve at a hardware profile's rates (package profile).
@@ -99,6 +106,12 @@ func newHSM(id string, st store) (*hsm, error) {
 	if err := h.loadMTLS(c.secrets); err != nil {
 		return nil, err
 	}
+	applied, err := loadApplied(c.secrets)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", id, err)
+	}
+	h.raft.applied = applied
+	h.raft.how = string(c.secrets[secretRaft])
 	for _, k := range c.keys {
 		h.setKeyLocked(k)
 	}
@@ -410,6 +423,8 @@ func (h *hsm) DestroySession(session string) int {
 func (h *hsm) Info() HSMInfo {
 	info := HSMInfo{ID: h.id, State: StateDown, Address: "in-process", TLS: `none: transport = "direct" calls the in-process HSMs without TLS`,
 		LatencyMS: float64(h.latency.Load()) / float64(time.Millisecond)}
+	// Outside h.mu: raft's stats take raft's own locks.
+	info.Raft = h.raftInfo()
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	if h.up {
@@ -532,6 +547,7 @@ func (h *hsm) Owns(username string) bool {
 }
 
 func (h *hsm) Close() error {
+	h.stopRaft()
 	if h.store != nil {
 		return h.store.close()
 	}
@@ -544,6 +560,9 @@ func (h *hsm) Close() error {
 // fail stops the HSM answering. With destroy its store is erased too, as
 // when the hardware is lost; it returns the token keys it held.
 func (h *hsm) fail(destroy bool, dir string) ([]Ref, error) {
+	// A failed HSM takes no part in the domain state's consensus: its
+	// raft node stops, and starts again from its log when it recovers.
+	h.stopRaft()
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.up = false
@@ -566,6 +585,12 @@ func (h *hsm) fail(destroy bool, dir string) ([]Ref, error) {
 	h.userTombs = map[string]int64{}
 	h.domain, h.members = nil, nil // the lost hardware's keys are gone
 	h.destroyed = true
+	h.raft.mu.Lock()
+	h.raft.mem, h.raft.how = nil, ""
+	h.raft.mu.Unlock()
+	h.raft.appliedMu.Lock()
+	h.raft.applied = 0
+	h.raft.appliedMu.Unlock()
 	if h.store != nil {
 		if err := h.store.close(); err != nil {
 			return held, fmt.Errorf("%s: close store: %w", h.id, err)

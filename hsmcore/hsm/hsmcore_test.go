@@ -557,7 +557,9 @@ func TestDeletedUserLosesSharedKeys(t *testing.T) {
 	if err := e.DeleteUser(ctx, admin, "cu2", RoleCryptoUser); err != nil {
 		t.Fatal(err)
 	}
-	e.CreateUser(ctx, admin, "cu2", RoleCryptoUser, "newcu2pass")
+	if _, err := e.CreateUser(ctx, admin, "cu2", RoleCryptoUser, "newcu2pass"); err != nil {
+		t.Fatal(err)
+	}
 	cu2, err := e.Login(ctx, "cu2", RoleCryptoUser, "newcu2pass")
 	if err != nil {
 		t.Fatal(err)

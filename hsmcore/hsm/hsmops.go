@@ -47,7 +47,12 @@ func (h *hsm) approveIn(c Caller, service string, ref Ref, path string, a *proto
 		return err
 	}
 	if res.Nonce != "" {
-		h.push(protocol.CallUseToken, useTokenArgs{Nonce: res.Nonce, At: time.Now(), Signers: res.Signers})
+		// The token is spent by a committed entry before the operation
+		// runs: a majority has recorded its use, so no HSM accepts it
+		// again, whatever is paused or partitioned.
+		if err := h.commit("use the approval", opUseToken, useTokenArgs{Nonce: res.Nonce, At: time.Now(), Signers: res.Signers}); err != nil {
+			return err
+		}
 		h.event(Event{Kind: EventQuorumApproved, Detail: fmt.Sprintf("%s approved by %v", service, res.Signers)})
 	}
 	return nil
@@ -266,11 +271,7 @@ func (h *hsm) activate(password string) error {
 	}
 	n := &userRecord{Username: protocol.BuiltinAdmin, Role: RoleAdmin, Hash: hashPassword(password)}
 	n.Updated = max(time.Now().UnixNano(), u.Updated+1)
-	if err := h.PutUser(n); err != nil {
-		return err
-	}
-	h.push(protocol.CallPutUser, n)
-	return nil
+	return h.commit("activate the cluster", opPutUser, n)
 }
 
 // userNamed returns a copy of a user this HSM knows.
@@ -335,10 +336,9 @@ func (h *hsm) createUser(c Caller, a protocol.UserArgs) (protocol.UserView, erro
 		u.Updated = t + 1
 	}
 	h.mu.RUnlock()
-	if err := h.PutUser(u); err != nil {
+	if err := h.commit("create user "+name, opCreateUser, u); err != nil {
 		return protocol.UserView{}, err
 	}
-	h.push(protocol.CallPutUser, u)
 	return viewOf(u), nil
 }
 
@@ -366,14 +366,7 @@ func (h *hsm) removeUser(c Caller, a protocol.UserArgs) error {
 		return err
 	}
 	at := max(time.Now().UnixNano(), u.Updated+1)
-	if err := h.DeleteUser(name, at); err != nil {
-		return err
-	}
-	if err := h.UnshareAll(name); err != nil {
-		return err
-	}
-	h.push(protocol.CallDropUser, deleteUserArgs{Name: name, At: at})
-	return nil
+	return h.commit("delete user "+name, opDropUser, deleteUserArgs{Name: name, At: at})
 }
 
 // setPassword changes a password: a user's own, or, for an admin with the
@@ -408,11 +401,7 @@ func (h *hsm) setPassword(c Caller, a protocol.UserArgs) error {
 	now := time.Now().UnixNano()
 	u.resetFails(now)
 	u.Updated = max(now, u.Updated+1)
-	if err := h.PutUser(u); err != nil {
-		return err
-	}
-	h.push(protocol.CallPutUser, u)
-	return nil
+	return h.commit("change the password of "+name, opPutUser, u)
 }
 
 // userViews lists the users this HSM knows, without their hashes.
@@ -449,10 +438,9 @@ func (h *hsm) issueToken(c Caller, a protocol.IssueArgs) ([]byte, error) {
 		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	t := &protocol.Token{Nonce: ad.Nonce, ApprovalData: ad.Encode(), Service: a.Service, Requester: c.Username, Expires: ad.Expires}
-	if err := h.PutToken(t); err != nil {
+	if err := h.commit("issue a quorum token", opPutToken, t); err != nil {
 		return nil, err
 	}
-	h.push(protocol.CallPutToken, t)
 	if a.Service == quorum.ServiceRegistration {
 		return quorum.NewRegistrationFile(ad).Marshal(), nil
 	}
@@ -484,11 +472,19 @@ func (h *hsm) deleteTokens(c Caller, all bool) (int, error) {
 		}
 		who = ""
 	}
-	n, err := h.DeleteTokens(who)
+	st, err := h.QuorumState()
 	if err != nil {
 		return 0, err
 	}
-	h.push(protocol.CallDropTokens, who)
+	n := 0
+	for _, t := range st.Tokens {
+		if who == "" || t.Requester == who {
+			n++
+		}
+	}
+	if err := h.commit("delete quorum tokens", opDropTokens, who); err != nil {
+		return 0, err
+	}
 	return n, nil
 }
 
@@ -556,11 +552,7 @@ func (h *hsm) setQuorum(c Caller, a protocol.SetQuorumArgs) error {
 		s.GeneratedS, s.ApprovedS = int64(a.Generated/time.Second), int64(a.Approved/time.Second)
 	}
 	s.Updated = max(time.Now().UnixNano(), s.Updated+1)
-	if err := h.PutQuorumSettings(s); err != nil {
-		return err
-	}
-	h.push(protocol.CallPutQuorum, s)
-	return nil
+	return h.commit("change the quorum settings", opPutQuorum, s)
 }
 
 // registerQuorum registers c's approver key, after checking the proof of
@@ -616,23 +608,19 @@ func (h *hsm) deregisterKey(c Caller, a protocol.UserArgs, what string, clearKey
 	nu := *u
 	clearKey(&nu)
 	nu.Updated = max(time.Now().UnixNano(), u.Updated+1)
-	if err := h.PutUser(&nu); err != nil {
-		return err
-	}
-	h.push(protocol.CallPutUser, &nu)
-	return nil
+	return h.commit("remove the "+what+" key of "+name, opPutUser, &nu)
 }
 
 // storeRegistered stores a user record a registration changed, passes it
 // on, and marks the registration token used everywhere.
 func (h *hsm) storeRegistered(u *userRecord, a protocol.RegisterArgs) error {
 	u.Updated = max(time.Now().UnixNano(), u.Updated+1)
-	if err := h.PutUser(u); err != nil {
-		return err
-	}
-	h.push(protocol.CallPutUser, u)
+	// The registration token is spent first: a replayed registration
+	// file is refused on every HSM.
 	if _, ad, _, err := quorum.ParseRegistrationFile(a.File); err == nil {
-		h.push(protocol.CallUseToken, useTokenArgs{Nonce: ad.Nonce, At: time.Now()})
+		if err := h.commit("use the registration token", opUseToken, useTokenArgs{Nonce: ad.Nonce, At: time.Now()}); err != nil {
+			return err
+		}
 	}
-	return nil
+	return h.commit("register a key of "+u.Username, opPutUser, u)
 }

@@ -172,10 +172,9 @@ func (h *hsm) changeMTLS(c Caller, method string, a protocol.MTLSArgs) (protocol
 		return cur, err
 	}
 	next.Updated = max(time.Now().UnixNano(), cur.Updated+1)
-	if err := h.putMTLS(next); err != nil {
+	if err := h.commit("change the mTLS settings", opPutMTLS, next); err != nil {
 		return cur, err
 	}
-	h.push(protocol.CallPutMTLS, next)
 	return next, nil
 }
 

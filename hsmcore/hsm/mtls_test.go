@@ -91,13 +91,14 @@ func TestMTLSEnforcement(t *testing.T) {
 	if _, err := r.ChangeMTLS(ctx, admin, MTLSChangeOf(nil, 0, protocol.MTLSCluster)); err != nil {
 		t.Fatal(err)
 	}
-	// Every server has the settings (passed on at once), and lists them to
-	// anyone.
+	// Every server has the settings, and lists them to anyone.
+	// (A committed entry: each server applies it as the leader tells it
+	// the entry is committed, within a heartbeat.)
 	for i := range l.servers {
-		got, err := l.servers[i].local.MTLSState()
-		if err != nil || got.Level != protocol.MTLSCluster || len(got.Anchors) != 1 {
-			t.Errorf("%s: %+v, %v", l.id(i), got, err)
-		}
+		waitFor(t, l.id(i)+" enforcing", func() bool {
+			got, err := l.servers[i].local.MTLSState()
+			return err == nil && got.Level == protocol.MTLSCluster && len(got.Anchors) == 1
+		})
 	}
 	if s, cov, err := r.MTLS(ctx); err != nil || s.Level != protocol.MTLSCluster || cov[1] != "full" {
 		t.Errorf("mtls-state: %+v, coverage %v, %v", s, cov, err)

@@ -200,74 +200,31 @@ type membersArgs struct {
 	Version int64             `json:"version"`
 }
 
-// peerTokenState is a peer's token keys and tombstones, and its member
-// list, which a member that missed a join learns from.
-type peerTokenState struct {
-	tokenState
-	Members membersArgs `json:"members"`
-}
-
 // servePeer serves one checked peer call from HSM from.
 func (h *hsm) servePeer(from, method string, args json.RawMessage) (any, error) {
 	decode := func(v any) error { return decodeArgs(method, args, v) }
 	switch method {
 	case protocol.CallTokenState:
 		keys, tombs := h.TokenState()
-		h.mu.RLock()
-		m := membersArgs{Members: maps.Clone(h.members), Version: h.membersVersion}
-		h.mu.RUnlock()
-		return peerTokenState{tokenState: tokenState{Keys: keys, Tombstones: tombs}, Members: m}, nil
+		return tokenState{Keys: keys, Tombstones: tombs}, nil
 	case protocol.CallTokenKeys:
 		var refs []Ref
 		if err := decode(&refs); err != nil {
 			return nil, err
 		}
 		return h.wrapTokenKeys(refs)
-	case protocol.CallUserState:
-		users, tombs := h.UserState()
-		return userState{Up: users != nil, Users: users, Tombstones: tombs}, nil
-	case protocol.CallPutUser:
-		var u userRecord
-		if err := decode(&u); err != nil {
+	case protocol.CallRaft:
+		var m raftMessage
+		if err := decode(&m); err != nil {
 			return nil, err
 		}
-		if u.Hash != "" {
-			if err := validHash(u.Hash); err != nil {
-				return nil, fmt.Errorf("%w: user %s from %s: %w", ErrInvalid, u.Username, from, err)
-			}
-		}
-		return nil, h.PutUser(&u)
-	case protocol.CallDropUser:
-		var a deleteUserArgs
-		if err := decode(&a); err != nil {
+		return h.serveRaft(from, m)
+	case protocol.CallPropose:
+		var p proposal
+		if err := decode(&p); err != nil {
 			return nil, err
 		}
-		if err := h.DeleteUser(a.Name, a.At); err != nil {
-			return nil, err
-		}
-		return nil, h.UnshareAll(a.Name)
-	case protocol.CallQuorumState:
-		return h.QuorumState()
-	case protocol.CallPutQuorum:
-		var s protocol.QuorumSettings
-		if err := decode(&s); err != nil {
-			return nil, err
-		}
-		return nil, h.PutQuorumSettings(s)
-	case protocol.CallPutToken:
-		var t protocol.Token
-		if err := decode(&t); err != nil {
-			return nil, err
-		}
-		return nil, h.PutToken(&t)
-	case protocol.CallUseToken:
-		var a useTokenArgs
-		if err := decode(&a); err != nil {
-			return nil, err
-		}
-		h.mu.Lock()
-		defer h.mu.Unlock()
-		return nil, h.useLocked(a.Nonce, a.At, a.Signers...)
+		return h.serveProposal(from, p)
 	case protocol.CallPutMeta:
 		var m protocol.KeyMeta
 		if err := decode(&m); err != nil {
@@ -278,25 +235,6 @@ func (h *hsm) servePeer(from, method string, args json.RawMessage) (any, error) 
 			return nil, nil // not held here: sync brings it with its new attributes
 		}
 		return nil, err
-	case protocol.CallDropTokens:
-		var who string
-		if err := decode(&who); err != nil {
-			return nil, err
-		}
-		_, err := h.DeleteTokens(who)
-		return nil, err
-	case protocol.CallPutMTLS:
-		var s protocol.MTLSState
-		if err := decode(&s); err != nil {
-			return nil, err
-		}
-		return nil, h.putMTLS(s)
-	case protocol.CallAddMembers:
-		var m membersArgs
-		if err := decode(&m); err != nil {
-			return nil, err
-		}
-		return nil, h.adoptMembers(m)
 	}
 	return nil, fmt.Errorf("%w %q", errUnknownMethod, method)
 }
@@ -324,20 +262,6 @@ func (h *hsm) push(method string, args any) {
 		}()
 	}
 	wg.Wait()
-}
-
-// adoptMembers takes a newer member list from a peer.
-func (h *hsm) adoptMembers(m membersArgs) error {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.domain == nil || m.Version <= h.membersVersion || len(m.Members) == 0 {
-		return nil
-	}
-	if _, ok := m.Members[h.id]; !ok {
-		return nil // a list without this HSM is not its domain's
-	}
-	h.members, h.membersVersion = maps.Clone(m.Members), m.Version
-	return h.saveDomainLocked()
 }
 
 // joinRequest is an HSM asking a member to let it into the domain.
@@ -405,35 +329,32 @@ func (h *hsm) acceptJoin(j *joinRequest) (*joinReply, error) {
 	if at := time.Unix(0, j.At); time.Since(at).Abs() > peerSkew {
 		return nil, fmt.Errorf("%w: the join of %s is dated %s, more than %v from this HSM's clock", ErrPermission, j.ID, at.UTC().Format(time.RFC3339), peerSkew)
 	}
-	h.mu.Lock()
-	if !h.up {
-		h.mu.Unlock()
+	h.mu.RLock()
+	up, inDomain, changed := h.up, h.domain != nil, !bytes.Equal(h.members[j.ID], j.Identity)
+	h.mu.RUnlock()
+	if !up {
 		return nil, protocol.ErrDown(h.id)
 	}
-	if h.domain == nil {
-		h.mu.Unlock()
+	if !inDomain {
 		return nil, h.notInDomain()
 	}
-	changed := !bytes.Equal(h.members[j.ID], j.Identity)
 	if changed {
-		if h.members == nil {
-			h.members = map[string][]byte{}
-		}
-		h.members[j.ID] = bytes.Clone(j.Identity)
-		h.membersVersion = max(time.Now().UnixNano(), h.membersVersion+1)
-		if err := h.saveDomainLocked(); err != nil {
-			h.mu.Unlock()
+		// A committed entry: every member learns the new HSM's identity
+		// key, and the leader makes it a voter of the raft group.
+		if err := h.commit("admit "+j.ID+" into the domain", opAddMember, memberArgs{ID: j.ID, Identity: j.Identity}); err != nil {
 			return nil, err
 		}
 	}
+	h.mu.RLock()
+	if h.domain == nil {
+		h.mu.RUnlock()
+		return nil, h.notInDomain()
+	}
 	w, err := authsession.WrapDomain(*h.domain, h.id, h.identity, pub)
 	m := membersArgs{Members: maps.Clone(h.members), Version: h.membersVersion}
-	h.mu.Unlock()
+	h.mu.RUnlock()
 	if err != nil {
 		return nil, err
-	}
-	if changed {
-		h.push(protocol.CallAddMembers, m)
 	}
 	return &joinReply{Wrapped: w, Members: m}, nil
 }
@@ -447,6 +368,15 @@ var errNoDomainYet = errors.New("waiting for the cluster's other HSMs to form or
 // makes it, and the others join it. An HSM that finds neither waits: a
 // replaced HSM must not start a domain of its own while the rest are down.
 func (h *hsm) ensureDomain() error {
+	if err := h.joinDomain(); err != nil {
+		return err
+	}
+	// In the domain: its member of the raft group runs (it forms the
+	// group, or waits for the leader to make it a voter).
+	return h.startRaft()
+}
+
+func (h *hsm) joinDomain() error {
 	h.mu.RLock()
 	has, up := h.domain != nil, h.up
 	var mine string

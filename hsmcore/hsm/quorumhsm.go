@@ -275,9 +275,8 @@ func (h *hsm) Approve(req approvalRequest) (approvalResult, error) {
 	if err != nil {
 		return approvalResult{}, fmt.Errorf("%w: %w", ErrPermission, err)
 	}
-	if err := h.useLocked(t.Nonce, now, signers...); err != nil {
-		return approvalResult{}, err
-	}
+	// Not spent here: approveIn spends it by a committed entry, which
+	// every HSM applies (and which refuses a token spent already).
 	return approvalResult{Signers: signers, Nonce: t.Nonce}, nil
 }
 
@@ -326,9 +325,8 @@ func (h *hsm) registerKey(username string, pubPEM []byte, file []byte, set func(
 	if err != nil {
 		return nil, err
 	}
-	if err := h.useLocked(t.Nonce, now); err != nil {
-		return nil, err
-	}
+	// The token is spent by the committed entry storeRegistered makes
+	// before the key is registered.
 	c := *u
 	set(&c, pemText)
 	return &c, nil

@@ -110,6 +110,9 @@ func NewServer(opts ServerOptions) (*Server, error) {
 		return nil, fmt.Errorf("open %s: %w", opts.ID, err)
 	}
 	h.rules = opts.QuorumRules
+	if opts.DataDir != "" {
+		h.raft.dir = filepath.Join(opts.DataDir, opts.ID)
+	}
 	if opts.Restore == nil {
 		// A new server starts with the cluster's unactivated admin; one
 		// that joins a running cluster gets the activated one by sync,
@@ -179,6 +182,10 @@ func NewServer(opts ServerOptions) (*Server, error) {
 			in := h.domain != nil
 			h.mu.RUnlock()
 			if in {
+				// Restarted, or just admitted: its raft node starts.
+				if err := h.startRaft(); err != nil {
+					log.Error("raft", "hsm", opts.ID, "reason", err.Error())
+				}
 				return
 			}
 			if err := h.ensureDomain(); err != nil && !errors.Is(err, errNoDomainYet) {

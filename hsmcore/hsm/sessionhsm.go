@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"maps"
 	"sync/atomic"
 	"time"
 
@@ -153,6 +152,8 @@ func (h *hsm) Handshake(a protocol.HandshakeArgs) (*authsession.Reply, error) {
 // user the session was opened for. On success the client's identity key is
 // registered (first login) and the EKT re-issued with the user's role.
 func (h *hsm) Authenticate(a protocol.AuthArgs) (authsession.Envelope, error) {
+	// Decide on what the domain has committed, not on a stale copy.
+	h.catchUp()
 	sk, claims, body, hash, err := h.openLogin(a)
 	if err != nil {
 		return authsession.Envelope{}, err
@@ -164,33 +165,30 @@ func (h *hsm) Authenticate(a protocol.AuthArgs) (authsession.Envelope, error) {
 	passOK := hash != "" && checkPassword(hash, body.Password)
 	body.Password = ""
 
-	// A counted attempt goes to the other HSMs at once, after the lock is
-	// released: a failure counts cluster-wide, not only here.
-	var counted *userRecord
-	defer func() {
-		if counted != nil {
-			h.push(protocol.CallPutUser, counted)
-		}
-	}()
 	h.mu.Lock()
-	defer h.mu.Unlock()
 	if !h.up {
+		h.mu.Unlock()
 		return authsession.Envelope{}, protocol.ErrDown(h.id)
 	}
 	s, ok := h.sessions[claims.SessionID]
 	if !ok || !sameKey(s.sk, sk) {
+		h.mu.Unlock()
 		return authsession.Envelope{}, fmt.Errorf("%w: session %s ended during the login", ErrPermission, claims.SessionID)
 	}
-	var ans protocol.AuthAnswer
-	u := h.users[claims.User]
-	if u != nil && u.Hash != hash {
+	var before *userRecord
+	if u := h.users[claims.User]; u != nil {
+		c := *u
+		before = &c
+	}
+	if before != nil && before.Hash != hash {
 		// The password changed while it was being checked: this attempt
 		// proves nothing either way, and is not counted.
 		delete(h.sessions, claims.SessionID)
+		h.mu.Unlock()
 		return authsession.Envelope{}, fmt.Errorf("%w: the user's password changed during the login: log in again", ErrPermission)
 	}
-	good := u != nil && !u.locked() && passOK && u.Role == body.Role
-	if good && u.MFAKey != "" {
+	good := before != nil && !before.locked() && passOK && before.Role == body.Role
+	if good && before.MFAKey != "" {
 		// Token-sign MFA: the right password buys a token to sign with
 		// the user's MFA key; the login finishes, in the same session,
 		// only with that signature. A wrong signature counts as a wrong
@@ -198,48 +196,54 @@ func (h *hsm) Authenticate(a protocol.AuthArgs) (authsession.Envelope, error) {
 		if s.mfaToken == nil || body.MFASignature == nil {
 			tok := make([]byte, 32)
 			if _, err := rand.Read(tok); err != nil {
+				h.mu.Unlock()
 				return authsession.Envelope{}, err
 			}
 			s.mfaToken = tok
+			h.mu.Unlock()
 			b, err := json.Marshal(protocol.AuthAnswer{MFAToken: tok})
 			if err != nil {
 				return authsession.Envelope{}, err
 			}
 			return authsession.Seal(sk, authsession.ToClient, a.Envelope.Seq, a.EKT, b)
 		}
-		good = verifyMFA(u.MFAKey, s.mfaToken, body.MFASignature) == nil
+		good = verifyMFA(before.MFAKey, s.mfaToken, body.MFASignature) == nil
 		s.mfaToken = nil
 	}
-	if u != nil {
-		// This HSM counts the attempt itself: a client that talks to the
-		// HSMs directly cannot guess without being counted.
-		nu := *u
-		switch {
-		case !good && !u.locked():
-			nu.FailedOn = maps.Clone(u.FailedOn)
-			if nu.FailedOn == nil {
-				nu.FailedOn = map[string]int{}
-			}
-			nu.FailedOn[h.id]++
-		case good && u.failures() > 0:
-			nu.resetFails(time.Now().UnixNano())
+	h.mu.Unlock()
+
+	// The attempt is recorded before it is answered (outside the lock:
+	// committing waits for the other HSMs). A wrong password counts only
+	// once a majority of the domain's HSMs has recorded it, so guesses
+	// spread over HSMs, or over a partition, add up exactly. A name no
+	// user has goes the same way (recorded, counted nowhere), so the
+	// answers do not tell which names exist.
+	if err := h.recordAttempt(claims.User, good, before); err != nil {
+		h.mu.Lock()
+		delete(h.sessions, claims.SessionID)
+		h.mu.Unlock()
+		return authsession.Envelope{}, err
+	}
+
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.up {
+		return authsession.Envelope{}, protocol.ErrDown(h.id)
+	}
+	if cur, ok := h.sessions[claims.SessionID]; !ok || cur != s {
+		return authsession.Envelope{}, fmt.Errorf("%w: session %s ended during the login", ErrPermission, claims.SessionID)
+	}
+	var ans protocol.AuthAnswer
+	if before != nil {
+		now := h.users[claims.User]
+		if now == nil {
+			good = false // deleted during the login
+			now = before
 		}
-		if !good || u.failures() > 0 {
-			nu.Updated = max(time.Now().UnixNano(), u.Updated+1)
-			if h.store != nil {
-				if err := h.store.putUser(&nu); err != nil {
-					return authsession.Envelope{}, fmt.Errorf("%s: record the login attempt: %w", h.id, err)
-				}
-			}
-			h.users[nu.Username] = &nu
-			c := nu
-			counted = &c
-		}
-		ans.Left, ans.Locked, ans.WasLocked = max(0, MaxFailedLogins-nu.failures()), nu.locked(), u.locked()
+		ans.Left, ans.Locked, ans.WasLocked = max(0, MaxFailedLogins-now.failures()), now.locked(), before.locked()
 	} else {
 		// A name no user has gets the same answer a user's wrong password
-		// would, counted the same way (in volatile memory), so that the
-		// answers do not tell which names exist.
+		// would, counted the same way (in volatile memory).
 		prev := h.phantoms[claims.User]
 		if prev < MaxFailedLogins {
 			if len(h.phantoms) >= maxPhantoms {
@@ -305,6 +309,58 @@ func (h *hsm) Authenticate(a protocol.AuthArgs) (authsession.Envelope, error) {
 		return authsession.Envelope{}, err
 	}
 	return authsession.Seal(sk, authsession.ToClient, a.Envelope.Seq, a.EKT, b)
+}
+
+// recordAttempt records a login attempt in the domain state before it is
+// answered: a wrong password (or a name no user has) as a committed
+// entry; a right one clears the user's count, if a majority can record
+// that (a right password logs in on any HSM that is up, even alone).
+//
+// An attempt that cannot be recorded is refused unanswered. So that an
+// HSM cut off from the majority is no oracle either (the right password
+// would log in there, a wrong one be refused), it then refuses every
+// further attempt for that name until it has recorded the earlier one:
+// at most one unrecorded guess per cut-off HSM, and that one counts as
+// soon as the majority is back.
+func (h *hsm) recordAttempt(user string, good bool, before *userRecord) error {
+	h.mu.Lock()
+	pending := h.unrecorded[user]
+	h.mu.Unlock()
+	for ; pending > 0; pending-- {
+		if err := h.commit("record this attempt", opLoginFailed, loginArgs{User: user, HSM: h.id, At: time.Now().UnixNano()}); err != nil {
+			return fmt.Errorf("%w (an earlier wrong password for %s on %s is not recorded yet: no attempt is answered there until it is)", err, user, h.id)
+		}
+		h.mu.Lock()
+		if h.unrecorded[user] > 0 {
+			h.unrecorded[user]--
+		}
+		if h.unrecorded[user] == 0 {
+			delete(h.unrecorded, user)
+		}
+		h.mu.Unlock()
+	}
+	at := time.Now().UnixNano()
+	switch {
+	case good && before.failures() > 0:
+		// Best effort: without a majority the count stays, and the user
+		// still logs in.
+		h.commit("clear the failed-login count", opResetFails, loginArgs{User: user, HSM: h.id, At: at})
+	case !good && (before == nil || !before.locked()):
+		if err := h.commit("record this attempt", opLoginFailed, loginArgs{User: user, HSM: h.id, At: at}); err != nil {
+			if errors.Is(err, ErrNoMajority) {
+				h.mu.Lock()
+				if len(h.unrecorded) < maxPhantoms {
+					if h.unrecorded == nil {
+						h.unrecorded = map[string]int{}
+					}
+					h.unrecorded[user]++
+				}
+				h.mu.Unlock()
+			}
+			return err
+		}
+	}
+	return nil
 }
 
 // openLogin is the first half of Authenticate, under the HSM's lock: the
@@ -421,7 +477,15 @@ func (h *hsm) Enveloped(env authsession.Envelope) (authsession.Envelope, error) 
 	c := Caller{Username: claims.User, Role: Role(claims.Role), Session: claims.SessionID}
 	var res protocol.SessionResult
 	var out any
-	if err = h.checkSessionUser(c, claims.Issued); err == nil {
+	if changesDomain[call.Method] {
+		// Decided on what the domain has committed: a user deleted a
+		// moment ago on another HSM does not act here through an old
+		// session, and a quorum value set while this HSM was down holds
+		// here. (Key use skips the round trip to the leader.)
+		err = h.catchUpFor(call.Method)
+	}
+	if err != nil {
+	} else if err = h.checkSessionUser(c, claims.Issued); err == nil {
 		out, err = h.serveAs(c, call.Method, call.Args)
 	}
 	if err == nil {
@@ -435,6 +499,16 @@ func (h *hsm) Enveloped(env authsession.Envelope) (authsession.Envelope, error) 
 		return authsession.Envelope{}, err
 	}
 	return sealer.Seal(authsession.ToClient, env.Seq, b)
+}
+
+// changesDomain are the session calls that change the domain state.
+var changesDomain = map[string]bool{
+	protocol.CallCreateUser: true, protocol.CallRemoveUser: true, protocol.CallSetPassword: true,
+	protocol.CallIssueToken: true, protocol.CallDeleteTokens: true, protocol.CallSetQuorum: true,
+	protocol.CallRegisterQuorum: true, protocol.CallImportUser: true, protocol.CallRegisterMFA: true,
+	protocol.CallDeregisterMFA: true, protocol.CallDeregisterQuorum: true,
+	protocol.CallMTLSRegister: true, protocol.CallMTLSDeregister: true, protocol.CallMTLSSetLevel: true,
+	protocol.CallBackup: true, protocol.CallExportUser: true,
 }
 
 // checkSessionUser refuses a session whose user was deleted after the

@@ -3,18 +3,17 @@ package hsm
 import (
 	"context"
 	"errors"
-	"maps"
 	"slices"
-	"time"
 
 	"github.com/hsmsh/hsmsh/hsmcore/protocol"
 )
 
 // syncPass is one server-side sync pass of this HSM: it pulls from each
 // other HSM of the domain that answers the deletions it has not seen (a
-// key deleted anywhere is deleted everywhere, so it never comes back),
-// the token keys it lacks (wrapped, and unwrapped here), the newest users
-// and the quorum state. Session keys are never copied. An HSM that is
+// key deleted anywhere is deleted everywhere, so it never comes back) and
+// the token keys it lacks (wrapped, and unwrapped here). Session keys are
+// never copied. Keys only: the domain state (users, quorum, members)
+// never goes this best-effort way; it is raft's (raft.go). An HSM that is
 // not yet in the domain first tries to join it.
 func (h *hsm) syncPass(ctx context.Context) SyncStats {
 	var st SyncStats
@@ -41,14 +40,13 @@ func (h *hsm) syncPass(ctx context.Context) SyncStats {
 
 // pullFrom is the part of a pass that pulls from one peer.
 func (h *hsm) pullFrom(ctx context.Context, p peerLink, st *SyncStats) {
-	var ts peerTokenState
+	var ts tokenState
 	if err := h.callPeer(p, protocol.CallTokenState, nil, &ts); err != nil {
 		if !protocol.IsDown(err) {
 			st.Failed++
 		}
 		return
 	}
-	h.adoptMembers(ts.Members)
 	// Deletions first.
 	for ref, at := range ts.Tombstones {
 		h.mu.RLock()
@@ -116,80 +114,4 @@ func (h *hsm) pullFrom(ctx context.Context, p peerLink, st *SyncStats) {
 		}
 	}
 
-	// Users: the newest version of each, and deletions newer than a record.
-	var us userState
-	if err := h.callPeer(p, protocol.CallUserState, nil, &us); err == nil && us.Up {
-		have, haveTombs := h.UserState()
-		for n, u := range us.Users {
-			if u.Hash != "" && validHash(u.Hash) != nil {
-				st.Failed++
-				continue
-			}
-			if cur, ok := have[n]; ok && cur.Updated >= u.Updated && cur.failsCover(u) {
-				continue
-			}
-			if t, ok := haveTombs[n]; ok && t >= u.Updated {
-				continue
-			}
-			if err := h.PutUser(u); err != nil {
-				st.Failed++
-			} else {
-				st.Users++
-			}
-		}
-		for n, t := range us.Tombstones {
-			cur, has := have[n]
-			if has && cur.Updated > t || !has && haveTombs[n] >= t {
-				continue
-			}
-			if err := h.DeleteUser(n, t); err != nil {
-				st.Failed++
-				continue
-			}
-			h.UnshareAll(n)
-			if has {
-				st.Users++
-			}
-		}
-	} else if err != nil && !protocol.IsDown(err) {
-		st.Failed++
-	}
-
-	// mTLS: the newest settings (a bare call: anchors are certificates).
-	var ms protocol.MTLSState
-	if err := p.Call(protocol.CallMTLSState, nil, &ms); err == nil {
-		if err := h.putMTLS(ms); err != nil {
-			st.Failed++
-		}
-	}
-
-	// Quorum: the newest settings; every live token, used if used there.
-	var qs quorumState
-	if err := h.callPeer(p, protocol.CallQuorumState, nil, &qs); err == nil {
-		if err := h.PutQuorumSettings(qs.Settings); err != nil {
-			st.Failed++
-		}
-		now := time.Now()
-		h.mu.RLock()
-		have := maps.Clone(h.tokens)
-		h.mu.RUnlock()
-		for _, t := range qs.Tokens {
-			cur, ok := have[t.Nonce]
-			switch {
-			case !ok && now.Before(t.Expires):
-				if h.PutToken(t) != nil {
-					st.Failed++
-				}
-			case ok && cur.Used.IsZero() && !t.Used.IsZero():
-				h.mu.Lock()
-				err := h.useLocked(t.Nonce, t.Used, t.Signers...)
-				h.mu.Unlock()
-				if err != nil {
-					st.Failed++
-				}
-			}
-		}
-	} else if !protocol.IsDown(err) {
-		st.Failed++
-	}
 }

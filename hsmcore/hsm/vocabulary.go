@@ -70,6 +70,9 @@ const (
 	EventQuorumToken     = protocol.EventQuorumToken
 	EventQuorumApproved  = protocol.EventQuorumApproved
 	EventCleanupDone     = protocol.EventCleanupDone
+	EventLeader          = protocol.EventLeader
+	EventNoLeader        = protocol.EventNoLeader
+	EventDomainState     = protocol.EventDomainState
 	EventCleanupFailed   = protocol.EventCleanupFailed
 )
 
@@ -86,6 +89,7 @@ var (
 	ErrInvalid        = protocol.ErrInvalid
 	ErrSessionExpired = protocol.ErrSessionExpired
 	ErrRenegotiate    = protocol.ErrRenegotiate
+	ErrNoMajority     = protocol.ErrNoMajority
 	ErrNotInDomain    = protocol.ErrNotInDomain
 	ErrBadSignature   = protocol.ErrBadSignature
 	ErrBackup         = protocol.ErrBackup

@@ -37,6 +37,7 @@ const (
 	CodeNoDomain     = "no-domain"
 	CodeExpired      = "session-expired"
 	CodeRenegotiate  = "session-renegotiate"
+	CodeNoMajority   = "no-majority"
 	CodeOther        = "error"
 )
 
@@ -51,6 +52,7 @@ var codeSentinels = map[string]error{
 	CodeNoDomain:     ErrNotInDomain,
 	CodeExpired:      ErrSessionExpired,
 	CodeRenegotiate:  ErrRenegotiate,
+	CodeNoMajority:   ErrNoMajority,
 }
 
 // CodeOf classifies an HSM's error for the wire.

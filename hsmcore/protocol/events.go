@@ -26,6 +26,9 @@ const (
 	EventSyncResumed    EventKind = "sync-resumed"
 	EventQuorumToken    EventKind = "quorum-token"    // a token issued
 	EventQuorumApproved EventKind = "quorum-approved" // an approval verified and used
+	EventLeader         EventKind = "leader-elected"  // the domain state's consensus group has a leader
+	EventNoLeader       EventKind = "leader-lost"     // no leader: no majority, or an election under way
+	EventDomainState    EventKind = "domain-state"    // the consensus group changed, a user locked, a catch-up
 	EventCleanupDone    EventKind = "cleanup-done"
 	EventCleanupFailed  EventKind = "cleanup-failed"
 )

@@ -22,6 +22,27 @@ type HSMInfo struct {
 	Identity string `json:"identity-key,omitempty"`
 	// Domain is the public id of the domain key the HSM holds, "" if none.
 	Domain string `json:"domain,omitempty"`
+	// Raft is the HSM's place in the domain state's consensus group; nil
+	// while it is down or not yet in the domain.
+	Raft *RaftInfo `json:"raft,omitempty"`
+}
+
+// RaftInfo is one HSM's view of the consensus group that holds the domain
+// state (users, lockout counts, quorum settings and tokens, members).
+type RaftInfo struct {
+	// Role is leader, follower or candidate (or shutdown).
+	Role string `json:"role"`
+	// Leader is the id of the HSM this one takes for the leader; "" if none.
+	Leader       string `json:"leader"`
+	Term         uint64 `json:"term"`
+	CommitIndex  uint64 `json:"commit-index"`
+	AppliedIndex uint64 `json:"applied-index"`
+	// LastContact is how long ago a follower last heard from the leader
+	// ("0s" on the leader itself; "never" before the first contact).
+	LastContact string `json:"last-contact"`
+	// Voters is how many HSMs the group has: a majority of them must
+	// record a change to the domain state.
+	Voters int `json:"voters"`
 }
 
 // Keys is the HSM's token key count as a person reads it: "?" while the

@@ -61,20 +61,13 @@ const (
 	CallMTLSSetLevel     = "mtls-set-enforcement"
 
 	// Peer: another HSM of the domain, each call signed with its identity
-	// key (package hsm, peer.go).
-	CallTokenState  = "peer.token-state"
-	CallTokenKeys   = "peer.token-keys"
-	CallUserState   = "peer.user-state"
-	CallPutUser     = "peer.put-user"
-	CallDropUser    = "peer.drop-user"
-	CallQuorumState = "peer.quorum-state"
-	CallPutQuorum   = "peer.put-quorum"
-	CallPutToken    = "peer.put-token"
-	CallUseToken    = "peer.use-token"
-	CallPutMeta     = "peer.put-meta"
-	CallAddMembers  = "peer.add-members"
-	CallDropTokens  = "peer.drop-tokens"
-	CallPutMTLS     = "peer.put-mtls"
+	// key (package hsm, peer.go). The domain state changes only through
+	// the consensus log (CallRaft, CallPropose); keys move by sync.
+	CallTokenState = "peer.token-state"
+	CallTokenKeys  = "peer.token-keys"
+	CallPutMeta    = "peer.put-meta"
+	CallRaft       = "peer.raft"    // one raft RPC (append, vote, snapshot…)
+	CallPropose    = "peer.propose" // a change to the domain state, to the leader
 
 	// Lab: on a server started with its lab on (hsmsh serve --lab).
 	CallSyncNow    = "sync-now"
@@ -135,9 +128,7 @@ var Calls = map[string]Class{
 	CallWrapKey: ClassSession, CallUnwrapKey: ClassSession, CallRegisterMFA: ClassSession, CallDeregisterMFA: ClassSession, CallDeregisterQuorum: ClassSession,
 	CallMTLSRegister: ClassSession, CallMTLSDeregister: ClassSession, CallMTLSSetLevel: ClassSession,
 
-	CallTokenState: ClassPeer, CallTokenKeys: ClassPeer, CallUserState: ClassPeer, CallPutUser: ClassPeer,
-	CallDropUser: ClassPeer, CallQuorumState: ClassPeer, CallPutQuorum: ClassPeer, CallPutToken: ClassPeer,
-	CallUseToken: ClassPeer, CallPutMeta: ClassPeer, CallAddMembers: ClassPeer, CallDropTokens: ClassPeer, CallPutMTLS: ClassPeer,
+	CallTokenState: ClassPeer, CallTokenKeys: ClassPeer, CallPutMeta: ClassPeer, CallRaft: ClassPeer, CallPropose: ClassPeer,
 
 	CallSyncNow: ClassLab, CallSyncPause: ClassLab, CallSyncResume: ClassLab, CallSyncStatus: ClassLab,
 	CallLatency: ClassLab,

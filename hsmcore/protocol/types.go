@@ -98,6 +98,10 @@ var (
 	// windows), or the session's token was superseded. The client library
 	// runs the handshake again.
 	ErrRenegotiate = errors.New("the HSM cannot serve this session as it stands: renegotiate")
+	// ErrNoMajority is a change to the domain state (or a wrong password,
+	// which is one) that a majority of the domain's HSMs could not record:
+	// it was not made, and the attempt was not answered.
+	ErrNoMajority = errors.New("no majority of the domain's HSMs is reachable")
 )
 
 // HSMState is what the client knows of one HSM.
