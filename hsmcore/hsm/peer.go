@@ -157,6 +157,14 @@ func (h *hsm) servePeerCall(pc *peerCall) (any, error) {
 	if err := h.peer.fresh(pc.Nonce, now); err != nil {
 		return nil, fmt.Errorf("%w: peer call from %s: %w", ErrPermission, pc.From, err)
 	}
+	// A member that calls is up: this HSM's own way to it, if lost and
+	// waiting out a redial backoff, dials now, so that a change this HSM
+	// forwards to a leader just back does not wait seconds for it.
+	for _, l := range h.peerLinks() {
+		if r, ok := l.(interface{ Redial() }); ok && l.ID() == pc.From {
+			r.Redial()
+		}
+	}
 	return h.servePeer(pc.From, pc.Method, pc.Args)
 }
 

@@ -216,6 +216,22 @@ func (n *Node) Call(method string, args, reply any) error {
 
 func (n *Node) ID() string { return n.id }
 
+// Redial dials a lost connection now rather than when its backoff ends:
+// the HSM was just heard from (it called this one), so it is back.
+func (n *Node) Redial() {
+	n.mu.Lock()
+	if n.client != nil || n.closed {
+		n.mu.Unlock()
+		return
+	}
+	n.backoff, n.retryAt = 0, time.Now()
+	n.mu.Unlock()
+	select {
+	case n.wake <- struct{}{}:
+	default:
+	}
+}
+
 // downWhy is why the node is down: the last connection's failure, with
 // the TLS layer that refused it.
 func (n *Node) DownWhy() string {
