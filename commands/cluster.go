@@ -69,7 +69,7 @@ func clusterCommands() []*Command {
 		},
 		{
 			Path: []string{"cluster", "hsm-info"}, Who: Anyone,
-			Summary: "show each HSM of the cluster: state, address, key count, TLS",
+			Summary: "show each HSM of the cluster: state, address, key count, TLS, its raft role (leader, term, commit index, last contact)",
 			Run: func(ctx context.Context, env *Env, a *Args) (any, error) {
 				c := env.Session.Cluster()
 				return map[string]any{"cluster-id": c.ID(), "hsms": c.HSMs(ctx)}, nil

@@ -4,8 +4,13 @@ import (
 	"cmp"
 	"context"
 	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -351,6 +356,19 @@ func quorumCommands() []*Command {
 			},
 		},
 		{
+			// hsmsh's own, for approvers with no openssl (and for the
+			// demos, which cannot run it): quorum approve's other half.
+			Path: []string{"quorum", "keygen"}, Who: Anyone,
+			Summary: "make an approver's key pair offline (EC P-256, PEM), as openssl genpkey and pkey -pubout would",
+			Flags: []Flag{
+				{Name: "private-key", Kind: String, Required: true, Path: true, Help: "the file for the private key (must not exist; keep it private)"},
+				{Name: "public-key", Kind: String, Required: true, Path: true, Help: "the file for the public key, to register (must not exist)"},
+			},
+			Run: func(ctx context.Context, env *Env, a *Args) (any, error) {
+				return approverKeyPair(env, a.String("private-key"), a.String("public-key"))
+			},
+		},
+		{
 			Path: []string{"user", "change-quorum", "token-sign", "register"}, Who: LoggedIn,
 			Summary: "register your approver public key, with a signed registration token as proof of possession",
 			Flags: []Flag{
@@ -411,6 +429,54 @@ func Approve(tokenPath, keyPath, username string) Result {
 	}
 	return success(map[string]any{"token": tokenPath, "username": username, "signatures": len(tf.Signatures),
 		"service": ad.Service, "requester": ad.Requester, "command": ad.Command, "expires": ad.Expires})
+}
+
+// KeyGen is hsmsh quorum keygen from the command line: the key pair
+// written offline — no login, no cluster — at paths as given.
+func KeyGen(privPath, pubPath string) Result {
+	v, err := approverKeyPair(&Env{}, privPath, pubPath)
+	if err != nil {
+		return failure(err)
+	}
+	return success(v)
+}
+
+// approverKeyPair writes a new EC P-256 key pair for a quorum approver:
+// the private key as PKCS#8 (what openssl genpkey writes), readable by
+// its owner only, and the public key as PKIX (openssl pkey -pubout).
+// Neither file may exist; nothing of the private key is printed.
+func approverKeyPair(env *Env, privPath, pubPath string) (any, error) {
+	if privPath == pubPath {
+		return nil, errors.New("--private-key and --public-key name the same file")
+	}
+	for _, p := range [][2]string{{privPath, "--private-key"}, {pubPath, "--public-key"}} {
+		if _, err := os.Lstat(env.path(p[0])); err == nil {
+			return nil, fmt.Errorf("%s already exists: choose another %s or remove it first", p[0], p[1])
+		}
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, err
+	}
+	pub, err := quorum.EncodePublicKey(key.Public())
+	if err != nil {
+		return nil, err
+	}
+	priv := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
+	clear(der)
+	defer clear(priv)
+	if err := createFile(env.path(privPath), privPath, "--private-key", priv, 0o600); err != nil {
+		return nil, err
+	}
+	if err := createFile(env.path(pubPath), pubPath, "--public-key", []byte(pub), 0o644); err != nil {
+		os.Remove(env.path(privPath)) // no private key without its public half
+		return nil, err
+	}
+	return map[string]any{"private-key": privPath, "public-key": pubPath, "key-type": "ec", "curve": "secp256r1"}, nil
 }
 
 // writeReplace replaces a file's content atomically (a crash leaves the

@@ -2,6 +2,7 @@ package shell
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -486,6 +487,20 @@ func (t *transcript) summary(words []string, data any) string {
 				sig = sig[:16] + "…"
 			}
 			return "signed with " + ref + ": " + sig
+		case str("private-key") != "" && str("public-key") != "":
+			return fmt.Sprintf("key pair: %s (private, keep it so), %s (public, to register)", str("private-key"), str("public-key"))
+		case str("filepath") != "" && len(d) == 1:
+			return "token written to " + str("filepath")
+		case str("token") != "" && str("service") != "" && d["signed"] == true:
+			// A registration token: the file as the command line names it
+			// (the result gives the full path of the demo's folder).
+			return fmt.Sprintf("%s signed by %s, who asked for it", cmp.Or(flagValue(words, "--token"), str("token")), str("requester"))
+		case str("token") != "" && d["signatures"] != nil:
+			n := num(d, "signatures") + " signatures"
+			if n == "1 signatures" {
+				n = "1 signature"
+			}
+			return fmt.Sprintf("%s signed by %s: %s on %s's %s token", cmp.Or(flagValue(words, "--token"), str("token")), str("username"), n, str("requester"), str("service"))
 		case str("hsm") != "" && str("state") != "":
 			return str("hsm") + " " + str("state")
 		case str("name") != "" && d["value"] != nil:
@@ -515,9 +530,34 @@ func (t *transcript) summary(words []string, data any) string {
 		case d["hsms"] != nil:
 			hsms, _ := d["hsms"].([]any)
 			parts := make([]string, 0, len(hsms))
+			// The domain state's leader, as the HSMs that answer say it;
+			// nothing when none reports its place in the group.
+			var leaders []string
+			term, grouped := "", false
 			for _, h := range hsms {
 				m, _ := h.(map[string]any)
-				parts = append(parts, fmt.Sprintf("%v %v %v keys", m["id"], m["state"], m["token-key-count"]))
+				keys := "?" // a down HSM cannot say what it holds
+				if n, ok := m["token-key-count"].(float64); ok {
+					keys = fmt.Sprintf("%.0f", n)
+				}
+				parts = append(parts, fmt.Sprintf("%v %v %s keys", m["id"], m["state"], keys))
+				if r, ok := m["raft"].(map[string]any); ok {
+					grouped = true
+					if r["role"] == "leader" {
+						leaders = append(leaders, fmt.Sprint(m["id"]))
+						if tm, ok := r["term"].(float64); ok {
+							term = fmt.Sprintf("%.0f", tm)
+						}
+					}
+				}
+			}
+			switch {
+			case len(leaders) == 1:
+				parts = append(parts, fmt.Sprintf("leader %s (term %s)", leaders[0], term))
+			case len(leaders) > 1: // an old leader that has not heard of the new term yet
+				parts = append(parts, "leaders "+strings.Join(leaders, ", "))
+			case grouped:
+				parts = append(parts, "no leader")
 			}
 			return strings.Join(parts, " · ")
 		case d["users"] != nil:

@@ -54,9 +54,43 @@ func TestDemoEventLine(t *testing.T) {
 			"03:04:05.678  hsm-destroyed           hsm-1  -  2 keys erased"},
 		{commands.Event{Time: at, Kind: "sync-paused"},
 			"03:04:05.678  sync-paused             -      -"},
+		{commands.Event{Time: at, Kind: "leader-elected", HSM: "hsm-2", Detail: "hsm-2 leads the domain state (term 3)"},
+			"03:04:05.678  leader-elected          hsm-2  -  hsm-2 leads the domain state (term 3)"},
+		{commands.Event{Time: at, Kind: "domain-state", HSM: "hsm-3", Detail: "carol locked after 5 wrong passwords (the last on hsm-2)"},
+			"03:04:05.678  domain-state            hsm-3  -  carol locked after 5 wrong passwords (the last on hsm-2)"},
 	} {
 		if got := tr.event(c.ev); got != c.want {
 			t.Errorf("event %+v:\n got %q\nwant %q", c.ev, got, c.want)
+		}
+	}
+}
+
+// cluster hsm-info in a transcript: each HSM's state and token keys ("?"
+// while it is down), then the domain state's leader and its term, or that
+// there is none.
+func TestDemoHSMInfoSummary(t *testing.T) {
+	tr := &transcript{labels: map[string]string{}}
+	hsm := func(id, state string, keys any, role string) map[string]any {
+		h := map[string]any{"id": id, "state": state, "token-key-count": keys}
+		if role != "" {
+			h["raft"] = map[string]any{"role": role, "term": float64(3)}
+		}
+		return h
+	}
+	words := []string{"cluster", "hsm-info"}
+	for _, c := range []struct {
+		hsms []any
+		want string
+	}{
+		{[]any{hsm("hsm-1", "down", nil, ""), hsm("hsm-2", "active", float64(4), "leader"), hsm("hsm-3", "active", float64(4), "follower")},
+			"hsm-1 down ? keys · hsm-2 active 4 keys · hsm-3 active 4 keys · leader hsm-2 (term 3)"},
+		{[]any{hsm("hsm-1", "down", nil, ""), hsm("hsm-2", "active", float64(1), "candidate"), hsm("hsm-3", "down", nil, "")},
+			"hsm-1 down ? keys · hsm-2 active 1 keys · hsm-3 down ? keys · no leader"},
+		{[]any{hsm("hsm-1", "active", float64(0), "")},
+			"hsm-1 active 0 keys"},
+	} {
+		if got := tr.summary(words, map[string]any{"cluster-id": "c", "hsms": c.hsms}); got != c.want {
+			t.Errorf("got  %q\nwant %q", got, c.want)
 		}
 	}
 }

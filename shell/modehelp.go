@@ -83,6 +83,10 @@ func modeHelp(rest []string, stdout io.Writer) bool {
 			fmt.Fprintln(stdout, approveUsage)
 			return true
 		}
+		if len(rest) == 3 && rest[1] == "quorum" && rest[2] == "keygen" {
+			fmt.Fprintln(stdout, keygenUsage)
+			return true
+		}
 		if rest[1] == "pki" && (len(rest) == 2 || len(rest) == 3 && rest[2] == "init") {
 			fmt.Fprint(stdout, pkiUsage+"\n")
 			return true
@@ -98,6 +102,10 @@ func modeHelp(rest []string, stdout io.Writer) bool {
 	}
 	if rest[0] == "quorum" && len(rest) > 1 && rest[1] == "approve" {
 		fmt.Fprintln(stdout, approveUsage)
+		return true
+	}
+	if rest[0] == "quorum" && len(rest) > 1 && rest[1] == "keygen" {
+		fmt.Fprintln(stdout, keygenUsage)
 		return true
 	}
 	if u, ok := modeUsage(rest[0]); ok {

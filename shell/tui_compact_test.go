@@ -182,3 +182,52 @@ func TestSessionKeyNeverMissing(t *testing.T) {
 		t.Errorf("session key row %q:\n%s", row, m.View())
 	}
 }
+
+// The leader of the domain state's consensus group is marked: ★ after
+// its id in the HSM pane (whose title says what ★ means), ★ for its ● in
+// the compact summary. When it fails, the others elect a new one: the
+// event log says so, and the mark moves.
+func TestLeaderMarked(t *testing.T) {
+	m := newTestModel(t, 3, false, "")
+	m.Update(tea.WindowSizeMsg{Width: 120, Height: 40})
+	leader := func() string {
+		for _, x := range m.hsms {
+			if x.Raft != nil && x.Raft.Role == "leader" {
+				return x.ID
+			}
+		}
+		return ""
+	}
+	pump(t, m, m.refresh(), func() bool { return !m.refreshing && leader() == "hsm-1" })
+	v := m.View()
+	checkFrame(t, v, 120, 40)
+	hsmPane, _ := pane(v, " HSMs · cluster-local · ★ leader ")
+	text := strings.Join(hsmPane, "\n")
+	if !strings.Contains(text, "hsm-1 ★ ● active") || strings.Count(text, "★") != 1 {
+		t.Errorf("the HSM pane does not mark hsm-1 alone:\n%s", v)
+	}
+	m.Update(tea.WindowSizeMsg{Width: 80, Height: 24})
+	v = m.View()
+	checkFrame(t, v, 80, 24)
+	if !strings.Contains(v, " ★ hsm-1:0  ● hsm-2:0  ● hsm-3:0 ") {
+		t.Errorf("compact summary:\n%s", v)
+	}
+
+	// The leader fails; a wrong password is a change to the domain state,
+	// made once the others have elected a leader.
+	runLine(t, m, "lab hsm fail --hsm hsm-1")
+	runLine(t, m, "login --username cu1 --role crypto-user --password wrongpass1")
+	m.Update(tea.WindowSizeMsg{Width: 160, Height: 45}) // event lines whole
+	pump(t, m, m.refresh(), func() bool {
+		return !m.refreshing && leader() != "" && leader() != "hsm-1" && strings.Contains(m.View(), "leader-elected")
+	})
+	v = m.View()
+	hsmPane, _ = pane(v, " HSMs · cluster-local · ★ leader ")
+	if text := strings.Join(hsmPane, "\n"); !strings.Contains(text, leader()+" ★ ● active") || strings.Count(text, "★") != 1 {
+		t.Errorf("the HSM pane after the election:\n%s", v)
+	}
+	ev, _ := pane(v, " Events ")
+	if text := strings.Join(ev, "\n"); !regexpMatch(`(?m)leader-elected `+leader()+` leads the domain state \(term \d+\)`, text) || !strings.Contains(text, "leader-lost ") {
+		t.Errorf("the event log after the election:\n%s", v)
+	}
+}

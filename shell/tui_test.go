@@ -154,7 +154,7 @@ func runLine(t testing.TB, m *Model, line string) {
 
 func TestTypeCommandSeeResult(t *testing.T) {
 	m := newTestModel(t, 3, false, "")
-	m.Update(tea.WindowSizeMsg{Width: 140, Height: 60}) // room for the echo and the result
+	m.Update(tea.WindowSizeMsg{Width: 140, Height: 100}) // room for the echo and the result (raft too)
 	runLine(t, m, "cluster hsm-info")
 	v := m.View()
 	for _, want := range []string{"hsmsh > cluster hsm-info", `"id": "hsm-3"`, `"state": "active"`} {
@@ -388,7 +388,7 @@ func TestHSMPaneShowsTLS(t *testing.T) {
 	pump(t, m, m.refresh(), func() bool { return len(m.hsms) == 3 })
 	v := m.View()
 	for _, id := range []string{"hsm-1", "hsm-2", "hsm-3"} {
-		row := lineWith(v, id+"   ")
+		row := lineWith(v, id+" ") // "hsm-1 ★" on the leader's
 		if !strings.Contains(row, "in-process (pipe)") {
 			t.Errorf("%s row %q lacks its address:\n%s", id, row, v)
 		}
@@ -400,7 +400,7 @@ func TestHSMPaneShowsTLS(t *testing.T) {
 	m.Update(tea.WindowSizeMsg{Width: 140, Height: 24})
 	v = m.View()
 	for _, id := range []string{"hsm-1", "hsm-2", "hsm-3"} {
-		if row := lineWith(v, id+"   "); !strings.Contains(row, "tls ok") {
+		if row := lineWith(v, id+" "); !strings.Contains(row, "tls ok") {
 			t.Errorf("%s row %q in a small pane:\n%s", id, row, v)
 		}
 	}

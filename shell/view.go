@@ -115,7 +115,7 @@ func (m *Model) View() string {
 	case layoutWide:
 		rightW := lay.rightW
 		panes := []string{
-			m.box("HSMs · "+m.env.ClusterID(), m.hsmLines(rightW-2, lay.hsmH-2), rightW, lay.hsmH),
+			m.box(m.hsmTitle(), m.hsmLines(rightW-2, lay.hsmH-2), rightW, lay.hsmH),
 			m.box(m.keyTitle(), m.keyLines(rightW-2, lay.keyH-2), rightW, lay.keyH),
 		}
 		if lay.qH > 0 {
@@ -271,7 +271,7 @@ func (m *Model) hsmLines(w, h int) []string {
 		if failed {
 			style = m.theme.Error
 		}
-		line := fmt.Sprintf("%-7s %s  keys %-5s ", x.ID, m.stateStyle(string(x.State)), count)
+		line := fmt.Sprintf("%-7s %s  keys %-5s ", x.ID+leaderMark(x, " "), m.stateStyle(string(x.State)), count)
 		if x.State == "active" {
 			line += fmt.Sprintf("lat %4.0fms  ", x.LatencyMS) // nothing else answers to be timed
 		}
@@ -314,14 +314,48 @@ func (m *Model) tokenLines() []string {
 	return out
 }
 
+// leaderMark is the mark of the HSM that leads the domain state's
+// consensus group (raft), after sep; "" for the others.
+func leaderMark(x commands.HSMInfo, sep string) string {
+	if x.Raft != nil && x.Raft.Role == "leader" {
+		return sep + "★"
+	}
+	return ""
+}
+
+// hsmTitle is the HSM pane's title: the cluster, and what ★ marks, or
+// that no HSM leads the domain state (an election, or no majority).
+func (m *Model) hsmTitle() string {
+	t := "HSMs · " + m.env.ClusterID()
+	grouped := false
+	for _, x := range m.hsms {
+		if leaderMark(x, " ") != "" {
+			return t + " · ★ leader"
+		}
+		grouped = grouped || x.Raft != nil
+	}
+	if grouped {
+		t += " · no leader"
+	}
+	return t
+}
+
 // hsmSummary is the compact layout's line for the HSMs: each one's state
-// and key count ("?" while it cannot say), down and destroyed told apart.
+// and key count ("?" while it cannot say), down and destroyed told apart,
+// ★ for ● on the leader of the domain state.
 func (m *Model) hsmSummary() string {
 	parts := make([]string, 0, len(m.hsms))
+	grouped, led := false, false
 	for _, x := range m.hsms {
+		grouped = grouped || x.Raft != nil
+		led = led || leaderMark(x, "") != ""
 		switch x.State {
 		case "active":
-			parts = append(parts, fmt.Sprintf("%s %s:%s", m.theme.Present.Render("●"), x.ID, x.Keys()))
+			dot := "●"
+			if leaderMark(x, "") != "" {
+				dot = "★" // the leader is up: its star says active too
+			}
+			parts = append(parts, fmt.Sprintf("%s %s:%s", m.theme.Present.Render(dot), x.ID, x.Keys()))
 		case "destroyed":
 			parts = append(parts, m.theme.Error.Render(fmt.Sprintf("× %s:%s destroyed", x.ID, x.Keys())))
 		default:
@@ -329,6 +363,10 @@ func (m *Model) hsmSummary() string {
 		}
 	}
 	tail := fmt.Sprintf("   keys %d", len(m.keys))
+	if grouped && !led {
+		// An election, or no majority: the domain state cannot change.
+		tail = fmt.Sprintf("   no leader · keys %d", len(m.keys))
+	}
 	if len(m.tokens) > 0 {
 		tail += fmt.Sprintf(" · quorum tokens %d", len(m.tokens))
 	}
@@ -413,9 +451,9 @@ func (m *Model) eventLines(w, h int) []string {
 		switch ev.Kind {
 		case "key-lost", "hsm-destroyed", "cleanup-failed":
 			style = m.theme.Error
-		case "hsm-down", "hsm-restarted", "session-keys-destroyed":
+		case "hsm-down", "hsm-restarted", "session-keys-destroyed", "leader-lost":
 			style = m.theme.Warn
-		case "key-synced", "key-replicated", "hsm-up":
+		case "key-synced", "key-replicated", "hsm-up", "leader-elected":
 			style = m.theme.OK
 		}
 		text := fmt.Sprintf("%s %s", ev.Time.Format("15:04:05"), ev.Kind)
@@ -428,6 +466,10 @@ func (m *Model) eventLines(w, h int) []string {
 			}
 		}
 		detail := ev.Detail
+		if ev.HSM != "" {
+			// "hsm-3 leads the domain state": the HSM is said already.
+			detail = strings.TrimPrefix(detail, ev.HSM+" ")
+		}
 		switch {
 		case label == "":
 		case detail == label:

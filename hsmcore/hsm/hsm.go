@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/hashicorp/raft"
 	"github.com/hsmsh/hsmsh/hsmcore/authsession"
 	"github.com/hsmsh/hsmsh/hsmcore/profile"
 	"github.com/hsmsh/hsmsh/hsmcore/protocol"
@@ -547,6 +548,11 @@ func (h *hsm) Owns(username string) bool {
 }
 
 func (h *hsm) Close() error {
+	// A follower applies what the leader has committed before it stops,
+	// so that the next process to open this store starts from it.
+	if n := h.raftNode(); n != nil && n.r.State() != raft.Leader && h.Up() {
+		h.catchUp()
+	}
 	h.stopRaft()
 	if h.store != nil {
 		return h.store.close()

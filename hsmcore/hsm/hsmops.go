@@ -39,6 +39,12 @@ var keyChangePaths = map[string]string{protocol.OpShare: "key share", protocol.O
 // on every other HSM that answers.
 func (h *hsm) approveIn(c Caller, service string, ref Ref, path string, a *protocol.Approval) error {
 	req := approvalRequest{Service: service, Requester: c.Username, KeyRef: ref, Path: path}
+	// The quorum values and tokens are the committed ones: an HSM that
+	// has not applied the latest entries (just started, or back from a
+	// failure) must not decide on older ones.
+	if err := h.catchUpFor(path); err != nil {
+		return err
+	}
 	if a != nil {
 		req.Token, req.Command = a.Token, a.Command
 	}
