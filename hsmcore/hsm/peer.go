@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -376,12 +377,40 @@ var errNoDomainYet = errors.New("waiting for the cluster's other HSMs to form or
 // makes it, and the others join it. An HSM that finds neither waits: a
 // replaced HSM must not start a domain of its own while the rest are down.
 func (h *hsm) ensureDomain() error {
+	h.mu.RLock()
+	was := h.domain != nil
+	h.mu.RUnlock()
 	if err := h.joinDomain(); err != nil {
 		return err
 	}
 	// In the domain: its member of the raft group runs (it forms the
 	// group, or waits for the leader to make it a voter).
-	return h.startRaft()
+	if err := h.startRaft(); err != nil {
+		return err
+	}
+	if !was {
+		// Just admitted: it holds the domain state (users, quorum) before
+		// this returns, so a new or replaced HSM is never seen without it.
+		h.awaitDomainState(3 * time.Second)
+	}
+	return nil
+}
+
+// awaitDomainState waits until the leader has made this HSM a voter and
+// it has applied what the leader has, or for d.
+func (h *hsm) awaitDomainState(d time.Duration) {
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		n := h.raftNode()
+		if n == nil {
+			return
+		}
+		if _, leader := n.r.LeaderWithID(); leader != "" {
+			h.catchUp()
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 func (h *hsm) joinDomain() error {
@@ -445,6 +474,11 @@ func (h *hsm) joinDomain() error {
 				return nil
 			}
 			errs = append(errs, fmt.Errorf("join through %s: %w", m.link.ID(), err))
+		}
+		if len(errs) > 0 && !slices.ContainsFunc(errs, func(err error) bool { return !errors.Is(err, ErrNoMajority) }) {
+			// Admitting an HSM is a change to the members, which needs a
+			// majority: it waits for one, as for a domain to join.
+			return fmt.Errorf("%w (%w)", errNoDomainYet, errors.Join(errs...))
 		}
 		return errors.Join(errs...)
 	}

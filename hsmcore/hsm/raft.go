@@ -51,6 +51,7 @@ const (
 	// Snapshots are taken often, so that an HSM that comes back empty
 	// (destroyed and replaced) catches up from one, as the issue asks.
 	raftSnapshotThreshold = 64
+	raftSnapshotInterval  = 5 * time.Second
 	raftTrailingLogs      = 64
 )
 
@@ -66,7 +67,10 @@ const (
 
 // raftNode is one HSM's member of the consensus group.
 type raftNode struct {
-	r     *raft.Raft
+	// kickMu and kicked pace electNow.
+	kickMu sync.Mutex
+	kicked time.Time
+	r      *raft.Raft
 	trans *raftTransport
 	close func() error // the log and stable stores
 	obs   *raft.Observer
@@ -199,7 +203,7 @@ func (h *hsm) startRaft() error {
 	// an election at once rather than after a timeout.
 	conf.HeartbeatTimeout, conf.ElectionTimeout, conf.LeaderLeaseTimeout = raftHeartbeat+time.Millisecond, raftHeartbeat+time.Millisecond, raftLease
 	conf.SnapshotThreshold, conf.TrailingLogs = raftSnapshotThreshold, raftTrailingLogs
-	conf.SnapshotInterval = 5 * time.Second
+	conf.SnapshotInterval = raftSnapshotInterval
 	// The store already holds every applied entry (secretApplied says
 	// which): restoring an older snapshot at start would go back in time
 	// on an HSM that starts alone.
@@ -235,7 +239,8 @@ func (h *hsm) startRaft() error {
 			bs.Close()
 			return fmt.Errorf("%s: raft snapshots: %w", h.id, err)
 		}
-		logs, stable, snaps, closer = bs, bs, fs, bs.Close
+		restrictTree(dir)
+		logs, stable, snaps, closer = bs, bs, privateSnapshots{fs, dir}, bs.Close
 	}
 	trans := newRaftTransport(h)
 	h.raft.snaps = snaps
@@ -276,12 +281,55 @@ func (h *hsm) startRaft() error {
 	go h.watchRaft(n, ch)
 	h.raft.node = n
 	if kick {
-		r.ReloadConfig(raft.ReloadableConfig{
-			HeartbeatTimeout: raftHeartbeat, ElectionTimeout: raftHeartbeat,
-			TrailingLogs: raftTrailingLogs, SnapshotInterval: conf.SnapshotInterval, SnapshotThreshold: raftSnapshotThreshold,
-		})
+		n.electNow()
 	}
 	return nil
+}
+
+// electNow has a follower that knows no leader ask for votes at once,
+// rather than after its heartbeat timeout: a process that just opened
+// its HSMs (a single command, a script) needs a leader for its first
+// change. Raft starts an election when its heartbeat timeout is lowered
+// and it has heard from no leader within it; a follower that hears from
+// one does nothing, and pre-vote keeps a needless election from
+// disturbing a leader the others follow.
+func (n *raftNode) electNow() {
+	n.kickMu.Lock()
+	defer n.kickMu.Unlock()
+	if time.Since(n.kicked) < raftHeartbeat/2 {
+		return
+	}
+	n.kicked = time.Now()
+	base := raft.ReloadableConfig{
+		HeartbeatTimeout: raftHeartbeat, ElectionTimeout: raftHeartbeat,
+		TrailingLogs: raftTrailingLogs, SnapshotInterval: raftSnapshotInterval, SnapshotThreshold: raftSnapshotThreshold,
+	}
+	if n.r.ReloadableConfig().HeartbeatTimeout <= raftHeartbeat {
+		up := base
+		up.HeartbeatTimeout += time.Millisecond
+		up.ElectionTimeout += time.Millisecond
+		n.r.ReloadConfig(up)
+	}
+	n.r.ReloadConfig(base)
+}
+
+// waitLeader waits until this node knows a leader (asking for an
+// election once if it knows none), or until deadline.
+func (n *raftNode) waitLeader(deadline time.Time) string {
+	asked := false
+	for {
+		if _, id := n.r.LeaderWithID(); id != "" {
+			return string(id)
+		}
+		if !asked && n.r.State() == raft.Follower {
+			n.electNow()
+			asked = true
+		}
+		if time.Now().After(deadline) {
+			return ""
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // How an HSM entered its raft group (secretRaft).
@@ -307,6 +355,49 @@ func (h *hsm) setRaftHowLocked(how string) error {
 		return nil
 	}
 	return h.store.putSecret(secretRaft, []byte(how))
+}
+
+// privateSnapshots is raft's file snapshot store with the HSM's file
+// modes: raft makes its folders 0755 and files 0644, and a snapshot holds
+// the users' password hashes. (The raft folder itself is 0700 already.)
+type privateSnapshots struct {
+	*raft.FileSnapshotStore
+	dir string
+}
+
+func (s privateSnapshots) Create(v raft.SnapshotVersion, index, term uint64, c raft.Configuration, ci uint64, t raft.Transport) (raft.SnapshotSink, error) {
+	sink, err := s.FileSnapshotStore.Create(v, index, term, c, ci, t)
+	if err != nil {
+		return nil, err
+	}
+	restrictTree(s.dir)
+	return privateSink{sink, s.dir}, nil
+}
+
+type privateSink struct {
+	raft.SnapshotSink
+	dir string
+}
+
+func (p privateSink) Close() error {
+	err := p.SnapshotSink.Close()
+	restrictTree(p.dir)
+	return err
+}
+
+// restrictTree makes dir's folders 0700 and its files 0600.
+func restrictTree(dir string) {
+	filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
+		if err != nil {
+			return nil
+		}
+		if d.IsDir() {
+			os.Chmod(path, 0o700)
+		} else {
+			os.Chmod(path, 0o600)
+		}
+		return nil
+	})
 }
 
 // checkRaftDB refuses a raft log that is not a bolt file, with a message
@@ -528,15 +619,22 @@ func (h *hsm) commit(what, op string, args any) error {
 			if !h.Up() {
 				return protocol.ErrDown(h.id)
 			}
-			return fmt.Errorf("%w: %s is not in its domain's raft group yet: try again in a moment", ErrNoMajority, h.id)
+			// In the domain but its node not started yet (just back, and
+			// asked before its own turn to rejoin): start it now.
+			if err := h.startRaft(); err != nil {
+				return err
+			}
+			if n = h.raftNode(); n == nil {
+				return fmt.Errorf("%w: %s is not in its domain's raft group yet: try again in a moment", ErrNoMajority, h.id)
+			}
 		}
 		var idx uint64
 		var res applyResult
 		if n.r.State() == raft.Leader {
 			idx, res, err = h.applyAsLeader(n, p, time.Until(deadline))
-		} else if _, leader := n.r.LeaderWithID(); leader != "" {
+		} else if leader := n.waitLeader(deadline); leader != "" {
 			var rep proposeReply
-			err = h.forward(string(leader), p, &rep)
+			err = h.forward(leader, p, &rep)
 			idx, res = rep.Index, rep.Result
 		} else {
 			err = errors.New("no leader")
@@ -587,9 +685,16 @@ func (h *hsm) catchUpFor(what string) error {
 		if n.r.State() == raft.Leader {
 			return nil // the leader has applied every change it acknowledged
 		}
-		if _, leader := n.r.LeaderWithID(); leader != "" {
+		// A login waits a little for a leader (a process that just opened
+		// its HSMs elects one in milliseconds); a change waits as long as
+		// a commit would.
+		wait := deadline
+		if !strict {
+			wait = time.Now().Add(300 * time.Millisecond)
+		}
+		if leader := n.waitLeader(wait); leader != "" {
 			var rep proposeReply
-			if err := h.forward(string(leader), proposal{Op: opReadIndex}, &rep); err == nil {
+			if err := h.forward(leader, proposal{Op: opReadIndex}, &rep); err == nil {
 				if !h.raft.waitApplied(rep.Index, time.Now().Add(time.Second)) && strict {
 					return fmt.Errorf("%s has not caught up with the domain state yet: try again", h.id)
 				}
@@ -708,8 +813,10 @@ func (h *hsm) noMajority(what string) error {
 			defer wg.Done()
 			done := make(chan bool, 1)
 			go func() {
+				// Up, and a member of the group (an HSM waiting to be
+				// admitted counts for nothing yet).
 				var info protocol.HSMInfo
-				done <- l.Call(protocol.CallInfo, nil, &info) == nil && info.State == protocol.StateActive
+				done <- l.Call(protocol.CallInfo, nil, &info) == nil && info.State == protocol.StateActive && info.Raft != nil
 			}()
 			select {
 			case ok := <-done:

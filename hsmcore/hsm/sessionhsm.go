@@ -484,6 +484,9 @@ func (h *hsm) Enveloped(env authsession.Envelope) (authsession.Envelope, error) 
 		// here. (Key use skips the round trip to the leader.)
 		err = h.catchUpFor(call.Method)
 	}
+	if readsDomain[call.Method] {
+		h.catchUp()
+	}
 	if err != nil {
 	} else if err = h.checkSessionUser(c, claims.Issued); err == nil {
 		out, err = h.serveAs(c, call.Method, call.Args)
@@ -510,6 +513,11 @@ var changesDomain = map[string]bool{
 	protocol.CallMTLSRegister: true, protocol.CallMTLSDeregister: true, protocol.CallMTLSSetLevel: true,
 	protocol.CallBackup: true, protocol.CallExportUser: true,
 }
+
+// readsDomain are session calls that show the domain state: served from
+// the committed state where a leader answers, from this HSM's own copy
+// where none does.
+var readsDomain = map[string]bool{protocol.CallQuorumList: true}
 
 // checkSessionUser refuses a session whose user was deleted after the
 // session began, or whose role is no longer the user's: a token lives up
