@@ -71,10 +71,10 @@ type raftNode struct {
 	kickMu sync.Mutex
 	kicked time.Time
 	r      *raft.Raft
-	trans *raftTransport
-	close func() error // the log and stable stores
-	obs   *raft.Observer
-	done  chan struct{}
+	trans  *raftTransport
+	close  func() error // the log and stable stores
+	obs    *raft.Observer
+	done   chan struct{}
 }
 
 // raftMem keeps an in-memory HSM's raft stores across a fail and recover,
