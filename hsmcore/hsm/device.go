@@ -99,6 +99,11 @@ func (d *Device) SetLatency(l time.Duration) error {
 	return nil
 }
 
+// SetPartitioned cuts the HSM off from the other HSMs of its cluster, or
+// joins it back: a network partition between HSMs, with clients still
+// reaching it.
+func (d *Device) SetPartitioned(cut bool) { d.h.partitioned.Store(cut) }
+
 // TokenRefs are the references of the token keys the HSM holds: the lab
 // asks which keys a destroyed HSM's peers still hold, to tell which died.
 func (d *Device) TokenRefs() []Ref {

@@ -38,6 +38,9 @@ type hsm struct {
 	// merely failed), for cluster hsm-info and the panes.
 	destroyedNow bool
 	latency      atomic.Int64 // time.Duration added to each operation
+	// partitioned cuts the HSM off from its peers (a network partition):
+	// it still serves clients, but no peer call goes out or comes in.
+	partitioned atomic.Bool
 
 	quorum protocol.QuorumSettings    // quorum values and token timeouts
 	tokens map[string]*protocol.Token // quorum tokens by nonce

@@ -106,6 +106,9 @@ func (h *hsm) peerLinks() []peerLink {
 
 // callPeer makes a signed peer call to p.
 func (h *hsm) callPeer(p peerLink, method string, args, reply any) error {
+	if h.partitioned.Load() {
+		return &protocol.DownError{ID: p.ID(), Why: fmt.Errorf("%s is cut off from its peers", h.id)}
+	}
 	raw, err := json.Marshal(args)
 	if err != nil {
 		return err
@@ -129,6 +132,9 @@ func (h *hsm) callPeer(p peerLink, method string, args, reply any) error {
 func (h *hsm) servePeerCall(pc *peerCall) (any, error) {
 	if protocol.Calls[pc.Method] != protocol.ClassPeer {
 		return nil, fmt.Errorf("%w: %q is not a peer call", ErrPermission, pc.Method)
+	}
+	if h.partitioned.Load() {
+		return nil, protocol.ErrDown(h.id) // its peers cannot reach it
 	}
 	h.mu.RLock()
 	up, member, inDomain := h.up, h.members[pc.From], h.domain != nil

@@ -22,6 +22,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/hashicorp/raft"
 	"github.com/hsmsh/hsmsh/hsmcore/nestedtls"
 	"github.com/hsmsh/hsmsh/hsmcore/protocol"
 )
@@ -152,7 +153,9 @@ type soakCluster struct {
 	tokenHolders func(ref Ref) []string
 	// sessionDups reports session keys held by more than one HSM.
 	sessionDups func() []string
-	close       func()
+	// domain is the cluster's HSMs, for the domain-state checks.
+	domain func() []*hsm
+	close  func()
 }
 
 // soakPhase is one phase's bookkeeping and results.
@@ -193,6 +196,7 @@ type soakPhase struct {
 	opened            time.Time
 	inSetup           bool // dur includes the setup
 	ran               bool
+	domain            soakDomain // the domain-state workload (soak_domain_test.go)
 }
 
 func newSoakPhase(name string, d time.Duration, seed int64, idx int) *soakPhase {
@@ -301,6 +305,9 @@ func soakTrunc(s string, n int) string {
 func soakUsers(t *testing.T, e *Embedded) []Caller {
 	t.Helper()
 	admin, _ := activate(t, e)
+	if err := soakDomainSetup(e, admin); err != nil {
+		t.Fatal(err)
+	}
 	users := make([]Caller, soakWorkers)
 	for w := range users {
 		name, pw := fmt.Sprintf("soak_%d", w), fmt.Sprintf("soakpass%d", w)
@@ -341,14 +348,32 @@ func soakEmbedded(t *testing.T, s *soakPhase) {
 		inject: func(rng *rand.Rand) (string, error) {
 			id := ids[rng.IntN(len(ids))]
 			switch p := rng.IntN(100); {
-			case p < 25:
+			case p < 10:
+				// The raft leader fails, mid-workload.
+				for _, h := range devices(e) {
+					if n := h.raftNode(); n != nil && n.r.State() == raft.Leader {
+						id = h.id
+					}
+				}
+				if err := e.FailHSM(id, false); err != nil {
+					return "leader kill", err
+				}
+				soakSleep(rng, 100, 600)
+				return "leader kill", e.RecoverHSM(id)
+			case p < 20:
+				// A network partition: the HSM serves clients, not peers.
+				device(e, id).partitioned.Store(true)
+				soakSleep(rng, 200, 800)
+				device(e, id).partitioned.Store(false)
+				return "partition", nil
+			case p < 35:
 				// One HSM down at a time: it is back before the next fault.
 				if err := e.FailHSM(id, false); err != nil {
 					return "fail+recover", err
 				}
 				soakSleep(rng, 50, 400)
 				return "fail+recover", e.RecoverHSM(id)
-			case p < 45:
+			case p < 50:
 				return "restart", e.RestartHSM(id)
 			case p < 65:
 				if err := e.SetLatency(id, time.Duration(rng.IntN(21))*time.Millisecond); err != nil {
@@ -369,6 +394,7 @@ func soakEmbedded(t *testing.T, s *soakPhase) {
 		heal: func() error {
 			var errs []error
 			for _, h := range devices(e) {
+				h.partitioned.Store(false)
 				if !h.Up() {
 					errs = append(errs, e.RecoverHSM(h.ID()))
 				}
@@ -378,6 +404,7 @@ func soakEmbedded(t *testing.T, s *soakPhase) {
 			return errors.Join(errs...)
 		},
 		syncAll: func() { e.SyncNow(ctx) },
+		domain:  func() []*hsm { return devices(e) },
 		tokenHolders: func(ref Ref) []string {
 			return soakTokenHolders(inProcessHSMs(e), ref)
 		},
@@ -459,7 +486,24 @@ func soakRemote(t *testing.T, s *soakPhase) {
 		inject: func(rng *rand.Rand) (string, error) {
 			i := rng.IntN(len(ids))
 			switch p := rng.IntN(100); {
-			case p < 30:
+			case p < 10:
+				// The raft leader's server stops, mid-workload.
+				for j, srv := range l.servers {
+					if n := srv.local.raftNode(); n != nil && n.r.State() == raft.Leader {
+						i = j
+					}
+				}
+				l.stop(i)
+				soakSleep(rng, 100, 800)
+				return "leader kill", soakStartServer(l, i)
+			case p < 20:
+				// A network partition between this server and its peers.
+				local := l.servers[i].local
+				local.partitioned.Store(true)
+				soakSleep(rng, 200, 800)
+				local.partitioned.Store(false)
+				return "partition", nil
+			case p < 35:
 				// One server down at a time: it is back before the next fault.
 				l.stop(i)
 				soakSleep(rng, 100, 800)
@@ -493,6 +537,7 @@ func soakRemote(t *testing.T, s *soakPhase) {
 			proxy.flips.Store(0)
 			for _, srv := range l.servers {
 				if srv != nil {
+					srv.local.partitioned.Store(false)
 					srv.local.latency.Store(0)
 					srv.sync.Resume()
 				}
@@ -534,6 +579,7 @@ func soakRemote(t *testing.T, s *soakPhase) {
 		},
 		tokenHolders: func(ref Ref) []string { return soakTokenHolders(locals(), ref) },
 		sessionDups:  func() []string { return soakSessionDups(locals()) },
+		domain:       locals,
 		close: func() {
 			closer()
 			s.flips = proxy.done.Load()
@@ -686,6 +732,15 @@ func (s *soakPhase) run(t *testing.T, cl *soakCluster, users []Caller) {
 			s.worker(ctx, cl.c, w, cu, end)
 		}()
 	}
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		s.domain.guesser(cl.c, cl.ids, s.seed, end)
+	}()
+	go func() {
+		defer wg.Done()
+		s.domain.registrar(cl.c, users[0], end)
+	}()
 	if !soakWait(&wg, time.Until(end)+60*time.Second) {
 		t.Fatalf("the workers did not stop within 60 s of the phase's end (a deadlock?); goroutine stacks in %s", soakDumpStacks())
 	}
@@ -728,6 +783,7 @@ func (s *soakPhase) run(t *testing.T, cl *soakCluster, users []Caller) {
 	}
 	s.mu.Unlock()
 	s.checkLists(ctx, cl, users)
+	s.domain.check(s, cl.domain())
 	for _, v := range cl.sessionDups() {
 		s.violation("%s (after heal)", v)
 	}
@@ -1208,6 +1264,14 @@ func soakSummary(phases []*soakPhase, total time.Duration, seed int64) string {
 		}
 		fmt.Fprintf(&b, "; slowest step %v (%s)", s.slowest.Round(time.Millisecond), s.slowOp)
 		fmt.Fprintf(&b, "\n  faults by kind: %s\n", soakCounts(s.faults))
+		s.domain.mu.Lock()
+		spent := 0
+		for _, n := range s.domain.spent {
+			spent += n
+		}
+		fmt.Fprintf(&b, "  domain state: %d wrong passwords for %s counted before the lock (limit %d), %d refused unanswered; %d registration tokens tried twice at once, %d registrations accepted\n",
+			s.domain.counted.Load(), soakVictim, MaxFailedLogins, s.domain.refused.Load(), len(s.domain.spent), spent)
+		s.domain.mu.Unlock()
 		fmt.Fprintf(&b, "  errors by kind: %s\n", soakCounts(s.errs))
 		// Errors that are hsmcore's behaviour rather than a fault's.
 		if s.failedButDeleted > 0 {
