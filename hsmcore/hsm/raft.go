@@ -610,9 +610,10 @@ func (h *hsm) commit(what, op string, args any) error {
 		return err
 	}
 	p := proposal{Op: op, Args: raw}
+	if err := checkProposal(p); err != nil {
+		return err
+	}
 	deadline := time.Now().Add(commitTimeout)
-
-	var lastErr error
 	for time.Now().Before(deadline) {
 		n := h.raftNode()
 		if n == nil {
@@ -640,10 +641,16 @@ func (h *hsm) commit(what, op string, args any) error {
 			err = errors.New("no leader")
 		}
 		if err != nil {
-			lastErr = err
 			if protocol.IsDown(err) && !h.Up() {
 				return err
 			}
+			// The leader refused the change itself (not for want of a
+			// majority): no retry changes that.
+			if errors.Is(err, ErrInvalid) || errors.Is(err, ErrPermission) {
+				return err
+			}
+			// Otherwise no leader yet, a leader that just lost its
+			// majority, or one that went: try again until the deadline.
 			time.Sleep(50 * time.Millisecond)
 			continue
 		}
@@ -652,7 +659,6 @@ func (h *hsm) commit(what, op string, args any) error {
 		}
 		return res.err()
 	}
-	_ = lastErr
 	return h.noMajority(what)
 }
 
