@@ -1,11 +1,14 @@
 package hsm
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -338,5 +341,32 @@ func BenchmarkRaftCommit(b *testing.B) {
 				b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
 			})
 		}
+	}
+}
+
+// A damaged raft log is refused with a message that says what to do, and
+// left as it is: hsmsh never rewrites it.
+func TestRaftDamagedLogRefused(t *testing.T) {
+	dir := t.TempDir()
+	e, err := OpenEmbedded(Options{ID: "c", HSMs: 3, DataDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	activate(t, e)
+	e.Close()
+	path := filepath.Join(dir, "hsm-2", "raft", "raft.db")
+	if _, err := os.Stat(path); err != nil {
+		t.Fatalf("no raft log where the README says: %v", err)
+	}
+	garbage := bytes.Repeat([]byte("not a raft log "), 700)
+	if err := os.WriteFile(path, garbage, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = OpenEmbedded(Options{ID: "c", HSMs: 3, DataDir: dir})
+	if err == nil || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "damaged") || !strings.Contains(err.Error(), "rejoin") {
+		t.Fatalf("open with a damaged raft log: %v", err)
+	}
+	if after, _ := os.ReadFile(path); !bytes.Equal(after, garbage) {
+		t.Error("the damaged raft log was modified")
 	}
 }
