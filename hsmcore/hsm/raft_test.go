@@ -16,6 +16,7 @@ import (
 
 	"github.com/hashicorp/raft"
 	"github.com/hsmsh/hsmsh/hsmcore/protocol"
+	"github.com/hsmsh/hsmsh/hsmcore/quorum"
 )
 
 // prop is a proposal for the leader, as an HSM (or an attacker) sends one.
@@ -368,5 +369,47 @@ func TestRaftDamagedLogRefused(t *testing.T) {
 	}
 	if after, _ := os.ReadFile(path); !bytes.Equal(after, garbage) {
 		t.Error("the damaged raft log was modified")
+	}
+}
+
+// A quorum approval is spent once, cluster-wide, with key sync paused:
+// replayed at once on every HSM (the one that served it included), it is
+// refused everywhere, on the embedded cluster and on loopback servers.
+func TestRaftTokenReplayRefusedEverywhere(t *testing.T) {
+	opens := map[string]func(t *testing.T) (*Embedded, []*hsm){
+		"embedded": func(t *testing.T) (*Embedded, []*hsm) {
+			e, err := OpenEmbedded(Options{ID: "raft", HSMs: 3, Transport: TransportDirect})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { e.Close() })
+			e.PauseSync()
+			return e, devices(e)
+		},
+		"servers": func(t *testing.T) (*Embedded, []*hsm) {
+			l := newLoopback(t, 3, 24*time.Hour)
+			return l.client(Durability{MinimumNodes: 1}).Embedded, serverHSMs(l)
+		},
+	}
+	for name, open := range opens {
+		t.Run(name, func(t *testing.T) {
+			e, hs := open(t)
+			s := approversOn(t, e)
+			ctx := context.Background()
+			good := s.token(t, quorum.ServiceUser, "", "admin2", "admin3")
+			if _, err := e.CreateUser(WithApproval(ctx, good, "", ""), s.admins["admin"], "cu9", RoleCryptoUser, "cu9pass1"); err != nil {
+				t.Fatal(err)
+			}
+			for _, h := range hs {
+				err := h.approveIn(Caller{Username: "admin", Role: RoleAdmin}, quorum.ServiceUser, 0, pathUserCreate, &protocol.Approval{Token: good})
+				if err == nil || !strings.Contains(err.Error(), "already used") {
+					t.Errorf("replay on %s: %v", h.id, err)
+				}
+			}
+			e.Inspect().RouteNextTo(hs[2].id)
+			if _, err := e.CreateUser(WithApproval(ctx, good, "", ""), s.admins["admin"], "cu10", RoleCryptoUser, "cu10pass"); err == nil || !strings.Contains(err.Error(), "already used") {
+				t.Errorf("replay through the client: %v", err)
+			}
+		})
 	}
 }
