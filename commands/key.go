@@ -308,9 +308,9 @@ func keyCommands() []*Command {
 		},
 		{
 			Path: []string{"key", "generate-file"}, Who: CryptoUserOnly,
-			Summary: "write the public key of the one key the filter matches to a PEM file",
+			Summary: "write a key file for the one key the filter matches: its public key (pem), or a reference to a private key that holds no key material (reference-pem)",
 			Flags: []Flag{
-				{Name: "encoding", Kind: String, Required: true, Values: []string{"pem"}, Help: "the file format"},
+				{Name: "encoding", Kind: String, Required: true, Values: []string{"reference-pem", "pem"}, Help: "the file format: reference-pem, a PEM formatted key reference (private keys); pem, the public key as PEM"},
 				{Name: "path", Kind: String, Required: true, Path: true, Help: "the file to write (must not exist)"},
 				filterFlag,
 			},
@@ -319,11 +319,27 @@ func keyCommands() []*Command {
 				if err != nil {
 					return nil, err
 				}
-				pem, err := env.Session.Cluster().PublicKeyPEM(ctx, c, k.Ref)
+				ref := a.String("encoding") == "reference-pem"
+				if ref {
+					if err := referable(k); err != nil {
+						return nil, err
+					}
+				}
+				pub, err := env.Session.Cluster().PublicKeyPEM(ctx, c, k.Ref)
 				if err != nil {
 					return nil, err
 				}
-				if err := createFile(env.path(a.String("path")), a.String("path"), "--path", pem, 0o644); err != nil {
+				data, mode := pub, os.FileMode(0o644)
+				if ref {
+					// A private key file in form, though it holds only
+					// the key's reference and public half: 0600, as
+					// private key files are kept.
+					if data, err = referencePEM(k, pub); err != nil {
+						return nil, err
+					}
+					mode = 0o600
+				}
+				if err := createFile(env.path(a.String("path")), a.String("path"), "--path", data, mode); err != nil {
 					return nil, err
 				}
 				return "Successfully generated key file", nil

@@ -32,6 +32,7 @@ const (
 	opPutQuorum   = "put-quorum"   // protocol.QuorumSettings
 	opPutToken    = "put-token"    // protocol.Token
 	opUseToken    = "use-token"    // useTokenArgs: refused if used or unknown
+	opUseTokens   = "use-tokens"   // []useTokenArgs: all, or none if one is used or unknown
 	opDropTokens  = "drop-tokens"  // requester ("" = every token)
 	opPutMTLS     = "put-mtls"     // protocol.MTLSState
 	opAddMember   = "add-member"   // memberArgs
@@ -167,21 +168,34 @@ func (h *hsm) applyOp(op string, raw json.RawMessage, index uint64) error {
 			return err
 		}
 		return h.PutToken(&t)
-	case opUseToken:
-		var a useTokenArgs
-		if err := decode(&a); err != nil {
+	case opUseToken, opUseTokens:
+		var use []useTokenArgs
+		if op == opUseToken {
+			var a useTokenArgs
+			if err := decode(&a); err != nil {
+				return err
+			}
+			use = append(use, a)
+		} else if err := decode(&use); err != nil {
 			return err
 		}
 		h.mu.Lock()
 		defer h.mu.Unlock()
-		t, ok := h.tokens[a.Nonce]
-		switch {
-		case !ok:
-			return fmt.Errorf("%w: this token was not issued by this cluster, or was deleted: generate a new one with quorum token-sign generate", ErrPermission)
-		case !t.Used.IsZero():
-			return fmt.Errorf("%w: this token was already used at %s: approvals are single use; generate a new token", ErrPermission, t.Used.UTC().Format(time.RFC3339))
+		for _, a := range use {
+			t, ok := h.tokens[a.Nonce]
+			switch {
+			case !ok:
+				return fmt.Errorf("%w: this token was not issued by this cluster, or was deleted: generate a new one with quorum token-sign generate", ErrPermission)
+			case !t.Used.IsZero():
+				return fmt.Errorf("%w: this token was already used at %s: approvals are single use; generate a new token", ErrPermission, t.Used.UTC().Format(time.RFC3339))
+			}
 		}
-		return h.useLocked(a.Nonce, a.At, a.Signers...)
+		for _, a := range use {
+			if err := h.useLocked(a.Nonce, a.At, a.Signers...); err != nil {
+				return err
+			}
+		}
+		return nil
 	case opDropTokens:
 		var who string
 		if err := decode(&who); err != nil {

@@ -35,31 +35,51 @@ var keyChangePaths = map[string]string{protocol.OpShare: "key share", protocol.O
 
 // approveIn checks and consumes an operation's approval, in the call that
 // carries out the operation: the service's (or key's) quorum value and the
-// rule sets decide whether one is needed. A token used here is marked used
-// on every other HSM that answers.
+// rule sets decide whether one is needed. The token is spent by a
+// committed entry before the operation runs: a majority has recorded its
+// use, so no HSM accepts it again, whatever is paused or partitioned.
 func (h *hsm) approveIn(c Caller, service string, ref Ref, path string, a *protocol.Approval) error {
-	req := approvalRequest{Service: service, Requester: c.Username, KeyRef: ref, Path: path}
-	// The quorum values and tokens are the committed ones: an HSM that
-	// has not applied the latest entries (just started, or back from a
-	// failure) must not decide on older ones.
-	if err := h.catchUpFor(path); err != nil {
+	res, err := h.checkApproval(c, service, ref, path, a)
+	if err != nil {
 		return err
+	}
+	return h.spendApprovals(service, res)
+}
+
+// checkApproval is the verifying half of approveIn: on the committed
+// state, it decides whether the operation needs an approval and checks
+// the token, without spending it. spendApproval spends what it returns.
+func (h *hsm) checkApproval(c Caller, service string, ref Ref, path string, a *protocol.Approval) (approvalResult, error) {
+	req := approvalRequest{Service: service, Requester: c.Username, KeyRef: ref, Path: path}
+	if err := h.catchUpFor(path); err != nil {
+		return approvalResult{}, err
 	}
 	if a != nil {
 		req.Token, req.Command = a.Token, a.Command
 	}
-	res, err := h.Approve(req)
-	if err != nil {
+	return h.Approve(req)
+}
+
+// spendApprovals is the spending half of approveIn: the tokens
+// checkApproval accepted are marked used by one committed entry, which
+// refuses them all if any was spent in the meantime. Results with no
+// token spend nothing.
+func (h *hsm) spendApprovals(service string, results ...approvalResult) error {
+	var use []useTokenArgs
+	now := time.Now()
+	for _, r := range results {
+		if r.Nonce != "" {
+			use = append(use, useTokenArgs{Nonce: r.Nonce, At: now, Signers: r.Signers})
+		}
+	}
+	if len(use) == 0 {
+		return nil
+	}
+	if err := h.commit("use the approval", opUseTokens, use); err != nil {
 		return err
 	}
-	if res.Nonce != "" {
-		// The token is spent by a committed entry before the operation
-		// runs: a majority has recorded its use, so no HSM accepts it
-		// again, whatever is paused or partitioned.
-		if err := h.commit("use the approval", opUseToken, useTokenArgs{Nonce: res.Nonce, At: time.Now(), Signers: res.Signers}); err != nil {
-			return err
-		}
-		h.event(Event{Kind: EventQuorumApproved, Detail: fmt.Sprintf("%s approved by %v", service, res.Signers)})
+	for _, u := range use {
+		h.event(Event{Kind: EventQuorumApproved, Detail: fmt.Sprintf("%s approved by %v", service, u.Signers)})
 	}
 	return nil
 }

@@ -97,22 +97,11 @@ func (h *hsm) wrapKey(c Caller, a protocol.WrapArgs, may func(*keyRecord) bool, 
 	if payload.Attrs.WrapWithTrusted && !wrapping.Attrs.Trusted {
 		return nil, fmt.Errorf("%w: key %s has wrap-with-trusted set, and wrapping key %s is not trusted", ErrPermission, a.Payload, a.Wrapping)
 	}
-	// Both approvals are checked present before either is used up, so a
-	// missing one does not spend the other.
-	for _, k := range []struct {
-		r    *keyRecord
-		a    *protocol.Approval
-		what string
-	}{{payload, a.PayloadApproval, "payload"}, {wrapping, a.WrappingApproval, "wrapping"}} {
-		if k.r.ManageQuorum > 1 && k.a == nil {
-			return nil, fmt.Errorf("%s key: %w (key %s has a manage quorum of %d: give --%s-approval)", k.what, quorum.ErrApprovalRequired, k.r.Ref, k.r.ManageQuorum, k.what)
-		}
-	}
-	if err := h.keyManageApproval(c, payload, a.PayloadApproval, pathKeyWrap); err != nil {
-		return nil, fmt.Errorf("payload key: %w", err)
-	}
-	if err := h.keyManageApproval(c, wrapping, a.WrappingApproval, pathKeyWrap); err != nil {
-		return nil, fmt.Errorf("wrapping key: %w", err)
+	if err := h.wrapApprovals(c, []keyApproval{
+		{payload, a.PayloadApproval, "payload"},
+		{wrapping, a.WrappingApproval, "wrapping"},
+	}); err != nil {
+		return nil, err
 	}
 	h.delay()
 	if isAESMechanism(m) {
@@ -139,10 +128,59 @@ func (h *hsm) wrapKey(c Caller, a protocol.WrapArgs, may func(*keyRecord) bool, 
 	return &protocol.WrapReply{Data: data}, nil
 }
 
+// keyApproval is one key of a key wrap and the approval given for it.
+type keyApproval struct {
+	r    *keyRecord
+	a    *protocol.Approval
+	what string // "payload" or "wrapping": the flag is --WHAT-approval
+}
+
+// wrapApprovals checks the manage quorum of both keys of a key wrap, and
+// spends their tokens only once both are good: a missing, wrong, expired
+// or spent token for one key leaves the other's token unspent, to serve
+// again. (approveIn verifies and spends in one step, which for two keys
+// would spend the first token before the second is looked at.)
+//
+// Both are spent by one committed entry, which refuses both if either was
+// spent in the meantime.
+func (h *hsm) wrapApprovals(c Caller, keys []keyApproval) error {
+	// Missing approvals first, with the flag to give.
+	for _, k := range keys {
+		if k.r.ManageQuorum > 1 && k.a == nil {
+			return fmt.Errorf("%s key: %w (key %s has a manage quorum of %d: give --%s-approval)", k.what, quorum.ErrApprovalRequired, k.r.Ref, k.r.ManageQuorum, k.what)
+		}
+	}
+	checked := make([]approvalResult, len(keys))
+	for i, k := range keys {
+		if !h.needsManageApproval(k.r, pathKeyWrap) {
+			continue
+		}
+		res, err := h.checkApproval(c, quorum.ServiceKeyManagement, k.r.Ref, pathKeyWrap, k.a)
+		if err != nil {
+			return fmt.Errorf("%s key: %w", k.what, err)
+		}
+		for j := range i {
+			if res.Nonce != "" && res.Nonce == checked[j].Nonce {
+				// One key wrapping itself, given one token twice.
+				return fmt.Errorf("%s key: %w: the %s key's token was given for it too; a token serves once, so each needs its own", k.what, ErrPermission, keys[j].what)
+			}
+		}
+		checked[i] = res
+	}
+	// One committed entry spends both, or neither.
+	return h.spendApprovals(quorum.ServiceKeyManagement, checked...)
+}
+
+// needsManageApproval says whether a wrap or unwrap with r needs a
+// key-management approval: r's manage quorum, or a rule set on path.
+func (h *hsm) needsManageApproval(r *keyRecord, path string) bool {
+	return r.ManageQuorum > 1 || len(h.rules[path]) > 0
+}
+
 // keyManageApproval checks a key's manage quorum (key-management
 // service) for a wrap or unwrap, in the same call.
 func (h *hsm) keyManageApproval(c Caller, r *keyRecord, a *protocol.Approval, path string) error {
-	if r.ManageQuorum <= 1 && len(h.rules[path]) == 0 {
+	if !h.needsManageApproval(r, path) {
 		return nil
 	}
 	return h.approveIn(c, quorum.ServiceKeyManagement, r.Ref, path, a)
