@@ -10,6 +10,7 @@ package hsm
 // crypto user, at what the attack might have changed.
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/ecdsa"
@@ -436,7 +437,9 @@ func (s *scene) attackArgs(t *testing.T) map[string]any {
 		protocol.CallPropose: prop(t, opPutUser, &userRecord{Username: "mallory", Role: RoleAdmin, Hash: hashPassword("mallorypass"), Updated: far}),
 		// A raft append carrying the same, as if from the leader, in a
 		// term far ahead.
-		protocol.CallRaft: raftAppend(t, "hsm-2", 1<<40, prop(t, opPutUser, &userRecord{Username: "mallory", Role: RoleAdmin, Hash: hashPassword("mallorypass"), Updated: far})),
+		// A link key agreed with the attacker would let it MAC raft RPCs.
+		protocol.CallLinkKey: linkKeyArgs{ID: strings.Repeat("ab", 16), Eph: bytes.Repeat([]byte{9}, 32)},
+		protocol.CallRaft:    raftAppend(t, "hsm-2", 1<<40, prop(t, opPutUser, &userRecord{Username: "mallory", Role: RoleAdmin, Hash: hashPassword("mallorypass"), Updated: far})),
 		// Lab controls.
 		protocol.CallSyncNow:    nil,
 		protocol.CallSyncPause:  nil,

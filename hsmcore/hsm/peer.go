@@ -45,7 +45,10 @@ type peerCall struct {
 	Args   json.RawMessage `json:"args,omitempty"`
 	At     int64           `json:"at"` // Unix ns
 	Nonce  []byte          `json:"nonce"`
-	Sig    []byte          `json:"sig"`
+	// Key names the pair's link key when Sig is an HMAC under it (raft
+	// RPCs, linkkey.go); "" when Sig is an identity-key signature.
+	Key string `json:"key,omitempty"`
+	Sig []byte `json:"sig"`
 }
 
 const (
@@ -79,6 +82,10 @@ type peerState struct {
 	// cluster; endorse endorses this HSM's own identity for joining.
 	endorser crypto.PublicKey
 	endorse  func(digest []byte) ([]byte, error)
+	// Link keys (linkkey.go): the keys this HSM agreed for sending to
+	// each peer, and those each peer agreed for sending to it.
+	outKeys map[string]*linkKey
+	inKeys  map[string][]*linkKey
 }
 
 // setPeers gives the HSM its way to the other HSMs of its cluster and the
@@ -109,21 +116,30 @@ func (h *hsm) callPeer(p peerLink, method string, args, reply any) error {
 	if h.partitioned.Load() {
 		return &protocol.DownError{ID: p.ID(), Why: fmt.Errorf("%s is cut off from its peers", h.id)}
 	}
-	raw, err := json.Marshal(args)
+	pc, err := h.newPeerCall(p, method, args)
 	if err != nil {
 		return err
 	}
 	h.mu.RLock()
 	id := h.identity
 	h.mu.RUnlock()
-	pc := peerCall{From: h.id, To: p.ID(), Method: method, Args: raw, At: time.Now().UnixNano(), Nonce: make([]byte, 16)}
-	if _, err := rand.Read(pc.Nonce); err != nil {
-		return err
-	}
 	if pc.Sig, err = id.Sign(labelPeerCall, pc.transcript()); err != nil {
 		return err
 	}
-	return p.Call(protocol.CallPeer, &pc, reply)
+	return p.Call(protocol.CallPeer, pc, reply)
+}
+
+// newPeerCall is a peer call to p, dated now, with a fresh nonce; unsigned.
+func (h *hsm) newPeerCall(p peerLink, method string, args any) (*peerCall, error) {
+	raw, err := json.Marshal(args)
+	if err != nil {
+		return nil, err
+	}
+	pc := &peerCall{From: h.id, To: p.ID(), Method: method, Args: raw, At: time.Now().UnixNano(), Nonce: make([]byte, 16)}
+	if _, err := rand.Read(pc.Nonce); err != nil {
+		return nil, err
+	}
+	return pc, nil
 }
 
 // servePeerCall checks a peer call and serves it: the sender must be a
@@ -149,12 +165,18 @@ func (h *hsm) servePeerCall(pc *peerCall) (any, error) {
 	case pc.To != h.id:
 		return nil, fmt.Errorf("%w: the peer call is addressed to %q, not %s", ErrPermission, pc.To, h.id)
 	}
-	pub, err := authsession.ParsePublic(member)
-	if err != nil {
-		return nil, err
-	}
-	if err := authsession.Verify(pub, pc.Sig, labelPeerCall, pc.transcript()); err != nil {
-		return nil, fmt.Errorf("%w: peer call from %s: %w", ErrPermission, pc.From, err)
+	if pc.Key != "" {
+		if err := h.checkMAC(pc, member); err != nil {
+			return nil, fmt.Errorf("%w: peer call from %s: %w", ErrPermission, pc.From, err)
+		}
+	} else {
+		pub, err := authsession.ParsePublic(member)
+		if err != nil {
+			return nil, err
+		}
+		if err := authsession.Verify(pub, pc.Sig, labelPeerCall, pc.transcript()); err != nil {
+			return nil, fmt.Errorf("%w: peer call from %s: %w", ErrPermission, pc.From, err)
+		}
 	}
 	now := time.Now()
 	at := time.Unix(0, pc.At)
@@ -234,6 +256,12 @@ func (h *hsm) servePeer(from, method string, args json.RawMessage) (any, error) 
 			return nil, err
 		}
 		return h.serveRaft(from, m)
+	case protocol.CallLinkKey:
+		var a linkKeyArgs
+		if err := decode(&a); err != nil {
+			return nil, err
+		}
+		return h.serveLinkKey(from, a)
 	case protocol.CallPropose:
 		var p proposal
 		if err := decode(&p); err != nil {

@@ -44,7 +44,7 @@ const (
 	raftLease     = 250 * time.Millisecond
 	// commitTimeout bounds how long a change waits for a majority (an
 	// election included) before it is refused.
-	commitTimeout = 2500 * time.Millisecond
+	commitTimeout = 4 * time.Second
 	// raftRPCTimeout bounds one raft RPC to a peer; a snapshot gets longer.
 	raftRPCTimeout      = 3 * time.Second
 	raftSnapshotTimeout = 30 * time.Second
@@ -942,8 +942,15 @@ func (t *raftTransport) call(id raft.ServerID, kind string, args any, data []byt
 		return fmt.Errorf("%s is not among %s's peers", id, t.h.id)
 	}
 	var out json.RawMessage
-	if err := t.h.callPeerTimeout(link, protocol.CallRaft, raftMessage{Kind: kind, Body: body, Data: data}, &out, d); err != nil {
-		return err
+	done := make(chan error, 1)
+	go func() { done <- t.h.callPeerMAC(link, protocol.CallRaft, raftMessage{Kind: kind, Body: body, Data: data}, &out) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			return err
+		}
+	case <-time.After(d):
+		return fmt.Errorf("%s did not answer a raft %s within %v", id, kind, d)
 	}
 	return json.Unmarshal(out, resp)
 }

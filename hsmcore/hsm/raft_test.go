@@ -413,3 +413,83 @@ func TestRaftTokenReplayRefusedEverywhere(t *testing.T) {
 		})
 	}
 }
+
+// Raft RPCs travel under the pair's link key: a wrong MAC, a MAC'd call
+// of anything but raft, a replay and a key of another pair are refused;
+// a receiver that lost its keys gets a new one agreed, and the call goes
+// through.
+func TestLinkKeyMAC(t *testing.T) {
+	e, err := OpenEmbedded(Options{ID: "mac", HSMs: 3, Transport: TransportDirect})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close() })
+	hs := devices(e)
+	leaderOf(t, hs)
+	h1, h2, h3 := hs[0], hs[1], hs[2]
+	linkTo := func(from *hsm, to string) peerLink {
+		for _, l := range from.peerLinks() {
+			if l.ID() == to {
+				return l
+			}
+		}
+		t.Fatalf("%s has no link to %s", from.id, to)
+		return nil
+	}
+	body, _ := json.Marshal(&raft.RequestPreVoteRequest{RPCHeader: raft.RPCHeader{ProtocolVersion: raft.ProtocolVersionMax, ID: []byte(h1.id), Addr: []byte(h1.id)}})
+	vote := raftMessage{Kind: "prevote", Body: body}
+	macd := func(from *hsm, to string, method string, args any) *peerCall {
+		t.Helper()
+		l := linkTo(from, to)
+		k, err := from.sendKey(l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pc, err := from.newPeerCall(l, method, args)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pc.Key = k.id
+		pc.Sig = pc.mac(k.key)
+		return pc
+	}
+	// A good one is served.
+	pc := macd(h1, h2.id, protocol.CallRaft, vote)
+	if _, err := h2.servePeerCall(pc); err != nil {
+		t.Fatalf("a good MAC'd raft call: %v", err)
+	}
+	// Replayed.
+	if _, err := h2.servePeerCall(pc); err == nil || !strings.Contains(err.Error(), "replayed") {
+		t.Errorf("a replayed MAC'd call: %v", err)
+	}
+	// A wrong MAC.
+	bad := macd(h1, h2.id, protocol.CallRaft, vote)
+	bad.Sig[0] ^= 1
+	if _, err := h2.servePeerCall(bad); err == nil || !strings.Contains(err.Error(), "MAC does not verify") {
+		t.Errorf("a wrong MAC: %v", err)
+	}
+	// Anything but raft under a link key.
+	p := macd(h1, h2.id, protocol.CallPropose, prop(t, opDropTokens, ""))
+	if _, err := h2.servePeerCall(p); err == nil || !strings.Contains(err.Error(), "may not be sent under a link key") {
+		t.Errorf("a MAC'd proposal: %v", err)
+	}
+	// hsm-3's key with hsm-2, used in hsm-1's name.
+	other := macd(h3, h2.id, protocol.CallRaft, vote)
+	other.From = h1.id
+	other.Sig = other.mac(func() []byte {
+		h3.peer.mu.Lock()
+		defer h3.peer.mu.Unlock()
+		return h3.peer.outKeys[h2.id].key
+	}())
+	if _, err := h2.servePeerCall(other); err == nil {
+		t.Error("a key of another pair was accepted")
+	}
+	// The receiver forgets its keys (a restart): the sender agrees anew.
+	h2.peer.mu.Lock()
+	h2.peer.inKeys = nil
+	h2.peer.mu.Unlock()
+	var out json.RawMessage
+	if err := h1.callPeerMAC(linkTo(h1, h2.id), protocol.CallRaft, vote, &out); err != nil {
+		t.Errorf("after the receiver lost its keys: %v", err)
+	}
+}

@@ -66,8 +66,9 @@ const (
 	CallTokenState = "peer.token-state"
 	CallTokenKeys  = "peer.token-keys"
 	CallPutMeta    = "peer.put-meta"
-	CallRaft       = "peer.raft"    // one raft RPC (append, vote, snapshot…)
-	CallPropose    = "peer.propose" // a change to the domain state, to the leader
+	CallRaft       = "peer.raft"     // one raft RPC (append, vote, snapshot…)
+	CallPropose    = "peer.propose"  // a change to the domain state, to the leader
+	CallLinkKey    = "peer.link-key" // agree the MAC key for raft RPCs between two HSMs
 
 	// Lab: on a server started with its lab on (hsmsh serve --lab).
 	CallSyncNow    = "sync-now"
@@ -128,7 +129,7 @@ var Calls = map[string]Class{
 	CallWrapKey: ClassSession, CallUnwrapKey: ClassSession, CallRegisterMFA: ClassSession, CallDeregisterMFA: ClassSession, CallDeregisterQuorum: ClassSession,
 	CallMTLSRegister: ClassSession, CallMTLSDeregister: ClassSession, CallMTLSSetLevel: ClassSession,
 
-	CallTokenState: ClassPeer, CallTokenKeys: ClassPeer, CallPutMeta: ClassPeer, CallRaft: ClassPeer, CallPropose: ClassPeer,
+	CallTokenState: ClassPeer, CallTokenKeys: ClassPeer, CallPutMeta: ClassPeer, CallRaft: ClassPeer, CallPropose: ClassPeer, CallLinkKey: ClassPeer,
 
 	CallSyncNow: ClassLab, CallSyncPause: ClassLab, CallSyncResume: ClassLab, CallSyncStatus: ClassLab,
 	CallLatency: ClassLab,
