@@ -943,7 +943,9 @@ func (t *raftTransport) call(id raft.ServerID, kind string, args any, data []byt
 	}
 	var out json.RawMessage
 	done := make(chan error, 1)
-	go func() { done <- t.h.callPeerMAC(link, protocol.CallRaft, raftMessage{Kind: kind, Body: body, Data: data}, &out) }()
+	go func() {
+		done <- t.h.callPeerMAC(link, protocol.CallRaft, raftMessage{Kind: kind, Body: body, Data: data}, &out)
+	}()
 	select {
 	case err := <-done:
 		if err != nil {
