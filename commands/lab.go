@@ -130,6 +130,18 @@ func labCommands() []*Command {
 				}
 				return map[string]any{"hsm": a.String("hsm"), "latency-ms": a.Int("ms")}, nil
 			}),
+		labCommand([]string{"hsm", "partition"}, "cut an HSM off from the other HSMs (clients still reach it), or join it back with --heal",
+			[]Flag{hsmFlag, {Name: "heal", Kind: Bool, Help: "join it back to its peers"}},
+			func(ctx context.Context, l hsmcore.Lab, a *Args) (any, error) {
+				if err := l.PartitionHSM(a.String("hsm"), !a.Bool("heal")); err != nil {
+					return nil, err
+				}
+				state := "cut off from its peers"
+				if a.Bool("heal") {
+					state = "joined back to its peers"
+				}
+				return hsmResult(a.String("hsm"), state), nil
+			}),
 		labCommand([]string{"cleanup", "fail-next"}, "make the next cleanup of a failed client-side sync fail, leaving key material to delete by hand", nil,
 			func(ctx context.Context, l hsmcore.Lab, a *Args) (any, error) {
 				l.FailNextCleanup()

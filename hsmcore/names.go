@@ -99,6 +99,7 @@ const (
 	EventHSMAdded          = client.EventHSMAdded
 	EventHSMRemoved        = client.EventHSMRemoved
 	EventHSMLatency        = client.EventHSMLatency
+	EventHSMPartition      = client.EventHSMPartition
 	EventSyncStarted       = client.EventSyncStarted
 	EventSyncFinished      = client.EventSyncFinished
 	EventSyncPaused        = client.EventSyncPaused

@@ -27,6 +27,9 @@ type Lab interface {
 	RemoveHSM(id string) error
 	// SetLatency slows every operation on one HSM down.
 	SetLatency(id string, d time.Duration) error
+	// PartitionHSM cuts an HSM off from the others (a network partition:
+	// clients still reach it), or joins it back.
+	PartitionHSM(id string, cut bool) error
 	// FailNextCleanup makes the next cleanup of a failed client-side sync
 	// fail, leaving key material behind.
 	FailNextCleanup()
@@ -257,6 +260,20 @@ func (e *Embedded) SetLatency(id string, d time.Duration) error {
 		return err
 	}
 	e.events.publish(Event{Kind: EventHSMLatency, HSM: id, Detail: d.String()})
+	return nil
+}
+
+func (e *Embedded) PartitionHSM(id string, cut bool) error {
+	h, err := e.member(id)
+	if err != nil {
+		return err
+	}
+	h.SetPartitioned(cut)
+	detail := "joined back to its peers"
+	if cut {
+		detail = "cut off from its peers: clients still reach it"
+	}
+	e.events.publish(Event{Kind: EventHSMPartition, HSM: id, Detail: detail})
 	return nil
 }
 

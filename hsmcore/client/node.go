@@ -46,6 +46,7 @@ type Device interface {
 	Recover() error
 	Restart() []protocol.KeyMeta
 	SetLatency(d time.Duration) error
+	SetPartitioned(cut bool)
 	TokenRefs() []Ref
 	EnsureDomain() error
 	SyncPass(ctx context.Context) SyncStats

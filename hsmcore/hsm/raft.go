@@ -819,10 +819,10 @@ func (h *hsm) noMajority(what string) error {
 			defer wg.Done()
 			done := make(chan bool, 1)
 			go func() {
-				// Up, and a member of the group (an HSM waiting to be
-				// admitted counts for nothing yet).
-				var info protocol.HSMInfo
-				done <- l.Call(protocol.CallInfo, nil, &info) == nil && info.State == protocol.StateActive && info.Raft != nil
+				// Reached over the peer channel, up, and taking part in
+				// the group (an HSM waiting to be admitted, or cut off
+				// from its peers, counts for nothing).
+				done <- h.callPeerMAC(l, protocol.CallRaft, raftMessage{Kind: "ping"}, nil) == nil
 			}()
 			select {
 			case ok := <-done:
@@ -857,7 +857,7 @@ func (h *hsm) callPeerTimeout(p peerLink, method string, args, reply any, d time
 
 // raftMessage is one raft RPC on the peer channel.
 type raftMessage struct {
-	Kind string          `json:"kind"` // append, vote, prevote, snapshot, timeout
+	Kind string          `json:"kind"` // append, vote, prevote, snapshot, timeout, ping
 	Body json.RawMessage `json:"body"`
 	Data []byte          `json:"data,omitempty"` // a snapshot's contents
 }
@@ -962,6 +962,8 @@ func (t *raftTransport) call(id raft.ServerID, kind string, args any, data []byt
 func (t *raftTransport) serve(from string, m raftMessage) (any, error) {
 	var cmd any
 	switch m.Kind {
+	case "ping":
+		return "pong", nil // noMajority asking who takes part
 	case "append":
 		cmd = &raft.AppendEntriesRequest{}
 	case "vote":

@@ -63,6 +63,7 @@ const (
 	EventHSMAdded        = protocol.EventHSMAdded
 	EventHSMRemoved      = protocol.EventHSMRemoved
 	EventHSMLatency      = protocol.EventHSMLatency
+	EventHSMPartition    = protocol.EventHSMPartition
 	EventSyncStarted     = protocol.EventSyncStarted
 	EventSyncFinished    = protocol.EventSyncFinished
 	EventSyncPaused      = protocol.EventSyncPaused

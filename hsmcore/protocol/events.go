@@ -20,6 +20,7 @@ const (
 	EventHSMAdded       EventKind = "hsm-added"
 	EventHSMRemoved     EventKind = "hsm-removed"
 	EventHSMLatency     EventKind = "hsm-latency"
+	EventHSMPartition   EventKind = "hsm-partition" // cut off from its peers, or joined back
 	EventSyncStarted    EventKind = "sync-started"
 	EventSyncFinished   EventKind = "sync-finished"
 	EventSyncPaused     EventKind = "sync-paused"
