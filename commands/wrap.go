@@ -43,7 +43,7 @@ func mechFlags(mech string, unwrap bool) []Flag {
 	if isGCM(mech) {
 		fl = append(fl,
 			Flag{Name: "aad", Kind: String, Help: "AES-GCM additional authenticated data (AAD), in hex"},
-			Flag{Name: "tag-length-bits", Kind: Int, Required: true, Help: "AES-GCM tag length in bits: 96, 104, 112, 120 or 128"})
+			Flag{Name: "tag-length-bits", Kind: Int, Required: true, Help: "AES-GCM tag length in bits: a multiple of 8 from 64 to 128"})
 		if unwrap && mech == hsmcore.WrapAESGCM {
 			fl = append(fl, Flag{Name: "iv", Kind: String, Required: true, Help: "the IV key wrap aes-gcm returned, in hex"})
 		}

@@ -8,7 +8,9 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/subtle"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -187,14 +189,61 @@ func (h *hsm) keyManageApproval(c Caller, r *keyRecord, a *protocol.Approval, pa
 }
 
 func gcmOf(kek []byte, tagBits int) (cipher.AEAD, error) {
-	if tagBits%8 != 0 || tagBits < 96 || tagBits > 128 {
-		return nil, fmt.Errorf("%w: tag-length-bits %d: use 96, 104, 112, 120 or 128", ErrInvalid, tagBits)
+	if tagBits%8 != 0 || tagBits < 64 || tagBits > 128 {
+		return nil, fmt.Errorf("%w: tag-length-bits %d: use a multiple of 8 from 64 to 128", ErrInvalid, tagBits)
 	}
 	b, err := aes.NewCipher(kek)
 	if err != nil {
 		return nil, err
 	}
-	return cipher.NewGCMWithTagSize(b, tagBits/8)
+	if tagBits >= 96 {
+		return cipher.NewGCMWithTagSize(b, tagBits/8)
+	}
+	full, err := cipher.NewGCM(b)
+	if err != nil {
+		return nil, err
+	}
+	return &shortTagGCM{full: full, block: b, tag: tagBits / 8}, nil
+}
+
+// shortTagGCM is AES-GCM with a tag of 8 to 11 bytes, which CloudHSM's
+// aes-gcm wrap allows and Go's GCM does not (it takes 12 to 16): NIST SP
+// 800-38D's truncated tag, the leading bytes of the full one. Seal cuts
+// the full tag; Open decrypts with the same counter stream GCM uses
+// (AES-CTR from the IV's J0 + 1) and checks the cut tag against the one
+// sealing the plaintext again gives, in constant time. 96-bit IVs only,
+// as hsmsh makes them.
+type shortTagGCM struct {
+	full  cipher.AEAD
+	block cipher.Block
+	tag   int
+}
+
+func (g *shortTagGCM) NonceSize() int { return 12 }
+func (g *shortTagGCM) Overhead() int  { return g.tag }
+
+func (g *shortTagGCM) Seal(dst, nonce, plaintext, ad []byte) []byte {
+	sealed := g.full.Seal(nil, nonce, plaintext, ad)
+	n := len(sealed) - g.full.Overhead()
+	return append(dst, sealed[:n+g.tag]...)
+}
+
+func (g *shortTagGCM) Open(dst, nonce, data, ad []byte) ([]byte, error) {
+	if len(nonce) != 12 || len(data) < g.tag {
+		return nil, errors.New("cipher: message authentication failed")
+	}
+	ct, tag := data[:len(data)-g.tag], data[len(data)-g.tag:]
+	ctr := make([]byte, 16)
+	copy(ctr, nonce)
+	ctr[15] = 2 // J0 = IV || 0^31 || 1; the data starts at inc32(J0)
+	plain := make([]byte, len(ct))
+	cipher.NewCTR(g.block, ctr).XORKeyStream(plain, ct)
+	want := g.full.Seal(nil, nonce, plain, ad)
+	if subtle.ConstantTimeCompare(want[len(ct):len(ct)+g.tag], tag) != 1 {
+		clear(plain)
+		return nil, errors.New("cipher: message authentication failed")
+	}
+	return append(dst, plain...), nil
 }
 
 // wrapAES wraps payload under kek; secret says it is a secret key's raw

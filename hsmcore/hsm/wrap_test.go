@@ -5,11 +5,13 @@ import (
 	"context"
 	"crypto"
 	"crypto/aes"
+	"crypto/cipher"
 	"crypto/ecdsa"
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -195,7 +197,7 @@ func TestWrapRefusals(t *testing.T) {
 		{"an RSA key for an AES mechanism", r.cu, WrapRequest{Params: nopad, Payload: r.aesKey, Wrapping: r.rsaPub}, ErrInvalid, "wraps with an AES key"},
 		{"an AES key for an RSA mechanism", r.cu, WrapRequest{Params: protocol.WrapParams{Mechanism: protocol.WrapRSAPKCS}, Payload: r.aesKey, Wrapping: r.aesKEK}, ErrInvalid, "wraps with an RSA public key"},
 		{"a public key as payload", r.cu, WrapRequest{Params: nopad, Payload: r.rsaPub, Wrapping: r.aesKEK}, ErrInvalid, "public key"},
-		{"a tag length Go's GCM lacks", r.cu, WrapRequest{Params: protocol.WrapParams{Mechanism: protocol.WrapAESGCM, TagLengthBits: 64}, Payload: r.aesKey, Wrapping: r.aesKEK}, ErrInvalid, "tag-length-bits 64"},
+		{"a tag shorter than GCM allows", r.cu, WrapRequest{Params: protocol.WrapParams{Mechanism: protocol.WrapAESGCM, TagLengthBits: 56}, Payload: r.aesKey, Wrapping: r.aesKEK}, ErrInvalid, "tag-length-bits 56"},
 		{"an MGF with another hash", r.cu, WrapRequest{Params: protocol.WrapParams{Mechanism: protocol.WrapRSAOAEP, Hash: "sha256", MGF: "mgf1-sha1"}, Payload: r.aesKey, Wrapping: r.rsaPub}, ErrInvalid, "mask generation function"},
 		{"zero padding a key it would change", r.cu, WrapRequest{Params: protocol.WrapParams{Mechanism: protocol.WrapAESZeroPad}, Payload: gen(KeySpec{Type: TypeGenericSecret, Label: "odd", LengthBytes: 20}), Wrapping: r.aesKEK}, ErrInvalid, "use aes-pkcs5-pad"},
 		{"an unknown mechanism", r.cu, WrapRequest{Params: protocol.WrapParams{Mechanism: "des3-cbc"}, Payload: r.aesKey, Wrapping: r.aesKEK}, ErrInvalid, "unknown wrapping mechanism"},
@@ -453,5 +455,53 @@ func TestSetAttributeRules(t *testing.T) {
 	}
 	if _, err := r.e.WrapKey(ctx, r.cu, nopad); err != nil {
 		t.Errorf("wrap under the key an admin trusted: %v", err)
+	}
+}
+
+// The short-tag GCM is GCM with its tag cut (NIST SP 800-38D): for every
+// tag length its output is the full GCM output cut to that length, it
+// equals Go's own GCM where Go allows the length, and it refuses altered
+// data, an altered tag and other associated data.
+func TestShortTagGCM(t *testing.T) {
+	kek := bytes.Repeat([]byte{7}, 32)
+	iv := bytes.Repeat([]byte{3}, 12)
+	plain := []byte("a key to wrap, 32 bytes long....")
+	ad := []byte("aad")
+	b, _ := aes.NewCipher(kek)
+	full, _ := cipher.NewGCM(b)
+	fullOut := full.Seal(nil, iv, plain, ad)
+	for tag := 8; tag <= 16; tag++ {
+		t.Run(fmt.Sprintf("%d-bit", tag*8), func(t *testing.T) {
+			g := &shortTagGCM{full: full, block: b, tag: tag}
+			out := g.Seal(nil, iv, plain, ad)
+			if !bytes.Equal(out, fullOut[:len(plain)+tag]) {
+				t.Fatalf("not GCM cut to %d bytes of tag", tag)
+			}
+			if tag >= 12 {
+				std, _ := cipher.NewGCMWithTagSize(b, tag)
+				if !bytes.Equal(out, std.Seal(nil, iv, plain, ad)) {
+					t.Error("differs from Go's GCM with the same tag size")
+				}
+			}
+			got, err := g.Open(nil, iv, out, ad)
+			if err != nil || !bytes.Equal(got, plain) {
+				t.Fatalf("open: %q, %v", got, err)
+			}
+			for name, mut := range map[string]func([]byte) []byte{
+				"altered data": func(x []byte) []byte { x[0] ^= 1; return x },
+				"altered tag":  func(x []byte) []byte { x[len(x)-1] ^= 1; return x },
+				"cut short":    func(x []byte) []byte { return x[:len(x)-1] },
+			} {
+				if _, err := g.Open(nil, iv, mut(bytes.Clone(out)), ad); err == nil {
+					t.Errorf("%s opened", name)
+				}
+			}
+			if _, err := g.Open(nil, iv, out, []byte("other")); err == nil {
+				t.Error("other associated data opened")
+			}
+		})
+	}
+	if _, err := gcmOf(kek, 56); err == nil {
+		t.Error("a 56-bit tag was accepted")
 	}
 }
