@@ -653,3 +653,122 @@ func TestRaftNoMajorityOverProcesses(t *testing.T) {
 		}
 	}
 }
+
+// TestRaftTokenReplayOverProcesses spends a quorum token over real
+// processes and replays it: three admins register approver keys (made
+// and used with hsmsh quorum keygen and quorum approve), the user
+// service's quorum value is raised to 2 (with the quorum service's
+// approval), a user-service token approved by admin2 and admin3 deletes
+// one user through hsm-1 alone, and the same token file is then offered
+// at once through hsm-2 alone and hsm-3 alone to delete another. Both
+// replays must be refused as already used: the token's use is a committed
+// entry of the domain state, which server-side sync (24h) cannot carry.
+// Each HSM, asked alone, must show the one deletion and not the other.
+func TestRaftTokenReplayOverProcesses(t *testing.T) {
+	c := newRaftCluster(t, 90*time.Second, "")
+	file := func(name string) string { return filepath.Join(c.dir, name) }
+	pins := map[string][]string{
+		"admin":  {"admin", raftAdminPIN},
+		"admin2": {"admin", "admin2:admin2pass"},
+		"admin3": {"admin", "admin3:admin3pass"},
+	}
+	admin := pins["admin"]
+	for _, u := range []struct{ name, role string }{
+		{"admin2", "admin"}, {"admin3", "admin"}, {"victim", "crypto-user"}, {"victim2", "crypto-user"},
+	} {
+		c.mustOK(c.cfg, admin, "user create "+u.name,
+			"user", "create", "--username", u.name, "--role", u.role, "--password", u.name+"pass")
+	}
+
+	// Each admin makes a key pair offline, signs a registration token of
+	// its own with it, and registers the public key.
+	approvers := []string{"admin", "admin2", "admin3"}
+	for _, name := range approvers {
+		c.mustOK(c.cfg, nil, "quorum keygen for "+name,
+			"quorum", "keygen", "--private-key", file(name+".key"), "--public-key", file(name+".pub"))
+		reg := file("reg-" + name + ".json")
+		c.mustOK(c.cfg, pins[name], "registration token for "+name,
+			"quorum", "token-sign", "generate", "--service", "registration", "--token", reg)
+		c.mustOK(c.cfg, nil, name+" signs its registration token",
+			"quorum", "approve", "--token", reg, "--key", file(name+".key"), "--username", name)
+		c.mustOK(c.cfg, pins[name], "register "+name+"'s key",
+			"user", "change-quorum", "token-sign", "register", "--public-key", file(name+".pub"), "--signed-token", reg)
+	}
+	approve := func(token string) {
+		t.Helper()
+		for _, name := range []string{"admin2", "admin3"} {
+			c.mustOK(c.cfg, nil, name+" approves "+filepath.Base(token),
+				"quorum", "approve", "--token", token, "--key", file(name+".key"), "--username", name)
+		}
+	}
+
+	// M = 2 for the quorum service (allowed while it is off), then for the
+	// user service, with the quorum service's approval.
+	c.mustOK(c.cfg, admin, "set-quorum-value quorum 2",
+		"quorum", "token-sign", "set-quorum-value", "--service", "quorum", "--value", "2")
+	q := file("q.json")
+	c.mustOK(c.cfg, admin, "quorum-service token",
+		"quorum", "token-sign", "generate", "--service", "quorum", "--token", q)
+	approve(q)
+	c.mustOK(c.cfg, admin, "set-quorum-value user 2",
+		"quorum", "token-sign", "set-quorum-value", "--service", "user", "--value", "2", "--approval", q)
+
+	message := func(res envelope) string {
+		var msg string
+		json.Unmarshal(res.Data, &msg)
+		return msg
+	}
+	// Without approval a user change is now refused (the quorum is in
+	// force on the HSM the replays will be offered to).
+	res, out, err := c.run(c.one[1], admin[0], admin[1], "user", "delete", "--username", "victim2", "--role", "crypto-user")
+	if err == nil || res.ErrorCode == 0 || !strings.Contains(message(res), "Quorum approval is required") {
+		t.Fatalf("user delete without approval through hsm-2 alone: want \"Quorum approval is required\", got (%v):\n%s", err, out)
+	}
+
+	del := file("del.json")
+	c.mustOK(c.cfg, admin, "user-service token",
+		"quorum", "token-sign", "generate", "--service", "user", "--token", del)
+	approve(del)
+
+	spent := time.Now()
+	c.mustOK(c.one[0], admin, "user delete victim with the token through hsm-1 alone",
+		"user", "delete", "--username", "victim", "--role", "crypto-user", "--approval", del)
+	for _, i := range []int{1, 2} {
+		start := time.Now()
+		res, out, err := c.run(c.one[i], admin[0], admin[1],
+			"user", "delete", "--username", "victim2", "--role", "crypto-user", "--approval", del)
+		msg := message(res)
+		switch {
+		case err == nil && res.ErrorCode == 0:
+			t.Errorf("the token, spent through hsm-1, was accepted again through hsm-%d alone (%v after the spend): victim2 deleted:\n%s",
+				i+1, start.Sub(spent).Round(time.Millisecond), out)
+		case !strings.Contains(msg, "this token was already used"):
+			t.Errorf("the replay through hsm-%d alone was refused, but not as already used: want \"this token was already used\", got (%v):\n%s",
+				i+1, err, out)
+		default:
+			t.Logf("replay through hsm-%d alone, %v after the spend: %s", i+1, start.Sub(spent).Round(time.Millisecond), msg)
+		}
+	}
+
+	// Each HSM alone: victim deleted (once applied there), victim2 not.
+	for i := range 3 {
+		end := time.Now().Add(10 * time.Second)
+		for {
+			users, err := c.users(c.one[i])
+			if err != nil {
+				t.Fatalf("hsm-%d alone: %v", i+1, err)
+			}
+			if !users["victim"] {
+				if !users["victim2"] {
+					t.Errorf("hsm-%d does not list victim2: a replay of the spent token deleted it", i+1)
+				}
+				break
+			}
+			if time.Now().After(end) {
+				t.Errorf("hsm-%d still lists victim 10s after its deletion was acknowledged: %v", i+1, users)
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+}
