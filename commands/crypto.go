@@ -42,10 +42,14 @@ func cryptoFlags(mech hsmcore.Mechanism, verify bool) []Flag {
 		// PureEdDSA signs the message itself: no hash, no data type.
 		fl = append([]Flag{keyFilter}, data...)
 	case hsmcore.MechMLDSA:
-		// As on CloudHSM CLI's page: no hash; raw, or external-mu, which
-		// the HSM refuses with its reason.
+		// As on CloudHSM CLI's page: raw, or external-mu, which the HSM
+		// refuses with its reason; --hash-function shake256, the page's
+		// only value, names ML-DSA's own internal hash (FIPS 204), so it
+		// changes nothing. The page requires it; hsmsh takes it or its
+		// absence, as before.
 		fl = append(append([]Flag{keyFilter}, data...),
-			Flag{Name: "data-type", Kind: String, Required: true, Values: []string{"raw", "external-mu"}, Help: "raw (the message itself) or external-mu (a 64-byte mu; not supported by hsmsh)"})
+			Flag{Name: "data-type", Kind: String, Required: true, Values: []string{"raw", "external-mu"}, Help: "raw (the message itself) or external-mu (a 64-byte mu; not supported by hsmsh)"},
+			Flag{Name: "hash-function", Kind: String, Values: []string{"shake256"}, Help: "the hash function: shake256, ML-DSA's own internal hash (the only value; may be left out)"})
 	case hsmcore.MechEd25519ph:
 		// As on CloudHSM CLI's page: both required, and SHA-512 only.
 		fl = append(append([]Flag{keyFilter}, data...),

@@ -158,6 +158,8 @@ func generateMLDSA(spec KeySpec, token bool) ([]*keyRecord, error) {
 	pa.Verify = true
 	ka := baseAttrs(TypeMLDSA, ClassPrivate, spec.PrivateLabel, token)
 	ka.Sign = true
+	// mldsa-algorithm: the parameter set, as CloudHSM CLI shows it.
+	pa.MLDSAAlgorithm, ka.MLDSAAlgorithm = set.name, set.name
 	kcv := publicKCV(pubDER)
 	pa.CheckValue, ka.CheckValue = kcv, kcv
 	// key-length-bytes: the encoded keys' sizes, which also tell the
@@ -173,12 +175,17 @@ func generateMLDSA(spec KeySpec, token bool) ([]*keyRecord, error) {
 	return []*keyRecord{{Attrs: pa, Material: pubDER}, {Attrs: ka, Material: privBytes}}, nil
 }
 
-// mldsaMessage is what ML-DSA signs: the data itself. A digest is refused:
-// pure ML-DSA has none, and external mu (FIPS 204's precomputed message
-// representative) needs signing from mu, which circl does not expose.
+// mldsaMessage is what ML-DSA signs: the data itself. (--hash-function
+// shake256, which CloudHSM CLI asks for, names ML-DSA's own internal
+// hash: it changes nothing, so the request carries no hash.) A digest is
+// refused: pure ML-DSA has none, and external mu (FIPS 204's precomputed
+// message representative, SHAKE256 of the public key's hash and the
+// message) needs signing and verifying from mu, which circl (v1.6.5)
+// does not expose: its SignTo and Verify compute mu from the message
+// themselves.
 func mldsaMessage(req SignRequest) ([]byte, error) {
 	if req.Digest {
-		return nil, fmt.Errorf("%w: ml-dsa data type external-mu is not supported: hsmsh's ML-DSA library (circl) cannot sign a precomputed mu; use --data-type raw with the message itself", ErrInvalid)
+		return nil, fmt.Errorf("%w: ml-dsa data type external-mu is not supported: hsmsh's ML-DSA library (circl) signs and verifies only from the message, not from a precomputed mu; use --data-type raw with the message itself", ErrInvalid)
 	}
 	return req.Data, nil
 }

@@ -60,6 +60,20 @@ func TestMLDSA(t *testing.T) {
 				pub.Attrs.KeyLengthBytes != tt.pubLen || priv.Attrs.KeyLengthBytes != tt.privLen || pub.Attrs.CheckValue != priv.Attrs.CheckValue {
 				t.Errorf("attributes: public %+v, private %+v", pub.Attrs, priv.Attrs)
 			}
+			// As CloudHSM CLI's page prints them: key-type ml-dsa and the
+			// parameter set as mldsa-algorithm, on both halves.
+			for _, k := range keys {
+				m := k.Attrs.Map()
+				if m["key-type"] != "ml-dsa" || m["mldsa-algorithm"] != tt.set {
+					t.Errorf("%s: key-type %q, mldsa-algorithm %q; want ml-dsa, %s", k.Attrs.Class, m["key-type"], m["mldsa-algorithm"], tt.set)
+				}
+				for _, name := range AttributeNames() { // filters see what is printed
+					got, ok := k.Attrs.Get(name)
+					if want, wantOK := m[name]; got != want || ok != wantOK {
+						t.Errorf("%s %s: Get = %q, %v; Map = %q, %v", k.Attrs.Class, name, got, ok, want, wantOK)
+					}
+				}
+			}
 			sig, err := e.Sign(ctx, cu, SignRequest{Ref: priv.Ref, Mechanism: MechMLDSA, Data: msg})
 			if err != nil || len(sig) != tt.sigLen {
 				t.Fatalf("sign: %d bytes, %v", len(sig), err)
@@ -150,12 +164,21 @@ func TestMLDSA(t *testing.T) {
 	}{
 		{"ecdsa with an ML-DSA key", SignRequest{Ref: keys[1].Ref, Mechanism: MechECDSA, Hash: crypto.SHA256, Data: msg}, "needs an ec key"},
 		{"ed25519 with an ML-DSA key", SignRequest{Ref: keys[1].Ref, Mechanism: MechEd25519, Data: msg}, "needs an ec key"},
-		{"ml-dsa with an EC key", SignRequest{Ref: ec[1].Ref, Mechanism: MechMLDSA, Data: msg}, "needs an mldsa key"},
+		{"ml-dsa with an EC key", SignRequest{Ref: ec[1].Ref, Mechanism: MechMLDSA, Data: msg}, "needs an ml-dsa key"},
 		{"external mu", SignRequest{Ref: keys[1].Ref, Mechanism: MechMLDSA, Data: make([]byte, 64), Digest: true}, "external-mu is not supported"},
 	} {
 		if _, err := e.Sign(ctx, cu, tt.req); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%s: %v, want it to say %q", tt.name, err, tt.want)
 		}
+	}
+	// Verifying from an external mu is refused too, for the same reason.
+	if err := e.Verify(ctx, cu, SignRequest{Ref: keys[0].Ref, Mechanism: MechMLDSA, Data: make([]byte, 64), Digest: true}, make([]byte, mldsa65.SignatureSize)); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "external-mu is not supported") {
+		t.Errorf("verify from external mu: %v", err)
+	}
+	// mldsa-algorithm is the key's own: read-only, at creation too.
+	bad := KeySpec{Type: TypeMLDSA, MLDSAParams: "ML-DSA-44", PublicLabel: "a", PrivateLabel: "b", PublicAttributes: map[string]string{"mldsa-algorithm": "ML-DSA-87"}}
+	if _, err := e.GenerateKey(ctx, cu, bad); err == nil || !strings.Contains(err.Error(), `attribute "mldsa-algorithm" is read-only`) {
+		t.Errorf("mldsa-algorithm set at creation: %v", err)
 	}
 	for _, tt := range []struct {
 		name string

@@ -20,11 +20,9 @@ const (
 	TypeGenericSecret = "generic-secret"
 	TypeEC            = "ec"
 	TypeRSA           = "rsa"
-	// TypeMLDSA is an ML-DSA (FIPS 204) key. The pages hsmsh follows show
-	// no example output for an ML-DSA key, so CloudHSM's own key-type
-	// value is unconfirmed: "mldsa" is hsmsh's guess, after the pages'
-	// file names (cloudhsm_cli-key-generate-asymmetric-pair-mldsa).
-	TypeMLDSA = "mldsa"
+	// TypeMLDSA is an ML-DSA (FIPS 204) key, "ml-dsa" as the example
+	// output of cloudhsm_cli-key-generate-asymmetric-pair-mldsa shows it.
+	TypeMLDSA = "ml-dsa"
 )
 
 // MaxLabelLen is CloudHSM's limit on a key label.
@@ -49,19 +47,22 @@ type Attributes struct {
 	Modifiable       bool   `json:"modifiable"`
 	NeverExtractable bool   `json:"never-extractable"`
 	Private          bool   `json:"private"`
-	Sensitive        bool   `json:"sensitive"`
-	Sign             bool   `json:"sign"`
-	Trusted          bool   `json:"trusted"`
-	Unwrap           bool   `json:"unwrap"`
-	Verify           bool   `json:"verify"`
-	Wrap             bool   `json:"wrap"`
-	WrapWithTrusted  bool   `json:"wrap-with-trusted"`
-	KeyLengthBytes   int    `json:"key-length-bytes,omitempty"`
-	ECPoint          string `json:"ec-point,omitempty"`
-	Curve            string `json:"curve,omitempty"`
-	PublicExponent   string `json:"public-exponent,omitempty"`
-	Modulus          string `json:"modulus,omitempty"`
-	ModulusSizeBits  int    `json:"modulus-size-bits,omitempty"`
+	// MLDSAAlgorithm is an ML-DSA key's parameter set (ML-DSA-44, -65,
+	// -87), where CloudHSM CLI prints it: after private.
+	MLDSAAlgorithm  string `json:"mldsa-algorithm,omitempty"`
+	Sensitive       bool   `json:"sensitive"`
+	Sign            bool   `json:"sign"`
+	Trusted         bool   `json:"trusted"`
+	Unwrap          bool   `json:"unwrap"`
+	Verify          bool   `json:"verify"`
+	Wrap            bool   `json:"wrap"`
+	WrapWithTrusted bool   `json:"wrap-with-trusted"`
+	KeyLengthBytes  int    `json:"key-length-bytes,omitempty"`
+	ECPoint         string `json:"ec-point,omitempty"`
+	Curve           string `json:"curve,omitempty"`
+	PublicExponent  string `json:"public-exponent,omitempty"`
+	Modulus         string `json:"modulus,omitempty"`
+	ModulusSizeBits int    `json:"modulus-size-bits,omitempty"`
 }
 
 // attrKind says how an attribute's value is written and who may change it.
@@ -83,7 +84,7 @@ var attrKinds = map[string]attrKind{
 	"never-extractable": {boolean: true}, "private": {boolean: true},
 	"trusted":           {boolean: true, settable: true, admin: true},
 	"wrap-with-trusted": {boolean: true, settable: true, oneWay: "true"},
-	"key-length-bytes":  {}, "ec-point": {}, "curve": {},
+	"key-length-bytes":  {}, "ec-point": {}, "curve": {}, "mldsa-algorithm": {},
 	"modulus": {}, "modulus-size-bits": {}, "public-exponent": {},
 	"label": {settable: true}, "id": {settable: true},
 	"token":       {boolean: true},

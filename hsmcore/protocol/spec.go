@@ -12,7 +12,7 @@ import (
 
 // KeySpec says which key to make.
 type KeySpec struct {
-	Type string // aes, generic-secret, ec, rsa, mldsa
+	Type string // aes, generic-secret, ec, rsa, ml-dsa
 	// Label is the label of a symmetric key; PublicLabel and PrivateLabel
 	// those of a pair's halves.
 	Label        string
@@ -120,7 +120,7 @@ func (req SignRequest) CheckMechanism(keyType string) error {
 		}
 	case MechMLDSA:
 		if keyType != TypeMLDSA {
-			return fmt.Errorf("%w: mechanism ml-dsa needs an mldsa key, this is an %s key", ErrInvalid, keyType)
+			return fmt.Errorf("%w: mechanism ml-dsa needs an %s key, this is an %s key", ErrInvalid, TypeMLDSA, keyType)
 		}
 	case MechRSAPKCS, MechRSAPKCSPS:
 		if keyType != TypeRSA {

@@ -217,7 +217,7 @@ func keyKind(cmd *commands.Command) (class, typ string) {
 	case strings.Contains(p[2], "rsa"):
 		typ = "rsa"
 	case p[2] == "ml-dsa":
-		typ = "mldsa"
+		typ = "ml-dsa"
 	}
 	return class, typ
 }
