@@ -19,6 +19,10 @@ type Session struct {
 
 	mu     sync.RWMutex
 	caller *hsmcore.Caller
+	// logging serializes logins without holding mu over the cluster's
+	// login, which for token-sign MFA waits on the user: readers of who
+	// is logged in (the panes, completion) go on meanwhile.
+	logging sync.Mutex
 }
 
 // New returns a session on c with nobody logged in.
@@ -30,33 +34,34 @@ func (s *Session) Cluster() hsmcore.Cluster { return s.cluster }
 // Login logs a user in. A session holds one login at a time, as in
 // CloudHSM CLI: log out first to switch users.
 func (s *Session) Login(ctx context.Context, username string, role hsmcore.Role, password string) (hsmcore.Caller, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.caller != nil {
-		return hsmcore.Caller{}, fmt.Errorf("already logged in as %s (%s): log out first", s.caller.Username, s.caller.Role)
+	return s.login(func() (hsmcore.Caller, error) { return s.cluster.Login(ctx, username, role, password) })
+}
+
+// login runs one login: one at a time, and only while nobody is logged
+// in; the session's lock is not held while the cluster logs in.
+func (s *Session) login(do func() (hsmcore.Caller, error)) (hsmcore.Caller, error) {
+	s.logging.Lock()
+	defer s.logging.Unlock()
+	s.mu.RLock()
+	cur := s.caller
+	s.mu.RUnlock()
+	if cur != nil {
+		return hsmcore.Caller{}, fmt.Errorf("already logged in as %s (%s): log out first", cur.Username, cur.Role)
 	}
-	c, err := s.cluster.Login(ctx, username, role, password)
+	c, err := do()
 	if err != nil {
 		return hsmcore.Caller{}, err
 	}
+	s.mu.Lock()
 	s.caller = &c
+	s.mu.Unlock()
 	return c, nil
 }
 
 // LoginMFA is Login for a user with token-sign MFA: sign signs the HSM's
 // token with the user's MFA private key (the user does, outside hsmsh).
 func (s *Session) LoginMFA(ctx context.Context, username string, role hsmcore.Role, password string, sign hsmcore.MFASigner) (hsmcore.Caller, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.caller != nil {
-		return hsmcore.Caller{}, fmt.Errorf("already logged in as %s (%s): log out first", s.caller.Username, s.caller.Role)
-	}
-	c, err := s.cluster.LoginMFA(ctx, username, role, password, sign)
-	if err != nil {
-		return hsmcore.Caller{}, err
-	}
-	s.caller = &c
-	return c, nil
+	return s.login(func() (hsmcore.Caller, error) { return s.cluster.LoginMFA(ctx, username, role, password, sign) })
 }
 
 // Logout ends the login; the cluster destroys its session keys.

@@ -32,7 +32,9 @@ func fullScreen(ctx context.Context, env *commands.Env, runner *commands.Runner,
 		return 1
 	}
 	// The shell asks for passwords in its own masked field; a terminal
-	// read underneath bubbletea would fight it for the keyboard.
+	// read underneath bubbletea would fight it for the keyboard. A
+	// command that asks mid-run (token-sign MFA) gets a ReadPassword of
+	// its own, answered in the shell (ask.go).
 	env.ReadPassword = nil
 	return runProgram(ctx, NewModel(env, runner, th, dataDir), stdin, stdout, stderr)
 }

@@ -554,7 +554,13 @@ func endsInComment(line string) bool {
 // promptFor is the REPL's prompt: who is logged in to which cluster, as
 // CloudHSM CLI shows it with several clusters.
 func promptFor(env *commands.Env) string {
-	if user, _, ok := env.Who(); ok {
+	user, _, ok := env.Who()
+	return promptAs(env, user, ok)
+}
+
+// promptAs is promptFor with user logged in (when ok).
+func promptAs(env *commands.Env, user string, ok bool) string {
+	if ok {
 		return fmt.Sprintf("hsmsh [%s@%s] > ", user, env.ClusterID())
 	}
 	if ids := env.ClusterIDs(); len(ids) > 1 {

@@ -53,6 +53,7 @@ const (
 	modeSecret       // a masked password
 	modeSearch       // Ctrl+R history search
 	modeFilter       // the key pane's filter
+	modeAsk          // a running command's question (ask.go)
 )
 
 // lostKey is a key the cluster reported lost, kept on the key pane so the
@@ -88,6 +89,17 @@ type Model struct {
 	runStart time.Time
 	runID    int            // the current run's number
 	late     map[int]string // cancelled runs still finishing: id → line
+	// ask is the question the running command waits on (modeAsk): a
+	// token to sign, or a line to type.
+	ask *askReq
+	// While a command runs the frame shows who was logged in as it
+	// began, and the session's lifetime counting down from then: a
+	// login holds the session until it is done, and one with token-sign
+	// MFA until the user has signed (see whoNow).
+	runWho    [2]string // user, role; "" when nobody was logged in
+	runLeft   time.Duration
+	runLeftOK bool
+	runLogin  bool // the command running is a login
 
 	// secret entry: the words waiting for a password, and what was typed.
 	pending    []string
@@ -185,21 +197,37 @@ func NewModel(env *commands.Env, runner *commands.Runner, th themes.Theme, dataD
 		width:     100, height: 30,
 		dirty: true,
 	}
+	// Completion runs in Update: while a login holds the session (until
+	// its MFA token is signed) it must not wait for it.
+	m.comp.Source = &liveSource{env: env, busy: func() bool { return m.running && m.runLogin }}
 	m.loadHistory()
 	m.out = append(m.out, th.Title.Render("hsmsh "+Version)+th.Dim.Render("  — type help for commands, ? for keys, Ctrl+L toggles panes, quit to leave"))
 	return m
 }
 
-// liveSource gives completion the values the cluster knows now.
-type liveSource struct{ env *commands.Env }
+// liveSource gives completion the values the cluster knows now. busy,
+// when set and true, says the session cannot be read now without waiting
+// (a login runs): the values that need it are left out.
+type liveSource struct {
+	env  *commands.Env
+	busy func() bool
+}
+
+func (s *liveSource) waits() bool { return s.busy != nil && s.busy() }
 
 func (s *liveSource) HSMIDs() []string {
 	return commands.SortedHSMIDs(s.env.HSMs(context.Background()))
 }
 func (s *liveSource) Usernames() []string {
+	if s.waits() {
+		return nil
+	}
 	return s.env.Usernames(context.Background())
 }
 func (s *liveSource) KeyLabels() []string {
+	if s.waits() {
+		return nil
+	}
 	keys, _ := s.env.Keys(context.Background())
 	seen := map[string]bool{}
 	var out []string
@@ -212,6 +240,9 @@ func (s *liveSource) KeyLabels() []string {
 	return out
 }
 func (s *liveSource) Keys() []completion.KeyInfo {
+	if s.waits() {
+		return nil
+	}
 	keys, _ := s.env.Keys(context.Background())
 	out := make([]completion.KeyInfo, len(keys))
 	for i, k := range keys {
@@ -220,6 +251,9 @@ func (s *liveSource) Keys() []completion.KeyInfo {
 	return out
 }
 func (s *liveSource) KeyRefs() []string {
+	if s.waits() {
+		return nil
+	}
 	keys, _ := s.env.Keys(context.Background())
 	out := make([]string, len(keys))
 	for i, k := range keys {
@@ -303,7 +337,8 @@ func (m *Model) refresh() tea.Cmd {
 	}
 	m.refreshing, m.dirty = true, false
 	env, compare := m.env.Current(), m.compare
-	who := whoOf(env)
+	user, _, _ := m.whoNow()
+	who := user + "@" + env.ClusterID()
 	return func() tea.Msg {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -341,8 +376,11 @@ func (m *Model) promptText() string {
 		return fmt.Sprintf("(history search) '%s': ", m.searchQuery)
 	case modeFilter:
 		return "filter keys > "
+	case modeAsk:
+		return m.askPrompt()
 	}
-	return promptFor(m.env)
+	user, _, ok := m.whoNow()
+	return promptAs(m.env, user, ok)
 }
 
 // Update handles one message.
@@ -374,6 +412,8 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		return m, nil
 	case resultMsg:
 		return m.finished(msg)
+	case askMsg:
+		return m.asked(msg)
 	case eventsMsg:
 		m.takeEvents(msg)
 		return m, tea.Batch(waitEvents(m.evCh), m.refreshIfDirty())
@@ -565,6 +605,8 @@ func (m *Model) key(k tea.KeyMsg) (tea.Model, tea.Cmd) {
 		return m.searchKey(k)
 	case modeFilter:
 		return m.filterKey(k)
+	case modeAsk:
+		return m.askKey(k)
 	}
 	return m.commandKey(k)
 }
@@ -579,7 +621,10 @@ func (m *Model) interrupt() (tea.Model, tea.Cmd) {
 		// the user needs. Its late result is dropped unless it had
 		// already done its work (see finished).
 		if m.cancel != nil {
-			m.cancel()
+			m.cancel() // a question it waits on is answered by the cancel
+		}
+		if m.ask != nil {
+			m.endAsk()
 		}
 		if m.late == nil {
 			m.late = map[int]string{}
@@ -924,17 +969,31 @@ func quoteAll(words []string) []string {
 	return out
 }
 
-// run starts a command in the background.
+// run starts a command in the background. The command runs in a
+// goroutine of its own, so that it can wait on a question (token-sign
+// MFA) while Update goes on: the run's tea.Cmd returns its first
+// question (askMsg) or its result, and each question brings the wait for
+// the next.
 func (m *Model) run(words []string, shown string) tea.Cmd {
 	ctx, cancel := context.WithCancel(context.Background())
 	m.runID++
 	m.running, m.cancel, m.runLine, m.runStart = true, cancel, shown, time.Now()
-	runner := m.runner
+	user, role, ok := m.env.Who()
+	m.runWho, m.runLeftOK, m.runLogin = [2]string{user, role}, false, len(words) > 0 && words[0] == "login"
+	if ok {
+		m.runLeft, m.runLeftOK = m.env.SessionLeft(ctx)
+	}
+	asks := make(chan *askReq)
+	done := make(chan resultMsg, 1)
+	runner := m.askingRunner(ctx, asks, words)
 	start, id := m.runStart, m.runID
 	return tea.Batch(m.spin.Tick, func() tea.Msg {
-		res := runner.Run(ctx, words)
-		cancel()
-		return resultMsg{id: id, res: res, took: time.Since(start)}
+		go func() {
+			res := runner.Run(ctx, words)
+			cancel()
+			done <- resultMsg{id: id, res: res, took: time.Since(start)}
+		}()
+		return waitRun(id, asks, done)()
 	})
 }
 
@@ -955,6 +1014,9 @@ func (m *Model) finished(msg resultMsg) (tea.Model, tea.Cmd) {
 		return m, nil
 	}
 	m.running, m.cancel = false, nil
+	if m.ask != nil {
+		m.endAsk() // the command ended without its answer
+	}
 	var demo tea.Cmd
 	if m.demo != nil && m.demo.phase == demoRunning && m.demo.runID == msg.id {
 		demo = m.demoFinished(msg.res) // the result, read as the demo expects it

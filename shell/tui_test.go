@@ -154,7 +154,7 @@ func runLine(t testing.TB, m *Model, line string) {
 
 func TestTypeCommandSeeResult(t *testing.T) {
 	m := newTestModel(t, 3, false, "")
-	m.Update(tea.WindowSizeMsg{Width: 140, Height: 100}) // room for the echo and the result (raft too)
+	m.Update(tea.WindowSizeMsg{Width: 140, Height: 140}) // room for the echo and the result (raft too)
 	runLine(t, m, "cluster hsm-info")
 	v := m.View()
 	for _, want := range []string{"hsmsh > cluster hsm-info", `"id": "hsm-3"`, `"state": "active"`} {

@@ -1,6 +1,7 @@
 package shell
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"strings"
@@ -39,7 +40,7 @@ type layout struct {
 	outH          int
 	hsmH, keyH    int
 	qH, evH       int
-	narrH         int // the demo's narration pane, above the output (0: no demo)
+	narrH         int // the pane above the output: a token to sign, or the demo's narration (0: none)
 }
 
 func (m *Model) layout() layout {
@@ -48,7 +49,7 @@ func (m *Model) layout() layout {
 	lay := layout{kind: layoutOutput, w: w, bodyH: h - len(bottom), bottom: bottom, leftW: w}
 	lay.outH = lay.bodyH
 	if !m.showPanes {
-		lay.narrH = m.demoHeight(w, lay.bodyH)
+		lay.narrH = m.topHeight(w, lay.bodyH)
 		lay.outH -= lay.narrH
 		return lay
 	}
@@ -71,13 +72,13 @@ func (m *Model) layout() layout {
 		lay.evH = max(min(m.eventCount()+2, avail-lay.keyH), min(evMin, avail-lay.keyH))
 		lay.keyH = avail - lay.evH
 		// A demo's narration sits above the output, beside the panes.
-		lay.narrH = m.demoHeight(lay.leftW, bodyH)
+		lay.narrH = m.topHeight(lay.leftW, bodyH)
 		lay.outH = bodyH - lay.narrH
 		return lay
 	}
 	// Compact: one line sums up the HSMs; the grid above the output, and
 	// a demo's narration above both.
-	lay.narrH = m.demoHeight(w, bodyH)
+	lay.narrH = m.topHeight(w, bodyH)
 	avail := bodyH - 1 - lay.narrH
 	if avail < 9 {
 		lay.outH = avail // too short for a grid: the output and the summary
@@ -125,7 +126,7 @@ func (m *Model) View() string {
 		right := lipgloss.JoinVertical(lipgloss.Left, panes...)
 		left := m.box("Output", m.outLines(lay.leftW-2, lay.outH-2), lay.leftW, lay.outH)
 		if lay.narrH > 0 {
-			left = lipgloss.JoinVertical(lipgloss.Left, m.narrationBox(lay.leftW, lay.narrH), left)
+			left = lipgloss.JoinVertical(lipgloss.Left, m.topBox(lay.leftW, lay.narrH), left)
 		}
 		body = lipgloss.JoinHorizontal(lipgloss.Top, left, right)
 	case layoutCompact:
@@ -149,7 +150,7 @@ func (m *Model) View() string {
 		}
 	}
 	if lay.narrH > 0 && lay.kind != layoutWide {
-		body = lipgloss.JoinVertical(lipgloss.Left, m.narrationBox(w, lay.narrH), body)
+		body = lipgloss.JoinVertical(lipgloss.Left, m.topBox(w, lay.narrH), body)
 	}
 	return lipgloss.JoinVertical(lipgloss.Left, body, strings.Join(lay.bottom, "\n"))
 }
@@ -177,7 +178,7 @@ func (m *Model) box(title string, lines []string, w, h int) string {
 func (m *Model) inputView(w int) string {
 	p := m.theme.Prompt.Render(m.promptText())
 	s := p + m.input.View()
-	if m.running {
+	if m.running && m.ask == nil { // a question waits on the user, not the command
 		s = m.spin.View() + " " + s
 	}
 	return ansi.Truncate(s, w, "…")
@@ -491,13 +492,21 @@ func (m *Model) eventLines(w, h int) []string {
 }
 
 func (m *Model) statusView(w int) string {
-	parts := statusParts(m.env)
+	user, role, ok := m.whoNow()
+	parts := statusPartsAs(m.env, user, role, ok, func() (time.Duration, bool) {
+		if m.running {
+			return max(m.runLeft-time.Since(m.runStart), 0), m.runLeftOK
+		}
+		return m.env.SessionLeft(context.Background())
+	})
 	parts[0] = " " + parts[0]
 	s := strings.Join(parts, " │ ")
 	right := "? help "
 	switch {
 	case m.quitArmed:
 		right = "press Ctrl+C again (or type quit) to leave hsmsh "
+	case m.ask != nil:
+		right = trunc(m.runLine, 30) + " waits for you · Enter · Esc cancels "
 	case m.running:
 		right = fmt.Sprintf("running %s (%.0fs) · Ctrl+C cancels ", trunc(m.runLine, 30), time.Since(m.runStart).Seconds())
 	}
