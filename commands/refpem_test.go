@@ -121,8 +121,12 @@ func TestGenerateFileReferencePEMHoldsNoKeyMaterial(t *testing.T) {
 			run("key generate-file --encoding reference-pem --path " + curve + ".pem --filter attr.label=" + curve)
 			block, file := read(curve+".pem", "EC PRIVATE KEY")
 			priv := privateOf(curve).(*ecdsa.PrivateKey)
-			size := (priv.Curve.Params().N.BitLen() + 7) / 8
-			noneIn(curve, append(file, block.Bytes...), map[string][]byte{"private scalar": priv.D.FillBytes(make([]byte, size))})
+			scalar, err := priv.Bytes()
+			if err != nil {
+				t.Fatal(err)
+			}
+			noneIn(curve, append(file, block.Bytes...), map[string][]byte{"private scalar": scalar})
+			size := len(scalar) // the curve's order's size: Bytes pads to it
 			var got ecPrivateKey
 			if _, err := asn1.Unmarshal(block.Bytes, &got); err != nil {
 				t.Fatal(err)

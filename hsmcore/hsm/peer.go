@@ -558,12 +558,6 @@ type tokenState struct {
 	Tombstones map[Ref]time.Time `json:"tombstones"`
 }
 
-type userState struct {
-	Up         bool                   `json:"up"`
-	Users      map[string]*userRecord `json:"users"`
-	Tombstones map[string]int64       `json:"tombstones"`
-}
-
 type deleteUserArgs struct {
 	Name string `json:"name"`
 	At   int64  `json:"at"`
