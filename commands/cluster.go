@@ -9,6 +9,52 @@ import (
 	"github.com/hsmsh/hsmsh/hsmcore"
 )
 
+// hsmInfoOut is one HSM as cluster hsm-info prints it: first the fields
+// of the cluster-hsm-info page (vendor … fips-state, all strings), as they
+// describe hsmsh's software HSM, then hsmsh's own (id, state, address, key
+// and user counts, latency, TLS, identity key, domain, raft), which the
+// page does not have.
+type hsmInfoOut struct {
+	Vendor               string `json:"vendor"`
+	Model                string `json:"model"`
+	SerialNumber         string `json:"serial-number"`
+	HardwareVersionMajor string `json:"hardware-version-major"`
+	HardwareVersionMinor string `json:"hardware-version-minor"`
+	FirmwareVersionMajor string `json:"firmware-version-major"`
+	FirmwareVersionMinor string `json:"firmware-version-minor"`
+	FirmwareBuildNumber  string `json:"firmware-build-number"`
+	FirmwareID           string `json:"firmware-id"`
+	FIPSState            string `json:"fips-state"`
+	hsmcore.HSMInfo
+}
+
+// The firmware of every HSM is hsmcore as this hsmsh carries it: its
+// version is hsmsh's (0.1.0, shell.Version, which this package cannot
+// import). There is no hardware, so its version is 0.0; and hsmcore is no
+// FIPS-validated module, so the state is the page's non-FIPS one.
+const (
+	hsmFirmwareMajor, hsmFirmwareMinor, hsmFirmwareBuild = "0", "1", "0"
+	hsmFIPSState                                         = "0 [non-FIPS mode with single factor authentication]"
+)
+
+func hsmInfoOf(h hsmcore.HSMInfo) hsmInfoOut {
+	// The serial number is the HSM's identity key fingerprint: like a
+	// serial number, it changes when the HSM is replaced. A down HSM that
+	// never answered has none; its id stands in.
+	serial := strings.TrimPrefix(h.Identity, "sha256:")
+	if serial == "" {
+		serial = h.ID
+	}
+	return hsmInfoOut{
+		Vendor: "hsmsh", Model: "hsmcore software HSM", SerialNumber: serial,
+		HardwareVersionMajor: "0", HardwareVersionMinor: "0",
+		FirmwareVersionMajor: hsmFirmwareMajor, FirmwareVersionMinor: hsmFirmwareMinor, FirmwareBuildNumber: hsmFirmwareBuild,
+		FirmwareID: "HSMCORE-FW-" + hsmFirmwareMajor + "." + hsmFirmwareMinor + "-" + hsmFirmwareBuild,
+		FIPSState:  hsmFIPSState,
+		HSMInfo:    h,
+	}
+}
+
 // password returns --password, or asks for it on the terminal.
 func password(env *Env, a *Args, prompt string) (string, error) {
 	return secretFlag(env, a, "password", prompt)
@@ -72,7 +118,12 @@ func clusterCommands() []*Command {
 			Summary: "show each HSM of the cluster: state, address, key count, TLS, its raft role (leader, term, commit index, last contact)",
 			Run: func(ctx context.Context, env *Env, a *Args) (any, error) {
 				c := env.Session.Cluster()
-				return map[string]any{"cluster-id": c.ID(), "hsms": c.HSMs(ctx)}, nil
+				infos := c.HSMs(ctx)
+				hsms := make([]hsmInfoOut, len(infos))
+				for i, h := range infos {
+					hsms[i] = hsmInfoOf(h)
+				}
+				return map[string]any{"cluster-id": c.ID(), "hsms": hsms}, nil
 			},
 		},
 		{

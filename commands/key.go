@@ -22,7 +22,22 @@ type keyOut struct {
 
 func fullKey(k hsmcore.Key) keyOut {
 	info := k.Info
-	return keyOut{Ref: k.Ref.String(), Info: &info, Attrs: k.Attrs}
+	var attrs any = k.Attrs
+	if k.Attrs.KeyType == hsmcore.TypeGenericSecret {
+		attrs = genericSecretAttrs{Attributes: k.Attrs}
+	}
+	return keyOut{Ref: k.Ref.String(), Info: &info, Attrs: attrs}
+}
+
+// genericSecretAttrs prints a generic secret's attributes without
+// check-value, as the key generate-symmetric generic-secret page shows
+// them: CloudHSM gives no check value for these (HMAC) keys ("KCV for
+// HMAC keys is not supported", the check value page). The HSM still
+// keeps one, which hsmsh's own tests use; the shallower, always empty
+// CheckValue here hides it from the output.
+type genericSecretAttrs struct {
+	hsmcore.Attributes
+	CheckValue string `json:"check-value,omitempty"`
 }
 
 func briefKey(k hsmcore.Key) keyOut {

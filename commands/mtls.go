@@ -84,7 +84,9 @@ func mtlsCommands() []*Command {
 				if _, _, err := change(ctx, env, hsmcore.MTLSChange{Ref: int(ref)}); err != nil {
 					return nil, err
 				}
-				return Status("Trust anchor deregistered successfully"), nil
+				// The page: {"message": "Trust anchor with reference 0x01
+				// deregistered successfully"}, an object.
+				return fmt.Sprintf("Trust anchor with reference 0x%02x deregistered successfully", ref), nil
 			},
 		},
 		{
@@ -106,7 +108,10 @@ func mtlsCommands() []*Command {
 				if _, _, err := change(ctx, env, hsmcore.MTLSChange{Level: a.String("level")}); err != nil {
 					return nil, err
 				}
-				return Status("Mtls enforcement level set to " + a.String("level") + " successfully"), nil
+				// The page: {"message": "Mtls enforcement level set to
+				// Cluster successfully"}, an object, the level capitalised.
+				level := a.String("level")
+				return "Mtls enforcement level set to " + strings.ToUpper(level[:1]) + level[1:] + " successfully", nil
 			},
 		},
 		{

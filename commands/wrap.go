@@ -88,7 +88,8 @@ func wrapParams(mech string, a *Args) (hsmcore.WrapParams, error) {
 }
 
 // wrapResult is key wrap's result as most of the pages print it
-// (aes-gcm, aes-pkcs5-pad, rsa-pkcs): snake_case keys; iv for aes-gcm.
+// (aes-gcm, aes-no-pad, aes-pkcs5-pad, aes-zero-pad, cloudhsm-aes-gcm,
+// rsa-pkcs): snake_case keys; iv for aes-gcm.
 type wrapResult struct {
 	Payload  string `json:"payload_key_reference"`
 	Wrapping string `json:"wrapping_key_reference"`
@@ -96,10 +97,13 @@ type wrapResult struct {
 	Data     string `json:"wrapped_key_data"`
 }
 
-// wrapResultHyphens is key wrap rsa-aes's result: its page prints the
-// same fields with hyphens (payload-key-reference …). The pages disagree
-// and neither is dated; each command follows its own page, as CloudHSM
-// CLI's scripts parse what that page shows.
+// wrapResultHyphens is key wrap rsa-aes's and rsa-oaep's result: their
+// pages print the same fields with hyphens (payload-key-reference …).
+// The pages disagree and none is dated; each command follows its own
+// page, as CloudHSM CLI's scripts parse what that page shows. For
+// rsa-oaep that is the more recent page: an earlier copy had no example
+// output (hsmsh then printed the siblings' snake_case); the current one
+// prints hyphens.
 type wrapResultHyphens struct {
 	Payload  string `json:"payload-key-reference"`
 	Wrapping string `json:"wrapping-key-reference"`
@@ -157,7 +161,7 @@ func wrapCommand(mech string) *Command {
 				}
 			}
 			data := base64.StdEncoding.EncodeToString(w.Data)
-			if mech == hsmcore.WrapRSAAES {
+			if mech == hsmcore.WrapRSAAES || mech == hsmcore.WrapRSAOAEP {
 				return wrapResultHyphens{Payload: payload.String(), Wrapping: wrapping.String(), Data: data}, nil
 			}
 			out := wrapResult{Payload: payload.String(), Wrapping: wrapping.String(), Data: data}

@@ -298,8 +298,12 @@ func (a *Attributes) Allows(name string) bool {
 		}
 	case ClassSecret:
 		if a.KeyType == TypeGenericSecret {
+			// encrypt and decrypt are usage attributes CloudHSM lets a
+			// generic secret carry (the generic-secret page's examples
+			// set encrypt=true; the attribute table restricts neither);
+			// it still cannot wrap or unwrap.
 			switch name {
-			case "encrypt", "decrypt", "wrap", "unwrap":
+			case "wrap", "unwrap":
 				return false
 			}
 		}
