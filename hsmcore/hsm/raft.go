@@ -35,16 +35,17 @@ import (
 // reaches the other HSMs: both TLS layers between servers, the in-process
 // doors in the embedded cluster. Every member is a voter.
 
-// Raft timing. A leader sends a heartbeat a tenth of HeartbeatTimeout
-// apart, each a signed peer call (about 0.7 ms of CPU for the signature
-// and its check); a follower that hears none for HeartbeatTimeout starts
-// an election.
+// Raft timing: raft's defaults. A leader sends a heartbeat a tenth of
+// HeartbeatTimeout apart (an HMAC'd peer call, linkkey.go); a follower
+// that hears none for HeartbeatTimeout starts an election, so a leader
+// lost is replaced in one to two seconds. Shorter timeouts made leaders
+// step down on a loaded machine (a CI run with the race detector).
 const (
-	raftHeartbeat = 500 * time.Millisecond
-	raftLease     = 250 * time.Millisecond
+	raftHeartbeat = time.Second
+	raftLease     = 500 * time.Millisecond
 	// commitTimeout bounds how long a change waits for a majority (an
 	// election included) before it is refused.
-	commitTimeout = 4 * time.Second
+	commitTimeout = 8 * time.Second
 	// raftRPCTimeout bounds one raft RPC to a peer; a snapshot gets longer.
 	raftRPCTimeout      = 3 * time.Second
 	raftSnapshotTimeout = 30 * time.Second
@@ -613,8 +614,16 @@ func (h *hsm) commit(what, op string, args any) error {
 	if err := checkProposal(p); err != nil {
 		return err
 	}
-	deadline := time.Now().Add(commitTimeout)
+	start := time.Now()
+	deadline := start.Add(commitTimeout)
+	probed := false
 	for time.Now().Before(deadline) {
+		if !probed && time.Since(start) > probeAfter {
+			probed = true
+			if reach, total := h.reachable(); len(reach) <= total/2 {
+				return noMajorityOf(what, reach, total)
+			}
+		}
 		n := h.raftNode()
 		if n == nil {
 			if !h.Up() {
@@ -633,7 +642,7 @@ func (h *hsm) commit(what, op string, args any) error {
 		var res applyResult
 		if n.r.State() == raft.Leader {
 			idx, res, err = h.applyAsLeader(n, p, time.Until(deadline))
-		} else if leader := n.waitLeader(deadline); leader != "" {
+		} else if leader := n.waitLeader(h.leaderWait(start, deadline, probed)); leader != "" {
 			var rep proposeReply
 			err = h.forward(leader, p, &rep)
 			idx, res = rep.Index, rep.Result
@@ -660,6 +669,15 @@ func (h *hsm) commit(what, op string, args any) error {
 		return res.err()
 	}
 	return h.noMajority(what)
+}
+
+// leaderWait is how long a change waits for a leader in one turn: until
+// the probe is due, then until the deadline.
+func (h *hsm) leaderWait(start, deadline time.Time, probed bool) time.Time {
+	if p := start.Add(probeAfter); !probed && p.Before(deadline) {
+		return p
+	}
+	return deadline
 }
 
 // opReadIndex asks the leader how far it has applied the log, changing
@@ -807,9 +825,26 @@ func checkProposal(p proposal) error {
 // noMajority says which HSMs this one reached, for a change it could not
 // commit.
 func (h *hsm) noMajority(what string) error {
-	reach := []string{h.id}
+	reach, total := h.reachable()
+	return noMajorityOf(what, reach, total)
+}
+
+func noMajorityOf(what string, reach []string, total int) error {
+	return fmt.Errorf("%w: cannot %s: only %d of %d HSMs reachable (%s); a change to the domain state needs a majority (%d of %d)",
+		ErrNoMajority, what, len(reach), total, strings.Join(reach, ", "), total/2+1, total)
+}
+
+// probeAfter is how long a change waits for a leader before it asks which
+// HSMs answer at all: with no majority among them it is refused at once,
+// rather than at the end of commitTimeout.
+const probeAfter = 1500 * time.Millisecond
+
+// reachable lists the HSMs this one reaches over the peer channel that
+// take part in the group (itself included), and how many HSMs there are.
+func (h *hsm) reachable() (reach []string, total int) {
+	reach = []string{h.id}
 	links := h.peerLinks()
-	total := 1
+	total = 1
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	for _, l := range links {
@@ -837,8 +872,7 @@ func (h *hsm) noMajority(what string) error {
 	}
 	wg.Wait()
 	sort.Strings(reach)
-	return fmt.Errorf("%w: cannot %s: only %d of %d HSMs reachable (%s); a change to the domain state needs a majority (%d of %d)",
-		ErrNoMajority, what, len(reach), total, strings.Join(reach, ", "), total/2+1, total)
+	return reach, total
 }
 
 // callPeerTimeout is callPeer bounded by d.
