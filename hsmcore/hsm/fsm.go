@@ -71,7 +71,12 @@ func (f *domainFSM) Apply(l *raft.Log) any {
 	if err := json.Unmarshal(l.Data, &p); err != nil {
 		res = applyResult{Code: protocol.CodeInvalid, Err: fmt.Sprintf("log entry %d is unreadable: %v", l.Index, err)}
 	} else if err := h.applyOp(p.Op, p.Args, l.Index); err != nil {
-		res = applyResult{Code: protocol.CodeOf(err), Err: err.Error()}
+		var n note
+		if errors.As(err, &n) {
+			res = applyResult{Note: string(n)}
+		} else {
+			res = applyResult{Code: protocol.CodeOf(err), Err: err.Error()}
+		}
 	}
 	if h.store != nil {
 		if err := h.store.putSecret(secretApplied, strconv.AppendUint(nil, l.Index, 10)); err != nil {
@@ -81,6 +86,12 @@ func (f *domainFSM) Apply(l *raft.Log) any {
 	h.raft.setApplied(l.Index)
 	return res
 }
+
+// note is what an entry did, where that is not an error: applyOp returns
+// it, and Apply passes it on in the applyResult.
+type note string
+
+func (n note) Error() string { return string(n) }
 
 // applyOp applies one operation to this HSM's state and store.
 func (h *hsm) applyOp(op string, raw json.RawMessage, index uint64) error {
@@ -134,7 +145,7 @@ func (h *hsm) applyOp(op string, raw json.RawMessage, index uint64) error {
 		if op == opLoginFailed {
 			if u.locked() {
 				h.mu.Unlock()
-				return nil
+				return note(noteLocked) // not counted: the lock came first
 			}
 			nu.Failed++
 		} else {
@@ -154,6 +165,9 @@ func (h *hsm) applyOp(op string, raw json.RawMessage, index uint64) error {
 		h.mu.Unlock()
 		if op == opLoginFailed && nu.locked() {
 			h.event(Event{Kind: EventDomainState, Detail: fmt.Sprintf("%s locked after %d wrong passwords (the last on %s)", a.User, nu.failures(), a.HSM)})
+		}
+		if op == opLoginFailed {
+			return note(noteCounted)
 		}
 		return nil
 	case opPutQuorum:

@@ -591,7 +591,16 @@ type proposeReply struct {
 type applyResult struct {
 	Code string `json:"code,omitempty"`
 	Err  string `json:"err,omitempty"`
+	// Note is what the entry did, where its caller needs to know: for a
+	// failed login, whether it counted (noteCounted) or found the user
+	// locked already (noteLocked).
+	Note string `json:"note,omitempty"`
 }
+
+const (
+	noteCounted = "counted"
+	noteLocked  = "locked"
+)
 
 func (r applyResult) err() error {
 	if r.Err == "" {
@@ -606,13 +615,19 @@ func (r applyResult) err() error {
 // majority it fails, saying which HSMs were reachable. what names the
 // change for that message ("user create").
 func (h *hsm) commit(what, op string, args any) error {
+	_, err := h.commitResult(what, op, args)
+	return err
+}
+
+// commitResult is commit, with the state machine's note on the entry.
+func (h *hsm) commitResult(what, op string, args any) (applyResult, error) {
 	raw, err := json.Marshal(args)
 	if err != nil {
-		return err
+		return applyResult{}, err
 	}
 	p := proposal{Op: op, Args: raw}
 	if err := checkProposal(p); err != nil {
-		return err
+		return applyResult{}, err
 	}
 	start := time.Now()
 	deadline := start.Add(commitTimeout)
@@ -621,21 +636,21 @@ func (h *hsm) commit(what, op string, args any) error {
 		if !probed && time.Since(start) > probeAfter {
 			probed = true
 			if reach, total := h.reachable(); len(reach) <= total/2 {
-				return noMajorityOf(what, reach, total)
+				return applyResult{}, noMajorityOf(what, reach, total)
 			}
 		}
 		n := h.raftNode()
 		if n == nil {
 			if !h.Up() {
-				return protocol.ErrDown(h.id)
+				return applyResult{}, protocol.ErrDown(h.id)
 			}
 			// In the domain but its node not started yet (just back, and
 			// asked before its own turn to rejoin): start it now.
 			if err := h.startRaft(); err != nil {
-				return err
+				return applyResult{}, err
 			}
 			if n = h.raftNode(); n == nil {
-				return fmt.Errorf("%w: %s is not in its domain's raft group yet: try again in a moment", ErrNoMajority, h.id)
+				return applyResult{}, fmt.Errorf("%w: %s is not in its domain's raft group yet: try again in a moment", ErrNoMajority, h.id)
 			}
 		}
 		var idx uint64
@@ -651,12 +666,12 @@ func (h *hsm) commit(what, op string, args any) error {
 		}
 		if err != nil {
 			if protocol.IsDown(err) && !h.Up() {
-				return err
+				return applyResult{}, err
 			}
 			// The leader refused the change itself (not for want of a
 			// majority): no retry changes that.
 			if errors.Is(err, ErrInvalid) || errors.Is(err, ErrPermission) {
-				return err
+				return applyResult{}, err
 			}
 			// Otherwise no leader yet, a leader that just lost its
 			// majority, or one that went: try again until the deadline.
@@ -664,11 +679,11 @@ func (h *hsm) commit(what, op string, args any) error {
 			continue
 		}
 		if !h.raft.waitApplied(idx, time.Now().Add(commitTimeout)) {
-			return fmt.Errorf("%s: %s was recorded by a majority but not yet applied here: try again", h.id, what)
+			return applyResult{}, fmt.Errorf("%s: %s was recorded by a majority but not yet applied here: try again", h.id, what)
 		}
-		return res.err()
+		return res, res.err()
 	}
-	return h.noMajority(what)
+	return applyResult{}, h.noMajority(what)
 }
 
 // leaderWait is how long a change waits for a leader in one turn: until

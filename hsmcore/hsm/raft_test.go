@@ -493,3 +493,54 @@ func TestLinkKeyMAC(t *testing.T) {
 		t.Errorf("after the receiver lost its keys: %v", err)
 	}
 }
+
+// An HSM whose copy has not caught up with a lock (it could not reach the
+// leader before it decided) still answers a wrong password as refused for
+// the lock, not as a counted guess: the log, which found the user locked
+// already, says so. (The soak found the miscount under load.)
+func TestRaftStaleCopyAnswersFromTheLog(t *testing.T) {
+	e, err := OpenEmbedded(Options{ID: "stale", HSMs: 3, Transport: TransportDirect})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close() })
+	e.PauseSync()
+	activate(t, e)
+	hs := devices(e)
+	leader := leaderOf(t, hs)
+	for range MaxFailedLogins {
+		if _, err := e.Inspect().Authenticate(leader.id, "cu1", RoleCryptoUser, "wrongpass"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var stale *hsm
+	for _, h := range hs {
+		if h != leader {
+			stale = h
+		}
+	}
+	waitFor(t, "the lock on "+stale.id, func() bool {
+		stale.mu.RLock()
+		defer stale.mu.RUnlock()
+		return stale.users["cu1"].locked()
+	})
+	// Its copy as if it had not heard of the last failures.
+	stale.mu.Lock()
+	old := *stale.users["cu1"]
+	old.Failed = 1
+	stale.users["cu1"] = &old
+	stale.mu.Unlock()
+	ans, err := e.Inspect().Authenticate(stale.id, "cu1", RoleCryptoUser, "wrongpass")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ans.OK || !ans.WasLocked {
+		t.Errorf("a wrong password on a stale copy after the lock: %+v; want refused as locked before it", ans)
+	}
+	leader.mu.RLock()
+	n := leader.users["cu1"].failures()
+	leader.mu.RUnlock()
+	if n != MaxFailedLogins {
+		t.Errorf("the leader counts %d failures, want %d", n, MaxFailedLogins)
+	}
+}

@@ -218,7 +218,8 @@ func (h *hsm) Authenticate(a protocol.AuthArgs) (authsession.Envelope, error) {
 	// spread over HSMs, or over a partition, add up exactly. A name no
 	// user has goes the same way (recorded, counted nowhere), so the
 	// answers do not tell which names exist.
-	if err := h.recordAttempt(claims.User, good, before); err != nil {
+	lockedFirst, err := h.recordAttempt(claims.User, good, before)
+	if err != nil {
 		h.mu.Lock()
 		delete(h.sessions, claims.SessionID)
 		h.mu.Unlock()
@@ -240,7 +241,7 @@ func (h *hsm) Authenticate(a protocol.AuthArgs) (authsession.Envelope, error) {
 			good = false // deleted during the login
 			now = before
 		}
-		ans.Left, ans.Locked, ans.WasLocked = max(0, MaxFailedLogins-now.failures()), now.locked(), before.locked()
+		ans.Left, ans.Locked, ans.WasLocked = max(0, MaxFailedLogins-now.failures()), now.locked(), before.locked() || lockedFirst
 	} else {
 		// A name no user has gets the same answer a user's wrong password
 		// would, counted the same way (in volatile memory).
@@ -322,13 +323,17 @@ func (h *hsm) Authenticate(a protocol.AuthArgs) (authsession.Envelope, error) {
 // further attempt for that name until it has recorded the earlier one:
 // at most one unrecorded guess per cut-off HSM, and that one counts as
 // soon as the majority is back.
-func (h *hsm) recordAttempt(user string, good bool, before *userRecord) error {
+//
+// lockedFirst says the log found the user locked already when it came to
+// this wrong password: it was not counted, and the answer says so, even
+// where this HSM's copy had not heard of the lock yet.
+func (h *hsm) recordAttempt(user string, good bool, before *userRecord) (lockedFirst bool, err error) {
 	h.mu.Lock()
 	pending := h.unrecorded[user]
 	h.mu.Unlock()
 	for ; pending > 0; pending-- {
 		if err := h.commit("record this attempt", opLoginFailed, loginArgs{User: user, HSM: h.id, At: time.Now().UnixNano()}); err != nil {
-			return fmt.Errorf("%w (an earlier wrong password for %s on %s is not recorded yet: no attempt is answered there until it is)", err, user, h.id)
+			return false, fmt.Errorf("%w (an earlier wrong password for %s on %s is not recorded yet: no attempt is answered there until it is)", err, user, h.id)
 		}
 		h.mu.Lock()
 		if h.unrecorded[user] > 0 {
@@ -346,7 +351,8 @@ func (h *hsm) recordAttempt(user string, good bool, before *userRecord) error {
 		// still logs in.
 		h.commit("clear the failed-login count", opResetFails, loginArgs{User: user, HSM: h.id, At: at})
 	case !good && (before == nil || !before.locked()):
-		if err := h.commit("record this attempt", opLoginFailed, loginArgs{User: user, HSM: h.id, At: at}); err != nil {
+		res, err := h.commitResult("record this attempt", opLoginFailed, loginArgs{User: user, HSM: h.id, At: at})
+		if err != nil {
 			if errors.Is(err, ErrNoMajority) {
 				h.mu.Lock()
 				if len(h.unrecorded) < maxPhantoms {
@@ -357,10 +363,11 @@ func (h *hsm) recordAttempt(user string, good bool, before *userRecord) error {
 				}
 				h.mu.Unlock()
 			}
-			return err
+			return false, err
 		}
+		return res.Note == noteLocked, nil
 	}
-	return nil
+	return false, nil
 }
 
 // openLogin is the first half of Authenticate, under the HSM's lock: the
