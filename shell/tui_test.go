@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -421,7 +422,9 @@ func TestQuorumTokenPane(t *testing.T) {
 		t.Fatalf("no token pane:\n%s", v)
 	}
 	row := lineWith(v, "user            admin")
-	if !strings.Contains(row, "user delete --username cu") || !strings.Contains(row, "1199s") && !strings.Contains(row, "1200s") {
+	// 1200 s of life (600 + 600), less the seconds the refresh took: a
+	// loaded machine (CI with the race detector) takes a few.
+	if !strings.Contains(row, "user delete --username cu") || !regexp.MustCompile(`\b1(1[89][0-9]|200)s\b`).MatchString(row) {
 		t.Errorf("token row %q:\n%s", row, v)
 	}
 }
