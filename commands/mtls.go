@@ -74,12 +74,17 @@ func mtlsCommands() []*Command {
 		{
 			Path: []string{"cluster", "mtls", "deregister-trust-anchor"}, Who: AdminOnly,
 			Summary: "deregister a trust anchor",
-			Flags:   []Flag{{Name: "certificate-reference", Kind: String, Required: true, Help: "the trust anchor's certificate-reference, e.g. 0x01"}},
+			Flags:   []Flag{{Name: "certificate-reference", Kind: String, Required: true, Help: "the trust anchor's certificate-reference, hexadecimal (0x01) or decimal (1)"}},
 			Run: func(ctx context.Context, env *Env, a *Args) (any, error) {
 				v := a.String("certificate-reference")
-				ref, err := strconv.ParseInt(strings.TrimPrefix(strings.ToLower(v), "0x"), 16, 32)
+				// The page takes it in hexadecimal or decimal.
+				digits, base := strings.ToLower(strings.TrimSpace(v)), 10
+				if h, ok := strings.CutPrefix(digits, "0x"); ok {
+					digits, base = h, 16
+				}
+				ref, err := strconv.ParseInt(digits, base, 32)
 				if err != nil || ref < 1 {
-					return nil, fmt.Errorf("--certificate-reference takes a reference as list-trust-anchors prints it (0x01), not %q", v)
+					return nil, fmt.Errorf("--certificate-reference takes a reference as list-trust-anchors prints it, hexadecimal (0x01) or decimal (1), not %q", v)
 				}
 				if _, _, err := change(ctx, env, hsmcore.MTLSChange{Ref: int(ref)}); err != nil {
 					return nil, err
