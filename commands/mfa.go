@@ -38,7 +38,7 @@ const maxMFAFile = 64 << 10
 // file is (Enter: the same file), and returns the signature in it. It
 // needs a terminal, as the user signs between the two steps.
 func askSigned(env *Env, path string, tok []byte) ([]byte, error) {
-	if env.ReadPassword == nil {
+	if env.ReadPassword == nil && env.WaitSigned == nil {
 		return nil, errors.New("token-sign MFA needs a terminal to wait on while you sign the token: run it in line mode (hsmsh interactive --line) or as a single command on a terminal")
 	}
 	b, _ := json.MarshalIndent(mfaFile{Version: "2.0", Tokens: []mfaToken{{Unsigned: base64.StdEncoding.EncodeToString(tok)}}}, "", "  ")
@@ -54,7 +54,12 @@ func askSigned(env *Env, path string, tok []byte) ([]byte, error) {
 	if err := f.Close(); err != nil {
 		return nil, fmt.Errorf("write the unsigned token to %s: %w", path, err)
 	}
-	answer, err := env.ReadPassword("Enter signed token file path (press enter if same as the unsigned token file): ")
+	var answer string
+	if env.WaitSigned != nil {
+		answer, err = env.WaitSigned(full)
+	} else {
+		answer, err = env.ReadPassword("Enter signed token file path (press enter if same as the unsigned token file): ")
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -22,6 +22,11 @@ type Env struct {
 	// ReadPassword asks for a password without echo. It is nil when there
 	// is no terminal to ask on; then --password is required.
 	ReadPassword func(prompt string) (string, error)
+	// WaitSigned, when set, waits while the user signs the token-sign MFA
+	// token just written to tokenPath, and returns the signed file's path
+	// ("" for the same file). The full-screen shell sets it to show the
+	// file and the openssl commands; elsewhere ReadPassword asks for it.
+	WaitSigned func(tokenPath string) (signedPath string, err error)
 	// Dir is the folder relative file paths are read from and written to;
 	// "" is the process's working folder.
 	Dir string

@@ -26,22 +26,6 @@ import (
 // the model shows it (a pane for a token to sign, the input line for a
 // plain question) and the user's Enter or Esc sends the reply.
 
-// midCommandAsker is what a running command calls to ask the user. The
-// shell gives each run one, bound to the run's context, so a cancelled
-// run's question is never shown to the next one.
-type midCommandAsker interface {
-	// ReadPassword is commands.Env.ReadPassword: the hook askSigned (the
-	// MFA commands) already calls after writing the token file, with the
-	// prompt "Enter signed token file path (…)".
-	ReadPassword(prompt string) (string, error)
-	// WaitSigned is the hook proposed for commands.Env: askSigned would
-	// call it (when set) with the token file it wrote, instead of
-	// ReadPassword, so the shell need not infer the file from the
-	// command's --token flag. It returns the signed token file's path,
-	// "" for the same file.
-	WaitSigned(tokenPath string) (signedPath string, err error)
-}
-
 // errAskCancelled is the answer of Esc at a mid-command question.
 var errAskCancelled = errors.New("cancelled at the prompt (Esc)")
 
@@ -69,16 +53,14 @@ type askMsg struct {
 	next tea.Cmd
 }
 
-// runAsker is a run's midCommandAsker.
+// runAsker is what a running command calls to ask the user (its Env's
+// ReadPassword and WaitSigned). The shell gives each run one, bound to
+// the run's context, so a cancelled run's question is never shown to the
+// next one.
 type runAsker struct {
-	ctx   context.Context
-	asks  chan<- *askReq
-	words []string // the command, for its --token file
-	dir   string   // where relative paths are (commands.Env.Dir)
-	signs int      // token files asked about so far (the command's goroutine only)
+	ctx  context.Context
+	asks chan<- *askReq
 }
-
-var _ midCommandAsker = (*runAsker)(nil)
 
 // ask sends a question to the model and waits for the answer, or for the
 // run to be cancelled (Ctrl+C).
@@ -96,51 +78,28 @@ func (a *runAsker) ask(req *askReq) (string, error) {
 	}
 }
 
+// ReadPassword is commands.Env.ReadPassword: a question on the input
+// line, masked unless it asks for a file path.
 func (a *runAsker) ReadPassword(prompt string) (string, error) {
-	req := &askReq{prompt: prompt, secret: !strings.Contains(strings.ToLower(prompt), "file path"), reply: make(chan askReply, 1)}
-	if strings.HasPrefix(prompt, "Enter signed token file path") {
-		// askSigned has just written the token: the --token file, and
-		// for the quorum key of user change-mfa token-sign
-		// --change-quorum, a second one beside it.
-		req.token = a.tokenFile()
-		a.signs++
-	}
-	return a.ask(req)
+	return a.ask(&askReq{prompt: prompt, secret: !strings.Contains(strings.ToLower(prompt), "file path"), reply: make(chan askReply, 1)})
 }
 
+// WaitSigned is commands.Env.WaitSigned: the token-signing pane for the
+// token file the command wrote.
 func (a *runAsker) WaitSigned(tokenPath string) (string, error) {
-	a.signs++
 	return a.ask(&askReq{prompt: "Enter signed token file path (press enter if same as the unsigned token file): ",
 		token: tokenPath, reply: make(chan askReply, 1)})
-}
-
-// tokenFile is the token file the command wrote, found from its words as
-// commands.askSigned finds it: --token FILE relative to the Env's folder;
-// FILE.quorum for the second token of one command.
-func (a *runAsker) tokenFile() string {
-	p := flagValue(a.words, "--token")
-	if p == "" {
-		return "the --token file"
-	}
-	if a.signs > 0 {
-		p += ".quorum"
-	}
-	if a.dir != "" && !filepath.IsAbs(p) {
-		p = filepath.Join(a.dir, p)
-	}
-	return p
 }
 
 // askingRunner is the model's runner with an Env of its own for one run,
 // whose ReadPassword asks through asks. The Env is a copy: the shell's
 // own keeps ReadPassword nil, so nothing else can read the keyboard
 // underneath bubbletea.
-func (m *Model) askingRunner(ctx context.Context, asks chan<- *askReq, words []string) *commands.Runner {
+func (m *Model) askingRunner(ctx context.Context, asks chan<- *askReq) *commands.Runner {
 	r := *m.runner
 	env := *m.runner.Env
-	a := &runAsker{ctx: ctx, asks: asks, words: words, dir: env.Dir}
-	env.ReadPassword = a.ReadPassword
-	// When commands.Env has the WaitSigned hook: env.WaitSigned = a.WaitSigned
+	a := &runAsker{ctx: ctx, asks: asks}
+	env.ReadPassword, env.WaitSigned = a.ReadPassword, a.WaitSigned
 	r.Env = &env
 	return &r
 }
@@ -219,19 +178,6 @@ func (m *Model) endAsk() {
 	m.input.SetValue(m.draft)
 	m.input.CursorEnd()
 	m.draft = ""
-}
-
-// whoNow is who is logged in, for drawing the frame and reading the
-// panes. While a command runs it is who was as the command began: a
-// login holds the session's lock until it is done — one with token-sign
-// MFA until the user has signed — and Update must not wait on it (the
-// question the login waits on comes through Update). The frame catches
-// up when the command finishes.
-func (m *Model) whoNow() (user, role string, ok bool) {
-	if m.running {
-		return m.runWho[0], m.runWho[1], m.runWho[0] != ""
-	}
-	return m.env.Who()
 }
 
 // askPrompt is the input line's prompt during a question.

@@ -466,7 +466,7 @@ func (m *Model) keyLines(w, h int) []string {
 	if m.compare != "" && m.cmp != nil {
 		return m.compareLines(w, h)
 	}
-	if _, _, ok := m.whoNow(); !ok {
+	if _, _, ok := m.env.Who(); !ok {
 		return []string{m.theme.Dim.Render("log in to see keys (admins see every key, crypto users their own)")}
 	}
 	ids := commands.SortedHSMIDs(m.hsms)

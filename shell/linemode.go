@@ -207,21 +207,11 @@ func unmask(t *commands.Tree, words []string) []string {
 // who is logged in to which cluster (as the prompt says), the durability
 // settings in force, and server-side sync.
 func statusParts(env *commands.Env) []string {
-	user, role, ok := env.Who()
-	return statusPartsAs(env, user, role, ok, func() (time.Duration, bool) {
-		return env.SessionLeft(context.Background())
-	})
-}
-
-// statusPartsAs is statusParts for the login given (user, role, ok) and
-// its session's remaining lifetime, asked for only when somebody is
-// logged in.
-func statusPartsAs(env *commands.Env, user, role string, ok bool, sessionLeft func() (time.Duration, bool)) []string {
 	who := env.ClusterID() + " · not logged in"
-	if ok {
+	if user, role, ok := env.Who(); ok {
 		who = user + "@" + env.ClusterID() + " · " + role
 		// The authenticated session's remaining lifetime (its EKT's).
-		if left, ok := sessionLeft(); ok {
+		if left, ok := env.SessionLeft(context.Background()); ok {
 			who += fmt.Sprintf(" · session %s left", left.Truncate(time.Second))
 		}
 	}

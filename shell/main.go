@@ -554,13 +554,7 @@ func endsInComment(line string) bool {
 // promptFor is the REPL's prompt: who is logged in to which cluster, as
 // CloudHSM CLI shows it with several clusters.
 func promptFor(env *commands.Env) string {
-	user, _, ok := env.Who()
-	return promptAs(env, user, ok)
-}
-
-// promptAs is promptFor with user logged in (when ok).
-func promptAs(env *commands.Env, user string, ok bool) string {
-	if ok {
+	if user, _, ok := env.Who(); ok {
 		return fmt.Sprintf("hsmsh [%s@%s] > ", user, env.ClusterID())
 	}
 	if ids := env.ClusterIDs(); len(ids) > 1 {

@@ -92,14 +92,6 @@ type Model struct {
 	// ask is the question the running command waits on (modeAsk): a
 	// token to sign, or a line to type.
 	ask *askReq
-	// While a command runs the frame shows who was logged in as it
-	// began, and the session's lifetime counting down from then: a
-	// login holds the session until it is done, and one with token-sign
-	// MFA until the user has signed (see whoNow).
-	runWho    [2]string // user, role; "" when nobody was logged in
-	runLeft   time.Duration
-	runLeftOK bool
-	runLogin  bool // the command running is a login
 
 	// secret entry: the words waiting for a password, and what was typed.
 	pending    []string
@@ -199,35 +191,22 @@ func NewModel(env *commands.Env, runner *commands.Runner, th themes.Theme, dataD
 	}
 	// Completion runs in Update: while a login holds the session (until
 	// its MFA token is signed) it must not wait for it.
-	m.comp.Source = &liveSource{env: env, busy: func() bool { return m.running && m.runLogin }}
+	m.comp.Source = &liveSource{env: env}
 	m.loadHistory()
 	m.out = append(m.out, th.Title.Render("hsmsh "+Version)+th.Dim.Render("  — type help for commands, ? for keys, Ctrl+L toggles panes, quit to leave"))
 	return m
 }
 
-// liveSource gives completion the values the cluster knows now. busy,
-// when set and true, says the session cannot be read now without waiting
-// (a login runs): the values that need it are left out.
-type liveSource struct {
-	env  *commands.Env
-	busy func() bool
-}
-
-func (s *liveSource) waits() bool { return s.busy != nil && s.busy() }
+// liveSource gives completion the values the cluster knows now.
+type liveSource struct{ env *commands.Env }
 
 func (s *liveSource) HSMIDs() []string {
 	return commands.SortedHSMIDs(s.env.HSMs(context.Background()))
 }
 func (s *liveSource) Usernames() []string {
-	if s.waits() {
-		return nil
-	}
 	return s.env.Usernames(context.Background())
 }
 func (s *liveSource) KeyLabels() []string {
-	if s.waits() {
-		return nil
-	}
 	keys, _ := s.env.Keys(context.Background())
 	seen := map[string]bool{}
 	var out []string
@@ -240,9 +219,6 @@ func (s *liveSource) KeyLabels() []string {
 	return out
 }
 func (s *liveSource) Keys() []completion.KeyInfo {
-	if s.waits() {
-		return nil
-	}
 	keys, _ := s.env.Keys(context.Background())
 	out := make([]completion.KeyInfo, len(keys))
 	for i, k := range keys {
@@ -251,9 +227,6 @@ func (s *liveSource) Keys() []completion.KeyInfo {
 	return out
 }
 func (s *liveSource) KeyRefs() []string {
-	if s.waits() {
-		return nil
-	}
 	keys, _ := s.env.Keys(context.Background())
 	out := make([]string, len(keys))
 	for i, k := range keys {
@@ -337,8 +310,7 @@ func (m *Model) refresh() tea.Cmd {
 	}
 	m.refreshing, m.dirty = true, false
 	env, compare := m.env.Current(), m.compare
-	user, _, _ := m.whoNow()
-	who := user + "@" + env.ClusterID()
+	who := whoOf(env)
 	return func() tea.Msg {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -379,8 +351,7 @@ func (m *Model) promptText() string {
 	case modeAsk:
 		return m.askPrompt()
 	}
-	user, _, ok := m.whoNow()
-	return promptAs(m.env, user, ok)
+	return promptFor(m.env)
 }
 
 // Update handles one message.
@@ -978,14 +949,9 @@ func (m *Model) run(words []string, shown string) tea.Cmd {
 	ctx, cancel := context.WithCancel(context.Background())
 	m.runID++
 	m.running, m.cancel, m.runLine, m.runStart = true, cancel, shown, time.Now()
-	user, role, ok := m.env.Who()
-	m.runWho, m.runLeftOK, m.runLogin = [2]string{user, role}, false, len(words) > 0 && words[0] == "login"
-	if ok {
-		m.runLeft, m.runLeftOK = m.env.SessionLeft(ctx)
-	}
 	asks := make(chan *askReq)
 	done := make(chan resultMsg, 1)
-	runner := m.askingRunner(ctx, asks, words)
+	runner := m.askingRunner(ctx, asks)
 	start, id := m.runStart, m.runID
 	return tea.Batch(m.spin.Tick, func() tea.Msg {
 		go func() {

@@ -1,7 +1,6 @@
 package shell
 
 import (
-	"context"
 	"fmt"
 	"slices"
 	"strings"
@@ -492,13 +491,7 @@ func (m *Model) eventLines(w, h int) []string {
 }
 
 func (m *Model) statusView(w int) string {
-	user, role, ok := m.whoNow()
-	parts := statusPartsAs(m.env, user, role, ok, func() (time.Duration, bool) {
-		if m.running {
-			return max(m.runLeft-time.Since(m.runStart), 0), m.runLeftOK
-		}
-		return m.env.SessionLeft(context.Background())
-	})
+	parts := statusParts(m.env)
 	parts[0] = " " + parts[0]
 	s := strings.Join(parts, " │ ")
 	right := "? help "

@@ -293,15 +293,7 @@ func (h *hsm) push(method string, args any) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			done := make(chan struct{})
-			go func() {
-				defer close(done)
-				h.callPeer(p, method, args, nil)
-			}()
-			select {
-			case <-done:
-			case <-time.After(peerTimeout):
-			}
+			within(peerTimeout, "", func() error { return h.callPeer(p, method, args, nil) })
 		}()
 	}
 	wg.Wait()

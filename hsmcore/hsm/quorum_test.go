@@ -56,20 +56,7 @@ func approversOn(t *testing.T, e *Embedded) *approverSet {
 		s.admins[n] = c
 	}
 	for n, c := range s.admins {
-		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			t.Fatal(err)
-		}
-		s.keys[n] = k
-		file, err := e.GenerateToken(ctx, c, quorum.ServiceRegistration, nil, "")
-		if err != nil {
-			t.Fatal(err)
-		}
-		der, _ := x509.MarshalPKIXPublicKey(k.Public())
-		pub := pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
-		if err := e.RegisterQuorumKey(ctx, c, pub, signRegistration(t, file, k)); err != nil {
-			t.Fatalf("register %s: %v", n, err)
-		}
+		s.keys[n] = registerApprover(t, e, n, c)
 	}
 	if err := e.SetQuorumValue(ctx, admin, quorum.ServiceQuorum, 2); err != nil {
 		t.Fatal(err)
@@ -79,6 +66,27 @@ func approversOn(t *testing.T, e *Embedded) *approverSet {
 		t.Fatal(err)
 	}
 	return s
+}
+
+// registerApprover makes user n (logged in as c) an approver: a fresh
+// P-256 key, registered with a registration token it signed.
+func registerApprover(t *testing.T, e *Embedded, n string, c Caller) crypto.Signer {
+	t.Helper()
+	ctx := context.Background()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	file, err := e.GenerateToken(ctx, c, quorum.ServiceRegistration, nil, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, _ := x509.MarshalPKIXPublicKey(k.Public())
+	pub := pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
+	if err := e.RegisterQuorumKey(ctx, c, pub, signRegistration(t, file, k)); err != nil {
+		t.Fatalf("register %s: %v", n, err)
+	}
+	return k
 }
 
 // signRegistration fills a registration file's signed field, as the

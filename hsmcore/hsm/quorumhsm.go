@@ -117,17 +117,6 @@ func (h *hsm) PutToken(t *protocol.Token) error {
 	return nil
 }
 
-// UseToken marks a token used (another HSM verified it), so it cannot be
-// replayed here.
-func (h *hsm) UseToken(nonce string, at time.Time) error {
-	if !h.Up() {
-		return protocol.ErrDown(h.id)
-	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.useLocked(nonce, at)
-}
-
 func (h *hsm) useLocked(nonce string, at time.Time, signers ...string) error {
 	t, ok := h.tokens[nonce]
 	if !ok || !t.Used.IsZero() {
@@ -194,7 +183,8 @@ func (h *hsm) liveToken(ad quorum.ApprovalData, adB64 string, now time.Time) (*p
 // quorum value, the key's quorum values, the configured rule sets), and
 // if any is needed verifies the token — issued here, unused, unexpired,
 // for this service, requester, key and command, and signed by enough
-// distinct registered approvers — then marks it used.
+// distinct registered approvers. It spends nothing: spendApprovals does,
+// by a committed entry.
 func (h *hsm) Approve(req approvalRequest) (approvalResult, error) {
 	h.delay()
 	h.mu.Lock()

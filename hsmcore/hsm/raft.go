@@ -513,9 +513,8 @@ func (h *hsm) reconcileVoters() {
 		voters[string(s.ID)] = true
 	}
 	h.mu.RLock()
-	members := mapKeys(h.members)
+	members := slices.Sorted(maps.Keys(h.members))
 	h.mu.RUnlock()
-	sort.Strings(members)
 	for _, m := range members {
 		if !voters[m] {
 			if err := n.r.AddVoter(raft.ServerID(m), raft.ServerAddress(m), 0, commitTimeout).Error(); err == nil {
@@ -561,14 +560,6 @@ func (h *hsm) raftInfo() *protocol.RaftInfo {
 		}
 	}
 	return info
-}
-
-func mapKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	return out
 }
 
 // Committing a change.
@@ -776,12 +767,13 @@ func (h *hsm) applyAsLeader(n *raftNode, p proposal, timeout time.Duration) (uin
 
 // forward sends p to the leader, which commits it.
 func (h *hsm) forward(leader string, p proposal, rep *proposeReply) error {
-	for _, l := range h.peerLinks() {
-		if l.ID() == leader {
-			return h.callPeerTimeout(l, protocol.CallPropose, p, rep, commitTimeout)
-		}
+	l, err := h.linkTo(leader)
+	if err != nil {
+		return err
 	}
-	return fmt.Errorf("the leader %s is not among this HSM's peers", leader)
+	return within(commitTimeout, leader+" did not answer "+protocol.CallPropose, func() error {
+		return h.callPeer(l, protocol.CallPropose, p, rep)
+	})
 }
 
 // serveProposal commits a change another HSM forwarded to this leader.
@@ -867,21 +859,16 @@ func (h *hsm) reachable() (reach []string, total int) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			done := make(chan bool, 1)
-			go func() {
-				// Reached over the peer channel, up, and taking part in
-				// the group (an HSM waiting to be admitted, or cut off
-				// from its peers, counts for nothing).
-				done <- h.callPeerMAC(l, protocol.CallRaft, raftMessage{Kind: "ping"}, nil) == nil
-			}()
-			select {
-			case ok := <-done:
-				if ok {
-					mu.Lock()
-					reach = append(reach, l.ID())
-					mu.Unlock()
-				}
-			case <-time.After(time.Second):
+			// Reached over the peer channel, up, and taking part in the
+			// group (an HSM waiting to be admitted, or cut off from its
+			// peers, counts for nothing).
+			err := within(time.Second, l.ID()+" did not answer", func() error {
+				return h.callPeerMAC(l, protocol.CallRaft, raftMessage{Kind: "ping"}, nil)
+			})
+			if err == nil {
+				mu.Lock()
+				reach = append(reach, l.ID())
+				mu.Unlock()
 			}
 		}()
 	}
@@ -890,16 +877,28 @@ func (h *hsm) reachable() (reach []string, total int) {
 	return reach, total
 }
 
-// callPeerTimeout is callPeer bounded by d.
-func (h *hsm) callPeerTimeout(p peerLink, method string, args, reply any, d time.Duration) error {
+// within runs f and gives up waiting after d, with the error timeout
+// (f goes on in the background): a peer that hangs holds its caller no
+// longer than d.
+func within(d time.Duration, timeout string, f func() error) error {
 	done := make(chan error, 1)
-	go func() { done <- h.callPeer(p, method, args, reply) }()
+	go func() { done <- f() }()
 	select {
 	case err := <-done:
 		return err
 	case <-time.After(d):
-		return fmt.Errorf("%s did not answer %s within %v", p.ID(), method, d)
+		return fmt.Errorf("%s within %v", timeout, d)
 	}
+}
+
+// linkTo is this HSM's link to peer id.
+func (h *hsm) linkTo(id string) (peerLink, error) {
+	for _, l := range h.peerLinks() {
+		if l.ID() == id {
+			return l, nil
+		}
+	}
+	return nil, fmt.Errorf("%s is not among %s's peers", id, h.id)
 }
 
 // The transport: raft's RPCs as signed peer calls.
@@ -980,28 +979,15 @@ func (t *raftTransport) call(id raft.ServerID, kind string, args any, data []byt
 	if err != nil {
 		return err
 	}
-	var link peerLink
-	for _, l := range t.h.peerLinks() {
-		if l.ID() == string(id) {
-			link = l
-			break
-		}
-	}
-	if link == nil {
-		return fmt.Errorf("%s is not among %s's peers", id, t.h.id)
+	link, err := t.h.linkTo(string(id))
+	if err != nil {
+		return err
 	}
 	var out json.RawMessage
-	done := make(chan error, 1)
-	go func() {
-		done <- t.h.callPeerMAC(link, protocol.CallRaft, raftMessage{Kind: kind, Body: body, Data: data}, &out)
-	}()
-	select {
-	case err := <-done:
-		if err != nil {
-			return err
-		}
-	case <-time.After(d):
-		return fmt.Errorf("%s did not answer a raft %s within %v", id, kind, d)
+	if err := within(d, fmt.Sprintf("%s did not answer a raft %s", id, kind), func() error {
+		return t.h.callPeerMAC(link, protocol.CallRaft, raftMessage{Kind: kind, Body: body, Data: data}, &out)
+	}); err != nil {
+		return err
 	}
 	return json.Unmarshal(out, resp)
 }

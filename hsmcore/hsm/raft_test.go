@@ -48,6 +48,19 @@ func raftAppend(t testing.TB, leader string, term uint64, p proposal) raftMessag
 	return raftMessage{Kind: "append", Body: body}
 }
 
+// openThree opens an embedded cluster of three in-process HSMs (direct
+// transport), closed when the test ends; opts' ID and HSM count are set.
+func openThree(t testing.TB, opts Options) *Embedded {
+	t.Helper()
+	opts.ID, opts.HSMs, opts.Transport = "raft", 3, TransportDirect
+	e, err := OpenEmbedded(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close() })
+	return e
+}
+
 // leaderOf waits for the HSMs to agree on a leader and returns it.
 func leaderOf(t testing.TB, hsms []*hsm) *hsm {
 	t.Helper()
@@ -78,11 +91,7 @@ type consensusRig struct {
 func consensusRigs(t *testing.T) map[string]func(t *testing.T) *consensusRig {
 	return map[string]func(t *testing.T) *consensusRig{
 		"embedded": func(t *testing.T) *consensusRig {
-			e, err := OpenEmbedded(Options{ID: "raft", HSMs: 3, Transport: TransportDirect, Durability: Durability{MinimumNodes: 3}})
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { e.Close() })
+			e := openThree(t, Options{Durability: Durability{MinimumNodes: 3}})
 			e.PauseSync()
 			admin, _ := activate(t, e)
 			r := &consensusRig{e: e, hsms: devices(e), admin: admin}
@@ -244,11 +253,7 @@ func TestRaftLeaderFailureElects(t *testing.T) {
 // A destroyed HSM comes back empty, joins, and catches up from a
 // snapshot of the domain state (the log before it was compacted away).
 func TestRaftDestroyedHSMCatchesUpFromSnapshot(t *testing.T) {
-	e, err := OpenEmbedded(Options{ID: "raft", HSMs: 3, Transport: TransportDirect, DataDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { e.Close() })
+	e := openThree(t, Options{DataDir: t.TempDir()})
 	e.PauseSync()
 	activate(t, e)
 	hs := devices(e)
@@ -299,11 +304,7 @@ func BenchmarkRaftCommit(b *testing.B) {
 	}
 	rigs := map[string]func(b *testing.B) rig{
 		"embedded": func(b *testing.B) rig {
-			e, err := OpenEmbedded(Options{ID: "raft", HSMs: 3, Transport: TransportDirect})
-			if err != nil {
-				b.Fatal(err)
-			}
-			b.Cleanup(func() { e.Close() })
+			e := openThree(b, Options{})
 			admin, _ := activate(b, e)
 			return rig{e, admin, devices(e)}
 		},
@@ -378,11 +379,7 @@ func TestRaftDamagedLogRefused(t *testing.T) {
 func TestRaftTokenReplayRefusedEverywhere(t *testing.T) {
 	opens := map[string]func(t *testing.T) (*Embedded, []*hsm){
 		"embedded": func(t *testing.T) (*Embedded, []*hsm) {
-			e, err := OpenEmbedded(Options{ID: "raft", HSMs: 3, Transport: TransportDirect})
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { e.Close() })
+			e := openThree(t, Options{})
 			e.PauseSync()
 			return e, devices(e)
 		},
@@ -419,11 +416,7 @@ func TestRaftTokenReplayRefusedEverywhere(t *testing.T) {
 // a receiver that lost its keys gets a new one agreed, and the call goes
 // through.
 func TestLinkKeyMAC(t *testing.T) {
-	e, err := OpenEmbedded(Options{ID: "mac", HSMs: 3, Transport: TransportDirect})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { e.Close() })
+	e := openThree(t, Options{})
 	hs := devices(e)
 	leaderOf(t, hs)
 	h1, h2, h3 := hs[0], hs[1], hs[2]
@@ -499,11 +492,7 @@ func TestLinkKeyMAC(t *testing.T) {
 // the lock, not as a counted guess: the log, which found the user locked
 // already, says so. (The soak found the miscount under load.)
 func TestRaftStaleCopyAnswersFromTheLog(t *testing.T) {
-	e, err := OpenEmbedded(Options{ID: "stale", HSMs: 3, Transport: TransportDirect})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { e.Close() })
+	e := openThree(t, Options{})
 	e.PauseSync()
 	activate(t, e)
 	hs := devices(e)

@@ -3,11 +3,6 @@ package hsm
 import (
 	"context"
 	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"strings"
 	"testing"
@@ -44,20 +39,7 @@ func newWrapQuorumRig(t *testing.T) *wrapQuorumRig {
 	}
 	r := &wrapQuorumRig{e: e, cu1: cu1, keys: map[string]crypto.Signer{}}
 	for n, c := range map[string]Caller{"cu1": cu1, "cu2": cu2} {
-		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			t.Fatal(err)
-		}
-		r.keys[n] = k
-		file, err := e.GenerateToken(ctx, c, quorum.ServiceRegistration, nil, "")
-		if err != nil {
-			t.Fatal(err)
-		}
-		der, _ := x509.MarshalPKIXPublicKey(k.Public())
-		pub := pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
-		if err := e.RegisterQuorumKey(ctx, c, pub, signRegistration(t, file, k)); err != nil {
-			t.Fatalf("register %s: %v", n, err)
-		}
+		r.keys[n] = registerApprover(t, e, n, c)
 	}
 	one := func(spec KeySpec) Ref {
 		t.Helper()
