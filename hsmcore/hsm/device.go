@@ -69,8 +69,18 @@ func (d *Device) Close() error { return d.h.Close() }
 // failure cost, as references and labels for the lab's event log: the
 // session keys that died with its volatile memory and, when destroyed, the
 // token keys its store held.
+//
+// A failure the lab injects comes at a quiet moment: the HSM first applies
+// what the domain has committed (a change its peers acknowledged a moment
+// ago may not have reached it yet), so that a demo's "hsm-3 comes back
+// knowing carol is locked" holds on a loaded machine too. A real crash can
+// come in between; the HSM then learns the rest from the next leader it
+// reaches.
 func (d *Device) Fail(destroy bool) (sessionKeys, tokenKeys []protocol.KeyMeta, err error) {
 	h := d.h
+	if !destroy {
+		h.catchUp()
+	}
 	labels := h.labels()
 	h.mu.RLock()
 	sessionKeys = metasOf(metasLocked(h.sessionKeys))
