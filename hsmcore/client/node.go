@@ -2,7 +2,6 @@ package client
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"time"
 
@@ -73,15 +72,18 @@ func (n directNode) Up() bool      { return n.d.Up() }
 func (n directNode) Info() HSMInfo { return n.d.Info() }
 func (n directNode) Close() error  { return n.d.Close() }
 func (n directNode) call(method string, args, reply any) error {
-	raw, err := json.Marshal(args)
+	raw, err := protocol.EncodeArgs(method, args)
 	if err != nil {
 		return fmt.Errorf("encode %s: %w", method, err)
 	}
 	out, err := n.d.Serve(method, raw)
-	if err != nil || reply == nil {
+	if err != nil {
 		return err
 	}
-	return json.Unmarshal(out, reply)
+	if err := protocol.DecodeAnswer(method, out, reply); err != nil {
+		return fmt.Errorf("%w: the answer of %s to %s: %w", ErrInvalid, n.ID(), method, err)
+	}
+	return nil
 }
 
 // remoteNode is an HSM reached over a connection (package link): a server,

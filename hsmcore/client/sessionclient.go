@@ -298,11 +298,11 @@ const maxRenegotiations = 3
 // answer into reply. A token that expired, or an HSM that restarted, is
 // met by renegotiating once and sending the command again.
 func (e *Embedded) sessionCall(s *clientSession, h node, method string, args, reply any) error {
-	argb, err := json.Marshal(args)
+	argb, err := protocol.EncodeArgs(method, args)
 	if err != nil {
-		return err
+		return fmt.Errorf("encode %s: %w", method, err)
 	}
-	body, err := json.Marshal(protocol.SessionCall{HSM: h.ID(), Method: method, Args: argb})
+	body, err := protocol.EncodeSessionCall(protocol.SessionCall{HSM: h.ID(), Method: method, Args: argb})
 	clear(argb) // it may hold key material, on its way to the HSM
 	if err != nil {
 		return err
@@ -315,7 +315,7 @@ func (e *Embedded) sessionCall(s *clientSession, h node, method string, args, re
 		}
 		var err error
 		if time.Now().Before(expires) {
-			err = e.sealedCall(s, h, sk, ekt, body, reply)
+			err = e.sealedCall(s, h, sk, ekt, method, body, reply)
 		} else {
 			err = fmt.Errorf("%w (its token expired at %s)", ErrSessionExpired, expires.UTC().Format(time.RFC3339))
 		}
@@ -331,7 +331,7 @@ func (e *Embedded) sessionCall(s *clientSession, h node, method string, args, re
 }
 
 // sealedCall is one try of protocol.SessionCall.
-func (e *Embedded) sealedCall(s *clientSession, h node, sk [32]byte, ekt, body []byte, reply any) error {
+func (e *Embedded) sealedCall(s *clientSession, h node, sk [32]byte, ekt []byte, method string, body []byte, reply any) error {
 	lane := <-s.lanes
 	s.next[lane]++
 	seq, err := authsession.LaneSeq(lane, s.next[lane])
@@ -358,9 +358,9 @@ func (e *Embedded) sealedCall(s *clientSession, h node, sk [32]byte, ekt, body [
 		return fmt.Errorf("the answer of %s: %w", h.ID(), err)
 	}
 	defer clear(plain)
-	var res protocol.SessionResult
-	if err := json.Unmarshal(plain, &res); err != nil {
-		return fmt.Errorf("the answer of %s: %w", h.ID(), err)
+	res, err := protocol.DecodeSessionResult(plain)
+	if err != nil {
+		return fmt.Errorf("%w: the answer of %s: %w", ErrInvalid, h.ID(), err)
 	}
 	s.mu.Lock()
 	s.served[h.ID()] = true
@@ -368,10 +368,10 @@ func (e *Embedded) sealedCall(s *clientSession, h node, sk [32]byte, ekt, body [
 	if res.Code != "" {
 		return &protocol.Error{Code: res.Code, Msg: res.Error}
 	}
-	if reply == nil {
-		return nil
+	if err := protocol.DecodeAnswer(method, res.Result, reply); err != nil {
+		return fmt.Errorf("%w: the answer of %s to %s: %w", ErrInvalid, h.ID(), method, err)
 	}
-	return json.Unmarshal(res.Result, reply)
+	return nil
 }
 
 // loginHSMs are the HSMs a login tries, in order: those that answer,

@@ -79,12 +79,20 @@ func dialAttacker(t testing.TB, hsm, addr string, files nestedtls.Files) *attack
 func (a *attacker) call(method string, args, reply any) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	err := a.c.Call(ctx, method, args, reply)
+	// The protocol's own encoding (hsmsh.proto): what any client sends.
+	in, err := protocol.EncodeArgs(method, args)
+	if err != nil {
+		return err
+	}
+	out, err := a.c.Call(ctx, method, in)
 	var re *rpc.RemoteError
 	if errors.As(err, &re) {
 		return protocol.RemoteError(re)
 	}
-	return err
+	if err != nil {
+		return err
+	}
+	return protocol.DecodeAnswer(method, out, reply)
 }
 
 // serverHSMs are the loopback servers' own HSMs, for looking inside.

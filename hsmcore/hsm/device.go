@@ -6,7 +6,6 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -39,11 +38,11 @@ func (d *Device) ID() string { return d.h.id }
 // *protocol.Error, by their codes). An in-process client calls this and
 // nothing else.
 func (d *Device) Serve(method string, args []byte) ([]byte, error) {
-	out, err := d.h.serve(method, json.RawMessage(args))
+	out, err := d.h.serve(method, args)
 	if err != nil {
 		return nil, &protocol.Error{Code: protocol.CodeOf(err), Msg: err.Error()}
 	}
-	b, err := json.Marshal(out)
+	b, err := protocol.EncodeAnswer(method, out)
 	if err != nil {
 		return nil, fmt.Errorf("encode the answer to %s: %w", method, err)
 	}
@@ -311,7 +310,7 @@ type directLink struct{ to *hsm }
 func (l directLink) ID() string { return l.to.id }
 
 func (l directLink) Call(method string, args, reply any) error {
-	raw, err := json.Marshal(args)
+	raw, err := protocol.EncodeArgs(method, args)
 	if err != nil {
 		return fmt.Errorf("encode %s: %w", method, err)
 	}
@@ -322,11 +321,11 @@ func (l directLink) Call(method string, args, reply any) error {
 	if reply == nil {
 		return nil
 	}
-	b, err := json.Marshal(out)
+	b, err := protocol.EncodeAnswer(method, out)
 	if err != nil {
 		return err
 	}
-	return json.Unmarshal(b, reply)
+	return protocol.DecodeAnswer(method, b, reply)
 }
 
 // Backup is an opened backup, for a clone's HSMs to start from.

@@ -3,7 +3,6 @@ package hsm
 import (
 	"context"
 	"crypto"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -224,11 +223,11 @@ func (r *envelopeRig) seal(t *testing.T, c Caller, to, method string, args any, 
 
 func sealCall(t *testing.T, sk [32]byte, ekt []byte, lane uint16, n uint64, to, method string, args any) authsession.Envelope {
 	t.Helper()
-	a, err := json.Marshal(args)
+	a, err := protocol.EncodeArgs(method, args)
 	if err != nil {
 		t.Fatal(err)
 	}
-	body, err := json.Marshal(protocol.SessionCall{HSM: to, Method: method, Args: a})
+	body, err := protocol.EncodeSessionCall(protocol.SessionCall{HSM: to, Method: method, Args: a})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -250,8 +249,8 @@ func answer(t *testing.T, sk [32]byte, ekt []byte, env authsession.Envelope) err
 	if err != nil {
 		t.Fatalf("the answer does not open: %v", err)
 	}
-	var res protocol.SessionResult
-	if err := json.Unmarshal(plain, &res); err != nil {
+	res, err := protocol.DecodeSessionResult(plain)
+	if err != nil {
 		t.Fatal(err)
 	}
 	if res.Code != "" {

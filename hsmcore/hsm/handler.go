@@ -2,7 +2,6 @@ package hsm
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 
@@ -18,9 +17,10 @@ import (
 // errUnknownMethod is a request for a call this HSM does not serve.
 var errUnknownMethod = errors.New("unknown method")
 
-// decodeArgs reads a call's arguments into v.
-func decodeArgs(method string, args json.RawMessage, v any) error {
-	if err := json.Unmarshal(args, v); err != nil {
+// decodeArgs reads a call's arguments into v, in the call's encoding
+// (protocol.DecodeArgs).
+func decodeArgs(method string, args []byte, v any) error {
+	if err := protocol.DecodeArgs(method, args, v); err != nil {
 		return fmt.Errorf("%w: %s: bad arguments: %v", ErrInvalid, method, err)
 	}
 	return nil
@@ -30,7 +30,7 @@ func decodeArgs(method string, args json.RawMessage, v any) error {
 // carriers of session and peer calls, which open, check and dispatch what
 // they carry. A session or peer call sent bare is refused, whoever sends
 // it: holding a cluster certificate proves nothing about who is asking.
-func (h *hsm) serve(method string, args json.RawMessage) (any, error) {
+func (h *hsm) serve(method string, args []byte) (any, error) {
 	class, ok := protocol.Calls[method]
 	if !ok {
 		return nil, fmt.Errorf("%w %q: the server runs another hsmsh version?", errUnknownMethod, method)
@@ -108,11 +108,15 @@ func (h *hsm) serve(method string, args json.RawMessage) (any, error) {
 // handler is the HSM's door on a connection: serve, with errors coded
 // for the wire.
 func (h *hsm) handler() rpc.Handler {
-	return func(ctx context.Context, method string, args json.RawMessage) (any, error) {
+	return func(ctx context.Context, method string, args []byte) ([]byte, error) {
 		out, err := h.serve(method, args)
-		if err != nil {
-			return nil, &rpc.RemoteError{Code: protocol.CodeOf(err), Message: err.Error()}
+		if err == nil {
+			var b []byte
+			if b, err = protocol.EncodeAnswer(method, out); err == nil {
+				return b, nil
+			}
+			err = fmt.Errorf("encode the answer to %s: %w", method, err)
 		}
-		return out, nil
+		return nil, &rpc.RemoteError{Code: protocol.CodeOf(err), Message: err.Error()}
 	}
 }

@@ -93,13 +93,13 @@ func (r *boundary) open(h *hsm, method string, args, out []byte, callErr error) 
 	var env authsession.Envelope
 	switch method {
 	case protocol.CallEnveloped:
-		if err := json.Unmarshal(args, &env); err != nil {
+		if err := protocol.DecodeArgs(method, args, &env); err != nil {
 			r.fail("%s: enveloped: %v", h.id, err)
 			return
 		}
 	case protocol.CallAuthenticate:
 		var a protocol.AuthArgs
-		if err := json.Unmarshal(args, &a); err != nil {
+		if err := protocol.DecodeArgs(method, args, &a); err != nil {
 			r.fail("%s: authenticate: %v", h.id, err)
 			return
 		}
@@ -128,15 +128,15 @@ func (r *boundary) open(h *hsm, method string, args, out []byte, callErr error) 
 	inner := method
 	blobs := 0
 	if method == protocol.CallEnveloped {
-		var c protocol.SessionCall
-		if err := json.Unmarshal(plain, &c); err != nil {
+		c, err := protocol.DecodeSessionCall(plain)
+		if err != nil {
 			r.fail("%s: the sealed call: %v", h.id, err)
 			return
 		}
 		inner = protocol.CallEnveloped + "/" + c.Method
 		if c.Method == protocol.CallImportWrapped {
 			var a protocol.ImportWrappedArgs
-			if json.Unmarshal(c.Args, &a) == nil && a.Key != nil && len(a.Key.Body) > 0 {
+			if protocol.DecodeArgs(c.Method, c.Args, &a) == nil && a.Key != nil && len(a.Key.Body) > 0 {
 				blobs++
 			}
 		}
@@ -144,7 +144,7 @@ func (r *boundary) open(h *hsm, method string, args, out []byte, callErr error) 
 	r.add(h.id+" "+inner+" request (plaintext)", plain)
 	if callErr == nil {
 		var resp authsession.Envelope
-		if err := json.Unmarshal(out, &resp); err != nil {
+		if err := protocol.DecodeAnswer(method, out, &resp); err != nil {
 			r.fail("%s: %s answered no envelope: %v", h.id, inner, err)
 			return
 		}
@@ -154,13 +154,13 @@ func (r *boundary) open(h *hsm, method string, args, out []byte, callErr error) 
 			return
 		}
 		r.add(h.id+" "+inner+" answer (plaintext)", ans)
-		var res protocol.SessionResult
-		if method == protocol.CallEnveloped && json.Unmarshal(ans, &res) == nil && res.Code == "" {
+		res, rerr := protocol.DecodeSessionResult(ans)
+		if method == protocol.CallEnveloped && rerr == nil && res.Code == "" {
 			var made protocol.CreateReply
 			var w protocol.WrappedKey
 			switch {
 			case strings.HasSuffix(inner, "/"+protocol.CallGenerateKey) || strings.HasSuffix(inner, "/"+protocol.CallImportKey):
-				if json.Unmarshal(res.Result, &made) == nil {
+				if protocol.DecodeAnswer(strings.TrimPrefix(inner, protocol.CallEnveloped+"/"), res.Result, &made) == nil {
 					for _, x := range made.Wrapped {
 						if x != nil && len(x.Body) > 0 {
 							blobs++
@@ -168,7 +168,7 @@ func (r *boundary) open(h *hsm, method string, args, out []byte, callErr error) 
 					}
 				}
 			case strings.HasSuffix(inner, "/"+protocol.CallExportWrapped):
-				if json.Unmarshal(res.Result, &w) == nil && len(w.Body) > 0 {
+				if protocol.DecodeAnswer(protocol.CallExportWrapped, res.Result, &w) == nil && len(w.Body) > 0 {
 					blobs++
 				}
 			}

@@ -238,7 +238,7 @@ type membersArgs struct {
 }
 
 // servePeer serves one checked peer call from HSM from.
-func (h *hsm) servePeer(from, method string, args json.RawMessage) (any, error) {
+func (h *hsm) servePeer(from, method string, args []byte) (any, error) {
 	decode := func(v any) error { return decodeArgs(method, args, v) }
 	switch method {
 	case protocol.CallTokenState:

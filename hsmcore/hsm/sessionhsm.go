@@ -474,8 +474,8 @@ func (h *hsm) Enveloped(env authsession.Envelope) (authsession.Envelope, error) 
 	if err := s.lanes[authsession.LaneOf(env.Seq)].Accept(env.Seq); err != nil {
 		return authsession.Envelope{}, fmt.Errorf("%w: %w", ErrPermission, err)
 	}
-	var call protocol.SessionCall
-	if err := json.Unmarshal(plain, &call); err != nil {
+	call, err := protocol.DecodeSessionCall(plain)
+	if err != nil {
 		return authsession.Envelope{}, fmt.Errorf("%w: the envelope holds no command: %v", ErrInvalid, err)
 	}
 	if call.HSM != h.id {
@@ -499,12 +499,12 @@ func (h *hsm) Enveloped(env authsession.Envelope) (authsession.Envelope, error) 
 		out, err = h.serveAs(c, call.Method, call.Args)
 	}
 	if err == nil {
-		res.Result, err = json.Marshal(out)
+		res.Result, err = protocol.EncodeAnswer(call.Method, out)
 	}
 	if err != nil {
 		res = protocol.SessionResult{Code: protocol.CodeOf(err), Error: err.Error()}
 	}
-	b, err := json.Marshal(res)
+	b, err := protocol.EncodeSessionResult(res)
 	if err != nil {
 		return authsession.Envelope{}, err
 	}
@@ -651,7 +651,7 @@ func sameKey(a, b [32]byte) bool { return subtle.ConstantTimeCompare(a[:], b[:])
 // HSM's own access check. The client library checks the same rules first,
 // to give the user the right message; this is the check that holds when
 // the client is not hsmsh's library.
-func (h *hsm) serveAs(c Caller, method string, args json.RawMessage) (any, error) {
+func (h *hsm) serveAs(c Caller, method string, args []byte) (any, error) {
 	if protocol.Calls[method] != protocol.ClassSession {
 		return nil, fmt.Errorf("%w: %s is not a session command", ErrInvalid, method)
 	}

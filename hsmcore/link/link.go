@@ -202,8 +202,15 @@ func (n *Node) Call(method string, args, reply any) error {
 	if c == nil {
 		return &protocol.DownError{ID: n.id, Why: last}
 	}
-	err := c.Call(ctx, method, args, reply)
+	in, err := protocol.EncodeArgs(method, args)
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", method, err)
+	}
+	out, err := c.Call(ctx, method, in)
 	if err == nil {
+		if err := protocol.DecodeAnswer(method, out, reply); err != nil {
+			return fmt.Errorf("%w: the answer of %s to %s: %w", protocol.ErrInvalid, n.id, method, err)
+		}
 		return nil
 	}
 	var re *rpc.RemoteError

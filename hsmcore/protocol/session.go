@@ -1,7 +1,6 @@
 package protocol
 
 import (
-	"encoding/json"
 	"time"
 
 	"github.com/hsmsh/hsmsh/hsmcore/authsession"
@@ -55,20 +54,22 @@ type AuthAnswer struct {
 	Expires  time.Time `json:"expires,omitempty"`
 }
 
-// SessionCall is the sealed content of a command envelope.
+// SessionCall is the sealed content of a command envelope (hsmsh.proto's
+// SessionCall: EncodeSessionCall).
 type SessionCall struct {
 	// HSM is the HSM the command is for, so that an envelope recorded on
 	// its way to one HSM cannot be replayed to another, whose window for
 	// the session has not seen it.
-	HSM    string          `json:"hsm"`
-	Method string          `json:"method"`
-	Args   json.RawMessage `json:"args,omitempty"`
+	HSM    string
+	Method string
+	Args   []byte // in the call's encoding (EncodeArgs)
 }
 
 // SessionResult is the sealed answer to a command: its result, or its
-// error with the code the client library matches on.
+// error with the code the client library matches on (hsmsh.proto's
+// SessionResult: EncodeSessionResult).
 type SessionResult struct {
-	Result json.RawMessage `json:"result,omitempty"`
-	Code   string          `json:"code,omitempty"`
-	Error  string          `json:"error,omitempty"`
+	Result []byte // in the call's encoding (EncodeAnswer)
+	Code   string
+	Error  string
 }

@@ -57,7 +57,7 @@ func TestHandlerPanicFailsOnlyThatCall(t *testing.T) {
 			cs, ss := net.Pipe()
 			done := make(chan error, 1)
 			go func() {
-				done <- Serve(context.Background(), ss, h, ServerOptions{Log: slog.New(slog.NewTextHandler(&logs, nil))})
+				done <- Serve(context.Background(), ss, jsonHandler(h), ServerOptions{Log: slog.New(slog.NewTextHandler(&logs, nil))})
 			}()
 			c := NewClient(cs)
 			defer c.Close()
@@ -66,14 +66,14 @@ func TestHandlerPanicFailsOnlyThatCall(t *testing.T) {
 			slow := make(chan error, 1)
 			go func() {
 				var n int
-				err := c.Call(context.Background(), "echo", map[string]any{"N": 5, "Delay": 100 * time.Millisecond}, &n)
+				err := call(c, context.Background(), "echo", map[string]any{"N": 5, "Delay": 100 * time.Millisecond}, &n)
 				if err == nil && n != 5 {
 					err = errors.New("wrong answer")
 				}
 				slow <- err
 			}()
 
-			err := c.Call(context.Background(), tt.method, nil, nil)
+			err := call(c, context.Background(), tt.method, nil, nil)
 			want := "internal error in " + tt.method + ": the HSM server recovered from a fault; see its log"
 			var re *RemoteError
 			if !errors.As(err, &re) || re.Message != want {
@@ -86,7 +86,7 @@ func TestHandlerPanicFailsOnlyThatCall(t *testing.T) {
 				t.Errorf("the call in flight alongside failed: %v", err)
 			}
 			var n int
-			if err := c.Call(context.Background(), "echo", map[string]any{"N": 9}, &n); err != nil || n != 9 {
+			if err := call(c, context.Background(), "echo", map[string]any{"N": 9}, &n); err != nil || n != 9 {
 				t.Errorf("the connection did not survive the panic: %d, %v", n, err)
 			}
 			select {
@@ -108,11 +108,11 @@ func TestHandlerPanicFailsOnlyThatCall(t *testing.T) {
 func TestHandlerPanicWithoutLog(t *testing.T) {
 	cs, ss := net.Pipe()
 	h := func(ctx context.Context, method string, args json.RawMessage) (any, error) { panic("no log") }
-	go Serve(context.Background(), ss, h, ServerOptions{})
+	go Serve(context.Background(), ss, jsonHandler(h), ServerOptions{})
 	c := NewClient(cs)
 	defer c.Close()
 	for range 2 {
-		if err := c.Call(context.Background(), "m", nil, nil); err == nil || !strings.Contains(err.Error(), "internal error in m") {
+		if err := call(c, context.Background(), "m", nil, nil); err == nil || !strings.Contains(err.Error(), "internal error in m") {
 			t.Fatalf("call: %v", err)
 		}
 	}
@@ -131,13 +131,13 @@ func TestIdleTimeout(t *testing.T) {
 	}{
 		{"silent connection is closed", idle, func(*testing.T, *Client) {}, true, 5 * time.Second},
 		{"closed after its last answer", idle, func(t *testing.T, c *Client) {
-			if err := c.Call(context.Background(), "echo", map[string]any{"N": 1}, nil); err != nil {
+			if err := call(c, context.Background(), "echo", map[string]any{"N": 1}, nil); err != nil {
 				t.Fatal(err)
 			}
 		}, true, 5 * time.Second},
 		{"a long request in flight is not idle", idle, func(t *testing.T, c *Client) {
 			var n int
-			err := c.Call(context.Background(), "echo", map[string]any{"N": 4, "Delay": 4 * idle}, &n)
+			err := call(c, context.Background(), "echo", map[string]any{"N": 4, "Delay": 4 * idle}, &n)
 			if err != nil || n != 4 {
 				t.Fatalf("a request longer than the idle timeout: %d, %v", n, err)
 			}
@@ -145,7 +145,7 @@ func TestIdleTimeout(t *testing.T) {
 		{"a steady client is not idle", idle, func(t *testing.T, c *Client) {
 			for i := range 6 {
 				time.Sleep(idle / 5)
-				if err := c.Call(context.Background(), "echo", map[string]any{"N": i}, nil); err != nil {
+				if err := call(c, context.Background(), "echo", map[string]any{"N": i}, nil); err != nil {
 					t.Fatalf("call %d after %v: %v", i, time.Duration(i)*idle/5, err)
 				}
 			}
@@ -156,7 +156,7 @@ func TestIdleTimeout(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			cs, ss := net.Pipe()
 			done := make(chan error, 1)
-			go func() { done <- Serve(context.Background(), ss, echo, ServerOptions{IdleTimeout: tt.idle}) }()
+			go func() { done <- Serve(context.Background(), ss, jsonHandler(echo), ServerOptions{IdleTimeout: tt.idle}) }()
 			c := NewClient(cs)
 			defer c.Close()
 			tt.use(t, c)
@@ -177,7 +177,7 @@ func TestIdleTimeout(t *testing.T) {
 					t.Fatalf("the idle connection was still open after %v", tt.within)
 				}
 				var n int
-				if err := c.Call(context.Background(), "echo", map[string]any{"N": 2}, &n); err != nil || n != 2 {
+				if err := call(c, context.Background(), "echo", map[string]any{"N": 2}, &n); err != nil || n != 2 {
 					t.Errorf("after a silence: %d, %v", n, err)
 				}
 				return

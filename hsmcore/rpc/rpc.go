@@ -1,6 +1,8 @@
 // Package rpc carries requests and responses between an hsmsh client and
 // an HSM server over one connection (in the remote mode, the inner TLS
-// connection). Requests are JSON in wire frames; each has an id, so many
+// connection). Requests are protocol buffers in wire frames (hsmsh.proto's
+// Request and Error; the arguments and answers inside are bytes, in the
+// call's own encoding, which package protocol chooses); each has an id, so many
 // can be in flight on one connection and answers may come back in any
 // order. A peer that sends garbage, an oversize frame, or stalls in the
 // middle of a frame is dropped without harming other connections.
@@ -8,7 +10,6 @@ package rpc
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -19,45 +20,51 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
+	"github.com/hsmsh/hsmsh/hsmcore/protocol/pb"
 	"github.com/hsmsh/hsmsh/hsmcore/wire"
 )
 
-// request is the payload of a request frame.
-type request struct {
-	Method string          `json:"method"`
-	Args   json.RawMessage `json:"args,omitempty"`
-}
 
 // RemoteError is an error the server returned for one request; the
 // connection is still good. Code, when the handler set one, lets the
 // client tell kinds of failure apart (a key the HSM does not hold, an
 // invalid request) without parsing the message.
 type RemoteError struct {
-	Code    string `json:"code"`
-	Message string `json:"message"`
+	Code    string
+	Message string
 }
 
 func (e *RemoteError) Error() string { return e.Message }
 
-// errorPayload encodes a handler's error for an error frame: JSON when it
-// carries a code, its text otherwise.
+// errorPayload encodes an error for an error frame (hsmsh.proto's Error):
+// a handler's code, if it set one, and the error's text.
 func errorPayload(err error) []byte {
+	m := &pb.Error{Message: strings.ToValidUTF8(err.Error(), "?")}
 	var re *RemoteError
-	if errors.As(err, &re) && re.Code != "" {
-		if b, e := json.Marshal(re); e == nil {
-			return b
-		}
+	if errors.As(err, &re) {
+		m.Code = re.Code
 	}
-	return []byte(err.Error())
+	b, e := proto.Marshal(m)
+	if e != nil {
+		b, _ = proto.Marshal(&pb.Error{Message: "an error this server could not encode"})
+	}
+	return b
+}
+
+// textFrame is an error frame that carries only a message.
+func textFrame(id uint32, msg string) wire.Frame {
+	return wire.Frame{Kind: wire.KindError, ID: id, Payload: errorPayload(errors.New(msg))}
 }
 
 // decodeError reads an error frame's payload.
 func decodeError(p []byte) *RemoteError {
-	var re RemoteError
-	if len(p) > 0 && p[0] == '{' && json.Unmarshal(p, &re) == nil && re.Code != "" {
-		return &re
+	var m pb.Error
+	if err := proto.Unmarshal(p, &m); err != nil {
+		return &RemoteError{Message: fmt.Sprintf("the HSM sent an error frame this hsmsh cannot read (%d bytes: %v)", len(p), err)}
 	}
-	return &RemoteError{Message: string(p)}
+	return &RemoteError{Code: m.Code, Message: m.Message}
 }
 
 // ErrClosed is returned for calls on a connection that has gone.
@@ -102,8 +109,9 @@ func (c *Client) readLoop() {
 		}
 		if f.ID == 0 && f.Kind == wire.KindError {
 			// The server says why it is hanging up.
-			err = fmt.Errorf("the HSM server closed the connection: %s", f.Payload)
-			if strings.HasPrefix(string(f.Payload), idleGoodbye) {
+			why := decodeError(f.Payload).Message
+			err = fmt.Errorf("the HSM server closed the connection: %s", why)
+			if strings.HasPrefix(why, idleGoodbye) {
 				err = fmt.Errorf("%w: %w", err, ErrIdle)
 			}
 			break
@@ -129,23 +137,20 @@ func (c *Client) readLoop() {
 	close(c.done)
 }
 
-// Call sends method with args and decodes the answer into reply (which
-// may be nil). It honours ctx's deadline and cancellation.
-func (c *Client) Call(ctx context.Context, method string, args, reply any) error {
-	raw, err := json.Marshal(args)
+// Call sends method with its encoded args and returns the encoded answer.
+// It honours ctx's deadline and cancellation. An error the server
+// returned for this call is a *RemoteError.
+func (c *Client) Call(ctx context.Context, method string, args []byte) ([]byte, error) {
+	payload, err := proto.Marshal(&pb.Request{Method: method, Args: args})
 	if err != nil {
-		return fmt.Errorf("encode %s: %w", method, err)
-	}
-	payload, err := json.Marshal(request{Method: method, Args: raw})
-	if err != nil {
-		return err
+		return nil, fmt.Errorf("encode %s: %w", method, err)
 	}
 	ch := make(chan wire.Frame, 1)
 	c.mu.Lock()
 	if c.err != nil {
 		err := c.err
 		c.mu.Unlock()
-		return err
+		return nil, err
 	}
 	c.next++
 	id := c.next
@@ -170,9 +175,9 @@ func (c *Client) Call(ctx context.Context, method string, args, reply any) error
 		}
 		c.conn.Close() // a half-written frame leaves the stream unusable
 		if why := c.Err(); why != nil && why != ErrClosed {
-			return fmt.Errorf("send %s: %w", method, why)
+			return nil, fmt.Errorf("send %s: %w", method, why)
 		}
-		return fmt.Errorf("send %s: %w", method, err)
+		return nil, fmt.Errorf("send %s: %w", method, err)
 	}
 	select {
 	case f, ok := <-ch:
@@ -180,24 +185,18 @@ func (c *Client) Call(ctx context.Context, method string, args, reply any) error
 			c.mu.Lock()
 			err := c.err
 			c.mu.Unlock()
-			return err
+			return nil, err
 		}
 		switch f.Kind {
 		case wire.KindError:
-			return decodeError(f.Payload)
+			return nil, decodeError(f.Payload)
 		case wire.KindResponse:
-			if reply == nil {
-				return nil
-			}
-			if err := json.Unmarshal(f.Payload, reply); err != nil {
-				return fmt.Errorf("decode the answer to %s: %w", method, err)
-			}
-			return nil
+			return f.Payload, nil
 		}
-		return fmt.Errorf("unexpected %d frame in answer to %s", f.Kind, method)
+		return nil, fmt.Errorf("unexpected %d frame in answer to %s", f.Kind, method)
 	case <-ctx.Done():
 		c.forget(id)
-		return fmt.Errorf("%s: %w", method, ctx.Err())
+		return nil, fmt.Errorf("%s: %w", method, ctx.Err())
 	}
 }
 
@@ -220,9 +219,9 @@ func (c *Client) Err() error {
 // Close ends the connection; calls in flight fail with ErrClosed.
 func (c *Client) Close() error { return c.conn.Close() }
 
-// Handler answers one request: a reply to encode, or an error whose text
-// goes back to the client.
-type Handler func(ctx context.Context, method string, args json.RawMessage) (any, error)
+// Handler answers one request: its encoded answer, or an error whose text
+// (and code, for a *RemoteError) goes back to the client.
+type Handler func(ctx context.Context, method string, args []byte) ([]byte, error)
 
 // ServerOptions bound what one connection may cost the server.
 type ServerOptions struct {
@@ -309,7 +308,7 @@ func Serve(ctx context.Context, conn net.Conn, h Handler, opt ServerOptions) err
 	// need them, up to MaxInFlight, and end with the connection.
 	type job struct {
 		id  uint32
-		req request
+		req *pb.Request
 	}
 	jobs := make(chan job)
 	workers := 0
@@ -340,7 +339,7 @@ func Serve(ctx context.Context, conn net.Conn, h Handler, opt ServerOptions) err
 			}
 			if ctx.Err() != nil {
 				wg.Wait()
-				reply(wire.Frame{Kind: wire.KindError, ID: 0, Payload: []byte("the HSM server is shutting down")})
+				reply(textFrame(0, "the HSM server is shutting down"))
 				return ctx.Err()
 			}
 			var ne net.Error
@@ -351,12 +350,12 @@ func Serve(ctx context.Context, conn net.Conn, h Handler, opt ServerOptions) err
 					// Say so in a way the client recognises (ErrIdle):
 					// an idle close is routine, not a fault.
 					msg := fmt.Sprintf("no request for %v, the server's idle timeout", opt.IdleTimeout)
-					reply(wire.Frame{Kind: wire.KindError, ID: 0, Payload: []byte(idleGoodbye + msg)})
+					reply(textFrame(0, idleGoodbye+msg))
 					return fmt.Errorf("%s: %w", msg, ErrIdle)
 				}
 			}
 			// Say why before hanging up, when the stream still allows it.
-			reply(wire.Frame{Kind: wire.KindError, ID: 0, Payload: []byte("closing the connection: " + err.Error())})
+			reply(textFrame(0, "closing the connection: "+err.Error()))
 			return err
 		}
 		switch f.Kind {
@@ -365,12 +364,12 @@ func Serve(ctx context.Context, conn net.Conn, h Handler, opt ServerOptions) err
 			continue
 		case wire.KindRequest:
 		default:
-			reply(wire.Frame{Kind: wire.KindError, ID: f.ID, Payload: []byte(fmt.Sprintf("a client may not send frame kind %d", f.Kind))})
+			reply(textFrame(f.ID, fmt.Sprintf("a client may not send frame kind %d", f.Kind)))
 			continue
 		}
-		var req request
-		if err := json.Unmarshal(f.Payload, &req); err != nil || req.Method == "" {
-			reply(wire.Frame{Kind: wire.KindError, ID: f.ID, Payload: []byte("the request is not a JSON {method, args} object")})
+		req := new(pb.Request)
+		if err := proto.Unmarshal(f.Payload, req); err != nil || req.Method == "" {
+			reply(textFrame(f.ID, "the request is not an hsmsh Request message (hsmsh.proto: a method and its arguments)"))
 			continue
 		}
 		sem <- struct{}{}
@@ -398,7 +397,7 @@ func Serve(ctx context.Context, conn net.Conn, h Handler, opt ServerOptions) err
 // in the handler (or in encoding what it returned) fails this request
 // only: without the recover, one faulty method would kill the whole
 // server process, and with it every client's connection.
-func answer(ctx context.Context, h Handler, req request, log *slog.Logger) (b []byte, err error) {
+func answer(ctx context.Context, h Handler, req *pb.Request, log *slog.Logger) (b []byte, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			log.Error("a request handler panicked; the call failed, the server carries on",
@@ -406,15 +405,7 @@ func answer(ctx context.Context, h Handler, req request, log *slog.Logger) (b []
 			b, err = nil, fmt.Errorf("internal error in %s: the HSM server recovered from a fault; see its log", req.Method)
 		}
 	}()
-	out, err := h(ctx, req.Method, req.Args)
-	if err != nil {
-		return nil, err
-	}
-	b, err = json.Marshal(out)
-	if err != nil {
-		return nil, fmt.Errorf("encode answer: %w", err)
-	}
-	return b, nil
+	return h(ctx, req.Method, req.Args)
 }
 
 // deadlineReader gives the first byte of a frame the idle timeout and the

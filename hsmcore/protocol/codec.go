@@ -1,0 +1,226 @@
+package protocol
+
+import (
+	"crypto"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/hsmsh/hsmsh/hsmcore/authsession"
+	"github.com/hsmsh/hsmsh/hsmcore/protocol/pb"
+)
+
+// The protocol's encoding, as hsmsh.proto describes it. A call's
+// arguments and answer are encoded by the call's name: the calls in
+// Typed as the protocol buffers of hsmsh.proto, every other call as the
+// JSON of its Go type. Both ends encode and decode with the functions
+// below and nothing else, so the choice lives in one place.
+
+// codec encodes one Go type as one message of hsmsh.proto.
+type codec struct {
+	message string // the message's name in hsmsh.proto, "" for none
+	enc     func(v any) ([]byte, error)
+	dec     func(b []byte, v any) error
+}
+
+// typed builds the codec of a Go type G and its message P.
+func typed[G any, P any, PP interface {
+	*P
+	proto.Message
+}](to func(G) PP, from func(PP) (G, error)) codec {
+	var zero P
+	name := string(PP(&zero).ProtoReflect().Descriptor().Name())
+	return codec{
+		message: name,
+		enc: func(v any) ([]byte, error) {
+			switch g := v.(type) {
+			case G:
+				return proto.Marshal(to(g))
+			case *G:
+				if g != nil {
+					return proto.Marshal(to(*g))
+				}
+			}
+			return nil, fmt.Errorf("%T is not the Go type of %s", v, name)
+		},
+		dec: func(b []byte, v any) error {
+			out, ok := v.(*G)
+			if !ok {
+				return fmt.Errorf("%T cannot hold a %s", v, name)
+			}
+			var m P
+			if err := proto.Unmarshal(b, PP(&m)); err != nil {
+				return fmt.Errorf("not a %s: %w", name, err)
+			}
+			g, err := from(PP(&m))
+			if err != nil {
+				return fmt.Errorf("%s: %w", name, err)
+			}
+			*out = g
+			return nil
+		},
+	}
+}
+
+// none is the codec of a call that has no answer: nothing is encoded.
+var none = codec{
+	enc: func(v any) ([]byte, error) {
+		if v != nil {
+			return nil, fmt.Errorf("%T where the call has no answer", v)
+		}
+		return nil, nil
+	},
+	dec: func(b []byte, v any) error {
+		if len(b) != 0 {
+			return fmt.Errorf("%d bytes where the call has no answer", len(b))
+		}
+		return nil
+	},
+}
+
+var (
+	envelopeCodec = typed(
+		func(e authsession.Envelope) *pb.Envelope {
+			return &pb.Envelope{Ekt: e.EKT, Seq: e.Seq, Body: e.Body}
+		},
+		func(m *pb.Envelope) (authsession.Envelope, error) {
+			return authsession.Envelope{EKT: m.Ekt, Seq: m.Seq, Body: m.Body}, nil
+		})
+	refCodec = typed(
+		func(r Ref) *pb.KeyRef { return &pb.KeyRef{Ref: uint64(r)} },
+		func(m *pb.KeyRef) (Ref, error) { return Ref(m.Ref), nil })
+	bytesCodec = typed(
+		func(b []byte) *pb.Bytes { return &pb.Bytes{Value: b} },
+		func(m *pb.Bytes) ([]byte, error) { return m.Value, nil })
+	boolCodec = typed(
+		func(b bool) *pb.Bool { return &pb.Bool{Value: b} },
+		func(m *pb.Bool) (bool, error) { return m.Value, nil })
+	signArgsCodec = typed(
+		func(a SignArgs) *pb.SignArgs {
+			m := &pb.SignArgs{Req: signRequestPB(a.Req)}
+			if a.Approval != nil {
+				m.Approval = &pb.Approval{Token: a.Approval.Token, Command: a.Approval.Command}
+			}
+			return m
+		},
+		func(m *pb.SignArgs) (SignArgs, error) {
+			req, err := signRequestOf(m.Req)
+			a := SignArgs{Req: req}
+			if m.Approval != nil {
+				a.Approval = &Approval{Token: m.Approval.Token, Command: m.Approval.Command}
+			}
+			return a, err
+		})
+	verifyArgsCodec = typed(
+		func(a VerifyArgs) *pb.VerifyArgs { return &pb.VerifyArgs{Req: signRequestPB(a.Req), Sig: a.Sig} },
+		func(m *pb.VerifyArgs) (VerifyArgs, error) {
+			req, err := signRequestOf(m.Req)
+			return VerifyArgs{Req: req, Sig: m.Sig}, err
+		})
+)
+
+func signRequestPB(r SignRequest) *pb.SignRequest {
+	return &pb.SignRequest{Ref: uint64(r.Ref), Mechanism: string(r.Mechanism), Hash: uint32(r.Hash),
+		Data: r.Data, Digest: r.Digest, SaltLength: int64(r.SaltLength)}
+}
+
+func signRequestOf(m *pb.SignRequest) (SignRequest, error) {
+	if m == nil {
+		return SignRequest{}, errors.New("no sign request")
+	}
+	if m.SaltLength < 0 || m.SaltLength > math.MaxInt32 {
+		return SignRequest{}, fmt.Errorf("PSS salt length %d is out of range", m.SaltLength)
+	}
+	return SignRequest{Ref: Ref(m.Ref), Mechanism: Mechanism(m.Mechanism), Hash: crypto.Hash(m.Hash),
+		Data: m.Data, Digest: m.Digest, SaltLength: int(m.SaltLength)}, nil
+}
+
+// typedCall is how one call's arguments and answer are encoded.
+type typedCall struct{ args, answer codec }
+
+// typedCalls are the calls encoded as protocol buffers: the session
+// envelope, and key use. The rest travel as JSON.
+var typedCalls = map[string]typedCall{
+	CallEnveloped: {envelopeCodec, envelopeCodec},
+	CallSign:      {signArgsCodec, bytesCodec},
+	CallVerify:    {verifyArgsCodec, none},
+	CallHas:       {refCodec, boolCodec},
+	CallRefTaken:  {refCodec, boolCodec},
+	CallDeleteKey: {refCodec, none},
+	CallPublicKey: {refCodec, bytesCodec},
+}
+
+// TypedMessages names the messages of hsmsh.proto that method's
+// arguments and answer are ("" for no answer); ok is false for a call
+// that travels as JSON.
+func TypedMessages(method string) (args, answer string, ok bool) {
+	t, ok := typedCalls[method]
+	return t.args.message, t.answer.message, ok
+}
+
+// EncodeArgs encodes the arguments v of method.
+func EncodeArgs(method string, v any) ([]byte, error) {
+	if t, ok := typedCalls[method]; ok {
+		return t.args.enc(v)
+	}
+	return json.Marshal(v)
+}
+
+// DecodeArgs decodes the arguments of method from b into v, a pointer.
+func DecodeArgs(method string, b []byte, v any) error {
+	if t, ok := typedCalls[method]; ok {
+		return t.args.dec(b, v)
+	}
+	return json.Unmarshal(b, v)
+}
+
+// EncodeAnswer encodes v, the answer to method.
+func EncodeAnswer(method string, v any) ([]byte, error) {
+	if t, ok := typedCalls[method]; ok {
+		return t.answer.enc(v)
+	}
+	return json.Marshal(v)
+}
+
+// DecodeAnswer decodes the answer to method from b into v, a pointer; a
+// nil v ignores the answer.
+func DecodeAnswer(method string, b []byte, v any) error {
+	if v == nil {
+		return nil
+	}
+	if t, ok := typedCalls[method]; ok {
+		return t.answer.dec(b, v)
+	}
+	return json.Unmarshal(b, v)
+}
+
+// EncodeSessionCall encodes the plaintext of a command envelope.
+func EncodeSessionCall(c SessionCall) ([]byte, error) {
+	return proto.Marshal(&pb.SessionCall{Hsm: c.HSM, Method: c.Method, Args: c.Args})
+}
+
+// DecodeSessionCall decodes the plaintext of a command envelope.
+func DecodeSessionCall(b []byte) (SessionCall, error) {
+	var m pb.SessionCall
+	if err := proto.Unmarshal(b, &m); err != nil {
+		return SessionCall{}, fmt.Errorf("not a SessionCall: %w", err)
+	}
+	return SessionCall{HSM: m.Hsm, Method: m.Method, Args: m.Args}, nil
+}
+
+// EncodeSessionResult encodes the plaintext of an answer envelope.
+func EncodeSessionResult(r SessionResult) ([]byte, error) {
+	return proto.Marshal(&pb.SessionResult{Result: r.Result, Code: r.Code, Error: r.Error})
+}
+
+// DecodeSessionResult decodes the plaintext of an answer envelope.
+func DecodeSessionResult(b []byte) (SessionResult, error) {
+	var m pb.SessionResult
+	if err := proto.Unmarshal(b, &m); err != nil {
+		return SessionResult{}, fmt.Errorf("not a SessionResult: %w", err)
+	}
+	return SessionResult{Result: m.Result, Code: m.Code, Error: m.Error}, nil
+}
