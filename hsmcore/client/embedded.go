@@ -691,7 +691,9 @@ func (e *Embedded) GenerateKey(ctx context.Context, c Caller, spec KeySpec) ([]K
 	}
 	return e.create(ctx, c, refs, spec.Session, spec.MinServers, func(h *sealedNode, ref Ref, wrap bool) (protocol.CreateReply, error) {
 		var out protocol.CreateReply
-		err := h.call(protocol.CallGenerateKey, protocol.GenerateArgs{Spec: spec, Ref: ref, Wrap: wrap}, &out)
+		// A token key for several HSMs is staged: made and wrapped on one,
+		// then stored on all of them at once.
+		err := h.call(protocol.CallGenerateKey, protocol.GenerateArgs{Spec: spec, Ref: ref, Wrap: wrap, Stage: wrap}, &out)
 		return out, err
 	})
 }
@@ -759,7 +761,7 @@ func (e *Embedded) createWith(ctx context.Context, c Caller, n int, session bool
 	} else {
 		// Report where the key was acknowledged, not a later look that a
 		// concurrent fault could change.
-		ok, err := e.replicate(ctx, c, sn, recs, made.Wrapped, minServers)
+		ok, err := e.replicate(ctx, c, sn, recs, made.Wrapped, minServers, made.Staged)
 		if err != nil {
 			return nil, err
 		}
@@ -843,22 +845,30 @@ func (e *SyncError) Error() string {
 // made it) and the client relays the blobs, which each receiver unwraps
 // and checks. The creation counts only if at least
 // max(create_object_minimum_nodes, min-srv) HSMs hold it; otherwise the
-// copies are removed so the caller can retry.
-func (e *Embedded) replicate(ctx context.Context, c Caller, hs []*sealedNode, recs []*protocol.KeyMeta, blobs []*protocol.WrappedKey, minServers int) ([]string, error) {
+// copies are removed so the caller can retry. A staged key (the
+// maker stored nothing, GenerateArgs.Stage) is stored on hs[0] too, at the
+// same time as on the others: one commit's wait instead of two in a row.
+func (e *Embedded) replicate(ctx context.Context, c Caller, hs []*sealedNode, recs []*protocol.KeyMeta, blobs []*protocol.WrappedKey, minServers int, staged bool) ([]string, error) {
 	dur := e.Durability()
 	needed := max(dur.MinimumNodes, minServers, 1)
-	for _, r := range recs {
-		e.events.publish(Event{Kind: EventKeyCreated, HSM: hs[0].ID(), Ref: r.Ref.String(), Detail: r.Attrs.Label})
+	maker := hs[0].ID()
+	var succeeded []string
+	targets := hs
+	if !staged {
+		// The maker stored the key before answering.
+		for _, r := range recs {
+			e.events.publish(Event{Kind: EventKeyCreated, HSM: maker, Ref: r.Ref.String(), Detail: r.Attrs.Label})
+		}
+		succeeded, targets = []string{maker}, hs[1:]
 	}
-	succeeded := []string{hs[0].ID()}
 	failed := map[string]error{}
 	var wrapErr error
-	if len(hs) > 1 && len(blobs) != len(recs) {
-		wrapErr = fmt.Errorf("%s answered %d wrapped keys for %d records", hs[0].ID(), len(blobs), len(recs))
+	if (staged || len(hs) > 1) && len(blobs) != len(recs) {
+		wrapErr = fmt.Errorf("%s answered %d wrapped keys for %d records", maker, len(blobs), len(recs))
 	}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
-	for _, h := range hs[1:] {
+	for _, h := range targets {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -879,12 +889,35 @@ func (e *Embedded) replicate(ctx context.Context, c Caller, hs []*sealedNode, re
 				return
 			}
 			succeeded = append(succeeded, h.ID())
+			if staged {
+				return // told in the HSMs' order below, once all have answered
+			}
 			for _, r := range recs {
-				e.events.publish(Event{Kind: EventKeyReplicated, HSM: h.ID(), Ref: r.Ref.String(), Detail: "client-side sync from " + hs[0].ID()})
+				e.events.publish(Event{Kind: EventKeyReplicated, HSM: h.ID(), Ref: r.Ref.String(), Detail: "client-side sync from " + maker})
 			}
 		}()
 	}
 	wg.Wait()
+	if staged {
+		// A staged key was stored on every HSM at once; the panes hear it
+		// as made on the maker and copied to the rest, in that order.
+		stored := map[string]bool{}
+		for _, id := range succeeded {
+			stored[id] = true
+		}
+		for _, h := range hs {
+			if !stored[h.ID()] {
+				continue
+			}
+			for _, r := range recs {
+				if h.ID() == maker {
+					e.events.publish(Event{Kind: EventKeyCreated, HSM: maker, Ref: r.Ref.String(), Detail: r.Attrs.Label})
+				} else {
+					e.events.publish(Event{Kind: EventKeyReplicated, HSM: h.ID(), Ref: r.Ref.String(), Detail: "client-side sync from " + maker})
+				}
+			}
+		}
+	}
 	if err := ctx.Err(); err != nil {
 		// Cancelled by the user: the copies made so far are removed, and
 		// the command says it was cancelled, not why sync fell short.
@@ -1200,17 +1233,17 @@ func (e *Embedded) use(ctx context.Context, c Caller, ref Ref, fn func(h *sealed
 	if len(hs) == 0 {
 		return e.noHSM()
 	}
-	sn := e.onAll(c, hs)
-	if dur.AvailabilityCheck && !e.available(sn, ref) {
+	if dur.AvailabilityCheck && !e.available(c, hs, ref) {
 		return errors.New(availabilityMessage(ref))
 	}
-	attempts := min(1+dur.RetryOnMissingKey, len(sn))
+	attempts := min(1+dur.RetryOnMissingKey, len(hs))
 	var last error
-	for _, h := range sn[:attempts] {
+	for _, h := range hs[:attempts] {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		err := fn(h)
+		// Reached as c's session only when tried: most uses take the first.
+		err := fn(e.on(c, h))
 		if errors.Is(err, ErrKeyNotFound) {
 			last = err
 			continue
@@ -1225,7 +1258,7 @@ func (e *Embedded) use(ctx context.Context, c Caller, ref Ref, fn func(h *sealed
 // HSM goes down or a key is deleted or lost (the bus's epoch moves): the
 // check costs a question to every HSM, and a busy client asks it for every
 // use of the same few keys.
-func (e *Embedded) available(hs []*sealedNode, ref Ref) bool {
+func (e *Embedded) available(c Caller, hs []node, ref Ref) bool {
 	epoch := e.events.epoch.Load()
 	if v, ok := e.avail.Load(ref); ok {
 		a := v.(availability)
@@ -1233,7 +1266,7 @@ func (e *Embedded) available(hs []*sealedNode, ref Ref) bool {
 			return true
 		}
 	}
-	if countHolders(hs, ref) < 2 {
+	if countHolders(e.onAll(c, hs), ref) < 2 {
 		return false
 	}
 	e.avail.Store(ref, availability{epoch: epoch, at: time.Now()})

@@ -81,7 +81,7 @@ func (e *Embedded) holdersFirst(c Caller, hs []node, ref Ref) ([]node, error) {
 	sk, isSession := e.sessionKeys[ref]
 	e.mu.RUnlock()
 	sn := e.onAll(c, hs)
-	if !isSession && e.Durability().AvailabilityCheck && !e.available(sn, ref) {
+	if !isSession && e.Durability().AvailabilityCheck && !e.available(c, hs, ref) {
 		return nil, errors.New(availabilityMessage(ref))
 	}
 	for i, h := range sn {

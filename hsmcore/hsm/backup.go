@@ -269,11 +269,18 @@ func (h *hsm) ExportWrapped(ref Ref) (*protocol.WrappedKey, error) {
 	if !ok {
 		return nil, fmt.Errorf("%w: %s does not hold token key %s", ErrKeyNotFound, h.id, ref)
 	}
+	return h.wrapLocked(r.clone())
+}
+
+// wrapLocked seals one key record, material included, under the domain's
+// wrapping key, for an HSM of the domain to open; h.mu is held.
+func (h *hsm) wrapLocked(r *keyRecord) (*protocol.WrappedKey, error) {
+	ref := r.Ref
 	g, domain, err := h.wrapAEAD()
 	if err != nil {
 		return nil, err
 	}
-	plain, err := json.Marshal(toWire(r.clone()))
+	plain, err := json.Marshal(toWire(r))
 	if err != nil {
 		return nil, err
 	}

@@ -172,10 +172,34 @@ func (h *hsm) generateKey(c Caller, a protocol.GenerateArgs) (*protocol.CreateRe
 			r.Session = c.Session
 		}
 	}
+	if a.Stage && !a.Spec.Session {
+		return h.staged(recs)
+	}
 	if err := h.PutKeys(recs); err != nil {
 		return nil, err
 	}
 	return h.created(recs, a.Wrap && !a.Spec.Session)
+}
+
+// staged answers a key generation that stores nothing here: each record
+// wrapped under the domain key, for the client to store on every HSM at
+// once (GenerateArgs.Stage). The material leaves only sealed, as in
+// client-side sync.
+func (h *hsm) staged(recs []*keyRecord) (*protocol.CreateReply, error) {
+	out := &protocol.CreateReply{Keys: metasOf(recs), Staged: true}
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	if !h.up {
+		return nil, protocol.ErrDown(h.id)
+	}
+	for _, r := range recs {
+		w, err := h.wrapLocked(r)
+		if err != nil {
+			return nil, err
+		}
+		out.Wrapped = append(out.Wrapped, w)
+	}
+	return out, nil
 }
 
 // created answers a key creation: the records without material, and if

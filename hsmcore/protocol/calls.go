@@ -95,6 +95,11 @@ type GenerateArgs struct {
 	// Wrap asks, for a token key, for each record wrapped under the domain
 	// key too, for client-side sync to relay: one round trip, not two.
 	Wrap bool `json:"wrap,omitempty"`
+	// Stage asks, for a token key, for the records wrapped and nothing
+	// stored: the client then stores the blobs on every HSM at once, this
+	// one included, so that their commits (each with an fsync) run side
+	// by side, not one after the other. The answer says Staged.
+	Stage bool `json:"stage,omitempty"`
 }
 
 // ImportArgs asks an HSM to import a public key.
@@ -109,6 +114,10 @@ type ImportArgs struct {
 type CreateReply struct {
 	Keys    []KeyMeta     `json:"keys"`
 	Wrapped []*WrappedKey `json:"wrapped,omitempty"`
+	// Staged says the HSM stored nothing (GenerateArgs.Stage): the
+	// wrapped records are the key's only copies until the client stores
+	// them.
+	Staged bool `json:"staged,omitempty"`
 }
 
 // KeyChangeArgs changes a key's users or attributes on one HSM, which
