@@ -42,7 +42,7 @@ const Usage = `usage: hsmsh bench --op OP [--hsms N[,N...]] [--duration D] [--co
                    [--profile none|hsm1.medium|hsm2m.medium] [--data-dir DIR | --ephemeral] [--json] [--cpuprofile FILE]
                    [--no-baseline]
 ops: ecdsa-p256-sign, ecdsa-p384-sign, rsa2048-sign, aes-token-gen, ec-token-gen, key-list-10k, login
-defaults: --hsms 3, --duration 5s (1s to 10m), --concurrency 1 (1 to 256), --transport tls, --profile none, in memory
+defaults: --hsms 3, --duration 5s (1s to 10m), --concurrency 1 (1 to 256), --transport direct (in-process calls, hsmsh's default), --profile none, in memory
 --remote runs the cluster as hsmsh servers on loopback TCP in this process (nested TLS, a throwaway PKI)
 also the raw Go crypto baseline for the op at the same concurrency (half before hsmsh's run, half after) and the ratio:
   ecdsa-p256-sign, ecdsa-p384-sign: crypto/ecdsa SignASN1 of the SHA-256 (SHA-384) digest of the same 64 bytes
@@ -113,7 +113,7 @@ func usagef(format string, a ...any) error { return usageError{fmt.Sprintf(forma
 // parseArgs reads bench's flags; g holds the global flags given before
 // bench. Every error it returns is a usageError.
 func parseArgs(g Options, args []string) (options, error) {
-	o := options{hsms: []int{3}, duration: 5 * time.Second, concurrency: 1, transport: "tls", profile: "none"}
+	o := options{hsms: []int{3}, duration: 5 * time.Second, concurrency: 1, transport: "direct", profile: "none"}
 	if g.ConfigPath != "" {
 		return o, usagef("bench reads no config file (it builds its own cluster from its flags): leave out --config")
 	}
@@ -164,7 +164,7 @@ func parseArgs(g Options, args []string) (options, error) {
 		case "--transport":
 			transportGiven = true
 			if o.transport, err = value(); err == nil && o.transport != "direct" && o.transport != "tls" {
-				err = usagef("--transport %q: use direct (plain calls to the in-process HSMs) or tls (nested TLS over in-memory pipes)", o.transport)
+				err = usagef("--transport %q: use direct (in-process calls through each HSM's door, the default) or tls (nested TLS over in-memory pipes)", o.transport)
 			}
 		case "--remote":
 			remote, err = true, noValue()

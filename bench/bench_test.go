@@ -15,7 +15,7 @@ import (
 )
 
 func TestParseBenchArgs(t *testing.T) {
-	def := options{op: "login", hsms: []int{3}, duration: 5 * time.Second, concurrency: 1, transport: "tls", profile: "none"}
+	def := options{op: "login", hsms: []int{3}, duration: 5 * time.Second, concurrency: 1, transport: "direct", profile: "none"}
 	abs, _ := filepath.Abs("bd")
 	with := func(f func(o *options)) options {
 		o := def
@@ -30,9 +30,9 @@ func TestParseBenchArgs(t *testing.T) {
 		wantErr string
 	}{
 		{"defaults", Options{}, "--op login", def, ""},
-		{"everything", Options{}, "--op ecdsa-p256-sign --hsms 1,2,3 --duration 2m --concurrency 256 --transport direct --profile hsm2m.medium --json",
+		{"everything", Options{}, "--op ecdsa-p256-sign --hsms 1,2,3 --duration 2m --concurrency 256 --transport tls --profile hsm2m.medium --json",
 			with(func(o *options) {
-				o.op, o.hsms, o.duration, o.concurrency, o.transport, o.profile, o.json = "ecdsa-p256-sign", []int{1, 2, 3}, 2*time.Minute, 256, "direct", "hsm2m.medium", true
+				o.op, o.hsms, o.duration, o.concurrency, o.transport, o.profile, o.json = "ecdsa-p256-sign", []int{1, 2, 3}, 2*time.Minute, 256, "tls", "hsm2m.medium", true
 			}), ""},
 		{"name=value", Options{}, "--op=aes-token-gen --hsms=2 --duration=1s --concurrency=8",
 			with(func(o *options) {

@@ -9,7 +9,7 @@ import (
 // start from it too, so that one file does not mean two different things by
 // "the default" for the same key.
 func defaultCluster() Cluster {
-	return Cluster{ID: "cluster-local", Mode: "embedded", HSMs: 3, Transport: "tls", Profile: "none"}
+	return Cluster{ID: "cluster-local", Mode: "embedded", HSMs: 3, Transport: "direct", Profile: "none"}
 }
 
 // ClusterIDs returns the id of every cluster: the [cluster] table's first,

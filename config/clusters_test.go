@@ -15,7 +15,7 @@ hsms = 4
 [[clusters]]
 id = "lab"
 hsms = 2
-transport = "direct"
+transport = "tls"
 
 [[clusters]]
 id = "prod"
@@ -38,32 +38,32 @@ func TestLoadClusters(t *testing.T) {
 		more    []Cluster
 	}{
 		{"cluster and two more", clustersFile,
-			Cluster{ID: "main", Mode: "embedded", HSMs: 4, Transport: "tls", Profile: "none"},
+			Cluster{ID: "main", Mode: "embedded", HSMs: 4, Transport: "direct", Profile: "none"},
 			[]Cluster{
-				{ID: "lab", Mode: "embedded", HSMs: 2, Transport: "direct", Profile: "none"},
-				{ID: "prod", Mode: "remote", HSMs: 3, Transport: "tls", Profile: "none", Servers: []Server{
+				{ID: "lab", Mode: "embedded", HSMs: 2, Transport: "tls", Profile: "none"},
+				{ID: "prod", Mode: "remote", HSMs: 3, Transport: "direct", Profile: "none", Servers: []Server{
 					{ID: "hsm-1", Address: "10.0.0.1:2223"},
 					{ID: "hsm-2", Address: "10.0.0.2:2223"},
 				}},
 			}},
 		{"no clusters", "[cluster]\nid = \"main\"\n",
-			Cluster{ID: "main", Mode: "embedded", HSMs: 3, Transport: "tls", Profile: "none"}, nil},
+			Cluster{ID: "main", Mode: "embedded", HSMs: 3, Transport: "direct", Profile: "none"}, nil},
 		{"only clusters, defaults for the rest", "[[clusters]]\nid = \"lab\"\n",
 			defaultCluster(),
-			[]Cluster{{ID: "lab", Mode: "embedded", HSMs: 3, Transport: "tls", Profile: "none"}}},
+			[]Cluster{{ID: "lab", Mode: "embedded", HSMs: 3, Transport: "direct", Profile: "none"}}},
 		{"clusters before cluster in the file", "[[clusters]]\nid = \"lab\"\n\n[cluster]\nid = \"main\"\n",
-			Cluster{ID: "main", Mode: "embedded", HSMs: 3, Transport: "tls", Profile: "none"},
-			[]Cluster{{ID: "lab", Mode: "embedded", HSMs: 3, Transport: "tls", Profile: "none"}}},
+			Cluster{ID: "main", Mode: "embedded", HSMs: 3, Transport: "direct", Profile: "none"},
+			[]Cluster{{ID: "lab", Mode: "embedded", HSMs: 3, Transport: "direct", Profile: "none"}}},
 		{"server ids are per cluster",
 			"[cluster]\nmode = \"remote\"\n[[cluster.servers]]\nid = \"hsm-1\"\naddress = \"a:1\"\n" +
 				"[[clusters]]\nid = \"b\"\nmode = \"remote\"\n[[clusters.servers]]\nid = \"hsm-1\"\naddress = \"b:1\"\n",
-			Cluster{ID: "cluster-local", Mode: "remote", HSMs: 3, Transport: "tls", Profile: "none", Servers: []Server{{ID: "hsm-1", Address: "a:1"}}},
-			[]Cluster{{ID: "b", Mode: "remote", HSMs: 3, Transport: "tls", Profile: "none", Servers: []Server{{ID: "hsm-1", Address: "b:1"}}}}},
-		{"inline array of tables", "clusters = [{id = \"a\", hsms = 1}, {id = \"b\", transport = \"direct\"}]\n",
+			Cluster{ID: "cluster-local", Mode: "remote", HSMs: 3, Transport: "direct", Profile: "none", Servers: []Server{{ID: "hsm-1", Address: "a:1"}}},
+			[]Cluster{{ID: "b", Mode: "remote", HSMs: 3, Transport: "direct", Profile: "none", Servers: []Server{{ID: "hsm-1", Address: "b:1"}}}}},
+		{"inline array of tables", "clusters = [{id = \"a\", hsms = 1}, {id = \"b\", transport = \"tls\"}]\n",
 			defaultCluster(),
 			[]Cluster{
-				{ID: "a", Mode: "embedded", HSMs: 1, Transport: "tls", Profile: "none"},
-				{ID: "b", Mode: "embedded", HSMs: 3, Transport: "direct", Profile: "none"},
+				{ID: "a", Mode: "embedded", HSMs: 1, Transport: "direct", Profile: "none"},
+				{ID: "b", Mode: "embedded", HSMs: 3, Transport: "tls", Profile: "none"},
 			}},
 	}
 	for _, tt := range tests {
@@ -138,7 +138,7 @@ func TestLoadClustersErrors(t *testing.T) {
 		{"bad mode", "[[clusters]]\nid = \"lab\"\nmode = \"cloud\"\n",
 			3, "clusters[0].mode", `"cloud" is not a mode (use "embedded" or "remote")`, false},
 		{"bad transport", "[[clusters]]\nid = \"lab\"\ntransport = \"udp\"\n",
-			3, "clusters[0].transport", `"udp" is not a transport (use "tls" for nested TLS to the in-process HSMs, or "direct" for plain calls)`, false},
+			3, "clusters[0].transport", `"udp" is not a transport (use "direct" for in-process calls, the default, or "tls" for nested TLS to the in-process HSMs over in-memory pipes)`, false},
 		{"hsms too high", "[[clusters]]\nid = \"a\"\n[[clusters]]\nid = \"b\"\nhsms = 29\n",
 			5, "clusters[1].hsms", "29 is out of range (1..28)", false},
 		{"hsms zero", "[[clusters]]\nid = \"a\"\nhsms = 0\n",

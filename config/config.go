@@ -92,7 +92,9 @@ type Cluster struct {
 	Mode string // "embedded" or "remote"
 	HSMs int    // embedded mode: how many HSMs to run
 	// Transport is how the embedded mode reaches its in-process HSMs:
-	// "tls" (nested TLS over in-memory pipes) or "direct" (Go calls).
+	// "direct" (the default: calls through each HSM's door, in-process)
+	// or "tls" (the nested TLS stack over in-memory pipes, for teaching
+	// the two layers without servers).
 	Transport string
 	// Profile makes each embedded HSM serve at a real HSM type's published
 	// rates: "none", "hsm1.medium" or "hsm2m.medium".
@@ -169,7 +171,8 @@ type Setting struct {
 	Name   string `json:"name"`
 	Value  string `json:"value"`
 	Source Source `json:"source"`
-	// Note says when the setting is not in use as things stand.
+	// Note says what the value means as things stand, where the name
+	// alone does not, or that the setting is not in use.
 	Note string `json:"note,omitempty"`
 }
 
@@ -410,9 +413,23 @@ func (c *Config) Settings() []Setting {
 			// to pki init and serve) only.
 			set.Note = "not used by the embedded cluster, which keeps its own PKI in its data folder (clusters/ID/pki); used in remote mode, by hsmsh serve and pki init"
 		}
+		if s.name == "cluster.transport" {
+			set.Note = transportNote(c.Cluster)
+		}
 		out = append(out, set)
 	}
 	return out
+}
+
+// transportNote says plainly what cluster.transport does for cl.
+func transportNote(cl Cluster) string {
+	switch {
+	case cl.Mode == "remote":
+		return "not used in remote mode: the servers are always reached over nested TLS on TCP"
+	case cl.Transport == "direct":
+		return "in-process: the client library calls each HSM's door as a function, with no TLS (the default, and what BENCHMARKS.md holds against SoftHSM2); \"tls\" runs both TLS layers over in-memory pipes, for teaching them without servers"
+	}
+	return "nested TLS over in-memory pipes to each in-process HSM, both layers as to a remote server; \"direct\" (the default) calls the HSMs in-process, faster"
 }
 
 // Clone returns a deep copy of c, including the sources, the clusters and

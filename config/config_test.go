@@ -53,7 +53,7 @@ func TestDefault(t *testing.T) {
 	c := Default()
 	pki := filepath.Join(cwd(t), "pki")
 	want := &Config{
-		Cluster: Cluster{ID: "cluster-local", Mode: "embedded", HSMs: 3, Transport: "tls", Profile: "none"},
+		Cluster: Cluster{ID: "cluster-local", Mode: "embedded", HSMs: 3, Transport: "direct", Profile: "none"},
 		Durability: Durability{
 			CreateObjectMinimumNodes: 1,
 			KeyAvailabilityCheck:     true,
@@ -168,7 +168,7 @@ func TestLoadFullFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantCluster := Cluster{ID: "prod.eu-1", Mode: "remote", HSMs: 5, Transport: "tls", Profile: "none", Servers: []Server{
+	wantCluster := Cluster{ID: "prod.eu-1", Mode: "remote", HSMs: 5, Transport: "direct", Profile: "none", Servers: []Server{
 		{ID: "hsm-a", Address: "10.0.0.1:2223"},
 		{ID: "hsm-b", Address: "[::1]:2224"},
 	}}
@@ -534,7 +534,7 @@ func TestSettings(t *testing.T) {
 		{"cluster.id", "cluster-local", SourceDefault, ""},
 		{"cluster.mode", "embedded", SourceDefault, ""},
 		{"cluster.profile", "none", SourceDefault, ""},
-		{"cluster.transport", "tls", SourceDefault, ""},
+		{"cluster.transport", "direct", SourceDefault, `in-process: the client library calls each HSM's door as a function, with no TLS (the default, and what BENCHMARKS.md holds against SoftHSM2); "tls" runs both TLS layers over in-memory pipes, for teaching them without servers`},
 		{"durability.create_object_minimum_nodes", "1", SourceDefault, ""},
 		{"durability.key_availability_check", "false", SourceFlag, ""},
 		{"durability.server_sync_interval", "1m30s", SourceFile, ""},
@@ -1136,6 +1136,25 @@ func TestServerLimits(t *testing.T) {
 			t.Errorf("Set(%s, %q): %v", tt.name, tt.value, err)
 		} else if c.Source(tt.name) != SourceCommand {
 			t.Errorf("Set(%s, %q): source %q", tt.name, tt.value, c.Source(tt.name))
+		}
+	}
+}
+
+// config show says plainly what cluster.transport does, for each mode and
+// value.
+func TestTransportNote(t *testing.T) {
+	tests := []struct {
+		cluster Cluster
+		want    string
+	}{
+		{Cluster{Mode: "embedded", Transport: "direct"}, "in-process: the client library calls each HSM's door as a function, with no TLS"},
+		{Cluster{Mode: "embedded", Transport: "tls"}, "nested TLS over in-memory pipes to each in-process HSM"},
+		{Cluster{Mode: "remote", Transport: "direct"}, "not used in remote mode"},
+		{Cluster{Mode: "remote", Transport: "tls"}, "not used in remote mode"},
+	}
+	for _, tt := range tests {
+		if got := transportNote(tt.cluster); !strings.HasPrefix(got, tt.want) {
+			t.Errorf("%s/%s: %q, want it to start %q", tt.cluster.Mode, tt.cluster.Transport, got, tt.want)
 		}
 	}
 }

@@ -313,7 +313,7 @@ func checkProfile(p string) error {
 
 func checkTransport(t string) error {
 	if t != "tls" && t != "direct" {
-		return fmt.Errorf("%q is not a transport (use \"tls\" for nested TLS to the in-process HSMs, or \"direct\" for plain calls)", t)
+		return fmt.Errorf("%q is not a transport (use \"direct\" for in-process calls, the default, or \"tls\" for nested TLS to the in-process HSMs over in-memory pipes)", t)
 	}
 	return nil
 }

@@ -386,7 +386,9 @@ func TestSyncHintInKeyPane(t *testing.T) {
 // its TLS is not connected and why, its key count is unknown, in the HSM
 // pane, the compact summary, the grid and cluster hsm-info.
 func TestDownAndDestroyedHSMs(t *testing.T) {
-	m := gridModel(t, 3)
+	// Over the TLS transport: the pane says why each HSM is not connected.
+	m := newTestModelOn(t, "tls", 3, true, "")
+	pump(t, m, m.refresh(), func() bool { return !m.refreshing && len(m.hsms) == 3 })
 	runLine(t, m, "key generate-symmetric aes --label teaching-k --key-length-bytes 16")
 	runLine(t, m, "lab hsm fail --hsm hsm-2")
 	runLine(t, m, "lab hsm fail --hsm hsm-3 --destroy")

@@ -29,8 +29,18 @@ func init() {
 // user cu1 and, when login is set, logs it in before the model starts.
 func newTestModel(t testing.TB, hsms int, login bool, dataDir string) *Model {
 	t.Helper()
+	return newTestModelOn(t, "direct", hsms, login, dataDir)
+}
+
+// newTestModelOn is newTestModel with the embedded cluster's transport
+// given: "tls" for the tests of the TLS pane.
+func newTestModelOn(t testing.TB, transport string, hsms int, login bool, dataDir string) *Model {
+	t.Helper()
 	cfg := config.Default()
 	if err := cfg.Set("cluster.hsms", strconv.Itoa(hsms), config.SourceFlag); err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Set("cluster.transport", transport, config.SourceFlag); err != nil {
 		t.Fatal(err)
 	}
 	env, err := commands.Open(cfg, "")
@@ -385,7 +395,7 @@ func TestCtrlCTwiceQuits(t *testing.T) {
 // default, a real handshake on both layers; with transport = "direct",
 // that there is none.
 func TestHSMPaneShowsTLS(t *testing.T) {
-	m := newTestModel(t, 3, false, "")
+	m := newTestModelOn(t, "tls", 3, false, "")
 	pump(t, m, m.refresh(), func() bool { return len(m.hsms) == 3 })
 	v := m.View()
 	for _, id := range []string{"hsm-1", "hsm-2", "hsm-3"} {
@@ -403,6 +413,28 @@ func TestHSMPaneShowsTLS(t *testing.T) {
 	for _, id := range []string{"hsm-1", "hsm-2", "hsm-3"} {
 		if row := lineWith(v, id+" "); !strings.Contains(row, "tls ok") {
 			t.Errorf("%s row %q in a small pane:\n%s", id, row, v)
+		}
+	}
+}
+
+// The default transport calls the HSMs in-process, and the HSM pane says
+// so plainly: no TLS layer, and how to have one.
+func TestHSMPaneSaysInProcess(t *testing.T) {
+	m := newTestModel(t, 3, false, "")
+	pump(t, m, m.refresh(), func() bool { return len(m.hsms) == 3 })
+	m.Update(tea.WindowSizeMsg{Width: 260, Height: 45})
+	v := m.View()
+	if n := strings.Count(v, "TLS none: in-process calls through the HSM's door"); n != 3 {
+		t.Errorf("%d HSMs say they are called in-process, want 3:\n%s", n, v)
+	}
+	if strings.Contains(v, "tls ok") || strings.Contains(v, "TLS outer") {
+		t.Errorf("the in-process default shows a TLS layer:\n%s", v)
+	}
+	m.Update(tea.WindowSizeMsg{Width: 140, Height: 24})
+	v = m.View()
+	for _, id := range []string{"hsm-1", "hsm-2", "hsm-3"} {
+		if row := lineWith(v, id+" "); !strings.Contains(row, "no tls") {
+			t.Errorf("%s row %q in a small pane", id, row)
 		}
 	}
 }

@@ -63,11 +63,14 @@ func NewSealer(sk [32]byte, ekt []byte) (*Sealer, error) {
 // EKT is the token the Sealer binds.
 func (s *Sealer) EKT() []byte { return s.ekt }
 
+// aadLen is the length of an envelope's AAD.
+const aadLen = len(labelEnvelope) + 1 + 8 + sha512.Size384
+
 // aad binds the direction, the sequence number and the session's EKT; all
 // but the label are fixed length, so the layout is unambiguous.
-func (s *Sealer) aad(dir Direction, seq uint64) []byte {
-	aad := make([]byte, 0, len(labelEnvelope)+1+8+len(s.sum))
-	aad = append(aad, labelEnvelope...)
+// The caller's buf holds it, so that a command's AAD costs no allocation.
+func (s *Sealer) aad(buf *[aadLen]byte, dir Direction, seq uint64) []byte {
+	aad := append(buf[:0], labelEnvelope...)
 	aad = append(aad, byte(dir))
 	aad = binary.BigEndian.AppendUint64(aad, seq)
 	return append(aad, s.sum[:]...)
@@ -90,7 +93,8 @@ func (s *Sealer) Seal(dir Direction, seq uint64, plaintext []byte) (Envelope, er
 	if err := checkEnvelopeArgs(dir, seq); err != nil {
 		return Envelope{}, fmt.Errorf("sealing an envelope: %w", err)
 	}
-	e := Envelope{Seq: seq, Body: s.g.Seal(nil, nil, plaintext, s.aad(dir, seq))}
+	var buf [aadLen]byte
+	e := Envelope{Seq: seq, Body: s.g.Seal(nil, nil, plaintext, s.aad(&buf, dir, seq))}
 	if dir == ToHSM {
 		e.EKT = bytes.Clone(s.ekt)
 	}
@@ -115,7 +119,8 @@ func (s *Sealer) Open(dir Direction, e Envelope) ([]byte, error) {
 	if len(e.Body) < gcmOverLen {
 		return nil, fmt.Errorf("%w (seq %d, %s, %d-byte body)", ErrTampered, e.Seq, dir, len(e.Body))
 	}
-	pt, err := s.g.Open(nil, nil, e.Body, s.aad(dir, e.Seq))
+	var buf [aadLen]byte
+	pt, err := s.g.Open(nil, nil, e.Body, s.aad(&buf, dir, e.Seq))
 	if err != nil {
 		return nil, fmt.Errorf("%w (seq %d, %s, %d-byte body)", ErrTampered, e.Seq, dir, len(e.Body))
 	}

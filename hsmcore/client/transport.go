@@ -20,10 +20,15 @@ import (
 const (
 	// TransportTLS runs every in-process HSM behind the same nested TLS
 	// stack and protocol as a remote server, over an in-memory pipe: the
-	// TLS pane shows real handshakes with no set-up. The default.
+	// TLS pane shows real handshakes with no set-up, for teaching the two
+	// layers. The library's zero value, so that its tests exercise the
+	// whole stack.
 	TransportTLS = "tls"
-	// TransportDirect calls the in-process HSMs as Go methods: no TLS, no
-	// encoding, for speed.
+	// TransportDirect calls each in-process HSM's door (Device.Serve) as
+	// a function: the same calls, encoded as the wire carries them and
+	// sealed in session envelopes, without TLS, pipes or goroutine
+	// hand-offs. hsmsh's configured default: it is what people compare
+	// with SoftHSM2 (BENCHMARKS.md).
 	TransportDirect = "direct"
 )
 
@@ -197,7 +202,7 @@ func tlsInfo(n node) HSMTLS {
 	case *localNode:
 		r, down = n.Node, n.downReason()
 	default:
-		why := `not used: transport = "direct" calls the in-process HSMs without TLS`
+		why := `not used: in-process calls through the HSM's door (transport = "direct", the default); set transport = "tls" to run both TLS layers over in-memory pipes`
 		return HSMTLS{ID: n.ID(), Address: "in-process", Transport: TransportDirect,
 			Outer: nestedtls.LayerInfo{Status: why}, Inner: nestedtls.LayerInfo{Status: why}}
 	}

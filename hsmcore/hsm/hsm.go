@@ -424,7 +424,7 @@ func (h *hsm) DestroySession(session string) int {
 // Info describes the HSM: its state and, while it is up, how many token
 // keys and users it holds.
 func (h *hsm) Info() HSMInfo {
-	info := HSMInfo{ID: h.id, State: StateDown, Address: "in-process", TLS: `none: transport = "direct" calls the in-process HSMs without TLS`,
+	info := HSMInfo{ID: h.id, State: StateDown, Address: "in-process", TLS: `none: in-process calls through the HSM's door (transport = "direct", the default); transport = "tls" puts both TLS layers on in-memory pipes`,
 		LatencyMS: float64(h.latency.Load()) / float64(time.Millisecond)}
 	// Outside h.mu: raft's stats take raft's own locks.
 	info.Raft = h.raftInfo()

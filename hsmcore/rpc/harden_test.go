@@ -156,7 +156,9 @@ func TestIdleTimeout(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			cs, ss := net.Pipe()
 			done := make(chan error, 1)
-			go func() { done <- Serve(context.Background(), ss, jsonHandler(echo), ServerOptions{IdleTimeout: tt.idle}) }()
+			go func() {
+				done <- Serve(context.Background(), ss, jsonHandler(echo), ServerOptions{IdleTimeout: tt.idle})
+			}()
 			c := NewClient(cs)
 			defer c.Close()
 			tt.use(t, c)

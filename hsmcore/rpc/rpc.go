@@ -26,7 +26,6 @@ import (
 	"github.com/hsmsh/hsmsh/hsmcore/wire"
 )
 
-
 // RemoteError is an error the server returned for one request; the
 // connection is still good. Code, when the handler set one, lets the
 // client tell kinds of failure apart (a key the HSM does not hold, an

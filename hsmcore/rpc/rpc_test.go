@@ -213,3 +213,36 @@ func call(c *Client, ctx context.Context, method string, args, reply any) error 
 	}
 	return json.Unmarshal(out, reply)
 }
+
+// A request frame whose payload is not a Request message, or that names
+// no method, is answered with an error saying so, and the connection
+// carries on; an error frame this client cannot read says that too.
+func TestGarbageRequestIsRefusedAndConnectionLives(t *testing.T) {
+	cs, ss := net.Pipe()
+	go Serve(context.Background(), ss, jsonHandler(echo), ServerOptions{})
+	defer cs.Close()
+	for _, payload := range [][]byte{{0xff, 0xff, 0xff}, {}, []byte(`{"method":"echo"}`)} {
+		if err := wire.Write(cs, wire.Frame{Kind: wire.KindRequest, ID: 7, Payload: payload}); err != nil {
+			t.Fatal(err)
+		}
+		f, err := wire.Read(cs, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f.Kind != wire.KindError || f.ID != 7 {
+			t.Fatalf("payload %q: got frame kind %d id %d, want an error for 7", payload, f.Kind, f.ID)
+		}
+		if msg := decodeError(f.Payload).Message; !strings.Contains(msg, "not an hsmsh Request message") {
+			t.Errorf("payload %q: %q", payload, msg)
+		}
+	}
+	// The same connection still serves a good request.
+	c := NewClient(cs)
+	var n int
+	if err := call(c, context.Background(), "echo", map[string]any{"N": 5}, &n); err != nil || n != 5 {
+		t.Errorf("after the garbage: %d, %v", n, err)
+	}
+	if re := decodeError([]byte{0x0a, 0x05, 'x'}); !strings.Contains(re.Message, "cannot read") {
+		t.Errorf("an unreadable error frame: %q", re.Message)
+	}
+}
