@@ -134,14 +134,17 @@ func redactWords(words []string, secret map[string]bool) string {
 // with the --approval file if one was given.
 func withApproval(ctx context.Context, env *Env, cmd *Command, a *Args, words []string) (context.Context, error) {
 	var token []byte
+	line := ""
 	if a.Has("approval") {
 		b, err := readSmall(env.path(a.String("approval")), maxTokenFile, "--approval")
 		if err != nil {
 			return ctx, err
 		}
-		token = b
+		// Written out only with a token, the one thing it is checked
+		// against: a busy signer pays nothing for it.
+		token, line = b, commandLine(words)
 	}
-	return hsmcore.WithApproval(ctx, token, commandLine(words), gatedPath(cmd.Path)), nil
+	return hsmcore.WithApproval(ctx, token, line, gatedPath(cmd.Path)), nil
 }
 
 // gatedPath is the path rule sets name a command by: "crypto sign" for

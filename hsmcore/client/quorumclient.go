@@ -43,7 +43,10 @@ func approvalOf(ctx context.Context) approval {
 // call: there is no separate approval step a client could skip.
 func approvalFrom(ctx context.Context) *protocol.Approval {
 	a := approvalOf(ctx)
-	if a.token == nil && a.command == "" {
+	if a.token == nil {
+		// The command line matters only against a token bound to one: an
+		// operation with no token sends nothing, and the HSM decides
+		// whether it needed one.
 		return nil
 	}
 	return &protocol.Approval{Token: a.token, Command: a.command}

@@ -298,14 +298,14 @@ const maxRenegotiations = 3
 // answer into reply. A token that expired, or an HSM that restarted, is
 // met by renegotiating once and sending the command again.
 func (e *Embedded) sessionCall(s *clientSession, h node, method string, args, reply any) error {
-	argb, err := protocol.EncodeArgs(method, args)
+	call, err := protocol.NewSessionCall(h.ID(), method, args)
 	if err != nil {
 		return fmt.Errorf("encode %s: %w", method, err)
 	}
-	body, err := protocol.EncodeSessionCall(protocol.SessionCall{HSM: h.ID(), Method: method, Args: argb})
-	clear(argb) // it may hold key material, on its way to the HSM
+	body, err := protocol.EncodeSessionCall(call)
+	clear(call.Args) // it may hold key material, on its way to the HSM
 	if err != nil {
-		return err
+		return fmt.Errorf("encode %s: %w", method, err)
 	}
 	defer clear(body)
 	for attempt := 0; ; attempt++ {
@@ -368,7 +368,7 @@ func (e *Embedded) sealedCall(s *clientSession, h node, sk [32]byte, ekt []byte,
 	if res.Code != "" {
 		return &protocol.Error{Code: res.Code, Msg: res.Error}
 	}
-	if err := protocol.DecodeAnswer(method, res.Result, reply); err != nil {
+	if err := res.DecodeAnswer(method, reply); err != nil {
 		return fmt.Errorf("%w: the answer of %s to %s: %w", ErrInvalid, h.ID(), method, err)
 	}
 	return nil

@@ -223,11 +223,11 @@ func (r *envelopeRig) seal(t *testing.T, c Caller, to, method string, args any, 
 
 func sealCall(t *testing.T, sk [32]byte, ekt []byte, lane uint16, n uint64, to, method string, args any) authsession.Envelope {
 	t.Helper()
-	a, err := protocol.EncodeArgs(method, args)
+	call, err := protocol.NewSessionCall(to, method, args)
 	if err != nil {
 		t.Fatal(err)
 	}
-	body, err := protocol.EncodeSessionCall(protocol.SessionCall{HSM: to, Method: method, Args: a})
+	body, err := protocol.EncodeSessionCall(call)
 	if err != nil {
 		t.Fatal(err)
 	}

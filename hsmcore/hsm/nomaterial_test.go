@@ -136,7 +136,7 @@ func (r *boundary) open(h *hsm, method string, args, out []byte, callErr error) 
 		inner = protocol.CallEnveloped + "/" + c.Method
 		if c.Method == protocol.CallImportWrapped {
 			var a protocol.ImportWrappedArgs
-			if protocol.DecodeArgs(c.Method, c.Args, &a) == nil && a.Key != nil && len(a.Key.Body) > 0 {
+			if c.DecodeArgs(&a) == nil && a.Key != nil && len(a.Key.Body) > 0 {
 				blobs++
 			}
 		}
@@ -160,7 +160,7 @@ func (r *boundary) open(h *hsm, method string, args, out []byte, callErr error) 
 			var w protocol.WrappedKey
 			switch {
 			case strings.HasSuffix(inner, "/"+protocol.CallGenerateKey) || strings.HasSuffix(inner, "/"+protocol.CallImportKey):
-				if protocol.DecodeAnswer(strings.TrimPrefix(inner, protocol.CallEnveloped+"/"), res.Result, &made) == nil {
+				if res.DecodeAnswer(strings.TrimPrefix(inner, protocol.CallEnveloped+"/"), &made) == nil {
 					for _, x := range made.Wrapped {
 						if x != nil && len(x.Body) > 0 {
 							blobs++
@@ -168,7 +168,7 @@ func (r *boundary) open(h *hsm, method string, args, out []byte, callErr error) 
 					}
 				}
 			case strings.HasSuffix(inner, "/"+protocol.CallExportWrapped):
-				if protocol.DecodeAnswer(protocol.CallExportWrapped, res.Result, &w) == nil && len(w.Body) > 0 {
+				if res.DecodeAnswer(protocol.CallExportWrapped, &w) == nil && len(w.Body) > 0 {
 					blobs++
 				}
 			}

@@ -496,10 +496,10 @@ func (h *hsm) Enveloped(env authsession.Envelope) (authsession.Envelope, error) 
 	}
 	if err != nil {
 	} else if err = h.checkSessionUser(c, claims.Issued); err == nil {
-		out, err = h.serveAs(c, call.Method, call.Args)
+		out, err = h.serveAs(c, call)
 	}
 	if err == nil {
-		res.Result, err = protocol.EncodeAnswer(call.Method, out)
+		res, err = protocol.NewSessionResult(call.Method, out)
 	}
 	if err != nil {
 		res = protocol.SessionResult{Code: protocol.CodeOf(err), Error: err.Error()}
@@ -651,11 +651,17 @@ func sameKey(a, b [32]byte) bool { return subtle.ConstantTimeCompare(a[:], b[:])
 // HSM's own access check. The client library checks the same rules first,
 // to give the user the right message; this is the check that holds when
 // the client is not hsmsh's library.
-func (h *hsm) serveAs(c Caller, method string, args []byte) (any, error) {
+func (h *hsm) serveAs(c Caller, call protocol.SessionCall) (any, error) {
+	method := call.Method
 	if protocol.Calls[method] != protocol.ClassSession {
 		return nil, fmt.Errorf("%w: %s is not a session command", ErrInvalid, method)
 	}
-	decode := func(v any) error { return decodeArgs(method, args, v) }
+	decode := func(v any) error {
+		if err := call.DecodeArgs(v); err != nil {
+			return fmt.Errorf("%w: %s: bad arguments: %v", ErrInvalid, method, err)
+		}
+		return nil
+	}
 	// checkKey checks the caller may reach the key: a crypto user's own
 	// or shared key (use), a key it may see (meta), or one it owns
 	// (change). A key it may not reach is "not found", as in key list.

@@ -86,7 +86,7 @@ func TestStagedGenerationAtTheDoor(t *testing.T) {
 			t.Fatalf("generate: %v %s %s", err, res.Code, res.Error)
 		}
 		var out protocol.CreateReply
-		if err := protocol.DecodeAnswer(protocol.CallGenerateKey, res.Result, &out); err != nil {
+		if err := res.DecodeAnswer(protocol.CallGenerateKey, &out); err != nil {
 			t.Fatal(err)
 		}
 		return &out

@@ -24,6 +24,10 @@ type codec struct {
 	message string // the message's name in hsmsh.proto, "" for none
 	enc     func(v any) ([]byte, error)
 	dec     func(b []byte, v any) error
+	// toMsg and fromMsg convert without encoding, for a message that
+	// travels inside another (a session call's arguments, its result).
+	toMsg   func(v any) (proto.Message, error)
+	fromMsg func(m proto.Message, v any) error
 }
 
 // typed builds the codec of a Go type G and its message P.
@@ -33,34 +37,53 @@ func typed[G any, P any, PP interface {
 }](to func(G) PP, from func(PP) (G, error)) codec {
 	var zero P
 	name := string(PP(&zero).ProtoReflect().Descriptor().Name())
+	toMsg := func(v any) (proto.Message, error) {
+		switch g := v.(type) {
+		case G:
+			return to(g), nil
+		case *G:
+			if g != nil {
+				return to(*g), nil
+			}
+		}
+		return nil, fmt.Errorf("%T is not the Go type of %s", v, name)
+	}
+	fromMsg := func(m proto.Message, v any) error {
+		out, ok := v.(*G)
+		if !ok {
+			return fmt.Errorf("%T cannot hold a %s", v, name)
+		}
+		pm, ok := m.(PP)
+		if !ok || pm == nil {
+			return fmt.Errorf("no %s", name)
+		}
+		g, err := from(pm)
+		if err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		*out = g
+		return nil
+	}
 	return codec{
 		message: name,
+		toMsg:   toMsg,
+		fromMsg: fromMsg,
 		enc: func(v any) ([]byte, error) {
-			switch g := v.(type) {
-			case G:
-				return proto.Marshal(to(g))
-			case *G:
-				if g != nil {
-					return proto.Marshal(to(*g))
-				}
+			m, err := toMsg(v)
+			if err != nil {
+				return nil, err
 			}
-			return nil, fmt.Errorf("%T is not the Go type of %s", v, name)
+			return proto.Marshal(m)
 		},
 		dec: func(b []byte, v any) error {
-			out, ok := v.(*G)
-			if !ok {
+			if _, ok := v.(*G); !ok {
 				return fmt.Errorf("%T cannot hold a %s", v, name)
 			}
 			var m P
 			if err := proto.Unmarshal(b, PP(&m)); err != nil {
 				return fmt.Errorf("not a %s: %w", name, err)
 			}
-			g, err := from(PP(&m))
-			if err != nil {
-				return fmt.Errorf("%s: %w", name, err)
-			}
-			*out = g
-			return nil
+			return fromMsg(PP(&m), v)
 		},
 	}
 }
@@ -197,9 +220,51 @@ func DecodeAnswer(method string, b []byte, v any) error {
 	return json.Unmarshal(b, v)
 }
 
-// EncodeSessionCall encodes the plaintext of a command envelope.
+// NewSessionCall is method's call with args, for the HSM hsm.
+func NewSessionCall(hsm, method string, args any) (SessionCall, error) {
+	c := SessionCall{HSM: hsm, Method: method}
+	var err error
+	if t, ok := typedCalls[method]; ok {
+		c.msg, err = t.args.toMsg(args)
+	} else {
+		c.Args, err = json.Marshal(args)
+	}
+	return c, err
+}
+
+// DecodeArgs decodes the call's arguments into v, a pointer.
+func (c SessionCall) DecodeArgs(v any) error {
+	if t, ok := typedCalls[c.Method]; ok {
+		if c.msg == nil {
+			return fmt.Errorf("%s takes a %s, and the call carries none", c.Method, t.args.message)
+		}
+		return t.args.fromMsg(c.msg, v)
+	}
+	if c.msg != nil {
+		return fmt.Errorf("%s takes JSON arguments, and the call carries a %s", c.Method, c.msg.ProtoReflect().Descriptor().Name())
+	}
+	return json.Unmarshal(c.Args, v)
+}
+
+// EncodeSessionCall encodes the plaintext of a command envelope, the
+// arguments with it.
 func EncodeSessionCall(c SessionCall) ([]byte, error) {
-	return proto.Marshal(&pb.SessionCall{Hsm: c.HSM, Method: c.Method, Args: c.Args})
+	m := &pb.SessionCall{Hsm: c.HSM, Method: c.Method}
+	switch a := c.msg.(type) {
+	case nil:
+		if c.Args != nil {
+			m.Args = &pb.SessionCall_Json{Json: c.Args}
+		}
+	case *pb.SignArgs:
+		m.Args = &pb.SessionCall_Sign{Sign: a}
+	case *pb.VerifyArgs:
+		m.Args = &pb.SessionCall_Verify{Verify: a}
+	case *pb.KeyRef:
+		m.Args = &pb.SessionCall_Ref{Ref: a}
+	default:
+		return nil, fmt.Errorf("a session call cannot carry a %T", a)
+	}
+	return proto.Marshal(m)
 }
 
 // DecodeSessionCall decodes the plaintext of a command envelope.
@@ -208,12 +273,73 @@ func DecodeSessionCall(b []byte) (SessionCall, error) {
 	if err := proto.Unmarshal(b, &m); err != nil {
 		return SessionCall{}, fmt.Errorf("not a SessionCall: %w", err)
 	}
-	return SessionCall{HSM: m.Hsm, Method: m.Method, Args: m.Args}, nil
+	c := SessionCall{HSM: m.Hsm, Method: m.Method}
+	switch a := m.Args.(type) {
+	case *pb.SessionCall_Json:
+		c.Args = a.Json
+	case *pb.SessionCall_Sign:
+		c.msg = a.Sign
+	case *pb.SessionCall_Verify:
+		c.msg = a.Verify
+	case *pb.SessionCall_Ref:
+		c.msg = a.Ref
+	}
+	return c, nil
+}
+
+// NewSessionResult is the answer out to method.
+func NewSessionResult(method string, out any) (SessionResult, error) {
+	var r SessionResult
+	var err error
+	if t, ok := typedCalls[method]; ok {
+		if t.answer.message == "" {
+			_, err = t.answer.enc(out) // refuses an answer where none belongs
+			return r, err
+		}
+		r.msg, err = t.answer.toMsg(out)
+	} else {
+		r.Result, err = json.Marshal(out)
+	}
+	return r, err
+}
+
+// DecodeAnswer decodes the answer to method into v, a pointer; a nil v
+// ignores it.
+func (r SessionResult) DecodeAnswer(method string, v any) error {
+	if v == nil {
+		return nil
+	}
+	if t, ok := typedCalls[method]; ok {
+		if t.answer.message == "" {
+			return nil
+		}
+		if r.msg == nil {
+			return fmt.Errorf("%s answers a %s, and the answer carries none", method, t.answer.message)
+		}
+		return t.answer.fromMsg(r.msg, v)
+	}
+	if r.msg != nil {
+		return fmt.Errorf("%s answers JSON, and the answer carries a %s", method, r.msg.ProtoReflect().Descriptor().Name())
+	}
+	return json.Unmarshal(r.Result, v)
 }
 
 // EncodeSessionResult encodes the plaintext of an answer envelope.
 func EncodeSessionResult(r SessionResult) ([]byte, error) {
-	return proto.Marshal(&pb.SessionResult{Result: r.Result, Code: r.Code, Error: r.Error})
+	m := &pb.SessionResult{Code: r.Code, Error: r.Error}
+	switch a := r.msg.(type) {
+	case nil:
+		if r.Result != nil {
+			m.Result = &pb.SessionResult_Json{Json: r.Result}
+		}
+	case *pb.Bytes:
+		m.Result = &pb.SessionResult_Bytes{Bytes: a}
+	case *pb.Bool:
+		m.Result = &pb.SessionResult_Bool{Bool: a}
+	default:
+		return nil, fmt.Errorf("a session result cannot carry a %T", a)
+	}
+	return proto.Marshal(m)
 }
 
 // DecodeSessionResult decodes the plaintext of an answer envelope.
@@ -222,5 +348,14 @@ func DecodeSessionResult(b []byte) (SessionResult, error) {
 	if err := proto.Unmarshal(b, &m); err != nil {
 		return SessionResult{}, fmt.Errorf("not a SessionResult: %w", err)
 	}
-	return SessionResult{Result: m.Result, Code: m.Code, Error: m.Error}, nil
+	r := SessionResult{Code: m.Code, Error: m.Error}
+	switch a := m.Result.(type) {
+	case *pb.SessionResult_Json:
+		r.Result = a.Json
+	case *pb.SessionResult_Bytes:
+		r.msg = a.Bytes
+	case *pb.SessionResult_Bool:
+		r.msg = a.Bool
+	}
+	return r, nil
 }

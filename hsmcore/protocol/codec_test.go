@@ -213,3 +213,69 @@ func TestProtoDescribesTheCodec(t *testing.T) {
 		t.Errorf("hsmsh.proto's header names %q, which is not a typed call", f)
 	}
 }
+
+// A typed call's arguments and answer travel inside the session call and
+// result themselves (one encode, one decode); a message other than the one
+// the method takes is refused.
+func TestSessionLayerTyped(t *testing.T) {
+	args := SignArgs{Req: SignRequest{Ref: 9, Mechanism: MechECDSA, Hash: crypto.SHA256, Data: []byte("d")}}
+	c, err := NewSessionCall("hsm-3", CallSign, args)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := EncodeSessionCall(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := DecodeSessionCall(b)
+	if err != nil || d.HSM != "hsm-3" || d.Method != CallSign || d.Args != nil {
+		t.Fatalf("decoded %+v, %v", d, err)
+	}
+	var got SignArgs
+	if err := d.DecodeArgs(&got); err != nil || !reflect.DeepEqual(got, args) {
+		t.Errorf("arguments %+v, %v", got, err)
+	}
+	// The same bytes relabelled as another call: refused, not misread.
+	for _, tt := range []struct {
+		method string
+		into   any
+		want   string
+	}{
+		{CallHas, new(Ref), "no KeyRef"},
+		{CallVerify, new(VerifyArgs), "no VerifyArgs"},
+		{CallActivate, new(ActivateArgs), "takes JSON arguments"},
+	} {
+		d.Method = tt.method
+		if err := d.DecodeArgs(tt.into); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("sign arguments read as %s: %v, want %q", tt.method, err, tt.want)
+		}
+	}
+	// A typed call with no message, or with JSON instead.
+	if err := (SessionCall{Method: CallSign, Args: []byte(`{}`)}).DecodeArgs(new(SignArgs)); err == nil || !strings.Contains(err.Error(), "carries none") {
+		t.Errorf("sign with JSON arguments: %v", err)
+	}
+
+	r, err := NewSessionResult(CallSign, []byte("sig"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err = EncodeSessionResult(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rd, err := DecodeSessionResult(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sig []byte
+	if err := rd.DecodeAnswer(CallSign, &sig); err != nil || string(sig) != "sig" {
+		t.Errorf("signature %q, %v", sig, err)
+	}
+	var ok bool
+	if err := rd.DecodeAnswer(CallHas, &ok); err == nil {
+		t.Error("a signature read as has's answer")
+	}
+	if _, err := NewSessionResult(CallVerify, "an answer"); err == nil {
+		t.Error("verify, which has no answer, took one")
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/hsmsh/hsmsh/hsmcore/authsession"
+	"google.golang.org/protobuf/proto"
 )
 
 // HandshakeArgs is step 1 of the session handshake: the client's hello.
@@ -62,14 +63,22 @@ type SessionCall struct {
 	// the session has not seen it.
 	HSM    string
 	Method string
-	Args   []byte // in the call's encoding (EncodeArgs)
+	// Args are the JSON arguments of a call that travels as JSON; a typed
+	// call's arguments are a message of hsmsh.proto, set by
+	// NewSessionCall and read by DecodeArgs.
+	Args []byte
+	msg  proto.Message
 }
 
 // SessionResult is the sealed answer to a command: its result, or its
 // error with the code the client library matches on (hsmsh.proto's
 // SessionResult: EncodeSessionResult).
 type SessionResult struct {
-	Result []byte // in the call's encoding (EncodeAnswer)
+	// Result is the JSON answer of a call that travels as JSON; a typed
+	// call's answer is a message of hsmsh.proto, set by NewSessionResult
+	// and read by DecodeAnswer.
+	Result []byte
 	Code   string
 	Error  string
+	msg    proto.Message
 }

@@ -43,7 +43,17 @@ type Caller struct {
 // holds it.
 type Ref uint64
 
-func (r Ref) String() string { return fmt.Sprintf("0x%016x", uint64(r)) }
+func (r Ref) String() string {
+	// By hand, not fmt: every key use prints one.
+	const digits = "0123456789abcdef"
+	var b [18]byte
+	b[0], b[1] = '0', 'x'
+	for i := 17; i >= 2; i-- {
+		b[i] = digits[r&0xf]
+		r >>= 4
+	}
+	return string(b[:])
+}
 
 // ParseRef reads a key-reference as CloudHSM CLI prints it ("0x" and hex digits).
 func ParseRef(s string) (Ref, error) {

@@ -8,8 +8,8 @@
 // sign, verify, has, ref-taken, delete-key, public-key) are encoded as
 // these protocol buffers: they are the calls an application makes
 // thousands of times a second. Every other call's arguments and answer
-// are the JSON of its Go type in package protocol, carried in the same
-// bytes fields (Request.args, SessionCall.args, SessionResult.result):
+// are the JSON of its Go type in package protocol, carried in bytes
+// fields (Request.args, SessionCall.json, SessionResult.json):
 // they are administration (users, quorum, backup, mTLS) and bootstrap
 // calls, each of which costs milliseconds of password hashing or a
 // consensus round anyway. protocol.Typed lists which is which, and a test
@@ -222,10 +222,21 @@ func (x *Envelope) GetBody() []byte {
 // HSM the command was sealed for, so that an envelope recorded on its way
 // to one HSM cannot be replayed to another.
 type SessionCall struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Hsm           string                 `protobuf:"bytes,1,opt,name=hsm,proto3" json:"hsm,omitempty"`
-	Method        string                 `protobuf:"bytes,2,opt,name=method,proto3" json:"method,omitempty"`
-	Args          []byte                 `protobuf:"bytes,3,opt,name=args,proto3" json:"args,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Hsm    string                 `protobuf:"bytes,1,opt,name=hsm,proto3" json:"hsm,omitempty"`
+	Method string                 `protobuf:"bytes,2,opt,name=method,proto3" json:"method,omitempty"`
+	// The call's arguments, encoded with the call itself (one encode, one
+	// decode): a message below for the typed calls, the JSON of its Go type
+	// for the rest. A message other than the one the method takes is
+	// refused.
+	//
+	// Types that are valid to be assigned to Args:
+	//
+	//	*SessionCall_Json
+	//	*SessionCall_Sign
+	//	*SessionCall_Verify
+	//	*SessionCall_Ref
+	Args          isSessionCall_Args `protobuf_oneof:"args"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -274,18 +285,91 @@ func (x *SessionCall) GetMethod() string {
 	return ""
 }
 
-func (x *SessionCall) GetArgs() []byte {
+func (x *SessionCall) GetArgs() isSessionCall_Args {
 	if x != nil {
 		return x.Args
 	}
 	return nil
 }
 
+func (x *SessionCall) GetJson() []byte {
+	if x != nil {
+		if x, ok := x.Args.(*SessionCall_Json); ok {
+			return x.Json
+		}
+	}
+	return nil
+}
+
+func (x *SessionCall) GetSign() *SignArgs {
+	if x != nil {
+		if x, ok := x.Args.(*SessionCall_Sign); ok {
+			return x.Sign
+		}
+	}
+	return nil
+}
+
+func (x *SessionCall) GetVerify() *VerifyArgs {
+	if x != nil {
+		if x, ok := x.Args.(*SessionCall_Verify); ok {
+			return x.Verify
+		}
+	}
+	return nil
+}
+
+func (x *SessionCall) GetRef() *KeyRef {
+	if x != nil {
+		if x, ok := x.Args.(*SessionCall_Ref); ok {
+			return x.Ref
+		}
+	}
+	return nil
+}
+
+type isSessionCall_Args interface {
+	isSessionCall_Args()
+}
+
+type SessionCall_Json struct {
+	Json []byte `protobuf:"bytes,3,opt,name=json,proto3,oneof"`
+}
+
+type SessionCall_Sign struct {
+	Sign *SignArgs `protobuf:"bytes,4,opt,name=sign,proto3,oneof"`
+}
+
+type SessionCall_Verify struct {
+	Verify *VerifyArgs `protobuf:"bytes,5,opt,name=verify,proto3,oneof"`
+}
+
+type SessionCall_Ref struct {
+	Ref *KeyRef `protobuf:"bytes,6,opt,name=ref,proto3,oneof"`
+}
+
+func (*SessionCall_Json) isSessionCall_Args() {}
+
+func (*SessionCall_Sign) isSessionCall_Args() {}
+
+func (*SessionCall_Verify) isSessionCall_Args() {}
+
+func (*SessionCall_Ref) isSessionCall_Args() {}
+
 // SessionResult is the plaintext inside an answer envelope: the call's
 // answer, or its error's code and message.
 type SessionResult struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Result        []byte                 `protobuf:"bytes,1,opt,name=result,proto3" json:"result,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The answer, with the result itself: a message below for the typed
+	// calls, the JSON of its Go type for the rest, nothing for a call that
+	// has no answer or failed.
+	//
+	// Types that are valid to be assigned to Result:
+	//
+	//	*SessionResult_Json
+	//	*SessionResult_Bytes
+	//	*SessionResult_Bool
+	Result        isSessionResult_Result `protobuf_oneof:"result"`
 	Code          string                 `protobuf:"bytes,2,opt,name=code,proto3" json:"code,omitempty"`
 	Error         string                 `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -322,9 +406,36 @@ func (*SessionResult) Descriptor() ([]byte, []int) {
 	return file_hsmsh_proto_rawDescGZIP(), []int{4}
 }
 
-func (x *SessionResult) GetResult() []byte {
+func (x *SessionResult) GetResult() isSessionResult_Result {
 	if x != nil {
 		return x.Result
+	}
+	return nil
+}
+
+func (x *SessionResult) GetJson() []byte {
+	if x != nil {
+		if x, ok := x.Result.(*SessionResult_Json); ok {
+			return x.Json
+		}
+	}
+	return nil
+}
+
+func (x *SessionResult) GetBytes() *Bytes {
+	if x != nil {
+		if x, ok := x.Result.(*SessionResult_Bytes); ok {
+			return x.Bytes
+		}
+	}
+	return nil
+}
+
+func (x *SessionResult) GetBool() *Bool {
+	if x != nil {
+		if x, ok := x.Result.(*SessionResult_Bool); ok {
+			return x.Bool
+		}
 	}
 	return nil
 }
@@ -342,6 +453,28 @@ func (x *SessionResult) GetError() string {
 	}
 	return ""
 }
+
+type isSessionResult_Result interface {
+	isSessionResult_Result()
+}
+
+type SessionResult_Json struct {
+	Json []byte `protobuf:"bytes,1,opt,name=json,proto3,oneof"`
+}
+
+type SessionResult_Bytes struct {
+	Bytes *Bytes `protobuf:"bytes,4,opt,name=bytes,proto3,oneof"`
+}
+
+type SessionResult_Bool struct {
+	Bool *Bool `protobuf:"bytes,5,opt,name=bool,proto3,oneof"`
+}
+
+func (*SessionResult_Json) isSessionResult_Result() {}
+
+func (*SessionResult_Bytes) isSessionResult_Result() {}
+
+func (*SessionResult_Bool) isSessionResult_Result() {}
 
 // KeyRef is a key's reference: the argument of has, ref-taken,
 // delete-key and public-key.
@@ -746,15 +879,22 @@ const file_hsmsh_proto_rawDesc = "" +
 	"\bEnvelope\x12\x10\n" +
 	"\x03ekt\x18\x01 \x01(\fR\x03ekt\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x12\n" +
-	"\x04body\x18\x03 \x01(\fR\x04body\"K\n" +
+	"\x04body\x18\x03 \x01(\fR\x04body\"\xd5\x01\n" +
 	"\vSessionCall\x12\x10\n" +
 	"\x03hsm\x18\x01 \x01(\tR\x03hsm\x12\x16\n" +
-	"\x06method\x18\x02 \x01(\tR\x06method\x12\x12\n" +
-	"\x04args\x18\x03 \x01(\fR\x04args\"Q\n" +
-	"\rSessionResult\x12\x16\n" +
-	"\x06result\x18\x01 \x01(\fR\x06result\x12\x12\n" +
+	"\x06method\x18\x02 \x01(\tR\x06method\x12\x14\n" +
+	"\x04json\x18\x03 \x01(\fH\x00R\x04json\x12(\n" +
+	"\x04sign\x18\x04 \x01(\v2\x12.hsmsh.v1.SignArgsH\x00R\x04sign\x12.\n" +
+	"\x06verify\x18\x05 \x01(\v2\x14.hsmsh.v1.VerifyArgsH\x00R\x06verify\x12$\n" +
+	"\x03ref\x18\x06 \x01(\v2\x10.hsmsh.v1.KeyRefH\x00R\x03refB\x06\n" +
+	"\x04args\"\xa8\x01\n" +
+	"\rSessionResult\x12\x14\n" +
+	"\x04json\x18\x01 \x01(\fH\x00R\x04json\x12'\n" +
+	"\x05bytes\x18\x04 \x01(\v2\x0f.hsmsh.v1.BytesH\x00R\x05bytes\x12$\n" +
+	"\x04bool\x18\x05 \x01(\v2\x0e.hsmsh.v1.BoolH\x00R\x04bool\x12\x12\n" +
 	"\x04code\x18\x02 \x01(\tR\x04code\x12\x14\n" +
-	"\x05error\x18\x03 \x01(\tR\x05error\"\x1a\n" +
+	"\x05error\x18\x03 \x01(\tR\x05errorB\b\n" +
+	"\x06result\"\x1a\n" +
 	"\x06KeyRef\x12\x10\n" +
 	"\x03ref\x18\x01 \x01(\x04R\x03ref\"\x9e\x01\n" +
 	"\vSignRequest\x12\x10\n" +
@@ -808,20 +948,36 @@ var file_hsmsh_proto_goTypes = []any{
 	(*Bool)(nil),          // 11: hsmsh.v1.Bool
 }
 var file_hsmsh_proto_depIdxs = []int32{
-	6, // 0: hsmsh.v1.SignArgs.req:type_name -> hsmsh.v1.SignRequest
-	7, // 1: hsmsh.v1.SignArgs.approval:type_name -> hsmsh.v1.Approval
-	6, // 2: hsmsh.v1.VerifyArgs.req:type_name -> hsmsh.v1.SignRequest
-	3, // [3:3] is the sub-list for method output_type
-	3, // [3:3] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	8,  // 0: hsmsh.v1.SessionCall.sign:type_name -> hsmsh.v1.SignArgs
+	9,  // 1: hsmsh.v1.SessionCall.verify:type_name -> hsmsh.v1.VerifyArgs
+	5,  // 2: hsmsh.v1.SessionCall.ref:type_name -> hsmsh.v1.KeyRef
+	10, // 3: hsmsh.v1.SessionResult.bytes:type_name -> hsmsh.v1.Bytes
+	11, // 4: hsmsh.v1.SessionResult.bool:type_name -> hsmsh.v1.Bool
+	6,  // 5: hsmsh.v1.SignArgs.req:type_name -> hsmsh.v1.SignRequest
+	7,  // 6: hsmsh.v1.SignArgs.approval:type_name -> hsmsh.v1.Approval
+	6,  // 7: hsmsh.v1.VerifyArgs.req:type_name -> hsmsh.v1.SignRequest
+	8,  // [8:8] is the sub-list for method output_type
+	8,  // [8:8] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_hsmsh_proto_init() }
 func file_hsmsh_proto_init() {
 	if File_hsmsh_proto != nil {
 		return
+	}
+	file_hsmsh_proto_msgTypes[3].OneofWrappers = []any{
+		(*SessionCall_Json)(nil),
+		(*SessionCall_Sign)(nil),
+		(*SessionCall_Verify)(nil),
+		(*SessionCall_Ref)(nil),
+	}
+	file_hsmsh_proto_msgTypes[4].OneofWrappers = []any{
+		(*SessionResult_Json)(nil),
+		(*SessionResult_Bytes)(nil),
+		(*SessionResult_Bool)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
