@@ -9,7 +9,6 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
-	"github.com/hsmsh/hsmsh/hsmcore/authsession"
 	"github.com/hsmsh/hsmsh/hsmcore/protocol/pb"
 )
 
@@ -105,13 +104,6 @@ var none = codec{
 }
 
 var (
-	envelopeCodec = typed(
-		func(e authsession.Envelope) *pb.Envelope {
-			return &pb.Envelope{Ekt: e.EKT, Seq: e.Seq, Body: e.Body}
-		},
-		func(m *pb.Envelope) (authsession.Envelope, error) {
-			return authsession.Envelope{EKT: m.Ekt, Seq: m.Seq, Body: m.Body}, nil
-		})
 	refCodec = typed(
 		func(r Ref) *pb.KeyRef { return &pb.KeyRef{Ref: uint64(r)} },
 		func(m *pb.KeyRef) (Ref, error) { return Ref(m.Ref), nil })
@@ -167,7 +159,7 @@ type typedCall struct{ args, answer codec }
 // typedCalls are the calls encoded as protocol buffers: the session
 // envelope, and key use. The rest travel as JSON.
 var typedCalls = map[string]typedCall{
-	CallEnveloped: {envelopeCodec, envelopeCodec},
+	CallEnveloped: {envelopeFast, envelopeFast},
 	CallSign:      {signArgsCodec, bytesCodec},
 	CallVerify:    {verifyArgsCodec, none},
 	CallHas:       {refCodec, boolCodec},
