@@ -14,9 +14,10 @@ import (
 
 // The protocol's encoding, as hsmsh.proto describes it. A call's
 // arguments and answer are encoded by the call's name: the calls in
-// Typed as the protocol buffers of hsmsh.proto, every other call as the
-// JSON of its Go type. Both ends encode and decode with the functions
-// below and nothing else, so the choice lives in one place.
+// typedCalls as the protocol buffers of hsmsh.proto (inside a session
+// call or result, as a field of it), every other call as the JSON of its
+// Go type. Both ends encode and decode with the functions below and
+// nothing else, so the choice lives in one place.
 
 // codec encodes one Go type as one message of hsmsh.proto.
 type codec struct {
