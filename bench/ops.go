@@ -72,11 +72,11 @@ func prepare(ctx context.Context, op string, hsms int, r *commands.Runner, progr
 	}
 	switch op {
 	case "ecdsa-p256-sign":
-		return sign("key generate-asymmetric-pair ec --curve secp256r1 --public-label bench-p256-pub --private-label bench-p256", "ecdsa", "sha256")
+		return sign("key generate-asymmetric-pair ec --curve secp256r1 --public-label bench-p256-pub --private-label bench-p256 --public-attributes verify=true --private-attributes sign=true", "ecdsa", "sha256")
 	case "ecdsa-p384-sign":
-		return sign("key generate-asymmetric-pair ec --curve secp384r1 --public-label bench-p384-pub --private-label bench-p384", "ecdsa", "sha384")
+		return sign("key generate-asymmetric-pair ec --curve secp384r1 --public-label bench-p384-pub --private-label bench-p384 --public-attributes verify=true --private-attributes sign=true", "ecdsa", "sha384")
 	case "rsa2048-sign":
-		return sign("key generate-asymmetric-pair rsa --modulus-size-bits 2048 --public-exponent 65537 --public-label bench-rsa-pub --private-label bench-rsa", "rsa-pkcs", "sha256")
+		return sign("key generate-asymmetric-pair rsa --modulus-size-bits 2048 --public-exponent 65537 --public-label bench-rsa-pub --private-label bench-rsa --public-attributes verify=true --private-attributes sign=true", "rsa-pkcs", "sha256")
 	case "aes-token-gen":
 		return counted(r, func(w, n int) []string {
 			return []string{"key", "generate-symmetric", "aes", "--label", fmt.Sprintf("bench-aes-w%d-%d", w, n), "--key-length-bytes", "32"}

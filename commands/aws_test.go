@@ -240,7 +240,7 @@ func TestAWSShapes(t *testing.T) {
 		want string // data, as compact JSON; "" to skip
 		keys []string
 	}{
-		{"key generate-asymmetric-pair ec --curve secp256r1 --public-label p --private-label q", "", []string{"public_key", "private_key"}},
+		{"key generate-asymmetric-pair ec --curve secp256r1 --public-label p --private-label q --public-attributes verify=true --private-attributes sign=true", "", []string{"public_key", "private_key"}},
 		{"key generate-file --encoding pem --path p.pem --filter attr.label=p", `{"message":"Successfully generated key file"}`, nil},
 		{"key import pem --path p.pem --label imported --key-type-class ec-public", "", []string{"key", "message"}},
 		{"quorum token-sign generate --service registration --token t.json", `{"filepath":"t.json"}`, nil},
@@ -275,7 +275,7 @@ func TestAWSShapes(t *testing.T) {
 	if !res.OK() {
 		t.Fatal(res.Data)
 	}
-	res, _ = r.RunLine(ctx, "key generate-asymmetric-pair ec --curve secp256r1 --public-label p2 --private-label q2")
+	res, _ = r.RunLine(ctx, "key generate-asymmetric-pair ec --curve secp256r1 --public-label p2 --private-label q2 --public-attributes verify=true --private-attributes sign=true")
 	if out := string(res.JSON()); strings.Index(out, `"public_key"`) > strings.Index(out, `"private_key"`) {
 		t.Errorf("private_key before public_key:\n%s", out)
 	}

@@ -61,7 +61,7 @@ func TestParseFlags(t *testing.T) {
 		{"key generate-symmetric aes --labl k --key-length-bytes 16", nil, "did you mean --label"},
 		{"key generate-symmetric aes --label --key-length-bytes 16", nil, "--label needs a value"},
 		{"key generate-symmetric aes --label a --label b --key-length-bytes 16", nil, "given twice"},
-		{"key generate-asymmetric-pair ec --public-label p --private-label q --curve p999", nil, "not one of"},
+		{"key generate-asymmetric-pair ec --public-label p --private-label q --curve p999 --public-attributes verify=true --private-attributes sign=true", nil, "not one of"},
 		{"key list --filter", nil, "at least one value"},
 		{"config set a b c", nil, "does not take"},
 		{"config set a", nil, "needs 2 argument"},

@@ -128,6 +128,25 @@ func parseAttrs(flag string, words []string) (map[string]string, error) {
 	return m, nil
 }
 
+// usageDefaults gives a key's usage attributes CloudHSM CLI's documented
+// default, False (the key attributes table: "only set values for
+// attributes you wish to make restrictive"... and a usage is granted only
+// when asked for), where the command line does not set them: a pair made
+// with no attributes can be neither signed with nor verified with, as
+// with CloudHSM CLI. The client library's own defaults (for Go callers)
+// are left as they are.
+func usageDefaults(attrs map[string]string, names ...string) map[string]string {
+	if attrs == nil {
+		attrs = map[string]string{}
+	}
+	for _, n := range names {
+		if _, set := attrs[n]; !set {
+			attrs[n] = "false"
+		}
+	}
+	return attrs
+}
+
 var (
 	filterFlag  = Flag{Name: "filter", Kind: List, Required: true, Help: "attr.NAME=VALUE (several are ANDed) or key-reference=0x…"}
 	sessionFlag = Flag{Name: "session", Kind: Bool, Help: "make a session key: on one HSM only, destroyed at logout"}
@@ -194,6 +213,8 @@ func keyCommands() []*Command {
 		if spec.PrivateAttributes, err = parseAttrs("private-attributes", a.List("private-attributes")); err != nil {
 			return nil, err
 		}
+		spec.PublicAttributes = usageDefaults(spec.PublicAttributes, "encrypt", "verify", "wrap")
+		spec.PrivateAttributes = usageDefaults(spec.PrivateAttributes, "decrypt", "sign", "unwrap")
 		spec.PublicLabel, spec.PrivateLabel = a.String("public-label"), a.String("private-label")
 		spec.Session, spec.ShareWith, spec.MinServers = a.Bool("session"), a.List("share-crypto-users"), a.Int("min-srv")
 		spec.UseQuorum, spec.ManageQuorum = a.Int("use-private-key-quorum-value"), a.Int("manage-private-key-quorum-value")
@@ -311,6 +332,10 @@ func keyCommands() []*Command {
 				if err != nil {
 					return nil, err
 				}
+				// An imported public key, like a generated one, is usable
+				// only as asked (the page: encrypt and verify false unless
+				// set).
+				attrs = usageDefaults(attrs, "encrypt", "verify", "wrap")
 				k, err := env.Session.Cluster().ImportKey(ctx, c, hsmcore.ImportSpec{
 					PEM: data, Label: a.String("label"), Class: a.String("key-type-class"),
 					Attributes: attrs, Session: a.Bool("session"), MinServers: a.Int("min-srv"),

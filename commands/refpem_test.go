@@ -116,7 +116,7 @@ func TestGenerateFileReferencePEMHoldsNoKeyMaterial(t *testing.T) {
 
 	t.Run("ec", func(t *testing.T) {
 		for _, curve := range []string{"secp256r1", "secp384r1", "secp521r1"} {
-			pair := run("key generate-asymmetric-pair ec --curve " + curve + " --public-label " + curve + "-pub --private-label " + curve)
+			pair := run("key generate-asymmetric-pair ec --curve " + curve + " --public-label " + curve + "-pub --private-label " + curve + " --public-attributes verify=true --private-attributes sign=true")
 			ref := refOf(pair, "private_key")
 			run("key generate-file --encoding reference-pem --path " + curve + ".pem --filter attr.label=" + curve)
 			block, file := read(curve+".pem", "EC PRIVATE KEY")
@@ -139,7 +139,7 @@ func TestGenerateFileReferencePEMHoldsNoKeyMaterial(t *testing.T) {
 	})
 
 	t.Run("rsa", func(t *testing.T) {
-		pair := run("key generate-asymmetric-pair rsa --modulus-size-bits 2048 --public-exponent 65537 --public-label rsa-pub --private-label rsa")
+		pair := run("key generate-asymmetric-pair rsa --modulus-size-bits 2048 --public-exponent 65537 --public-label rsa-pub --private-label rsa --public-attributes verify=true --private-attributes sign=true")
 		ref := refOf(pair, "private_key")
 		run("key generate-file --encoding reference-pem --path rsa.pem --filter attr.label=rsa")
 		block, file := read("rsa.pem", "RSA PRIVATE KEY")
@@ -168,7 +168,7 @@ func TestGenerateFileReferencePEMHoldsNoKeyMaterial(t *testing.T) {
 
 	t.Run("refused", func(t *testing.T) {
 		run("key generate-symmetric aes --label aes --key-length-bytes 32")
-		run("key generate-asymmetric-pair ec --curve ed25519 --public-label ed-pub --private-label ed")
+		run("key generate-asymmetric-pair ec --curve ed25519 --public-label ed-pub --private-label ed --public-attributes verify=true --private-attributes sign=true")
 		for _, tc := range []struct{ filter, want string }{
 			{"attr.label=rsa-pub", "not a private key (class public-key)"},
 			{"attr.label=aes", "not a private key (class secret-key)"},

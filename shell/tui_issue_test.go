@@ -123,7 +123,7 @@ func TestTabNoDoubleSpace(t *testing.T) {
 // given is not offered again.
 func TestTabNoDuplicateWord(t *testing.T) {
 	m := newTestModel(t, 3, true, "")
-	runLine(t, m, "key generate-asymmetric-pair ec --public-label pub --private-label priv --curve secp256r1")
+	runLine(t, m, "key generate-asymmetric-pair ec --public-label pub --private-label priv --curve secp256r1 --public-attributes verify=true --private-attributes sign=true")
 	pump(t, m, m.refresh(), func() bool { return !m.refreshing })
 	m.input.SetValue("")
 	typeLine(m, "crypto sign ecdsa --key-filter attr.label=pri")
