@@ -22,6 +22,12 @@ type keyOut struct {
 
 func fullKey(k hsmcore.Key) keyOut {
 	info := k.Info
+	if k.Attrs.ID == "" {
+		// An id is a byte string, shown in hex: an empty one is "0x", as
+		// the newer pages show it (key import pem, ML-DSA); older pages
+		// print "" (see the aws_* testscripts).
+		k.Attrs.ID = "0x"
+	}
 	var attrs any = k.Attrs
 	if k.Attrs.KeyType == hsmcore.TypeGenericSecret {
 		attrs = genericSecretAttrs{Attributes: k.Attrs}
