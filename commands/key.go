@@ -153,6 +153,21 @@ func usageDefaults(attrs map[string]string, names ...string) map[string]string {
 	return attrs
 }
 
+// secretDefaults gives a new secret key CloudHSM CLI's sign=true and
+// verify=true where the command line does not set them, as the
+// generate-symmetric pages show them.
+func secretDefaults(attrs map[string]string) map[string]string {
+	if attrs == nil {
+		attrs = map[string]string{}
+	}
+	for _, n := range []string{"sign", "verify"} {
+		if _, set := attrs[n]; !set {
+			attrs[n] = "true"
+		}
+	}
+	return attrs
+}
+
 var (
 	filterFlag  = Flag{Name: "filter", Kind: List, Required: true, Help: "attr.NAME=VALUE (several are ANDed) or key-reference=0x…"}
 	sessionFlag = Flag{Name: "session", Kind: Bool, Help: "make a session key: on one HSM only, destroyed at logout"}
@@ -184,6 +199,13 @@ func keyCommands() []*Command {
 				if err != nil {
 					return nil, err
 				}
+				// The generate-symmetric pages (and key list, replicate
+				// and unwrap, which print such keys) show a secret key
+				// made with nothing asked as sign=true and verify=true,
+				// its other usages false; the key attributes table says
+				// false for every usage. The command pages, five of them
+				// with real output, are followed.
+				attrs = secretDefaults(attrs)
 				keys, err := generate(ctx, env, hsmcore.KeySpec{
 					Type: kind, Label: a.String("label"), LengthBytes: a.Int("key-length-bytes"),
 					Session: a.Bool("session"), Attributes: attrs, ShareWith: a.List("share-crypto-users"),

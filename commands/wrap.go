@@ -215,6 +215,11 @@ func unwrapCommand(mech string) *Command {
 			if err != nil {
 				return nil, err
 			}
+			if class := a.String("key-type-class"); class == "aes" || class == "generic-secret" {
+				// As a generated secret key: the unwrap pages show the
+				// new key with sign and verify true, nothing asked.
+				attrs = secretDefaults(attrs)
+			}
 			data, err := wrappedData(env, a)
 			if err != nil {
 				return nil, err
