@@ -215,10 +215,15 @@ func unwrapCommand(mech string) *Command {
 			if err != nil {
 				return nil, err
 			}
-			if class := a.String("key-type-class"); class == "aes" || class == "generic-secret" {
+			switch a.String("key-type-class") {
+			case "aes", "generic-secret":
 				// As a generated secret key: the unwrap pages show the
 				// new key with sign and verify true, nothing asked.
 				attrs = secretDefaults(attrs)
+			case "ec-private", "rsa-private":
+				// As a generated pair's private half: usable only as
+				// asked.
+				attrs = usageDefaults(attrs, "decrypt", "sign", "unwrap")
 			}
 			data, err := wrappedData(env, a)
 			if err != nil {
