@@ -14,8 +14,11 @@ import (
 	"io"
 )
 
-// Version is the protocol version this hsmsh speaks.
-const Version = 1
+// Version is the protocol version this hsmsh speaks. 2: the payloads are
+// protocol buffers (hsmcore/protocol/hsmsh.proto); version 1's were JSON,
+// and a peer of either version is told to run the same hsmsh on both
+// sides rather than fed frames it cannot read.
+const Version = 2
 
 // HeaderSize is the size of a frame header.
 const HeaderSize = 12

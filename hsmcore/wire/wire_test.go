@@ -47,9 +47,10 @@ func TestReadErrors(t *testing.T) {
 		{"garbage", []byte("GET / HTTP/1.1\r\n\r\n"), 0, "bad magic", ErrNotHSMSH},
 		{"tls hello", append([]byte{0x16, 0x03, 0x01}, make([]byte, 20)...), 0, "bad magic", ErrNotHSMSH},
 		{"other version", append([]byte{'H', 'S', 9}, good()[3:]...), 0, "version 9", nil},
-		{"bad kind", append([]byte{'H', 'S', 1, 99}, good()[4:]...), 0, "kind 99", nil},
+		{"version 1, JSON payloads", append([]byte{'H', 'S', 1}, good()[3:]...), 0, "version 1 and this hsmsh speaks 2", nil},
+		{"bad kind", append([]byte{'H', 'S', Version, 99}, good()[4:]...), 0, "kind 99", nil},
 		{"oversize", good(), 4, "announced 5 bytes, the limit is 4", ErrTooLarge},
-		{"huge announce", append([]byte{'H', 'S', 1, 1, 0, 0, 0, 1, 0xff, 0xff, 0xff, 0xff}, 'x'), 0, "the limit is", ErrTooLarge},
+		{"huge announce", append([]byte{'H', 'S', Version, 1, 0, 0, 0, 1, 0xff, 0xff, 0xff, 0xff}, 'x'), 0, "the limit is", ErrTooLarge},
 		{"short payload", good()[:14], 0, "truncated frame payload", io.ErrUnexpectedEOF},
 	}
 	for _, tt := range tests {
@@ -59,7 +60,7 @@ func TestReadErrors(t *testing.T) {
 		}
 	}
 	var ve *VersionError
-	if _, err := Read(bytes.NewReader(append([]byte{'H', 'S', 2}, good()[3:]...)), 0); !errors.As(err, &ve) || ve.Peer != 2 {
+	if _, err := Read(bytes.NewReader(append([]byte{'H', 'S', 7}, good()[3:]...)), 0); !errors.As(err, &ve) || ve.Peer != 7 {
 		t.Errorf("version error: %v", err)
 	}
 	if err := Write(io.Discard, Frame{Kind: KindRequest, Payload: make([]byte, MaxPayload+1)}); !errors.Is(err, ErrTooLarge) {
@@ -75,7 +76,7 @@ func FuzzReadFrame(f *testing.F) {
 	Write(&buf, Frame{Kind: KindRequest, ID: 1, Payload: []byte(`{"op":"list"}`)})
 	f.Add(buf.Bytes())
 	f.Add([]byte("HS"))
-	f.Add([]byte{'H', 'S', 1, 2, 0, 0, 0, 0, 0, 0, 0, 0})
+	f.Add([]byte{'H', 'S', Version, 2, 0, 0, 0, 0, 0, 0, 0, 0})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		fr, err := Read(bytes.NewReader(data), 1<<16)
 		if err != nil {
