@@ -594,7 +594,7 @@ func TestAttackerCallTableIsTheWholeDoor(t *testing.T) {
 		case protocol.ClassBare:
 			_, err = h.serve(m, bad)
 		case protocol.ClassSession:
-			_, err = h.serveAs(c, protocol.SessionCall{Method: m, Args: bad})
+			_, err = h.serveAs(origin{}, c, protocol.SessionCall{Method: m, Args: bad})
 		case protocol.ClassPeer:
 			_, err = h.servePeer("hsm-x", m, bad)
 		case protocol.ClassLab:

@@ -26,11 +26,40 @@ func decodeArgs(method string, args []byte, v any) error {
 	return nil
 }
 
-// serve answers one call that arrived bare: the bootstrap calls, and the
-// carriers of session and peer calls, which open, check and dispatch what
-// they carry. A session or peer call sent bare is refused, whoever sends
-// it: holding a cluster certificate proves nothing about who is asking.
+// origin is where a call came from, as far as a check depends on it.
+type origin struct {
+	// remote: over a network connection to hsmsh serve; not in-process,
+	// and not the embedded cluster's own pipes.
+	remote bool
+	// anchored: that connection's client certificate chained to a
+	// registered trust anchor (an mTLS connection).
+	anchored bool
+}
+
+type originKey struct{}
+
+// withOrigin marks the context of a connection's calls with their origin.
+func withOrigin(ctx context.Context, o origin) context.Context {
+	return context.WithValue(ctx, originKey{}, o)
+}
+
+// originOf is the origin withOrigin recorded; none is in-process.
+func originOf(ctx context.Context) origin {
+	o, _ := ctx.Value(originKey{}).(origin)
+	return o
+}
+
+// serve answers one call that arrived bare, in-process: serveFrom.
 func (h *hsm) serve(method string, args []byte) (any, error) {
+	return h.serveFrom(origin{}, method, args)
+}
+
+// serveFrom answers one call that arrived bare: the bootstrap calls, and
+// the carriers of session and peer calls, which open, check and dispatch
+// what they carry. A session or peer call sent bare is refused, whoever
+// sends it: holding a cluster certificate proves nothing about who is
+// asking.
+func (h *hsm) serveFrom(o origin, method string, args []byte) (any, error) {
 	class, ok := protocol.Calls[method]
 	if !ok {
 		return nil, fmt.Errorf("%w %q: the server runs another hsmsh version?", errUnknownMethod, method)
@@ -88,7 +117,7 @@ func (h *hsm) serve(method string, args []byte) (any, error) {
 		if err := decodeArgs(method, args, &env); err != nil {
 			return nil, err
 		}
-		return h.Enveloped(env)
+		return h.enveloped(o, env)
 	case protocol.CallPeer:
 		var pc peerCall
 		if err := decodeArgs(method, args, &pc); err != nil {
@@ -109,7 +138,7 @@ func (h *hsm) serve(method string, args []byte) (any, error) {
 // for the wire.
 func (h *hsm) handler() rpc.Handler {
 	return func(ctx context.Context, method string, args []byte) ([]byte, error) {
-		out, err := h.serve(method, args)
+		out, err := h.serveFrom(originOf(ctx), method, args)
 		if err == nil {
 			var b []byte
 			if b, err = protocol.EncodeAnswer(method, out); err == nil {

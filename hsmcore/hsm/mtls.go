@@ -111,7 +111,7 @@ func checkAnchor(der []byte) (*x509.Certificate, error) {
 
 // changeMTLS applies an admin's change to the settings, with the cluster
 // service's approval, and passes the result on.
-func (h *hsm) changeMTLS(c Caller, method string, a protocol.MTLSArgs) (protocol.MTLSState, error) {
+func (h *hsm) changeMTLS(o origin, c Caller, method string, a protocol.MTLSArgs) (protocol.MTLSState, error) {
 	if err := requireAdmin(c, "changing the cluster's mTLS settings"); err != nil {
 		return protocol.MTLSState{}, err
 	}
@@ -160,6 +160,14 @@ func (h *hsm) changeMTLS(c Caller, method string, a protocol.MTLSArgs) (protocol
 		case protocol.MTLSCluster:
 			if len(next.Anchors) == 0 {
 				return cur, fmt.Errorf("%w: register a trust anchor first: with none, no client could connect", ErrInvalid)
+			}
+			if o.remote && !o.anchored {
+				// As CloudHSM: enforcement is turned on only over an
+				// mTLS connection, so that the admin who turns it on
+				// has shown a certificate it will still let in. Over
+				// any other, the admin would be shut out once this
+				// connection dropped.
+				return cur, fmt.Errorf("%w: setting the mTLS enforcement level to cluster needs an mTLS connection: connect with a client certificate that a registered trust anchor issued (tls.client_cert and tls.client_key), so that enforcement does not shut you out", ErrPermission)
 			}
 			next.Level = protocol.MTLSCluster
 		default:

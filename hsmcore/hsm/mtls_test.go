@@ -88,7 +88,18 @@ func TestMTLSEnforcement(t *testing.T) {
 	if err != nil || len(st.Anchors) != 1 || st.Anchors[0].Ref != 1 {
 		t.Fatalf("register: %+v, %v", st, err)
 	}
-	if _, err := r.ChangeMTLS(ctx, admin, MTLSChangeOf(nil, 0, protocol.MTLSCluster)); err != nil {
+	// Not over a connection without mTLS: the admin would be shut out
+	// once it dropped.
+	if _, err := r.ChangeMTLS(ctx, admin, MTLSChangeOf(nil, 0, protocol.MTLSCluster)); !errors.Is(err, ErrPermission) || !strings.Contains(err.Error(), "needs an mTLS connection") {
+		t.Fatalf("enforcement set over a connection without mTLS: %v", err)
+	}
+	// Over an mTLS connection (a client certificate the anchor issued).
+	ra := l.clientWith(Durability{MinimumNodes: 1}, func(c *nestedtls.ClientConfig) { c.Certificate = ca.clientCert })
+	radmin, err := ra.Login(ctx, "admin", RoleAdmin, "adminpass")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ra.ChangeMTLS(ctx, radmin, MTLSChangeOf(nil, 0, protocol.MTLSCluster)); err != nil {
 		t.Fatal(err)
 	}
 	// Every server has the settings, and lists them to anyone.

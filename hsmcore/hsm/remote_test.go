@@ -135,11 +135,20 @@ func (l *loopback) stop(i int) {
 }
 
 func (l *loopback) client(d Durability) *Remote {
+	l.t.Helper()
+	return l.clientWith(d, nil)
+}
+
+// clientWith is client with its TLS settings changed by set (nil: none).
+func (l *loopback) clientWith(d Durability, set func(*nestedtls.ClientConfig)) *Remote {
 	t := l.t
 	t.Helper()
 	cliTLS, err := nestedtls.LoadClient(l.files())
 	if err != nil {
 		t.Fatal(err)
+	}
+	if set != nil {
+		set(&cliTLS)
 	}
 	var servers []Peer
 	for i, a := range l.addrs {

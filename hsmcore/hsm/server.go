@@ -264,7 +264,7 @@ func (s *Server) serveConn(raw net.Conn) {
 	}
 	raw.SetDeadline(time.Time{})
 	s.log.Info("client connected", "from", from, "client", acc.Client)
-	err = rpc.Serve(s.ctx, acc, s.handle(), s.opts.RPC)
+	err = rpc.Serve(withOrigin(s.ctx, origin{remote: true, anchored: acc.Anchored}), acc, s.handle(), s.opts.RPC)
 	// Close the socket under the TLS layers: a peer that is not reading
 	// (one stuck writing an oversize frame) would hold a TLS close_notify
 	// for its 5 s deadline.

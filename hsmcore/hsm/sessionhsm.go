@@ -458,6 +458,11 @@ func (h *hsm) EndSession(sid string) error {
 // is, so it decides access itself, from the session's user and role and
 // its own records, not from what the client library claims.
 func (h *hsm) Enveloped(env authsession.Envelope) (authsession.Envelope, error) {
+	return h.enveloped(origin{}, env)
+}
+
+// enveloped is Enveloped for a call from o.
+func (h *hsm) enveloped(o origin, env authsession.Envelope) (authsession.Envelope, error) {
 	s, sk, claims, err := h.sessionFor(env.EKT)
 	if err != nil {
 		return authsession.Envelope{}, err
@@ -496,7 +501,7 @@ func (h *hsm) Enveloped(env authsession.Envelope) (authsession.Envelope, error) 
 	}
 	if err != nil {
 	} else if err = h.checkSessionUser(c, claims.Issued); err == nil {
-		out, err = h.serveAs(c, call)
+		out, err = h.serveAs(o, c, call)
 	}
 	if err == nil {
 		res, err = protocol.NewSessionResult(call.Method, out)
@@ -651,7 +656,7 @@ func sameKey(a, b [32]byte) bool { return subtle.ConstantTimeCompare(a[:], b[:])
 // HSM's own access check. The client library checks the same rules first,
 // to give the user the right message; this is the check that holds when
 // the client is not hsmsh's library.
-func (h *hsm) serveAs(c Caller, call protocol.SessionCall) (any, error) {
+func (h *hsm) serveAs(o origin, c Caller, call protocol.SessionCall) (any, error) {
 	method := call.Method
 	if protocol.Calls[method] != protocol.ClassSession {
 		return nil, fmt.Errorf("%w: %s is not a session command", ErrInvalid, method)
@@ -799,7 +804,7 @@ func (h *hsm) serveAs(c Caller, call protocol.SessionCall) (any, error) {
 		if err := decode(&a); err != nil {
 			return nil, err
 		}
-		return h.changeMTLS(c, method, a)
+		return h.changeMTLS(o, c, method, a)
 	case protocol.CallWrapKey:
 		var a protocol.WrapArgs
 		if err := decode(&a); err != nil {

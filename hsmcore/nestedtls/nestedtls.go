@@ -315,12 +315,17 @@ type Accepted struct {
 	net.Conn
 	// Client is the subject of the client certificate.
 	Client string
+	// Anchored says the client certificate chained to a registered trust
+	// anchor (ServerConfig.Anchors) when the connection was made: an
+	// mTLS connection, in CloudHSM's words.
+	Anchored bool
 }
 
 // Handshake runs both server-side layers on a raw connection. It returns
 // the inner connection, or a *LayerError saying which layer refused and why.
 func Handshake(ctx context.Context, raw net.Conn, cfg ServerConfig) (*Accepted, error) {
 	var client string
+	var anchoredCert bool
 	outerCfg := &tls.Config{
 		MinVersion:   tls.VersionTLS13,
 		Certificates: []tls.Certificate{cfg.Certificate},
@@ -354,6 +359,7 @@ func Handshake(ctx context.Context, raw net.Conn, cfg ServerConfig) (*Accepted, 
 				enforced, anchored := cfg.Anchors(leaf, inter)
 				switch {
 				case anchored:
+					anchoredCert = true
 					return nil
 				case enforced:
 					return fmt.Errorf("mTLS enforcement is on: the client certificate %q does not chain to a registered trust anchor", leaf.Subject.CommonName)
@@ -380,5 +386,5 @@ func Handshake(ctx context.Context, raw net.Conn, cfg ServerConfig) (*Accepted, 
 		outer.Close()
 		return nil, &LayerError{Layer: Inner, Err: err}
 	}
-	return &Accepted{Conn: inner, Client: client}, nil
+	return &Accepted{Conn: inner, Client: client, Anchored: anchoredCert}, nil
 }
