@@ -28,14 +28,13 @@ type hsmInfoOut struct {
 	hsmcore.HSMInfo
 }
 
-// The firmware of every HSM is hsmcore as this hsmsh carries it: its
-// version is hsmsh's (0.1.0, shell.Version, which this package cannot
-// import). There is no hardware, so its version is 0.0; and hsmcore is no
+// Version is hsmsh's version. It is also the firmware version of every
+// HSM, hsmcore as this hsmsh carries it.
+const Version = "0.1.0"
+
+// There is no hardware, so its version is 0.0; and hsmcore is no
 // FIPS-validated module, so the state is the page's non-FIPS one.
-const (
-	hsmFirmwareMajor, hsmFirmwareMinor, hsmFirmwareBuild = "0", "1", "0"
-	hsmFIPSState                                         = "0 [non-FIPS mode with single factor authentication]"
-)
+const hsmFIPSState = "0 [non-FIPS mode with single factor authentication]"
 
 func hsmInfoOf(h hsmcore.HSMInfo) hsmInfoOut {
 	// The serial number is the HSM's identity key fingerprint: like a
@@ -45,11 +44,13 @@ func hsmInfoOf(h hsmcore.HSMInfo) hsmInfoOut {
 	if serial == "" {
 		serial = h.ID
 	}
+	// Version is major.minor.build.
+	fw := strings.SplitN(Version+"..", ".", 4)
 	return hsmInfoOut{
 		Vendor: "hsmsh", Model: "hsmcore software HSM", SerialNumber: serial,
 		HardwareVersionMajor: "0", HardwareVersionMinor: "0",
-		FirmwareVersionMajor: hsmFirmwareMajor, FirmwareVersionMinor: hsmFirmwareMinor, FirmwareBuildNumber: hsmFirmwareBuild,
-		FirmwareID: "HSMCORE-FW-" + hsmFirmwareMajor + "." + hsmFirmwareMinor + "-" + hsmFirmwareBuild,
+		FirmwareVersionMajor: fw[0], FirmwareVersionMinor: fw[1], FirmwareBuildNumber: fw[2],
+		FirmwareID: "HSMCORE-FW-" + fw[0] + "." + fw[1] + "-" + fw[2],
 		FIPSState:  hsmFIPSState,
 		HSMInfo:    h,
 	}

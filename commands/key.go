@@ -134,35 +134,28 @@ func parseAttrs(flag string, words []string) (map[string]string, error) {
 	return m, nil
 }
 
-// usageDefaults gives a key's usage attributes CloudHSM CLI's documented
-// default, False (the key attributes table: "only set values for
-// attributes you wish to make restrictive"... and a usage is granted only
-// when asked for), where the command line does not set them: a pair made
-// with no attributes can be neither signed with nor verified with, as
-// with CloudHSM CLI. The client library's own defaults (for Go callers)
-// are left as they are.
-func usageDefaults(attrs map[string]string, names ...string) map[string]string {
-	if attrs == nil {
-		attrs = map[string]string{}
-	}
-	for _, n := range names {
-		if _, set := attrs[n]; !set {
-			attrs[n] = "false"
-		}
-	}
-	return attrs
-}
+// The usage attributes a new key starts with where the command line does
+// not set them, as CloudHSM CLI's pages show its keys. A pair's halves
+// (generated, imported or unwrapped) are usable only as asked: a pair
+// made with no attributes can be neither signed nor verified with. A
+// secret key starts with sign and verify true, as the generate-symmetric,
+// key list, replicate and unwrap pages print it (the key attributes table
+// says false: the command pages, with real output, are followed). The
+// client library keeps its own defaults, for Go callers.
+var (
+	publicKeyUsages  = map[string]string{"encrypt": "false", "verify": "false", "wrap": "false"}
+	privateKeyUsages = map[string]string{"decrypt": "false", "sign": "false", "unwrap": "false"}
+	secretKeyUsages  = map[string]string{"sign": "true", "verify": "true"}
+)
 
-// secretDefaults gives a new secret key CloudHSM CLI's sign=true and
-// verify=true where the command line does not set them, as the
-// generate-symmetric pages show them.
-func secretDefaults(attrs map[string]string) map[string]string {
+// withDefaults is attrs with defaults for what it does not set.
+func withDefaults(attrs, defaults map[string]string) map[string]string {
 	if attrs == nil {
 		attrs = map[string]string{}
 	}
-	for _, n := range []string{"sign", "verify"} {
+	for n, v := range defaults {
 		if _, set := attrs[n]; !set {
-			attrs[n] = "true"
+			attrs[n] = v
 		}
 	}
 	return attrs
@@ -199,13 +192,7 @@ func keyCommands() []*Command {
 				if err != nil {
 					return nil, err
 				}
-				// The generate-symmetric pages (and key list, replicate
-				// and unwrap, which print such keys) show a secret key
-				// made with nothing asked as sign=true and verify=true,
-				// its other usages false; the key attributes table says
-				// false for every usage. The command pages, five of them
-				// with real output, are followed.
-				attrs = secretDefaults(attrs)
+				attrs = withDefaults(attrs, secretKeyUsages)
 				keys, err := generate(ctx, env, hsmcore.KeySpec{
 					Type: kind, Label: a.String("label"), LengthBytes: a.Int("key-length-bytes"),
 					Session: a.Bool("session"), Attributes: attrs, ShareWith: a.List("share-crypto-users"),
@@ -241,8 +228,8 @@ func keyCommands() []*Command {
 		if spec.PrivateAttributes, err = parseAttrs("private-attributes", a.List("private-attributes")); err != nil {
 			return nil, err
 		}
-		spec.PublicAttributes = usageDefaults(spec.PublicAttributes, "encrypt", "verify", "wrap")
-		spec.PrivateAttributes = usageDefaults(spec.PrivateAttributes, "decrypt", "sign", "unwrap")
+		spec.PublicAttributes = withDefaults(spec.PublicAttributes, publicKeyUsages)
+		spec.PrivateAttributes = withDefaults(spec.PrivateAttributes, privateKeyUsages)
 		spec.PublicLabel, spec.PrivateLabel = a.String("public-label"), a.String("private-label")
 		spec.Session, spec.ShareWith, spec.MinServers = a.Bool("session"), a.List("share-crypto-users"), a.Int("min-srv")
 		spec.UseQuorum, spec.ManageQuorum = a.Int("use-private-key-quorum-value"), a.Int("manage-private-key-quorum-value")
@@ -360,10 +347,7 @@ func keyCommands() []*Command {
 				if err != nil {
 					return nil, err
 				}
-				// An imported public key, like a generated one, is usable
-				// only as asked (the page: encrypt and verify false unless
-				// set).
-				attrs = usageDefaults(attrs, "encrypt", "verify", "wrap")
+				attrs = withDefaults(attrs, publicKeyUsages)
 				k, err := env.Session.Cluster().ImportKey(ctx, c, hsmcore.ImportSpec{
 					PEM: data, Label: a.String("label"), Class: a.String("key-type-class"),
 					Attributes: attrs, Session: a.Bool("session"), MinServers: a.Int("min-srv"),

@@ -34,6 +34,10 @@ type mfaToken struct {
 // kilobytes.
 const maxMFAFile = 64 << 10
 
+// SignedTokenPrompt asks where the signed MFA token is, in CloudHSM CLI's
+// words.
+const SignedTokenPrompt = "Enter signed token file path (press enter if same as the unsigned token file): "
+
 // askSigned writes tok to path (a new file, 0600), asks where the signed
 // file is (Enter: the same file), and returns the signature in it. It
 // needs a terminal, as the user signs between the two steps.
@@ -58,7 +62,7 @@ func askSigned(env *Env, path string, tok []byte) ([]byte, error) {
 	if env.WaitSigned != nil {
 		answer, err = env.WaitSigned(full)
 	} else {
-		answer, err = env.ReadPassword("Enter signed token file path (press enter if same as the unsigned token file): ")
+		answer, err = env.ReadPassword(SignedTokenPrompt)
 	}
 	if err != nil {
 		return nil, err

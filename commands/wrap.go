@@ -215,15 +215,12 @@ func unwrapCommand(mech string) *Command {
 			if err != nil {
 				return nil, err
 			}
+			// The new key starts as a generated one of its kind.
 			switch a.String("key-type-class") {
 			case "aes", "generic-secret":
-				// As a generated secret key: the unwrap pages show the
-				// new key with sign and verify true, nothing asked.
-				attrs = secretDefaults(attrs)
+				attrs = withDefaults(attrs, secretKeyUsages)
 			case "ec-private", "rsa-private":
-				// As a generated pair's private half: usable only as
-				// asked.
-				attrs = usageDefaults(attrs, "decrypt", "sign", "unwrap")
+				attrs = withDefaults(attrs, privateKeyUsages)
 			}
 			data, err := wrappedData(env, a)
 			if err != nil {

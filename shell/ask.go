@@ -87,8 +87,7 @@ func (a *runAsker) ReadPassword(prompt string) (string, error) {
 // WaitSigned is commands.Env.WaitSigned: the token-signing pane for the
 // token file the command wrote.
 func (a *runAsker) WaitSigned(tokenPath string) (string, error) {
-	return a.ask(&askReq{prompt: "Enter signed token file path (press enter if same as the unsigned token file): ",
-		token: tokenPath, reply: make(chan askReply, 1)})
+	return a.ask(&askReq{prompt: commands.SignedTokenPrompt, token: tokenPath, reply: make(chan askReply, 1)})
 }
 
 // askingRunner is the model's runner with an Env of its own for one run,

@@ -25,8 +25,9 @@ import (
 	"github.com/hsmsh/hsmsh/config"
 )
 
-// Version is hsmsh's version.
-const Version = "0.1.0"
+// Version is hsmsh's version (commands.Version, which cluster hsm-info
+// also reports as the HSMs' firmware).
+const Version = commands.Version
 
 const usage = `hsmsh — an HSM administration shell in the style of AWS CloudHSM CLI
 

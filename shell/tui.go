@@ -181,6 +181,9 @@ func NewModel(env *commands.Env, runner *commands.Runner, th themes.Theme, dataD
 	sp.Spinner = spinner.Dot
 	m := &Model{
 		env: env, runner: runner, theme: th, dataDir: dataDir,
+		// Completion runs in Update, so its reads must never wait:
+		// liveSource reads the session, which a login waiting on its MFA
+		// token does not hold.
 		comp:      &completion.Completer{Tree: runner.Tree, Source: &liveSource{env: env}, Dir: env.Dir},
 		input:     in,
 		spin:      sp,
@@ -189,9 +192,6 @@ func NewModel(env *commands.Env, runner *commands.Runner, th themes.Theme, dataD
 		width:     100, height: 30,
 		dirty: true,
 	}
-	// Completion runs in Update: while a login holds the session (until
-	// its MFA token is signed) it must not wait for it.
-	m.comp.Source = &liveSource{env: env}
 	m.loadHistory()
 	m.out = append(m.out, th.Title.Render("hsmsh "+Version)+th.Dim.Render("  — type help for commands, ? for keys, Ctrl+L toggles panes, quit to leave"))
 	return m
