@@ -73,6 +73,9 @@ type boltStore struct {
 	path string
 	db   *bolt.DB
 	aead cipher.AEAD
+	// log takes every key change first (keylog.go): one append and one
+	// fdatasync per group of changes, folded into db now and then.
+	log *keyLog
 }
 
 // storedKey is a key record as written: material sealed, never in clear.
@@ -122,10 +125,6 @@ func openBoltStore(dir string) (s *boltStore, err error) {
 		}
 		return nil, corruptErr(path, err)
 	}
-	// Concurrent writers share one commit (and its fsync); a short delay
-	// gathers them without holding a lone writer long. 500 µs measured
-	// best for durable key creation at concurrency 1 and 8 (BENCHMARKS.md).
-	db.MaxBatchDelay = 500 * time.Microsecond
 	s = &boltStore{path: path, db: db, aead: aead}
 	// The master key is checked before anything is written: the Update
 	// below always commits (a new transaction id, the buckets added since
@@ -136,6 +135,13 @@ func openBoltStore(dir string) (s *boltStore, err error) {
 			db.Close()
 			return nil, err
 		}
+	}
+	// The key log is read before anything is written too: a damaged one
+	// leaves keys.db as it is.
+	logged, err := readKeyLog(dir)
+	if err != nil {
+		db.Close()
+		return nil, err
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
 		// Added after the first format: created in older stores too.
@@ -174,6 +180,10 @@ func openBoltStore(dir string) (s *boltStore, err error) {
 	if err != nil {
 		db.Close()
 		return nil, corruptErr(path, err)
+	}
+	if s.log, err = openKeyLog(dir, logged, s.fold); err != nil {
+		db.Close()
+		return nil, err
 	}
 	return s, nil
 }
@@ -489,40 +499,51 @@ func (s *boltStore) load() (c *storeContents, err error) {
 	return c, nil
 }
 
-// putKeys writes records in one transaction. bbolt's Batch folds
-// concurrent calls into one commit, so many keys share one fsync, and
-// none returns before that fsync.
+// putKeys writes records to the key log, and returns once they are on
+// disk; concurrent calls share one fdatasync.
 func (s *boltStore) putKeys(recs []*keyRecord) error {
-	vals := make([][]byte, len(recs))
+	ops := make([]logOp, len(recs))
 	for i, rec := range recs {
 		v, err := json.Marshal(storedKey{keyRecord: *rec, Sealed: s.seal(rec)})
 		if err != nil {
 			return err
 		}
-		vals[i] = v
+		ops[i] = logOp{ref: rec.Ref, value: v}
 	}
-	return s.db.Batch(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketKeys)
-		for i, rec := range recs {
-			if err := b.Put(refKey(rec.Ref), vals[i]); err != nil {
+	return s.log.append(ops)
+}
+
+// deleteKey removes a key and leaves a tombstone, so server-side sync can
+// tell a deleted key from one not yet replicated. It goes through the
+// key log too, so that it stays in order with the key's stores.
+func (s *boltStore) deleteKey(ref Ref, at time.Time) error {
+	return s.log.append([]logOp{{ref: ref, del: true, at: at.UnixNano()}})
+}
+
+// fold writes the key log's ops into bbolt, in order, in one synced
+// transaction.
+func (s *boltStore) fold(ops []logOp) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		keys, tombs := tx.Bucket(bucketKeys), tx.Bucket(bucketTombstones)
+		for _, op := range ops {
+			k := refKey(op.ref)
+			if op.del {
+				if err := keys.Delete(k); err != nil {
+					return err
+				}
+				if err := tombs.Put(k, []byte(strconv.FormatInt(op.at, 10))); err != nil {
+					return err
+				}
+				continue
+			}
+			if err := keys.Put(k, op.value); err != nil {
 				return err
 			}
-			if err := tx.Bucket(bucketTombstones).Delete(refKey(rec.Ref)); err != nil {
+			if err := tombs.Delete(k); err != nil {
 				return err
 			}
 		}
 		return nil
-	})
-}
-
-// deleteKey removes a key and leaves a tombstone, so server-side sync can
-// tell a deleted key from one not yet replicated.
-func (s *boltStore) deleteKey(ref Ref, at time.Time) error {
-	return s.db.Batch(func(tx *bolt.Tx) error {
-		if err := tx.Bucket(bucketKeys).Delete(refKey(ref)); err != nil {
-			return err
-		}
-		return tx.Bucket(bucketTombstones).Put(refKey(ref), []byte(strconv.FormatInt(at.UnixNano(), 10)))
 	})
 }
 
@@ -609,7 +630,13 @@ func (s *boltStore) openWith(sealed, ad []byte) ([]byte, error) {
 	return s.aead.Open(nil, sealed[:n], sealed[n:], ad)
 }
 
-func (s *boltStore) close() error { return s.db.Close() }
+func (s *boltStore) close() error {
+	err := s.log.close()
+	if cerr := s.db.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
 
 // dirLock holds a cluster's data folder for one process, so two hsmsh
 // processes never write the same stores.
