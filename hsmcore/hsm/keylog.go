@@ -24,8 +24,10 @@ import (
 // log is synced, so an acknowledged key survives a crash exactly as
 // before; callers that arrive while a sync is running share the next
 // one (group commit). The records are folded into bbolt, in one
-// transaction, when the log grows past checkpointBytes, when the store
-// closes, and when it opens after a crash.
+// transaction, when the store closes, when it opens after a crash, and
+// when the log grows past checkpointBytes: then the log is set aside as
+// keys.log.old, a new one takes the appends at once, and the old one is
+// folded in the background and removed (recovery reads both, in order).
 //
 // Only key records go through the log, and every change of a key does
 // (a store and a delete of the same key must stay in order); users,
@@ -73,6 +75,12 @@ type keyLog struct {
 	batch   uint64  // the last batch number written
 	pending []logOp // synced ops not yet folded into bbolt
 	buf     []byte  // frames being written, reused
+	// folding is closed when the background fold of keys.log.old ends.
+	folding chan struct{}
+
+	// oldOps are keys.log.old's ops while a fold of them failed (under
+	// mu): they are folded again before the log is set aside again.
+	oldOps []logOp
 }
 
 // logBatch is ops that share one write and one fdatasync.
@@ -92,7 +100,8 @@ type logOp struct {
 }
 
 const (
-	keyLogFile = "keys.log"
+	keyLogFile    = "keys.log"
+	keyLogOldFile = "keys.log.old" // set aside, being folded into bbolt
 	// keyLogMagic starts every key log; the digit is its format.
 	keyLogMagic = "hsmsh key log 1\n"
 	// maxLogPayload bounds one frame: the largest record (an ML-DSA-87
@@ -114,26 +123,31 @@ const (
 
 var crcTable = crc32.MakeTable(crc32.Castagnoli)
 
-// readKeyLog reads the log in dir: the ops of every complete batch. A
-// previous process that stopped without folding it (a crash) left them.
-// A torn last batch, the remains of a write a crash interrupted, was
-// never acknowledged and is dropped. A damaged frame with other batches
-// after it is not a crash's doing: the error says where, and the store
-// refuses to open before it writes anything.
+// readKeyLog reads the logs in dir, keys.log.old (set aside, perhaps
+// not yet folded) and then keys.log: the ops of every complete batch. A
+// previous process that stopped without folding them (a crash) left
+// them. A torn last batch, the remains of a write a crash interrupted,
+// was never acknowledged and is dropped. A damaged frame with other
+// batches after it is not a crash's doing: the error says where, and the
+// store refuses to open before it writes anything.
 func readKeyLog(dir string) ([]logOp, error) {
-	path := filepath.Join(dir, keyLogFile)
-	data, err := os.ReadFile(path)
-	switch {
-	case errors.Is(err, os.ErrNotExist):
-		return nil, nil
-	case err != nil:
-		return nil, fmt.Errorf("read key log %s: %w", path, err)
+	var all []logOp
+	for _, name := range []string{keyLogOldFile, keyLogFile} {
+		path := filepath.Join(dir, name)
+		data, err := os.ReadFile(path)
+		switch {
+		case errors.Is(err, os.ErrNotExist):
+			continue
+		case err != nil:
+			return nil, fmt.Errorf("read key log %s: %w", path, err)
+		}
+		ops, err := parseKeyLog(data)
+		if err != nil {
+			return nil, fmt.Errorf("key log %s: %w; it is left as it is: restore this HSM's folder from a copy, or move the file aside to start without the key changes it holds", path, err)
+		}
+		all = append(all, ops...)
 	}
-	ops, err := parseKeyLog(data)
-	if err != nil {
-		return nil, fmt.Errorf("key log %s: %w; it is left as it is: restore this HSM's folder from a copy, or move the file aside to start without the key changes it holds", path, err)
-	}
-	return ops, nil
+	return all, nil
 }
 
 // openKeyLog folds ops (readKeyLog's) into bbolt and leaves the log in
@@ -147,6 +161,9 @@ func openKeyLog(dir string, ops []logOp, fold func([]logOp) error) (*keyLog, err
 		if err := fold(ops); err != nil {
 			return nil, fmt.Errorf("fold key log %s into the store: %w", path, err)
 		}
+	}
+	if err := os.Remove(filepath.Join(dir, keyLogOldFile)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("remove the folded key log: %w", err)
 	}
 	// A fresh, empty log, on disk before any key is acknowledged from it.
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
@@ -447,11 +464,101 @@ func (l *keyLog) write(b *logBatch) error {
 	l.size += int64(len(l.buf))
 	l.pending = append(l.pending, b.ops...)
 	if l.size >= l.checkpointBytes {
-		// A failed checkpoint loses nothing (the log still holds every
+		// A failed rotation loses nothing (the logs still hold every
 		// record); it is tried again after the next batch.
-		l.checkpoint()
+		l.rotate()
 	}
 	return nil
+}
+
+// rotate sets the log aside as keys.log.old, for a background fold into
+// bbolt, and starts a new keys.log; only the writer calls it. While a
+// fold still runs the log simply grows; a fold that failed is tried
+// again first, here.
+func (l *keyLog) rotate() {
+	if l.folding != nil {
+		select {
+		case <-l.folding:
+			l.folding = nil
+		default:
+			return
+		}
+	}
+	dir := filepath.Dir(l.path)
+	old := filepath.Join(dir, keyLogOldFile)
+	l.mu.Lock()
+	retry := l.oldOps
+	l.mu.Unlock()
+	if retry != nil {
+		if err := l.fold(retry); err != nil {
+			return
+		}
+		if err := os.Remove(old); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return
+		}
+		l.mu.Lock()
+		l.oldOps = nil
+		l.mu.Unlock()
+	}
+	if err := os.Rename(l.path, old); err != nil {
+		return
+	}
+	f, err := os.OpenFile(l.path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err == nil {
+		if err = resetLogFile(f); err == nil {
+			err = syncDir(dir)
+		}
+		if err != nil {
+			f.Close()
+		}
+	}
+	if err != nil {
+		// Keep appending to the file we have, under its own name again.
+		os.Rename(old, l.path)
+		return
+	}
+	l.f.Close()
+	l.f, l.size, l.batch = f, int64(len(keyLogMagic)), 0
+	ops := l.pending
+	l.pending = nil
+	done := make(chan struct{})
+	l.folding = done
+	go func() {
+		defer close(done)
+		err := l.fold(ops)
+		if err == nil {
+			if err = os.Remove(old); err == nil {
+				err = syncDir(dir)
+			}
+		}
+		if err != nil {
+			l.mu.Lock()
+			l.oldOps = ops
+			l.mu.Unlock()
+		}
+	}()
+}
+
+// waitFold waits for a background fold, and folds again what a failed
+// one left; close and abandon call it, once no one writes.
+func (l *keyLog) waitFold() error {
+	if l.folding != nil {
+		<-l.folding
+		l.folding = nil
+	}
+	l.mu.Lock()
+	retry := l.oldOps
+	l.mu.Unlock()
+	if retry == nil {
+		return nil
+	}
+	if err := l.fold(retry); err != nil {
+		return fmt.Errorf("fold %s into the store: %w", keyLogOldFile, err)
+	}
+	l.mu.Lock()
+	l.oldOps = nil
+	l.mu.Unlock()
+	return os.Remove(filepath.Join(filepath.Dir(l.path), keyLogOldFile))
 }
 
 func (l *keyLog) failedErr() error {
@@ -460,8 +567,8 @@ func (l *keyLog) failedErr() error {
 	return l.failed
 }
 
-// checkpoint folds the synced records into bbolt and empties the log.
-// Only the writer (or close, once no one writes) calls it. A crash
+// checkpoint folds the synced records into bbolt and empties the log;
+// close calls it, once no one writes and no fold runs. A crash
 // between the fold and the truncation replays records bbolt already
 // has, which changes nothing: each op sets its key's whole state, and
 // they are replayed in order.
@@ -498,8 +605,8 @@ func (l *keyLog) close() error {
 	l.closed = true
 	failed := l.failed
 	l.mu.Unlock()
-	var err error
-	if failed == nil {
+	err := l.waitFold()
+	if failed == nil && err == nil {
 		err = l.checkpoint()
 	}
 	if cerr := l.f.Close(); err == nil {
@@ -517,5 +624,8 @@ func (l *keyLog) abandon() {
 	}
 	l.closed = true
 	l.mu.Unlock()
+	if l.folding != nil {
+		<-l.folding // a background fold is bbolt's business, not the log's
+	}
 	l.f.Close()
 }

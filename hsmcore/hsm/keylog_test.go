@@ -260,13 +260,19 @@ func TestKeyLogCheckpoint(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if s.log.size >= s.log.checkpointBytes {
-		t.Errorf("log is %d bytes, past its checkpoint at %d", s.log.size, s.log.checkpointBytes)
-	}
-	if len(s.log.pending) >= n {
-		t.Errorf("%d ops still pending: no checkpoint ran", len(s.log.pending))
-	}
 	s.crash()
+	// Most of the keys went to bbolt by the folds of logs set aside; the
+	// log holds only what came after the last.
+	data, err := os.ReadFile(filepath.Join(dir, keyLogFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ops, err := parseKeyLog(data); err != nil || len(ops) >= n/2 {
+		t.Errorf("the key log still holds %d of %d ops (%v): it was not set aside and folded", len(ops), n, err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, keyLogOldFile)); !os.IsNotExist(err) {
+		t.Errorf("keys.log.old is still there once its fold ended: %v", err)
+	}
 	s, err = openBoltStore(dir)
 	if err != nil {
 		t.Fatal(err)
@@ -279,6 +285,74 @@ func TestKeyLogCheckpoint(t *testing.T) {
 	if len(c.keys) != n {
 		t.Errorf("%d keys after checkpoints and a crash, want %d", len(c.keys), n)
 	}
+}
+
+// TestKeyLogOldThenNew: a crash while a log set aside (keys.log.old)
+// was being folded leaves two logs; recovery applies the old one first.
+func TestKeyLogOldThenNew(t *testing.T) {
+	dir := t.TempDir()
+	s, err := openBoltStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for r := Ref(1); r <= 2; r++ {
+		if err := s.putKeys([]*keyRecord{testKey(r, fmt.Sprint("k", r))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.crash()
+	// What the first log holds is set aside, as rotate does, and a new
+	// log deletes key 1 and stores key 3.
+	if err := os.Rename(filepath.Join(dir, keyLogFile), filepath.Join(dir, keyLogOldFile)); err != nil {
+		t.Fatal(err)
+	}
+	s, err = openBoltStoreWithoutRecovery(t, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.deleteKey(1, time.Unix(1800000000, 5)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.putKeys([]*keyRecord{testKey(3, "k3")}); err != nil {
+		t.Fatal(err)
+	}
+	s.crash()
+	s, err = openBoltStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.close()
+	c, err := s.load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []Ref
+	for _, k := range c.keys {
+		got = append(got, k.Ref)
+	}
+	slices.Sort(got)
+	if !slices.Equal(got, []Ref{2, 3}) || c.tombstones[1].IsZero() {
+		t.Errorf("after recovering keys.log.old then keys.log: keys %v, tombstones %v; want keys [2 3] and key 1 deleted", got, c.tombstones)
+	}
+	if _, err := os.Stat(filepath.Join(dir, keyLogOldFile)); !os.IsNotExist(err) {
+		t.Errorf("keys.log.old is still there after recovery: %v", err)
+	}
+}
+
+// openBoltStoreWithoutRecovery opens the store in dir with a fresh key
+// log, leaving keys.log.old unread: the state just after a rotation.
+func openBoltStoreWithoutRecovery(t *testing.T, dir string) (*boltStore, error) {
+	t.Helper()
+	old := filepath.Join(dir, keyLogOldFile)
+	hidden := filepath.Join(t.TempDir(), "old")
+	if err := os.Rename(old, hidden); err != nil {
+		return nil, err
+	}
+	s, err := openBoltStore(dir)
+	if err != nil {
+		return nil, err
+	}
+	return s, os.Rename(hidden, old)
 }
 
 // TestKeyLogConcurrent: callers that append at once share syncs, and
