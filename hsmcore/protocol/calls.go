@@ -5,8 +5,9 @@ import (
 	"time"
 )
 
-// The arguments and answers of the calls in table.go's table, as they
-// cross the wire (JSON). Key material appears in none of them: keys move
+// The arguments and answers of the calls in table.go's table, as both
+// ends use them; hsmsh.proto describes how each crosses the wire, and
+// convert.go converts. Key material appears in none of them: keys move
 // between HSMs only as WrappedKey, sealed under a key derived from the
 // domain key, which no client holds.
 
@@ -76,8 +77,10 @@ type SnapshotArgs struct {
 	After  Ref    `json:"after,omitempty"`
 }
 
-// SnapshotPageSize keeps a page of key records well inside one frame
-// (wire.MaxPayload, 4 MiB): a record's JSON is under 1 KiB.
+// SnapshotPageSize keeps a page of key records inside one frame
+// (wire.MaxPayload, 4 MiB): a record is about 1.6 KiB at most as a
+// protocol buffer (a 127-character label and an RSA-4096 modulus in hex,
+// which is most of it), well under 100 bytes for a symmetric key.
 const SnapshotPageSize = 2000
 
 // SnapshotReply is one page of a snapshot.

@@ -25,6 +25,7 @@ const (
 
 var envelopeFast = codec{
 	message: "Envelope",
+	newGo:   func() any { return new(authsession.Envelope) },
 	enc: func(v any) ([]byte, error) {
 		var e authsession.Envelope
 		switch x := v.(type) {

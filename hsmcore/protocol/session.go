@@ -63,9 +63,11 @@ type SessionCall struct {
 	// the session has not seen it.
 	HSM    string
 	Method string
-	// Args are the JSON arguments of a call that travels as JSON; a typed
-	// call's arguments are a message of hsmsh.proto, set by
-	// NewSessionCall and read by DecodeArgs.
+	// Args is what carried the JSON arguments of session calls before
+	// every session call was typed; nothing sets it now. A call's
+	// arguments are a message of hsmsh.proto, set by NewSessionCall and
+	// read by DecodeArgs: EncodeSessionCall refuses a call with Args, and
+	// DecodeArgs finds no arguments in them.
 	Args []byte
 	msg  proto.Message
 }
@@ -74,9 +76,10 @@ type SessionCall struct {
 // error with the code the client library matches on (hsmsh.proto's
 // SessionResult: EncodeSessionResult).
 type SessionResult struct {
-	// Result is the JSON answer of a call that travels as JSON; a typed
-	// call's answer is a message of hsmsh.proto, set by NewSessionResult
-	// and read by DecodeAnswer.
+	// Result is what carried the JSON answers of session calls before
+	// every session call was typed; nothing sets it now. A call's answer
+	// is a message of hsmsh.proto, set by NewSessionResult and read by
+	// DecodeAnswer: EncodeSessionResult refuses a result with Result.
 	Result []byte
 	Code   string
 	Error  string

@@ -1,19 +1,39 @@
 // hsmsh.proto is the description of hsmsh's client–HSM protocol, layer by
 // layer: what a frame carries (package rpc), what a session envelope
 // carries (packages authsession and protocol), and the arguments and
-// answers of the calls an HSM serves.
+// answers of the calls an HSM serves (protocol/table.go).
 //
-// Every call named in protocol/table.go travels as a Request. The calls
-// whose messages are described below (the session envelope, and key use:
-// sign, verify, has, ref-taken, delete-key, public-key) are encoded as
-// these protocol buffers: they are the calls an application makes
-// thousands of times a second. Every other call's arguments and answer
-// are the JSON of its Go type in package protocol, carried in bytes
-// fields (Request.args, SessionCall.json, SessionResult.json):
-// they are administration (users, quorum, backup, mTLS) and bootstrap
-// calls, each of which costs milliseconds of password hashing or a
-// consensus round anyway. protocol.Typed lists which is which, and a test
-// checks that list against this file.
+// Every call travels as a Request; its arguments and its answer are the
+// messages below, encoded as protocol buffers (protocol.TypedMessages
+// names them, and a test holds that list to this file), except for
+// these JSON calls:
+//
+//	peer, join, latency
+//
+// whose arguments and answers are the JSON of Go types in the bytes of
+// Request.args and of the answer frame. peer carries the peer.* calls
+// between the HSMs of a domain, and join asks a member to admit an HSM:
+// their messages are package hsm's own (its consensus log's entries, the
+// wrapped domain key), encoded and checked there, outside package
+// protocol, and no client makes them. latency is a lab control whose
+// argument (a time.Duration) package hsm's lab handler reads with
+// encoding/json itself. Inside the login, the sealed body of
+// authenticate's envelope is JSON too (protocol.AuthBody and AuthAnswer),
+// sealed and opened by package hsm and the client library themselves.
+// Every session call (SessionCall, SessionResult) is typed: the session
+// layer carries no JSON.
+//
+// Conventions. A call that takes no arguments, or has no answer, carries
+// no bytes there. Where a Go value cannot be written here (a string that
+// is not UTF-8, a time outside years 1–9999, a nil element of a list, a
+// hash number beyond 32 bits), encoding fails rather than sending
+// something else; decoding refuses a number out of its Go type's range
+// and a Timestamp that is not valid. proto3 does not tell a nil byte
+// string, list or map from an empty one (a sender leaves both out), and
+// no HSM or client tells them apart. A Go int is an int64 here; a
+// time.Duration is an int64 of nanoseconds (its fields end in _ns); a
+// time.Time is a google.protobuf.Timestamp, left out for the zero time,
+// and reads back in UTC.
 //
 // Regenerate pb/hsmsh.pb.go after a change (protoc from Debian's
 // protobuf-compiler, protoc-gen-go of the version in go.mod):
@@ -31,6 +51,7 @@ package pb
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -157,7 +178,8 @@ func (x *Error) GetMessage() string {
 // or one answer to the client (without it), sealed under the session
 // key: body is nonce ‖ AES-256-GCM ciphertext, whose AAD binds the
 // direction, seq and SHA-384(EKT) (package authsession). It is the
-// argument and the answer of the bare call "enveloped".
+// argument and the answer of the bare call "enveloped", and the answer
+// of "authenticate".
 type Envelope struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Ekt           []byte                 `protobuf:"bytes,1,opt,name=ekt,proto3" json:"ekt,omitempty"`
@@ -226,16 +248,30 @@ type SessionCall struct {
 	Hsm    string                 `protobuf:"bytes,1,opt,name=hsm,proto3" json:"hsm,omitempty"`
 	Method string                 `protobuf:"bytes,2,opt,name=method,proto3" json:"method,omitempty"`
 	// The call's arguments, encoded with the call itself (one encode, one
-	// decode): a message below for the typed calls, the JSON of its Go type
-	// for the rest. A message other than the one the method takes is
-	// refused.
+	// decode): the message the method takes, none for a call that takes
+	// no arguments. A message other than the one the method takes is
+	// refused. Each message appears once: the field is found by it.
 	//
 	// Types that are valid to be assigned to Args:
 	//
-	//	*SessionCall_Json
 	//	*SessionCall_Sign
 	//	*SessionCall_Verify
 	//	*SessionCall_Ref
+	//	*SessionCall_Text
+	//	*SessionCall_Snapshot
+	//	*SessionCall_Generate
+	//	*SessionCall_ImportKey
+	//	*SessionCall_ImportWrapped
+	//	*SessionCall_KeyChange
+	//	*SessionCall_User
+	//	*SessionCall_Issue
+	//	*SessionCall_DeleteTokens
+	//	*SessionCall_SetQuorum
+	//	*SessionCall_Register
+	//	*SessionCall_Backup
+	//	*SessionCall_Wrap
+	//	*SessionCall_Unwrap
+	//	*SessionCall_Mtls
 	Args          isSessionCall_Args `protobuf_oneof:"args"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -292,15 +328,6 @@ func (x *SessionCall) GetArgs() isSessionCall_Args {
 	return nil
 }
 
-func (x *SessionCall) GetJson() []byte {
-	if x != nil {
-		if x, ok := x.Args.(*SessionCall_Json); ok {
-			return x.Json
-		}
-	}
-	return nil
-}
-
 func (x *SessionCall) GetSign() *SignArgs {
 	if x != nil {
 		if x, ok := x.Args.(*SessionCall_Sign); ok {
@@ -328,12 +355,143 @@ func (x *SessionCall) GetRef() *KeyRef {
 	return nil
 }
 
-type isSessionCall_Args interface {
-	isSessionCall_Args()
+func (x *SessionCall) GetText() *String {
+	if x != nil {
+		if x, ok := x.Args.(*SessionCall_Text); ok {
+			return x.Text
+		}
+	}
+	return nil
 }
 
-type SessionCall_Json struct {
-	Json []byte `protobuf:"bytes,3,opt,name=json,proto3,oneof"`
+func (x *SessionCall) GetSnapshot() *SnapshotArgs {
+	if x != nil {
+		if x, ok := x.Args.(*SessionCall_Snapshot); ok {
+			return x.Snapshot
+		}
+	}
+	return nil
+}
+
+func (x *SessionCall) GetGenerate() *GenerateArgs {
+	if x != nil {
+		if x, ok := x.Args.(*SessionCall_Generate); ok {
+			return x.Generate
+		}
+	}
+	return nil
+}
+
+func (x *SessionCall) GetImportKey() *ImportArgs {
+	if x != nil {
+		if x, ok := x.Args.(*SessionCall_ImportKey); ok {
+			return x.ImportKey
+		}
+	}
+	return nil
+}
+
+func (x *SessionCall) GetImportWrapped() *ImportWrappedArgs {
+	if x != nil {
+		if x, ok := x.Args.(*SessionCall_ImportWrapped); ok {
+			return x.ImportWrapped
+		}
+	}
+	return nil
+}
+
+func (x *SessionCall) GetKeyChange() *KeyChangeArgs {
+	if x != nil {
+		if x, ok := x.Args.(*SessionCall_KeyChange); ok {
+			return x.KeyChange
+		}
+	}
+	return nil
+}
+
+func (x *SessionCall) GetUser() *UserArgs {
+	if x != nil {
+		if x, ok := x.Args.(*SessionCall_User); ok {
+			return x.User
+		}
+	}
+	return nil
+}
+
+func (x *SessionCall) GetIssue() *IssueArgs {
+	if x != nil {
+		if x, ok := x.Args.(*SessionCall_Issue); ok {
+			return x.Issue
+		}
+	}
+	return nil
+}
+
+func (x *SessionCall) GetDeleteTokens() *DeleteTokensArgs {
+	if x != nil {
+		if x, ok := x.Args.(*SessionCall_DeleteTokens); ok {
+			return x.DeleteTokens
+		}
+	}
+	return nil
+}
+
+func (x *SessionCall) GetSetQuorum() *SetQuorumArgs {
+	if x != nil {
+		if x, ok := x.Args.(*SessionCall_SetQuorum); ok {
+			return x.SetQuorum
+		}
+	}
+	return nil
+}
+
+func (x *SessionCall) GetRegister() *RegisterArgs {
+	if x != nil {
+		if x, ok := x.Args.(*SessionCall_Register); ok {
+			return x.Register
+		}
+	}
+	return nil
+}
+
+func (x *SessionCall) GetBackup() *BackupArgs {
+	if x != nil {
+		if x, ok := x.Args.(*SessionCall_Backup); ok {
+			return x.Backup
+		}
+	}
+	return nil
+}
+
+func (x *SessionCall) GetWrap() *WrapArgs {
+	if x != nil {
+		if x, ok := x.Args.(*SessionCall_Wrap); ok {
+			return x.Wrap
+		}
+	}
+	return nil
+}
+
+func (x *SessionCall) GetUnwrap() *UnwrapArgs {
+	if x != nil {
+		if x, ok := x.Args.(*SessionCall_Unwrap); ok {
+			return x.Unwrap
+		}
+	}
+	return nil
+}
+
+func (x *SessionCall) GetMtls() *MTLSArgs {
+	if x != nil {
+		if x, ok := x.Args.(*SessionCall_Mtls); ok {
+			return x.Mtls
+		}
+	}
+	return nil
+}
+
+type isSessionCall_Args interface {
+	isSessionCall_Args()
 }
 
 type SessionCall_Sign struct {
@@ -348,7 +506,65 @@ type SessionCall_Ref struct {
 	Ref *KeyRef `protobuf:"bytes,6,opt,name=ref,proto3,oneof"`
 }
 
-func (*SessionCall_Json) isSessionCall_Args() {}
+type SessionCall_Text struct {
+	Text *String `protobuf:"bytes,7,opt,name=text,proto3,oneof"`
+}
+
+type SessionCall_Snapshot struct {
+	Snapshot *SnapshotArgs `protobuf:"bytes,8,opt,name=snapshot,proto3,oneof"`
+}
+
+type SessionCall_Generate struct {
+	Generate *GenerateArgs `protobuf:"bytes,9,opt,name=generate,proto3,oneof"`
+}
+
+type SessionCall_ImportKey struct {
+	ImportKey *ImportArgs `protobuf:"bytes,10,opt,name=import_key,json=importKey,proto3,oneof"`
+}
+
+type SessionCall_ImportWrapped struct {
+	ImportWrapped *ImportWrappedArgs `protobuf:"bytes,11,opt,name=import_wrapped,json=importWrapped,proto3,oneof"`
+}
+
+type SessionCall_KeyChange struct {
+	KeyChange *KeyChangeArgs `protobuf:"bytes,12,opt,name=key_change,json=keyChange,proto3,oneof"`
+}
+
+type SessionCall_User struct {
+	User *UserArgs `protobuf:"bytes,13,opt,name=user,proto3,oneof"`
+}
+
+type SessionCall_Issue struct {
+	Issue *IssueArgs `protobuf:"bytes,14,opt,name=issue,proto3,oneof"`
+}
+
+type SessionCall_DeleteTokens struct {
+	DeleteTokens *DeleteTokensArgs `protobuf:"bytes,15,opt,name=delete_tokens,json=deleteTokens,proto3,oneof"`
+}
+
+type SessionCall_SetQuorum struct {
+	SetQuorum *SetQuorumArgs `protobuf:"bytes,16,opt,name=set_quorum,json=setQuorum,proto3,oneof"`
+}
+
+type SessionCall_Register struct {
+	Register *RegisterArgs `protobuf:"bytes,17,opt,name=register,proto3,oneof"`
+}
+
+type SessionCall_Backup struct {
+	Backup *BackupArgs `protobuf:"bytes,18,opt,name=backup,proto3,oneof"`
+}
+
+type SessionCall_Wrap struct {
+	Wrap *WrapArgs `protobuf:"bytes,19,opt,name=wrap,proto3,oneof"`
+}
+
+type SessionCall_Unwrap struct {
+	Unwrap *UnwrapArgs `protobuf:"bytes,20,opt,name=unwrap,proto3,oneof"`
+}
+
+type SessionCall_Mtls struct {
+	Mtls *MTLSArgs `protobuf:"bytes,21,opt,name=mtls,proto3,oneof"`
+}
 
 func (*SessionCall_Sign) isSessionCall_Args() {}
 
@@ -356,19 +572,57 @@ func (*SessionCall_Verify) isSessionCall_Args() {}
 
 func (*SessionCall_Ref) isSessionCall_Args() {}
 
+func (*SessionCall_Text) isSessionCall_Args() {}
+
+func (*SessionCall_Snapshot) isSessionCall_Args() {}
+
+func (*SessionCall_Generate) isSessionCall_Args() {}
+
+func (*SessionCall_ImportKey) isSessionCall_Args() {}
+
+func (*SessionCall_ImportWrapped) isSessionCall_Args() {}
+
+func (*SessionCall_KeyChange) isSessionCall_Args() {}
+
+func (*SessionCall_User) isSessionCall_Args() {}
+
+func (*SessionCall_Issue) isSessionCall_Args() {}
+
+func (*SessionCall_DeleteTokens) isSessionCall_Args() {}
+
+func (*SessionCall_SetQuorum) isSessionCall_Args() {}
+
+func (*SessionCall_Register) isSessionCall_Args() {}
+
+func (*SessionCall_Backup) isSessionCall_Args() {}
+
+func (*SessionCall_Wrap) isSessionCall_Args() {}
+
+func (*SessionCall_Unwrap) isSessionCall_Args() {}
+
+func (*SessionCall_Mtls) isSessionCall_Args() {}
+
 // SessionResult is the plaintext inside an answer envelope: the call's
 // answer, or its error's code and message.
 type SessionResult struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The answer, with the result itself: a message below for the typed
-	// calls, the JSON of its Go type for the rest, nothing for a call that
-	// has no answer or failed.
+	// The answer, with the result itself: the message the method answers,
+	// nothing for a call that has no answer or failed. Each message
+	// appears once: the field is found by it.
 	//
 	// Types that are valid to be assigned to Result:
 	//
-	//	*SessionResult_Json
 	//	*SessionResult_Bytes
 	//	*SessionResult_Bool
+	//	*SessionResult_Count
+	//	*SessionResult_KeyMeta
+	//	*SessionResult_Snapshot
+	//	*SessionResult_Created
+	//	*SessionResult_Wrapped
+	//	*SessionResult_User
+	//	*SessionResult_QuorumList
+	//	*SessionResult_Mtls
+	//	*SessionResult_Wrap
 	Result        isSessionResult_Result `protobuf_oneof:"result"`
 	Code          string                 `protobuf:"bytes,2,opt,name=code,proto3" json:"code,omitempty"`
 	Error         string                 `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
@@ -413,15 +667,6 @@ func (x *SessionResult) GetResult() isSessionResult_Result {
 	return nil
 }
 
-func (x *SessionResult) GetJson() []byte {
-	if x != nil {
-		if x, ok := x.Result.(*SessionResult_Json); ok {
-			return x.Json
-		}
-	}
-	return nil
-}
-
 func (x *SessionResult) GetBytes() *Bytes {
 	if x != nil {
 		if x, ok := x.Result.(*SessionResult_Bytes); ok {
@@ -435,6 +680,87 @@ func (x *SessionResult) GetBool() *Bool {
 	if x != nil {
 		if x, ok := x.Result.(*SessionResult_Bool); ok {
 			return x.Bool
+		}
+	}
+	return nil
+}
+
+func (x *SessionResult) GetCount() *Int {
+	if x != nil {
+		if x, ok := x.Result.(*SessionResult_Count); ok {
+			return x.Count
+		}
+	}
+	return nil
+}
+
+func (x *SessionResult) GetKeyMeta() *KeyMeta {
+	if x != nil {
+		if x, ok := x.Result.(*SessionResult_KeyMeta); ok {
+			return x.KeyMeta
+		}
+	}
+	return nil
+}
+
+func (x *SessionResult) GetSnapshot() *SnapshotReply {
+	if x != nil {
+		if x, ok := x.Result.(*SessionResult_Snapshot); ok {
+			return x.Snapshot
+		}
+	}
+	return nil
+}
+
+func (x *SessionResult) GetCreated() *CreateReply {
+	if x != nil {
+		if x, ok := x.Result.(*SessionResult_Created); ok {
+			return x.Created
+		}
+	}
+	return nil
+}
+
+func (x *SessionResult) GetWrapped() *WrappedKey {
+	if x != nil {
+		if x, ok := x.Result.(*SessionResult_Wrapped); ok {
+			return x.Wrapped
+		}
+	}
+	return nil
+}
+
+func (x *SessionResult) GetUser() *UserView {
+	if x != nil {
+		if x, ok := x.Result.(*SessionResult_User); ok {
+			return x.User
+		}
+	}
+	return nil
+}
+
+func (x *SessionResult) GetQuorumList() *QuorumList {
+	if x != nil {
+		if x, ok := x.Result.(*SessionResult_QuorumList); ok {
+			return x.QuorumList
+		}
+	}
+	return nil
+}
+
+func (x *SessionResult) GetMtls() *MTLSState {
+	if x != nil {
+		if x, ok := x.Result.(*SessionResult_Mtls); ok {
+			return x.Mtls
+		}
+	}
+	return nil
+}
+
+func (x *SessionResult) GetWrap() *WrapReply {
+	if x != nil {
+		if x, ok := x.Result.(*SessionResult_Wrap); ok {
+			return x.Wrap
 		}
 	}
 	return nil
@@ -458,10 +784,6 @@ type isSessionResult_Result interface {
 	isSessionResult_Result()
 }
 
-type SessionResult_Json struct {
-	Json []byte `protobuf:"bytes,1,opt,name=json,proto3,oneof"`
-}
-
 type SessionResult_Bytes struct {
 	Bytes *Bytes `protobuf:"bytes,4,opt,name=bytes,proto3,oneof"`
 }
@@ -470,14 +792,66 @@ type SessionResult_Bool struct {
 	Bool *Bool `protobuf:"bytes,5,opt,name=bool,proto3,oneof"`
 }
 
-func (*SessionResult_Json) isSessionResult_Result() {}
+type SessionResult_Count struct {
+	Count *Int `protobuf:"bytes,6,opt,name=count,proto3,oneof"`
+}
+
+type SessionResult_KeyMeta struct {
+	KeyMeta *KeyMeta `protobuf:"bytes,7,opt,name=key_meta,json=keyMeta,proto3,oneof"`
+}
+
+type SessionResult_Snapshot struct {
+	Snapshot *SnapshotReply `protobuf:"bytes,8,opt,name=snapshot,proto3,oneof"`
+}
+
+type SessionResult_Created struct {
+	Created *CreateReply `protobuf:"bytes,9,opt,name=created,proto3,oneof"`
+}
+
+type SessionResult_Wrapped struct {
+	Wrapped *WrappedKey `protobuf:"bytes,10,opt,name=wrapped,proto3,oneof"`
+}
+
+type SessionResult_User struct {
+	User *UserView `protobuf:"bytes,11,opt,name=user,proto3,oneof"`
+}
+
+type SessionResult_QuorumList struct {
+	QuorumList *QuorumList `protobuf:"bytes,12,opt,name=quorum_list,json=quorumList,proto3,oneof"`
+}
+
+type SessionResult_Mtls struct {
+	Mtls *MTLSState `protobuf:"bytes,13,opt,name=mtls,proto3,oneof"`
+}
+
+type SessionResult_Wrap struct {
+	Wrap *WrapReply `protobuf:"bytes,14,opt,name=wrap,proto3,oneof"`
+}
 
 func (*SessionResult_Bytes) isSessionResult_Result() {}
 
 func (*SessionResult_Bool) isSessionResult_Result() {}
 
+func (*SessionResult_Count) isSessionResult_Result() {}
+
+func (*SessionResult_KeyMeta) isSessionResult_Result() {}
+
+func (*SessionResult_Snapshot) isSessionResult_Result() {}
+
+func (*SessionResult_Created) isSessionResult_Result() {}
+
+func (*SessionResult_Wrapped) isSessionResult_Result() {}
+
+func (*SessionResult_User) isSessionResult_Result() {}
+
+func (*SessionResult_QuorumList) isSessionResult_Result() {}
+
+func (*SessionResult_Mtls) isSessionResult_Result() {}
+
+func (*SessionResult_Wrap) isSessionResult_Result() {}
+
 // KeyRef is a key's reference: the argument of has, ref-taken,
-// delete-key and public-key.
+// delete-key, public-key, key-meta and export-wrapped.
 type KeyRef struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Ref           uint64                 `protobuf:"varint,1,opt,name=ref,proto3" json:"ref,omitempty"`
@@ -522,6 +896,245 @@ func (x *KeyRef) GetRef() uint64 {
 	return 0
 }
 
+// Bytes is an argument or answer that is a byte string: sign's answer
+// (the signature), public-key's (a PEM), issue-token's (the token file),
+// backup's (the backup file).
+type Bytes struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Value         []byte                 `protobuf:"bytes,1,opt,name=value,proto3" json:"value,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Bytes) Reset() {
+	*x = Bytes{}
+	mi := &file_hsmsh_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Bytes) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Bytes) ProtoMessage() {}
+
+func (x *Bytes) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmsh_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Bytes.ProtoReflect.Descriptor instead.
+func (*Bytes) Descriptor() ([]byte, []int) {
+	return file_hsmsh_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *Bytes) GetValue() []byte {
+	if x != nil {
+		return x.Value
+	}
+	return nil
+}
+
+// Bool is an answer that is yes or no: has, ref-taken, owns.
+type Bool struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Value         bool                   `protobuf:"varint,1,opt,name=value,proto3" json:"value,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Bool) Reset() {
+	*x = Bool{}
+	mi := &file_hsmsh_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Bool) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Bool) ProtoMessage() {}
+
+func (x *Bool) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmsh_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Bool.ProtoReflect.Descriptor instead.
+func (*Bool) Descriptor() ([]byte, []int) {
+	return file_hsmsh_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *Bool) GetValue() bool {
+	if x != nil {
+		return x.Value
+	}
+	return false
+}
+
+// String is an argument that is a string: the session id of
+// destroy-session and end-session, the username of owns.
+type String struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Value         string                 `protobuf:"bytes,1,opt,name=value,proto3" json:"value,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *String) Reset() {
+	*x = String{}
+	mi := &file_hsmsh_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *String) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*String) ProtoMessage() {}
+
+func (x *String) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmsh_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use String.ProtoReflect.Descriptor instead.
+func (*String) Descriptor() ([]byte, []int) {
+	return file_hsmsh_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *String) GetValue() string {
+	if x != nil {
+		return x.Value
+	}
+	return ""
+}
+
+// Int is an answer that is a count: destroy-session's session keys,
+// delete-tokens' tokens.
+type Int struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Value         int64                  `protobuf:"varint,1,opt,name=value,proto3" json:"value,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Int) Reset() {
+	*x = Int{}
+	mi := &file_hsmsh_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Int) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Int) ProtoMessage() {}
+
+func (x *Int) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmsh_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Int.ProtoReflect.Descriptor instead.
+func (*Int) Descriptor() ([]byte, []int) {
+	return file_hsmsh_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *Int) GetValue() int64 {
+	if x != nil {
+		return x.Value
+	}
+	return 0
+}
+
+// Approval is a quorum token file with its approvers' signatures, and
+// the command line it is used for (protocol.Approval). Absent where no
+// approval is given.
+type Approval struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Token         []byte                 `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	Command       string                 `protobuf:"bytes,2,opt,name=command,proto3" json:"command,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Approval) Reset() {
+	*x = Approval{}
+	mi := &file_hsmsh_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Approval) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Approval) ProtoMessage() {}
+
+func (x *Approval) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmsh_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Approval.ProtoReflect.Descriptor instead.
+func (*Approval) Descriptor() ([]byte, []int) {
+	return file_hsmsh_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *Approval) GetToken() []byte {
+	if x != nil {
+		return x.Token
+	}
+	return nil
+}
+
+func (x *Approval) GetCommand() string {
+	if x != nil {
+		return x.Command
+	}
+	return ""
+}
+
 // SignRequest is one crypto sign or verify (protocol.SignRequest).
 type SignRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -543,7 +1156,7 @@ type SignRequest struct {
 
 func (x *SignRequest) Reset() {
 	*x = SignRequest{}
-	mi := &file_hsmsh_proto_msgTypes[6]
+	mi := &file_hsmsh_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -555,7 +1168,7 @@ func (x *SignRequest) String() string {
 func (*SignRequest) ProtoMessage() {}
 
 func (x *SignRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hsmsh_proto_msgTypes[6]
+	mi := &file_hsmsh_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -568,7 +1181,7 @@ func (x *SignRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignRequest.ProtoReflect.Descriptor instead.
 func (*SignRequest) Descriptor() ([]byte, []int) {
-	return file_hsmsh_proto_rawDescGZIP(), []int{6}
+	return file_hsmsh_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *SignRequest) GetRef() uint64 {
@@ -613,60 +1226,6 @@ func (x *SignRequest) GetSaltLength() int64 {
 	return 0
 }
 
-// Approval is a quorum token file with its approvers' signatures, and
-// the command line it is used for.
-type Approval struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Token         []byte                 `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
-	Command       string                 `protobuf:"bytes,2,opt,name=command,proto3" json:"command,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *Approval) Reset() {
-	*x = Approval{}
-	mi := &file_hsmsh_proto_msgTypes[7]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *Approval) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*Approval) ProtoMessage() {}
-
-func (x *Approval) ProtoReflect() protoreflect.Message {
-	mi := &file_hsmsh_proto_msgTypes[7]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use Approval.ProtoReflect.Descriptor instead.
-func (*Approval) Descriptor() ([]byte, []int) {
-	return file_hsmsh_proto_rawDescGZIP(), []int{7}
-}
-
-func (x *Approval) GetToken() []byte {
-	if x != nil {
-		return x.Token
-	}
-	return nil
-}
-
-func (x *Approval) GetCommand() string {
-	if x != nil {
-		return x.Command
-	}
-	return ""
-}
-
 // SignArgs is the argument of sign; its answer is a Bytes (the signature).
 type SignArgs struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -678,7 +1237,7 @@ type SignArgs struct {
 
 func (x *SignArgs) Reset() {
 	*x = SignArgs{}
-	mi := &file_hsmsh_proto_msgTypes[8]
+	mi := &file_hsmsh_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -690,7 +1249,7 @@ func (x *SignArgs) String() string {
 func (*SignArgs) ProtoMessage() {}
 
 func (x *SignArgs) ProtoReflect() protoreflect.Message {
-	mi := &file_hsmsh_proto_msgTypes[8]
+	mi := &file_hsmsh_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -703,7 +1262,7 @@ func (x *SignArgs) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignArgs.ProtoReflect.Descriptor instead.
 func (*SignArgs) Descriptor() ([]byte, []int) {
-	return file_hsmsh_proto_rawDescGZIP(), []int{8}
+	return file_hsmsh_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *SignArgs) GetReq() *SignRequest {
@@ -732,7 +1291,7 @@ type VerifyArgs struct {
 
 func (x *VerifyArgs) Reset() {
 	*x = VerifyArgs{}
-	mi := &file_hsmsh_proto_msgTypes[9]
+	mi := &file_hsmsh_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -744,7 +1303,7 @@ func (x *VerifyArgs) String() string {
 func (*VerifyArgs) ProtoMessage() {}
 
 func (x *VerifyArgs) ProtoReflect() protoreflect.Message {
-	mi := &file_hsmsh_proto_msgTypes[9]
+	mi := &file_hsmsh_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -757,7 +1316,7 @@ func (x *VerifyArgs) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyArgs.ProtoReflect.Descriptor instead.
 func (*VerifyArgs) Descriptor() ([]byte, []int) {
-	return file_hsmsh_proto_rawDescGZIP(), []int{9}
+	return file_hsmsh_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *VerifyArgs) GetReq() *SignRequest {
@@ -774,30 +1333,59 @@ func (x *VerifyArgs) GetSig() []byte {
 	return nil
 }
 
-// Bytes is an answer that is a byte string: a signature, a public key's
-// PEM.
-type Bytes struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Value         []byte                 `protobuf:"bytes,1,opt,name=value,proto3" json:"value,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+// Attributes are a key's attributes with CloudHSM CLI's names
+// (protocol.Attributes), in the order CloudHSM CLI prints them.
+type Attributes struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	KeyType          string                 `protobuf:"bytes,1,opt,name=key_type,json=keyType,proto3" json:"key_type,omitempty"`
+	Label            string                 `protobuf:"bytes,2,opt,name=label,proto3" json:"label,omitempty"`
+	Id               string                 `protobuf:"bytes,3,opt,name=id,proto3" json:"id,omitempty"`
+	CheckValue       string                 `protobuf:"bytes,4,opt,name=check_value,json=checkValue,proto3" json:"check_value,omitempty"`
+	Class            string                 `protobuf:"bytes,5,opt,name=class,proto3" json:"class,omitempty"`
+	Encrypt          bool                   `protobuf:"varint,6,opt,name=encrypt,proto3" json:"encrypt,omitempty"`
+	Decrypt          bool                   `protobuf:"varint,7,opt,name=decrypt,proto3" json:"decrypt,omitempty"`
+	Token            bool                   `protobuf:"varint,8,opt,name=token,proto3" json:"token,omitempty"`
+	AlwaysSensitive  bool                   `protobuf:"varint,9,opt,name=always_sensitive,json=alwaysSensitive,proto3" json:"always_sensitive,omitempty"`
+	Derive           bool                   `protobuf:"varint,10,opt,name=derive,proto3" json:"derive,omitempty"`
+	Destroyable      bool                   `protobuf:"varint,11,opt,name=destroyable,proto3" json:"destroyable,omitempty"`
+	Extractable      bool                   `protobuf:"varint,12,opt,name=extractable,proto3" json:"extractable,omitempty"`
+	Local            bool                   `protobuf:"varint,13,opt,name=local,proto3" json:"local,omitempty"`
+	Modifiable       bool                   `protobuf:"varint,14,opt,name=modifiable,proto3" json:"modifiable,omitempty"`
+	NeverExtractable bool                   `protobuf:"varint,15,opt,name=never_extractable,json=neverExtractable,proto3" json:"never_extractable,omitempty"`
+	Private          bool                   `protobuf:"varint,16,opt,name=private,proto3" json:"private,omitempty"`
+	MldsaAlgorithm   string                 `protobuf:"bytes,17,opt,name=mldsa_algorithm,json=mldsaAlgorithm,proto3" json:"mldsa_algorithm,omitempty"`
+	Sensitive        bool                   `protobuf:"varint,18,opt,name=sensitive,proto3" json:"sensitive,omitempty"`
+	Sign             bool                   `protobuf:"varint,19,opt,name=sign,proto3" json:"sign,omitempty"`
+	Trusted          bool                   `protobuf:"varint,20,opt,name=trusted,proto3" json:"trusted,omitempty"`
+	Unwrap           bool                   `protobuf:"varint,21,opt,name=unwrap,proto3" json:"unwrap,omitempty"`
+	Verify           bool                   `protobuf:"varint,22,opt,name=verify,proto3" json:"verify,omitempty"`
+	Wrap             bool                   `protobuf:"varint,23,opt,name=wrap,proto3" json:"wrap,omitempty"`
+	WrapWithTrusted  bool                   `protobuf:"varint,24,opt,name=wrap_with_trusted,json=wrapWithTrusted,proto3" json:"wrap_with_trusted,omitempty"`
+	KeyLengthBytes   int64                  `protobuf:"varint,25,opt,name=key_length_bytes,json=keyLengthBytes,proto3" json:"key_length_bytes,omitempty"`
+	EcPoint          string                 `protobuf:"bytes,26,opt,name=ec_point,json=ecPoint,proto3" json:"ec_point,omitempty"`
+	Curve            string                 `protobuf:"bytes,27,opt,name=curve,proto3" json:"curve,omitempty"`
+	PublicExponent   string                 `protobuf:"bytes,28,opt,name=public_exponent,json=publicExponent,proto3" json:"public_exponent,omitempty"`
+	Modulus          string                 `protobuf:"bytes,29,opt,name=modulus,proto3" json:"modulus,omitempty"`
+	ModulusSizeBits  int64                  `protobuf:"varint,30,opt,name=modulus_size_bits,json=modulusSizeBits,proto3" json:"modulus_size_bits,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
-func (x *Bytes) Reset() {
-	*x = Bytes{}
-	mi := &file_hsmsh_proto_msgTypes[10]
+func (x *Attributes) Reset() {
+	*x = Attributes{}
+	mi := &file_hsmsh_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *Bytes) String() string {
+func (x *Attributes) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*Bytes) ProtoMessage() {}
+func (*Attributes) ProtoMessage() {}
 
-func (x *Bytes) ProtoReflect() protoreflect.Message {
-	mi := &file_hsmsh_proto_msgTypes[10]
+func (x *Attributes) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmsh_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -808,41 +1396,351 @@ func (x *Bytes) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use Bytes.ProtoReflect.Descriptor instead.
-func (*Bytes) Descriptor() ([]byte, []int) {
-	return file_hsmsh_proto_rawDescGZIP(), []int{10}
+// Deprecated: Use Attributes.ProtoReflect.Descriptor instead.
+func (*Attributes) Descriptor() ([]byte, []int) {
+	return file_hsmsh_proto_rawDescGZIP(), []int{14}
 }
 
-func (x *Bytes) GetValue() []byte {
+func (x *Attributes) GetKeyType() string {
 	if x != nil {
-		return x.Value
+		return x.KeyType
+	}
+	return ""
+}
+
+func (x *Attributes) GetLabel() string {
+	if x != nil {
+		return x.Label
+	}
+	return ""
+}
+
+func (x *Attributes) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Attributes) GetCheckValue() string {
+	if x != nil {
+		return x.CheckValue
+	}
+	return ""
+}
+
+func (x *Attributes) GetClass() string {
+	if x != nil {
+		return x.Class
+	}
+	return ""
+}
+
+func (x *Attributes) GetEncrypt() bool {
+	if x != nil {
+		return x.Encrypt
+	}
+	return false
+}
+
+func (x *Attributes) GetDecrypt() bool {
+	if x != nil {
+		return x.Decrypt
+	}
+	return false
+}
+
+func (x *Attributes) GetToken() bool {
+	if x != nil {
+		return x.Token
+	}
+	return false
+}
+
+func (x *Attributes) GetAlwaysSensitive() bool {
+	if x != nil {
+		return x.AlwaysSensitive
+	}
+	return false
+}
+
+func (x *Attributes) GetDerive() bool {
+	if x != nil {
+		return x.Derive
+	}
+	return false
+}
+
+func (x *Attributes) GetDestroyable() bool {
+	if x != nil {
+		return x.Destroyable
+	}
+	return false
+}
+
+func (x *Attributes) GetExtractable() bool {
+	if x != nil {
+		return x.Extractable
+	}
+	return false
+}
+
+func (x *Attributes) GetLocal() bool {
+	if x != nil {
+		return x.Local
+	}
+	return false
+}
+
+func (x *Attributes) GetModifiable() bool {
+	if x != nil {
+		return x.Modifiable
+	}
+	return false
+}
+
+func (x *Attributes) GetNeverExtractable() bool {
+	if x != nil {
+		return x.NeverExtractable
+	}
+	return false
+}
+
+func (x *Attributes) GetPrivate() bool {
+	if x != nil {
+		return x.Private
+	}
+	return false
+}
+
+func (x *Attributes) GetMldsaAlgorithm() string {
+	if x != nil {
+		return x.MldsaAlgorithm
+	}
+	return ""
+}
+
+func (x *Attributes) GetSensitive() bool {
+	if x != nil {
+		return x.Sensitive
+	}
+	return false
+}
+
+func (x *Attributes) GetSign() bool {
+	if x != nil {
+		return x.Sign
+	}
+	return false
+}
+
+func (x *Attributes) GetTrusted() bool {
+	if x != nil {
+		return x.Trusted
+	}
+	return false
+}
+
+func (x *Attributes) GetUnwrap() bool {
+	if x != nil {
+		return x.Unwrap
+	}
+	return false
+}
+
+func (x *Attributes) GetVerify() bool {
+	if x != nil {
+		return x.Verify
+	}
+	return false
+}
+
+func (x *Attributes) GetWrap() bool {
+	if x != nil {
+		return x.Wrap
+	}
+	return false
+}
+
+func (x *Attributes) GetWrapWithTrusted() bool {
+	if x != nil {
+		return x.WrapWithTrusted
+	}
+	return false
+}
+
+func (x *Attributes) GetKeyLengthBytes() int64 {
+	if x != nil {
+		return x.KeyLengthBytes
+	}
+	return 0
+}
+
+func (x *Attributes) GetEcPoint() string {
+	if x != nil {
+		return x.EcPoint
+	}
+	return ""
+}
+
+func (x *Attributes) GetCurve() string {
+	if x != nil {
+		return x.Curve
+	}
+	return ""
+}
+
+func (x *Attributes) GetPublicExponent() string {
+	if x != nil {
+		return x.PublicExponent
+	}
+	return ""
+}
+
+func (x *Attributes) GetModulus() string {
+	if x != nil {
+		return x.Modulus
+	}
+	return ""
+}
+
+func (x *Attributes) GetModulusSizeBits() int64 {
+	if x != nil {
+		return x.ModulusSizeBits
+	}
+	return 0
+}
+
+// KeyMeta is a key as a client sees it, never its material
+// (protocol.KeyMeta): the answer of key-meta and key-change, and the
+// records of SnapshotReply and CreateReply.
+type KeyMeta struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Ref          uint64                 `protobuf:"varint,1,opt,name=ref,proto3" json:"ref,omitempty"`
+	Attributes   *Attributes            `protobuf:"bytes,2,opt,name=attributes,proto3" json:"attributes,omitempty"`
+	Owner        string                 `protobuf:"bytes,3,opt,name=owner,proto3" json:"owner,omitempty"`
+	Shared       []string               `protobuf:"bytes,4,rep,name=shared,proto3" json:"shared,omitempty"`
+	UseQuorum    int64                  `protobuf:"varint,5,opt,name=use_quorum,json=useQuorum,proto3" json:"use_quorum,omitempty"`
+	ManageQuorum int64                  `protobuf:"varint,6,opt,name=manage_quorum,json=manageQuorum,proto3" json:"manage_quorum,omitempty"`
+	Created      *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=created,proto3" json:"created,omitempty"`
+	// session is the login session a session key belongs to; empty for a
+	// token key.
+	Session       string `protobuf:"bytes,8,opt,name=session,proto3" json:"session,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KeyMeta) Reset() {
+	*x = KeyMeta{}
+	mi := &file_hsmsh_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KeyMeta) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KeyMeta) ProtoMessage() {}
+
+func (x *KeyMeta) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmsh_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KeyMeta.ProtoReflect.Descriptor instead.
+func (*KeyMeta) Descriptor() ([]byte, []int) {
+	return file_hsmsh_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *KeyMeta) GetRef() uint64 {
+	if x != nil {
+		return x.Ref
+	}
+	return 0
+}
+
+func (x *KeyMeta) GetAttributes() *Attributes {
+	if x != nil {
+		return x.Attributes
 	}
 	return nil
 }
 
-// Bool is an answer that is yes or no: has, ref-taken.
-type Bool struct {
+func (x *KeyMeta) GetOwner() string {
+	if x != nil {
+		return x.Owner
+	}
+	return ""
+}
+
+func (x *KeyMeta) GetShared() []string {
+	if x != nil {
+		return x.Shared
+	}
+	return nil
+}
+
+func (x *KeyMeta) GetUseQuorum() int64 {
+	if x != nil {
+		return x.UseQuorum
+	}
+	return 0
+}
+
+func (x *KeyMeta) GetManageQuorum() int64 {
+	if x != nil {
+		return x.ManageQuorum
+	}
+	return 0
+}
+
+func (x *KeyMeta) GetCreated() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Created
+	}
+	return nil
+}
+
+func (x *KeyMeta) GetSession() string {
+	if x != nil {
+		return x.Session
+	}
+	return ""
+}
+
+// Filter selects keys (protocol.Filter): by reference if ref is
+// present, and by attributes, all of which must match.
+type Filter struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Value         bool                   `protobuf:"varint,1,opt,name=value,proto3" json:"value,omitempty"`
+	Ref           *uint64                `protobuf:"varint,1,opt,name=ref,proto3,oneof" json:"ref,omitempty"`
+	Attrs         map[string]string      `protobuf:"bytes,2,rep,name=attrs,proto3" json:"attrs,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *Bool) Reset() {
-	*x = Bool{}
-	mi := &file_hsmsh_proto_msgTypes[11]
+func (x *Filter) Reset() {
+	*x = Filter{}
+	mi := &file_hsmsh_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *Bool) String() string {
+func (x *Filter) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*Bool) ProtoMessage() {}
+func (*Filter) ProtoMessage() {}
 
-func (x *Bool) ProtoReflect() protoreflect.Message {
-	mi := &file_hsmsh_proto_msgTypes[11]
+func (x *Filter) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmsh_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -853,23 +1751,3029 @@ func (x *Bool) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use Bool.ProtoReflect.Descriptor instead.
-func (*Bool) Descriptor() ([]byte, []int) {
-	return file_hsmsh_proto_rawDescGZIP(), []int{11}
+// Deprecated: Use Filter.ProtoReflect.Descriptor instead.
+func (*Filter) Descriptor() ([]byte, []int) {
+	return file_hsmsh_proto_rawDescGZIP(), []int{16}
 }
 
-func (x *Bool) GetValue() bool {
+func (x *Filter) GetRef() uint64 {
+	if x != nil && x.Ref != nil {
+		return *x.Ref
+	}
+	return 0
+}
+
+func (x *Filter) GetAttrs() map[string]string {
+	if x != nil {
+		return x.Attrs
+	}
+	return nil
+}
+
+// SnapshotArgs is the argument of snapshot: one page of the keys the
+// session may see, after the reference after.
+type SnapshotArgs struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Filter        *Filter                `protobuf:"bytes,1,opt,name=filter,proto3" json:"filter,omitempty"`
+	After         uint64                 `protobuf:"varint,2,opt,name=after,proto3" json:"after,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SnapshotArgs) Reset() {
+	*x = SnapshotArgs{}
+	mi := &file_hsmsh_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotArgs) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotArgs) ProtoMessage() {}
+
+func (x *SnapshotArgs) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmsh_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotArgs.ProtoReflect.Descriptor instead.
+func (*SnapshotArgs) Descriptor() ([]byte, []int) {
+	return file_hsmsh_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *SnapshotArgs) GetFilter() *Filter {
+	if x != nil {
+		return x.Filter
+	}
+	return nil
+}
+
+func (x *SnapshotArgs) GetAfter() uint64 {
+	if x != nil {
+		return x.After
+	}
+	return 0
+}
+
+// SnapshotReply is the answer of snapshot: one page of keys, and whether
+// more follow.
+type SnapshotReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Keys          []*KeyMeta             `protobuf:"bytes,1,rep,name=keys,proto3" json:"keys,omitempty"`
+	More          bool                   `protobuf:"varint,2,opt,name=more,proto3" json:"more,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SnapshotReply) Reset() {
+	*x = SnapshotReply{}
+	mi := &file_hsmsh_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotReply) ProtoMessage() {}
+
+func (x *SnapshotReply) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmsh_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotReply.ProtoReflect.Descriptor instead.
+func (*SnapshotReply) Descriptor() ([]byte, []int) {
+	return file_hsmsh_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *SnapshotReply) GetKeys() []*KeyMeta {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+func (x *SnapshotReply) GetMore() bool {
+	if x != nil {
+		return x.More
+	}
+	return false
+}
+
+// KeySpec says which key to make (protocol.KeySpec).
+type KeySpec struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// type: aes, generic-secret, ec, rsa, ml-dsa.
+	Type              string            `protobuf:"bytes,1,opt,name=type,proto3" json:"type,omitempty"`
+	Label             string            `protobuf:"bytes,2,opt,name=label,proto3" json:"label,omitempty"`
+	PublicLabel       string            `protobuf:"bytes,3,opt,name=public_label,json=publicLabel,proto3" json:"public_label,omitempty"`
+	PrivateLabel      string            `protobuf:"bytes,4,opt,name=private_label,json=privateLabel,proto3" json:"private_label,omitempty"`
+	LengthBytes       int64             `protobuf:"varint,5,opt,name=length_bytes,json=lengthBytes,proto3" json:"length_bytes,omitempty"`
+	Curve             string            `protobuf:"bytes,6,opt,name=curve,proto3" json:"curve,omitempty"`
+	ModulusBits       int64             `protobuf:"varint,7,opt,name=modulus_bits,json=modulusBits,proto3" json:"modulus_bits,omitempty"`
+	Exponent          int64             `protobuf:"varint,8,opt,name=exponent,proto3" json:"exponent,omitempty"`
+	MldsaParams       string            `protobuf:"bytes,9,opt,name=mldsa_params,json=mldsaParams,proto3" json:"mldsa_params,omitempty"`
+	Session           bool              `protobuf:"varint,10,opt,name=session,proto3" json:"session,omitempty"`
+	Attributes        map[string]string `protobuf:"bytes,11,rep,name=attributes,proto3" json:"attributes,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	PublicAttributes  map[string]string `protobuf:"bytes,12,rep,name=public_attributes,json=publicAttributes,proto3" json:"public_attributes,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	PrivateAttributes map[string]string `protobuf:"bytes,13,rep,name=private_attributes,json=privateAttributes,proto3" json:"private_attributes,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	ShareWith         []string          `protobuf:"bytes,14,rep,name=share_with,json=shareWith,proto3" json:"share_with,omitempty"`
+	MinServers        int64             `protobuf:"varint,15,opt,name=min_servers,json=minServers,proto3" json:"min_servers,omitempty"`
+	UseQuorum         int64             `protobuf:"varint,16,opt,name=use_quorum,json=useQuorum,proto3" json:"use_quorum,omitempty"`
+	ManageQuorum      int64             `protobuf:"varint,17,opt,name=manage_quorum,json=manageQuorum,proto3" json:"manage_quorum,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *KeySpec) Reset() {
+	*x = KeySpec{}
+	mi := &file_hsmsh_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KeySpec) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KeySpec) ProtoMessage() {}
+
+func (x *KeySpec) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmsh_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KeySpec.ProtoReflect.Descriptor instead.
+func (*KeySpec) Descriptor() ([]byte, []int) {
+	return file_hsmsh_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *KeySpec) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *KeySpec) GetLabel() string {
+	if x != nil {
+		return x.Label
+	}
+	return ""
+}
+
+func (x *KeySpec) GetPublicLabel() string {
+	if x != nil {
+		return x.PublicLabel
+	}
+	return ""
+}
+
+func (x *KeySpec) GetPrivateLabel() string {
+	if x != nil {
+		return x.PrivateLabel
+	}
+	return ""
+}
+
+func (x *KeySpec) GetLengthBytes() int64 {
+	if x != nil {
+		return x.LengthBytes
+	}
+	return 0
+}
+
+func (x *KeySpec) GetCurve() string {
+	if x != nil {
+		return x.Curve
+	}
+	return ""
+}
+
+func (x *KeySpec) GetModulusBits() int64 {
+	if x != nil {
+		return x.ModulusBits
+	}
+	return 0
+}
+
+func (x *KeySpec) GetExponent() int64 {
+	if x != nil {
+		return x.Exponent
+	}
+	return 0
+}
+
+func (x *KeySpec) GetMldsaParams() string {
+	if x != nil {
+		return x.MldsaParams
+	}
+	return ""
+}
+
+func (x *KeySpec) GetSession() bool {
+	if x != nil {
+		return x.Session
+	}
+	return false
+}
+
+func (x *KeySpec) GetAttributes() map[string]string {
+	if x != nil {
+		return x.Attributes
+	}
+	return nil
+}
+
+func (x *KeySpec) GetPublicAttributes() map[string]string {
+	if x != nil {
+		return x.PublicAttributes
+	}
+	return nil
+}
+
+func (x *KeySpec) GetPrivateAttributes() map[string]string {
+	if x != nil {
+		return x.PrivateAttributes
+	}
+	return nil
+}
+
+func (x *KeySpec) GetShareWith() []string {
+	if x != nil {
+		return x.ShareWith
+	}
+	return nil
+}
+
+func (x *KeySpec) GetMinServers() int64 {
+	if x != nil {
+		return x.MinServers
+	}
+	return 0
+}
+
+func (x *KeySpec) GetUseQuorum() int64 {
+	if x != nil {
+		return x.UseQuorum
+	}
+	return 0
+}
+
+func (x *KeySpec) GetManageQuorum() int64 {
+	if x != nil {
+		return x.ManageQuorum
+	}
+	return 0
+}
+
+// GenerateArgs is the argument of generate-key: the key to make, under
+// the reference the client drew; wrap asks for the records wrapped under
+// the domain key too, stage for them wrapped and nothing stored. Its
+// answer is a CreateReply.
+type GenerateArgs struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Spec          *KeySpec               `protobuf:"bytes,1,opt,name=spec,proto3" json:"spec,omitempty"`
+	Ref           uint64                 `protobuf:"varint,2,opt,name=ref,proto3" json:"ref,omitempty"`
+	Wrap          bool                   `protobuf:"varint,3,opt,name=wrap,proto3" json:"wrap,omitempty"`
+	Stage         bool                   `protobuf:"varint,4,opt,name=stage,proto3" json:"stage,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GenerateArgs) Reset() {
+	*x = GenerateArgs{}
+	mi := &file_hsmsh_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GenerateArgs) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GenerateArgs) ProtoMessage() {}
+
+func (x *GenerateArgs) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmsh_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GenerateArgs.ProtoReflect.Descriptor instead.
+func (*GenerateArgs) Descriptor() ([]byte, []int) {
+	return file_hsmsh_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *GenerateArgs) GetSpec() *KeySpec {
+	if x != nil {
+		return x.Spec
+	}
+	return nil
+}
+
+func (x *GenerateArgs) GetRef() uint64 {
+	if x != nil {
+		return x.Ref
+	}
+	return 0
+}
+
+func (x *GenerateArgs) GetWrap() bool {
+	if x != nil {
+		return x.Wrap
+	}
+	return false
+}
+
+func (x *GenerateArgs) GetStage() bool {
+	if x != nil {
+		return x.Stage
+	}
+	return false
+}
+
+// ImportSpec is a key import pem (protocol.ImportSpec).
+type ImportSpec struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Pem   []byte                 `protobuf:"bytes,1,opt,name=pem,proto3" json:"pem,omitempty"`
+	Label string                 `protobuf:"bytes,2,opt,name=label,proto3" json:"label,omitempty"`
+	// class: ec-public or rsa-public.
+	Class         string            `protobuf:"bytes,3,opt,name=class,proto3" json:"class,omitempty"`
+	Attributes    map[string]string `protobuf:"bytes,4,rep,name=attributes,proto3" json:"attributes,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Session       bool              `protobuf:"varint,5,opt,name=session,proto3" json:"session,omitempty"`
+	MinServers    int64             `protobuf:"varint,6,opt,name=min_servers,json=minServers,proto3" json:"min_servers,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImportSpec) Reset() {
+	*x = ImportSpec{}
+	mi := &file_hsmsh_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImportSpec) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImportSpec) ProtoMessage() {}
+
+func (x *ImportSpec) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmsh_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImportSpec.ProtoReflect.Descriptor instead.
+func (*ImportSpec) Descriptor() ([]byte, []int) {
+	return file_hsmsh_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *ImportSpec) GetPem() []byte {
+	if x != nil {
+		return x.Pem
+	}
+	return nil
+}
+
+func (x *ImportSpec) GetLabel() string {
+	if x != nil {
+		return x.Label
+	}
+	return ""
+}
+
+func (x *ImportSpec) GetClass() string {
+	if x != nil {
+		return x.Class
+	}
+	return ""
+}
+
+func (x *ImportSpec) GetAttributes() map[string]string {
+	if x != nil {
+		return x.Attributes
+	}
+	return nil
+}
+
+func (x *ImportSpec) GetSession() bool {
+	if x != nil {
+		return x.Session
+	}
+	return false
+}
+
+func (x *ImportSpec) GetMinServers() int64 {
+	if x != nil {
+		return x.MinServers
+	}
+	return 0
+}
+
+// ImportArgs is the argument of import-key; its answer is a CreateReply.
+type ImportArgs struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Spec          *ImportSpec            `protobuf:"bytes,1,opt,name=spec,proto3" json:"spec,omitempty"`
+	Ref           uint64                 `protobuf:"varint,2,opt,name=ref,proto3" json:"ref,omitempty"`
+	Wrap          bool                   `protobuf:"varint,3,opt,name=wrap,proto3" json:"wrap,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImportArgs) Reset() {
+	*x = ImportArgs{}
+	mi := &file_hsmsh_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImportArgs) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImportArgs) ProtoMessage() {}
+
+func (x *ImportArgs) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmsh_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImportArgs.ProtoReflect.Descriptor instead.
+func (*ImportArgs) Descriptor() ([]byte, []int) {
+	return file_hsmsh_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *ImportArgs) GetSpec() *ImportSpec {
+	if x != nil {
+		return x.Spec
+	}
+	return nil
+}
+
+func (x *ImportArgs) GetRef() uint64 {
+	if x != nil {
+		return x.Ref
+	}
+	return 0
+}
+
+func (x *ImportArgs) GetWrap() bool {
+	if x != nil {
+		return x.Wrap
+	}
+	return false
+}
+
+// WrappedKey is a key (or a user record) on its way between HSMs or
+// clusters, sealed under a key derived from the domain key
+// (protocol.WrappedKey): the answer of export-wrapped and export-user,
+// and the wrapped records of CreateReply.
+type WrappedKey struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Domain string                 `protobuf:"bytes,1,opt,name=domain,proto3" json:"domain,omitempty"`
+	Ref    uint64                 `protobuf:"varint,2,opt,name=ref,proto3" json:"ref,omitempty"`
+	// user names a sealed user record, for user replicate.
+	User          string `protobuf:"bytes,3,opt,name=user,proto3" json:"user,omitempty"`
+	Body          []byte `protobuf:"bytes,4,opt,name=body,proto3" json:"body,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WrappedKey) Reset() {
+	*x = WrappedKey{}
+	mi := &file_hsmsh_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WrappedKey) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WrappedKey) ProtoMessage() {}
+
+func (x *WrappedKey) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmsh_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WrappedKey.ProtoReflect.Descriptor instead.
+func (*WrappedKey) Descriptor() ([]byte, []int) {
+	return file_hsmsh_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *WrappedKey) GetDomain() string {
+	if x != nil {
+		return x.Domain
+	}
+	return ""
+}
+
+func (x *WrappedKey) GetRef() uint64 {
+	if x != nil {
+		return x.Ref
+	}
+	return 0
+}
+
+func (x *WrappedKey) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *WrappedKey) GetBody() []byte {
+	if x != nil {
+		return x.Body
+	}
+	return nil
+}
+
+// CreateReply is a new key's records and, if asked, the same wrapped
+// under the domain key (protocol.CreateReply): the answer of
+// generate-key, import-key and unwrap-key. staged says the HSM stored
+// nothing.
+type CreateReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Keys          []*KeyMeta             `protobuf:"bytes,1,rep,name=keys,proto3" json:"keys,omitempty"`
+	Wrapped       []*WrappedKey          `protobuf:"bytes,2,rep,name=wrapped,proto3" json:"wrapped,omitempty"`
+	Staged        bool                   `protobuf:"varint,3,opt,name=staged,proto3" json:"staged,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateReply) Reset() {
+	*x = CreateReply{}
+	mi := &file_hsmsh_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateReply) ProtoMessage() {}
+
+func (x *CreateReply) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmsh_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateReply.ProtoReflect.Descriptor instead.
+func (*CreateReply) Descriptor() ([]byte, []int) {
+	return file_hsmsh_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *CreateReply) GetKeys() []*KeyMeta {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+func (x *CreateReply) GetWrapped() []*WrappedKey {
+	if x != nil {
+		return x.Wrapped
+	}
+	return nil
+}
+
+func (x *CreateReply) GetStaged() bool {
+	if x != nil {
+		return x.Staged
+	}
+	return false
+}
+
+// ImportWrappedArgs is the argument of import-wrapped (a key) and of
+// import-user (a user record); neither has an answer.
+type ImportWrappedArgs struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           *WrappedKey            `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Approval      *Approval              `protobuf:"bytes,2,opt,name=approval,proto3" json:"approval,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImportWrappedArgs) Reset() {
+	*x = ImportWrappedArgs{}
+	mi := &file_hsmsh_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImportWrappedArgs) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImportWrappedArgs) ProtoMessage() {}
+
+func (x *ImportWrappedArgs) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmsh_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImportWrappedArgs.ProtoReflect.Descriptor instead.
+func (*ImportWrappedArgs) Descriptor() ([]byte, []int) {
+	return file_hsmsh_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *ImportWrappedArgs) GetKey() *WrappedKey {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *ImportWrappedArgs) GetApproval() *Approval {
+	if x != nil {
+		return x.Approval
+	}
+	return nil
+}
+
+// KeyChangeArgs is the argument of key-change: op is share, unshare or
+// set-attribute. Its answer is the key's new KeyMeta.
+type KeyChangeArgs struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Ref           uint64                 `protobuf:"varint,1,opt,name=ref,proto3" json:"ref,omitempty"`
+	Op            string                 `protobuf:"bytes,2,opt,name=op,proto3" json:"op,omitempty"`
+	User          string                 `protobuf:"bytes,3,opt,name=user,proto3" json:"user,omitempty"`
+	Name          string                 `protobuf:"bytes,4,opt,name=name,proto3" json:"name,omitempty"`
+	Value         string                 `protobuf:"bytes,5,opt,name=value,proto3" json:"value,omitempty"`
+	Approval      *Approval              `protobuf:"bytes,6,opt,name=approval,proto3" json:"approval,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KeyChangeArgs) Reset() {
+	*x = KeyChangeArgs{}
+	mi := &file_hsmsh_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KeyChangeArgs) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KeyChangeArgs) ProtoMessage() {}
+
+func (x *KeyChangeArgs) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmsh_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KeyChangeArgs.ProtoReflect.Descriptor instead.
+func (*KeyChangeArgs) Descriptor() ([]byte, []int) {
+	return file_hsmsh_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *KeyChangeArgs) GetRef() uint64 {
+	if x != nil {
+		return x.Ref
+	}
+	return 0
+}
+
+func (x *KeyChangeArgs) GetOp() string {
+	if x != nil {
+		return x.Op
+	}
+	return ""
+}
+
+func (x *KeyChangeArgs) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *KeyChangeArgs) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *KeyChangeArgs) GetValue() string {
 	if x != nil {
 		return x.Value
 	}
+	return ""
+}
+
+func (x *KeyChangeArgs) GetApproval() *Approval {
+	if x != nil {
+		return x.Approval
+	}
+	return nil
+}
+
+// WrapParams are a key wrap mechanism's parameters (protocol.WrapParams).
+type WrapParams struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Mechanism     string                 `protobuf:"bytes,1,opt,name=mechanism,proto3" json:"mechanism,omitempty"`
+	TagLengthBits int64                  `protobuf:"varint,2,opt,name=tag_length_bits,json=tagLengthBits,proto3" json:"tag_length_bits,omitempty"`
+	Aad           []byte                 `protobuf:"bytes,3,opt,name=aad,proto3" json:"aad,omitempty"`
+	Iv            []byte                 `protobuf:"bytes,4,opt,name=iv,proto3" json:"iv,omitempty"`
+	Hash          string                 `protobuf:"bytes,5,opt,name=hash,proto3" json:"hash,omitempty"`
+	Mgf           string                 `protobuf:"bytes,6,opt,name=mgf,proto3" json:"mgf,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WrapParams) Reset() {
+	*x = WrapParams{}
+	mi := &file_hsmsh_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WrapParams) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WrapParams) ProtoMessage() {}
+
+func (x *WrapParams) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmsh_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WrapParams.ProtoReflect.Descriptor instead.
+func (*WrapParams) Descriptor() ([]byte, []int) {
+	return file_hsmsh_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *WrapParams) GetMechanism() string {
+	if x != nil {
+		return x.Mechanism
+	}
+	return ""
+}
+
+func (x *WrapParams) GetTagLengthBits() int64 {
+	if x != nil {
+		return x.TagLengthBits
+	}
+	return 0
+}
+
+func (x *WrapParams) GetAad() []byte {
+	if x != nil {
+		return x.Aad
+	}
+	return nil
+}
+
+func (x *WrapParams) GetIv() []byte {
+	if x != nil {
+		return x.Iv
+	}
+	return nil
+}
+
+func (x *WrapParams) GetHash() string {
+	if x != nil {
+		return x.Hash
+	}
+	return ""
+}
+
+func (x *WrapParams) GetMgf() string {
+	if x != nil {
+		return x.Mgf
+	}
+	return ""
+}
+
+// WrapArgs is the argument of wrap-key: wrap the payload key under the
+// wrapping key. Its answer is a WrapReply.
+type WrapArgs struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	Params           *WrapParams            `protobuf:"bytes,1,opt,name=params,proto3" json:"params,omitempty"`
+	Payload          uint64                 `protobuf:"varint,2,opt,name=payload,proto3" json:"payload,omitempty"`
+	Wrapping         uint64                 `protobuf:"varint,3,opt,name=wrapping,proto3" json:"wrapping,omitempty"`
+	PayloadApproval  *Approval              `protobuf:"bytes,4,opt,name=payload_approval,json=payloadApproval,proto3" json:"payload_approval,omitempty"`
+	WrappingApproval *Approval              `protobuf:"bytes,5,opt,name=wrapping_approval,json=wrappingApproval,proto3" json:"wrapping_approval,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *WrapArgs) Reset() {
+	*x = WrapArgs{}
+	mi := &file_hsmsh_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WrapArgs) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WrapArgs) ProtoMessage() {}
+
+func (x *WrapArgs) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmsh_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WrapArgs.ProtoReflect.Descriptor instead.
+func (*WrapArgs) Descriptor() ([]byte, []int) {
+	return file_hsmsh_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *WrapArgs) GetParams() *WrapParams {
+	if x != nil {
+		return x.Params
+	}
+	return nil
+}
+
+func (x *WrapArgs) GetPayload() uint64 {
+	if x != nil {
+		return x.Payload
+	}
+	return 0
+}
+
+func (x *WrapArgs) GetWrapping() uint64 {
+	if x != nil {
+		return x.Wrapping
+	}
+	return 0
+}
+
+func (x *WrapArgs) GetPayloadApproval() *Approval {
+	if x != nil {
+		return x.PayloadApproval
+	}
+	return nil
+}
+
+func (x *WrapArgs) GetWrappingApproval() *Approval {
+	if x != nil {
+		return x.WrappingApproval
+	}
+	return nil
+}
+
+// WrapReply is the answer of wrap-key: the wrapped key, and for aes-gcm
+// the IV the HSM drew.
+type WrapReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Iv            []byte                 `protobuf:"bytes,1,opt,name=iv,proto3" json:"iv,omitempty"`
+	Data          []byte                 `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WrapReply) Reset() {
+	*x = WrapReply{}
+	mi := &file_hsmsh_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WrapReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WrapReply) ProtoMessage() {}
+
+func (x *WrapReply) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmsh_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WrapReply.ProtoReflect.Descriptor instead.
+func (*WrapReply) Descriptor() ([]byte, []int) {
+	return file_hsmsh_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *WrapReply) GetIv() []byte {
+	if x != nil {
+		return x.Iv
+	}
+	return nil
+}
+
+func (x *WrapReply) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+// UnwrapSpec says which key to make from wrapped data, and how
+// (protocol.UnwrapSpec).
+type UnwrapSpec struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Params     *WrapParams            `protobuf:"bytes,1,opt,name=params,proto3" json:"params,omitempty"`
+	Unwrapping uint64                 `protobuf:"varint,2,opt,name=unwrapping,proto3" json:"unwrapping,omitempty"`
+	Data       []byte                 `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`
+	// key_type_class: aes, generic-secret, ec-private or rsa-private.
+	KeyTypeClass  string            `protobuf:"bytes,4,opt,name=key_type_class,json=keyTypeClass,proto3" json:"key_type_class,omitempty"`
+	Label         string            `protobuf:"bytes,5,opt,name=label,proto3" json:"label,omitempty"`
+	Attributes    map[string]string `protobuf:"bytes,6,rep,name=attributes,proto3" json:"attributes,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Session       bool              `protobuf:"varint,7,opt,name=session,proto3" json:"session,omitempty"`
+	ShareWith     []string          `protobuf:"bytes,8,rep,name=share_with,json=shareWith,proto3" json:"share_with,omitempty"`
+	UseQuorum     int64             `protobuf:"varint,9,opt,name=use_quorum,json=useQuorum,proto3" json:"use_quorum,omitempty"`
+	ManageQuorum  int64             `protobuf:"varint,10,opt,name=manage_quorum,json=manageQuorum,proto3" json:"manage_quorum,omitempty"`
+	MinServers    int64             `protobuf:"varint,11,opt,name=min_servers,json=minServers,proto3" json:"min_servers,omitempty"`
+	Approval      *Approval         `protobuf:"bytes,12,opt,name=approval,proto3" json:"approval,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnwrapSpec) Reset() {
+	*x = UnwrapSpec{}
+	mi := &file_hsmsh_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnwrapSpec) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnwrapSpec) ProtoMessage() {}
+
+func (x *UnwrapSpec) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmsh_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnwrapSpec.ProtoReflect.Descriptor instead.
+func (*UnwrapSpec) Descriptor() ([]byte, []int) {
+	return file_hsmsh_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *UnwrapSpec) GetParams() *WrapParams {
+	if x != nil {
+		return x.Params
+	}
+	return nil
+}
+
+func (x *UnwrapSpec) GetUnwrapping() uint64 {
+	if x != nil {
+		return x.Unwrapping
+	}
+	return 0
+}
+
+func (x *UnwrapSpec) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *UnwrapSpec) GetKeyTypeClass() string {
+	if x != nil {
+		return x.KeyTypeClass
+	}
+	return ""
+}
+
+func (x *UnwrapSpec) GetLabel() string {
+	if x != nil {
+		return x.Label
+	}
+	return ""
+}
+
+func (x *UnwrapSpec) GetAttributes() map[string]string {
+	if x != nil {
+		return x.Attributes
+	}
+	return nil
+}
+
+func (x *UnwrapSpec) GetSession() bool {
+	if x != nil {
+		return x.Session
+	}
 	return false
+}
+
+func (x *UnwrapSpec) GetShareWith() []string {
+	if x != nil {
+		return x.ShareWith
+	}
+	return nil
+}
+
+func (x *UnwrapSpec) GetUseQuorum() int64 {
+	if x != nil {
+		return x.UseQuorum
+	}
+	return 0
+}
+
+func (x *UnwrapSpec) GetManageQuorum() int64 {
+	if x != nil {
+		return x.ManageQuorum
+	}
+	return 0
+}
+
+func (x *UnwrapSpec) GetMinServers() int64 {
+	if x != nil {
+		return x.MinServers
+	}
+	return 0
+}
+
+func (x *UnwrapSpec) GetApproval() *Approval {
+	if x != nil {
+		return x.Approval
+	}
+	return nil
+}
+
+// UnwrapArgs is the argument of unwrap-key; its answer is a CreateReply.
+type UnwrapArgs struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Spec          *UnwrapSpec            `protobuf:"bytes,1,opt,name=spec,proto3" json:"spec,omitempty"`
+	Ref           uint64                 `protobuf:"varint,2,opt,name=ref,proto3" json:"ref,omitempty"`
+	Wrap          bool                   `protobuf:"varint,3,opt,name=wrap,proto3" json:"wrap,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnwrapArgs) Reset() {
+	*x = UnwrapArgs{}
+	mi := &file_hsmsh_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnwrapArgs) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnwrapArgs) ProtoMessage() {}
+
+func (x *UnwrapArgs) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmsh_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnwrapArgs.ProtoReflect.Descriptor instead.
+func (*UnwrapArgs) Descriptor() ([]byte, []int) {
+	return file_hsmsh_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *UnwrapArgs) GetSpec() *UnwrapSpec {
+	if x != nil {
+		return x.Spec
+	}
+	return nil
+}
+
+func (x *UnwrapArgs) GetRef() uint64 {
+	if x != nil {
+		return x.Ref
+	}
+	return 0
+}
+
+func (x *UnwrapArgs) GetWrap() bool {
+	if x != nil {
+		return x.Wrap
+	}
+	return false
+}
+
+// UserArgs is the argument of create-user, remove-user, set-password,
+// export-user, deregister-mfa-key and deregister-quorum-key
+// (protocol.UserArgs). create-user answers a UserView, export-user a
+// WrappedKey, the others nothing.
+type UserArgs struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Username string                 `protobuf:"bytes,1,opt,name=username,proto3" json:"username,omitempty"`
+	// role: admin, crypto-user or unactivated-admin.
+	Role          string    `protobuf:"bytes,2,opt,name=role,proto3" json:"role,omitempty"`
+	Password      string    `protobuf:"bytes,3,opt,name=password,proto3" json:"password,omitempty"`
+	Approval      *Approval `protobuf:"bytes,4,opt,name=approval,proto3" json:"approval,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UserArgs) Reset() {
+	*x = UserArgs{}
+	mi := &file_hsmsh_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UserArgs) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UserArgs) ProtoMessage() {}
+
+func (x *UserArgs) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmsh_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UserArgs.ProtoReflect.Descriptor instead.
+func (*UserArgs) Descriptor() ([]byte, []int) {
+	return file_hsmsh_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *UserArgs) GetUsername() string {
+	if x != nil {
+		return x.Username
+	}
+	return ""
+}
+
+func (x *UserArgs) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *UserArgs) GetPassword() string {
+	if x != nil {
+		return x.Password
+	}
+	return ""
+}
+
+func (x *UserArgs) GetApproval() *Approval {
+	if x != nil {
+		return x.Approval
+	}
+	return nil
+}
+
+// UserView is a user as a session sees it, never its password hash
+// (protocol.UserView): create-user's answer, and the entries of UserList.
+type UserView struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Username      string                 `protobuf:"bytes,1,opt,name=username,proto3" json:"username,omitempty"`
+	Role          string                 `protobuf:"bytes,2,opt,name=role,proto3" json:"role,omitempty"`
+	Locked        bool                   `protobuf:"varint,3,opt,name=locked,proto3" json:"locked,omitempty"`
+	QuorumKey     bool                   `protobuf:"varint,4,opt,name=quorum_key,json=quorumKey,proto3" json:"quorum_key,omitempty"`
+	Mfa           bool                   `protobuf:"varint,5,opt,name=mfa,proto3" json:"mfa,omitempty"`
+	Updated       int64                  `protobuf:"varint,6,opt,name=updated,proto3" json:"updated,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UserView) Reset() {
+	*x = UserView{}
+	mi := &file_hsmsh_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UserView) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UserView) ProtoMessage() {}
+
+func (x *UserView) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmsh_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UserView.ProtoReflect.Descriptor instead.
+func (*UserView) Descriptor() ([]byte, []int) {
+	return file_hsmsh_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *UserView) GetUsername() string {
+	if x != nil {
+		return x.Username
+	}
+	return ""
+}
+
+func (x *UserView) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *UserView) GetLocked() bool {
+	if x != nil {
+		return x.Locked
+	}
+	return false
+}
+
+func (x *UserView) GetQuorumKey() bool {
+	if x != nil {
+		return x.QuorumKey
+	}
+	return false
+}
+
+func (x *UserView) GetMfa() bool {
+	if x != nil {
+		return x.Mfa
+	}
+	return false
+}
+
+func (x *UserView) GetUpdated() int64 {
+	if x != nil {
+		return x.Updated
+	}
+	return 0
+}
+
+// UserList is the answer of users: the users, no hashes.
+type UserList struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Users         []*UserView            `protobuf:"bytes,1,rep,name=users,proto3" json:"users,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UserList) Reset() {
+	*x = UserList{}
+	mi := &file_hsmsh_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UserList) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UserList) ProtoMessage() {}
+
+func (x *UserList) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmsh_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UserList.ProtoReflect.Descriptor instead.
+func (*UserList) Descriptor() ([]byte, []int) {
+	return file_hsmsh_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *UserList) GetUsers() []*UserView {
+	if x != nil {
+		return x.Users
+	}
+	return nil
+}
+
+// RegisterArgs is the argument of register-quorum-key and
+// register-mfa-key: the public key's PEM and the signed token file that
+// proves its holder has the private key. Neither has an answer.
+type RegisterArgs struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	PublicKey     []byte                 `protobuf:"bytes,1,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"`
+	File          []byte                 `protobuf:"bytes,2,opt,name=file,proto3" json:"file,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RegisterArgs) Reset() {
+	*x = RegisterArgs{}
+	mi := &file_hsmsh_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RegisterArgs) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RegisterArgs) ProtoMessage() {}
+
+func (x *RegisterArgs) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmsh_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RegisterArgs.ProtoReflect.Descriptor instead.
+func (*RegisterArgs) Descriptor() ([]byte, []int) {
+	return file_hsmsh_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *RegisterArgs) GetPublicKey() []byte {
+	if x != nil {
+		return x.PublicKey
+	}
+	return nil
+}
+
+func (x *RegisterArgs) GetFile() []byte {
+	if x != nil {
+		return x.File
+	}
+	return nil
+}
+
+// QuorumSettings is a cluster's quorum configuration
+// (protocol.QuorumSettings): the answer of quorum-values. values maps a
+// service to its M; the timeouts are in seconds.
+type QuorumSettings struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Values        map[string]int64       `protobuf:"bytes,1,rep,name=values,proto3" json:"values,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	GeneratedS    int64                  `protobuf:"varint,2,opt,name=generated_s,json=generatedS,proto3" json:"generated_s,omitempty"`
+	ApprovedS     int64                  `protobuf:"varint,3,opt,name=approved_s,json=approvedS,proto3" json:"approved_s,omitempty"`
+	Updated       int64                  `protobuf:"varint,4,opt,name=updated,proto3" json:"updated,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *QuorumSettings) Reset() {
+	*x = QuorumSettings{}
+	mi := &file_hsmsh_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *QuorumSettings) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*QuorumSettings) ProtoMessage() {}
+
+func (x *QuorumSettings) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmsh_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use QuorumSettings.ProtoReflect.Descriptor instead.
+func (*QuorumSettings) Descriptor() ([]byte, []int) {
+	return file_hsmsh_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *QuorumSettings) GetValues() map[string]int64 {
+	if x != nil {
+		return x.Values
+	}
+	return nil
+}
+
+func (x *QuorumSettings) GetGeneratedS() int64 {
+	if x != nil {
+		return x.GeneratedS
+	}
+	return 0
+}
+
+func (x *QuorumSettings) GetApprovedS() int64 {
+	if x != nil {
+		return x.ApprovedS
+	}
+	return 0
+}
+
+func (x *QuorumSettings) GetUpdated() int64 {
+	if x != nil {
+		return x.Updated
+	}
+	return 0
+}
+
+// Token is a quorum token an HSM issued (protocol.Token); used is absent
+// while the token is not used.
+type Token struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Nonce         string                 `protobuf:"bytes,1,opt,name=nonce,proto3" json:"nonce,omitempty"`
+	ApprovalData  []byte                 `protobuf:"bytes,2,opt,name=approval_data,json=approvalData,proto3" json:"approval_data,omitempty"`
+	Service       string                 `protobuf:"bytes,3,opt,name=service,proto3" json:"service,omitempty"`
+	Requester     string                 `protobuf:"bytes,4,opt,name=requester,proto3" json:"requester,omitempty"`
+	Expires       *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=expires,proto3" json:"expires,omitempty"`
+	Used          *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=used,proto3" json:"used,omitempty"`
+	Signers       []string               `protobuf:"bytes,7,rep,name=signers,proto3" json:"signers,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Token) Reset() {
+	*x = Token{}
+	mi := &file_hsmsh_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Token) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Token) ProtoMessage() {}
+
+func (x *Token) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmsh_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Token.ProtoReflect.Descriptor instead.
+func (*Token) Descriptor() ([]byte, []int) {
+	return file_hsmsh_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *Token) GetNonce() string {
+	if x != nil {
+		return x.Nonce
+	}
+	return ""
+}
+
+func (x *Token) GetApprovalData() []byte {
+	if x != nil {
+		return x.ApprovalData
+	}
+	return nil
+}
+
+func (x *Token) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
+func (x *Token) GetRequester() string {
+	if x != nil {
+		return x.Requester
+	}
+	return ""
+}
+
+func (x *Token) GetExpires() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Expires
+	}
+	return nil
+}
+
+func (x *Token) GetUsed() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Used
+	}
+	return nil
+}
+
+func (x *Token) GetSigners() []string {
+	if x != nil {
+		return x.Signers
+	}
+	return nil
+}
+
+// QuorumList is the answer of quorum-list: the settings and the tokens
+// the session may see.
+type QuorumList struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Settings      *QuorumSettings        `protobuf:"bytes,1,opt,name=settings,proto3" json:"settings,omitempty"`
+	Tokens        []*Token               `protobuf:"bytes,2,rep,name=tokens,proto3" json:"tokens,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *QuorumList) Reset() {
+	*x = QuorumList{}
+	mi := &file_hsmsh_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *QuorumList) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*QuorumList) ProtoMessage() {}
+
+func (x *QuorumList) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmsh_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use QuorumList.ProtoReflect.Descriptor instead.
+func (*QuorumList) Descriptor() ([]byte, []int) {
+	return file_hsmsh_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *QuorumList) GetSettings() *QuorumSettings {
+	if x != nil {
+		return x.Settings
+	}
+	return nil
+}
+
+func (x *QuorumList) GetTokens() []*Token {
+	if x != nil {
+		return x.Tokens
+	}
+	return nil
+}
+
+// IssueArgs is the argument of issue-token; key_ref, when present, is
+// the key the token is for. Its answer is a Bytes (the token file).
+type IssueArgs struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Service       string                 `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
+	KeyRef        *uint64                `protobuf:"varint,2,opt,name=key_ref,json=keyRef,proto3,oneof" json:"key_ref,omitempty"`
+	Command       string                 `protobuf:"bytes,3,opt,name=command,proto3" json:"command,omitempty"`
+	Cluster       string                 `protobuf:"bytes,4,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IssueArgs) Reset() {
+	*x = IssueArgs{}
+	mi := &file_hsmsh_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IssueArgs) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IssueArgs) ProtoMessage() {}
+
+func (x *IssueArgs) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmsh_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IssueArgs.ProtoReflect.Descriptor instead.
+func (*IssueArgs) Descriptor() ([]byte, []int) {
+	return file_hsmsh_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *IssueArgs) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
+func (x *IssueArgs) GetKeyRef() uint64 {
+	if x != nil && x.KeyRef != nil {
+		return *x.KeyRef
+	}
+	return 0
+}
+
+func (x *IssueArgs) GetCommand() string {
+	if x != nil {
+		return x.Command
+	}
+	return ""
+}
+
+func (x *IssueArgs) GetCluster() string {
+	if x != nil {
+		return x.Cluster
+	}
+	return ""
+}
+
+// DeleteTokensArgs is the argument of delete-tokens: all of them, or the
+// session user's. Its answer is an Int (how many went).
+type DeleteTokensArgs struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	All           bool                   `protobuf:"varint,1,opt,name=all,proto3" json:"all,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteTokensArgs) Reset() {
+	*x = DeleteTokensArgs{}
+	mi := &file_hsmsh_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteTokensArgs) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteTokensArgs) ProtoMessage() {}
+
+func (x *DeleteTokensArgs) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmsh_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteTokensArgs.ProtoReflect.Descriptor instead.
+func (*DeleteTokensArgs) Descriptor() ([]byte, []int) {
+	return file_hsmsh_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *DeleteTokensArgs) GetAll() bool {
+	if x != nil {
+		return x.All
+	}
+	return false
+}
+
+// SetQuorumArgs is the argument of set-quorum: a service's quorum value
+// (service, value) or the token timeouts (generated_ns, approved_ns). It
+// has no answer.
+type SetQuorumArgs struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Service       string                 `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
+	Value         int64                  `protobuf:"varint,2,opt,name=value,proto3" json:"value,omitempty"`
+	GeneratedNs   int64                  `protobuf:"varint,3,opt,name=generated_ns,json=generatedNs,proto3" json:"generated_ns,omitempty"`
+	ApprovedNs    int64                  `protobuf:"varint,4,opt,name=approved_ns,json=approvedNs,proto3" json:"approved_ns,omitempty"`
+	Approval      *Approval              `protobuf:"bytes,5,opt,name=approval,proto3" json:"approval,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetQuorumArgs) Reset() {
+	*x = SetQuorumArgs{}
+	mi := &file_hsmsh_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetQuorumArgs) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetQuorumArgs) ProtoMessage() {}
+
+func (x *SetQuorumArgs) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmsh_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetQuorumArgs.ProtoReflect.Descriptor instead.
+func (*SetQuorumArgs) Descriptor() ([]byte, []int) {
+	return file_hsmsh_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *SetQuorumArgs) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
+func (x *SetQuorumArgs) GetValue() int64 {
+	if x != nil {
+		return x.Value
+	}
+	return 0
+}
+
+func (x *SetQuorumArgs) GetGeneratedNs() int64 {
+	if x != nil {
+		return x.GeneratedNs
+	}
+	return 0
+}
+
+func (x *SetQuorumArgs) GetApprovedNs() int64 {
+	if x != nil {
+		return x.ApprovedNs
+	}
+	return 0
+}
+
+func (x *SetQuorumArgs) GetApproval() *Approval {
+	if x != nil {
+		return x.Approval
+	}
+	return nil
+}
+
+// BackupInfo is a backup's clear header (protocol.BackupInfo); in
+// BackupArgs, the client fills the key derivation's fields.
+type BackupInfo struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Format       string                 `protobuf:"bytes,1,opt,name=format,proto3" json:"format,omitempty"`
+	Cluster      string                 `protobuf:"bytes,2,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	Hsm          string                 `protobuf:"bytes,3,opt,name=hsm,proto3" json:"hsm,omitempty"`
+	Domain       string                 `protobuf:"bytes,4,opt,name=domain,proto3" json:"domain,omitempty"`
+	Created      *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=created,proto3" json:"created,omitempty"`
+	Keys         int64                  `protobuf:"varint,6,opt,name=keys,proto3" json:"keys,omitempty"`
+	Users        int64                  `protobuf:"varint,7,opt,name=users,proto3" json:"users,omitempty"`
+	Salt         []byte                 `protobuf:"bytes,8,opt,name=salt,proto3" json:"salt,omitempty"`
+	KdfTime      uint32                 `protobuf:"varint,9,opt,name=kdf_time,json=kdfTime,proto3" json:"kdf_time,omitempty"`
+	KdfMemoryKib uint32                 `protobuf:"varint,10,opt,name=kdf_memory_kib,json=kdfMemoryKib,proto3" json:"kdf_memory_kib,omitempty"`
+	// kdf_threads is a uint8: above 255 is refused.
+	KdfThreads    uint32 `protobuf:"varint,11,opt,name=kdf_threads,json=kdfThreads,proto3" json:"kdf_threads,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BackupInfo) Reset() {
+	*x = BackupInfo{}
+	mi := &file_hsmsh_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BackupInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BackupInfo) ProtoMessage() {}
+
+func (x *BackupInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmsh_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BackupInfo.ProtoReflect.Descriptor instead.
+func (*BackupInfo) Descriptor() ([]byte, []int) {
+	return file_hsmsh_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *BackupInfo) GetFormat() string {
+	if x != nil {
+		return x.Format
+	}
+	return ""
+}
+
+func (x *BackupInfo) GetCluster() string {
+	if x != nil {
+		return x.Cluster
+	}
+	return ""
+}
+
+func (x *BackupInfo) GetHsm() string {
+	if x != nil {
+		return x.Hsm
+	}
+	return ""
+}
+
+func (x *BackupInfo) GetDomain() string {
+	if x != nil {
+		return x.Domain
+	}
+	return ""
+}
+
+func (x *BackupInfo) GetCreated() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Created
+	}
+	return nil
+}
+
+func (x *BackupInfo) GetKeys() int64 {
+	if x != nil {
+		return x.Keys
+	}
+	return 0
+}
+
+func (x *BackupInfo) GetUsers() int64 {
+	if x != nil {
+		return x.Users
+	}
+	return 0
+}
+
+func (x *BackupInfo) GetSalt() []byte {
+	if x != nil {
+		return x.Salt
+	}
+	return nil
+}
+
+func (x *BackupInfo) GetKdfTime() uint32 {
+	if x != nil {
+		return x.KdfTime
+	}
+	return 0
+}
+
+func (x *BackupInfo) GetKdfMemoryKib() uint32 {
+	if x != nil {
+		return x.KdfMemoryKib
+	}
+	return 0
+}
+
+func (x *BackupInfo) GetKdfThreads() uint32 {
+	if x != nil {
+		return x.KdfThreads
+	}
+	return 0
+}
+
+// BackupArgs is the argument of backup: the key is derived from the
+// backup password by the client, which keeps the password. Its answer is
+// a Bytes (the backup file).
+type BackupArgs struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Cluster       string                 `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	Info          *BackupInfo            `protobuf:"bytes,2,opt,name=info,proto3" json:"info,omitempty"`
+	Key           []byte                 `protobuf:"bytes,3,opt,name=key,proto3" json:"key,omitempty"`
+	Approval      *Approval              `protobuf:"bytes,4,opt,name=approval,proto3" json:"approval,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BackupArgs) Reset() {
+	*x = BackupArgs{}
+	mi := &file_hsmsh_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BackupArgs) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BackupArgs) ProtoMessage() {}
+
+func (x *BackupArgs) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmsh_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BackupArgs.ProtoReflect.Descriptor instead.
+func (*BackupArgs) Descriptor() ([]byte, []int) {
+	return file_hsmsh_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *BackupArgs) GetCluster() string {
+	if x != nil {
+		return x.Cluster
+	}
+	return ""
+}
+
+func (x *BackupArgs) GetInfo() *BackupInfo {
+	if x != nil {
+		return x.Info
+	}
+	return nil
+}
+
+func (x *BackupArgs) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *BackupArgs) GetApproval() *Approval {
+	if x != nil {
+		return x.Approval
+	}
+	return nil
+}
+
+// TrustAnchor is a registered CA certificate (DER) and its reference.
+type TrustAnchor struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Ref           int64                  `protobuf:"varint,1,opt,name=ref,proto3" json:"ref,omitempty"`
+	Der           []byte                 `protobuf:"bytes,2,opt,name=der,proto3" json:"der,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TrustAnchor) Reset() {
+	*x = TrustAnchor{}
+	mi := &file_hsmsh_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TrustAnchor) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TrustAnchor) ProtoMessage() {}
+
+func (x *TrustAnchor) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmsh_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TrustAnchor.ProtoReflect.Descriptor instead.
+func (*TrustAnchor) Descriptor() ([]byte, []int) {
+	return file_hsmsh_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *TrustAnchor) GetRef() int64 {
+	if x != nil {
+		return x.Ref
+	}
+	return 0
+}
+
+func (x *TrustAnchor) GetDer() []byte {
+	if x != nil {
+		return x.Der
+	}
+	return nil
+}
+
+// MTLSState is the cluster's mTLS settings (protocol.MTLSState): the
+// answer of mtls-state and of the three mtls calls. level "" is none.
+type MTLSState struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Anchors       []*TrustAnchor         `protobuf:"bytes,1,rep,name=anchors,proto3" json:"anchors,omitempty"`
+	Level         string                 `protobuf:"bytes,2,opt,name=level,proto3" json:"level,omitempty"`
+	Updated       int64                  `protobuf:"varint,3,opt,name=updated,proto3" json:"updated,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MTLSState) Reset() {
+	*x = MTLSState{}
+	mi := &file_hsmsh_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MTLSState) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MTLSState) ProtoMessage() {}
+
+func (x *MTLSState) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmsh_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MTLSState.ProtoReflect.Descriptor instead.
+func (*MTLSState) Descriptor() ([]byte, []int) {
+	return file_hsmsh_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *MTLSState) GetAnchors() []*TrustAnchor {
+	if x != nil {
+		return x.Anchors
+	}
+	return nil
+}
+
+func (x *MTLSState) GetLevel() string {
+	if x != nil {
+		return x.Level
+	}
+	return ""
+}
+
+func (x *MTLSState) GetUpdated() int64 {
+	if x != nil {
+		return x.Updated
+	}
+	return 0
+}
+
+// MTLSArgs is the argument of mtls-register-anchor (cert_pem),
+// mtls-deregister-anchor (ref) and mtls-set-enforcement (level).
+type MTLSArgs struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	CertPem       []byte                 `protobuf:"bytes,1,opt,name=cert_pem,json=certPem,proto3" json:"cert_pem,omitempty"`
+	Ref           int64                  `protobuf:"varint,2,opt,name=ref,proto3" json:"ref,omitempty"`
+	Level         string                 `protobuf:"bytes,3,opt,name=level,proto3" json:"level,omitempty"`
+	Approval      *Approval              `protobuf:"bytes,4,opt,name=approval,proto3" json:"approval,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MTLSArgs) Reset() {
+	*x = MTLSArgs{}
+	mi := &file_hsmsh_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MTLSArgs) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MTLSArgs) ProtoMessage() {}
+
+func (x *MTLSArgs) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmsh_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MTLSArgs.ProtoReflect.Descriptor instead.
+func (*MTLSArgs) Descriptor() ([]byte, []int) {
+	return file_hsmsh_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *MTLSArgs) GetCertPem() []byte {
+	if x != nil {
+		return x.CertPem
+	}
+	return nil
+}
+
+func (x *MTLSArgs) GetRef() int64 {
+	if x != nil {
+		return x.Ref
+	}
+	return 0
+}
+
+func (x *MTLSArgs) GetLevel() string {
+	if x != nil {
+		return x.Level
+	}
+	return ""
+}
+
+func (x *MTLSArgs) GetApproval() *Approval {
+	if x != nil {
+		return x.Approval
+	}
+	return nil
+}
+
+// RaftInfo is one HSM's place in the domain state's consensus group
+// (protocol.RaftInfo).
+type RaftInfo struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Role          string                 `protobuf:"bytes,1,opt,name=role,proto3" json:"role,omitempty"`
+	Leader        string                 `protobuf:"bytes,2,opt,name=leader,proto3" json:"leader,omitempty"`
+	Term          uint64                 `protobuf:"varint,3,opt,name=term,proto3" json:"term,omitempty"`
+	CommitIndex   uint64                 `protobuf:"varint,4,opt,name=commit_index,json=commitIndex,proto3" json:"commit_index,omitempty"`
+	AppliedIndex  uint64                 `protobuf:"varint,5,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
+	LastContact   string                 `protobuf:"bytes,6,opt,name=last_contact,json=lastContact,proto3" json:"last_contact,omitempty"`
+	Voters        int64                  `protobuf:"varint,7,opt,name=voters,proto3" json:"voters,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RaftInfo) Reset() {
+	*x = RaftInfo{}
+	mi := &file_hsmsh_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RaftInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RaftInfo) ProtoMessage() {}
+
+func (x *RaftInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmsh_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RaftInfo.ProtoReflect.Descriptor instead.
+func (*RaftInfo) Descriptor() ([]byte, []int) {
+	return file_hsmsh_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *RaftInfo) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *RaftInfo) GetLeader() string {
+	if x != nil {
+		return x.Leader
+	}
+	return ""
+}
+
+func (x *RaftInfo) GetTerm() uint64 {
+	if x != nil {
+		return x.Term
+	}
+	return 0
+}
+
+func (x *RaftInfo) GetCommitIndex() uint64 {
+	if x != nil {
+		return x.CommitIndex
+	}
+	return 0
+}
+
+func (x *RaftInfo) GetAppliedIndex() uint64 {
+	if x != nil {
+		return x.AppliedIndex
+	}
+	return 0
+}
+
+func (x *RaftInfo) GetLastContact() string {
+	if x != nil {
+		return x.LastContact
+	}
+	return ""
+}
+
+func (x *RaftInfo) GetVoters() int64 {
+	if x != nil {
+		return x.Voters
+	}
+	return 0
+}
+
+// HSMInfo is the answer of info: what cluster hsm-info reports of one
+// HSM (protocol.HSMInfo). token_key_count is absent while nobody can
+// tell; raft is absent while the HSM is down or not yet in the domain.
+type HSMInfo struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	State         string                 `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
+	Address       string                 `protobuf:"bytes,3,opt,name=address,proto3" json:"address,omitempty"`
+	TokenKeyCount *int64                 `protobuf:"varint,4,opt,name=token_key_count,json=tokenKeyCount,proto3,oneof" json:"token_key_count,omitempty"`
+	UserCount     int64                  `protobuf:"varint,5,opt,name=user_count,json=userCount,proto3" json:"user_count,omitempty"`
+	LatencyMs     float64                `protobuf:"fixed64,6,opt,name=latency_ms,json=latencyMs,proto3" json:"latency_ms,omitempty"`
+	Tls           string                 `protobuf:"bytes,7,opt,name=tls,proto3" json:"tls,omitempty"`
+	Identity      string                 `protobuf:"bytes,8,opt,name=identity,proto3" json:"identity,omitempty"`
+	Domain        string                 `protobuf:"bytes,9,opt,name=domain,proto3" json:"domain,omitempty"`
+	Raft          *RaftInfo              `protobuf:"bytes,10,opt,name=raft,proto3" json:"raft,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HSMInfo) Reset() {
+	*x = HSMInfo{}
+	mi := &file_hsmsh_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HSMInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HSMInfo) ProtoMessage() {}
+
+func (x *HSMInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmsh_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HSMInfo.ProtoReflect.Descriptor instead.
+func (*HSMInfo) Descriptor() ([]byte, []int) {
+	return file_hsmsh_proto_rawDescGZIP(), []int{48}
+}
+
+func (x *HSMInfo) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *HSMInfo) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *HSMInfo) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *HSMInfo) GetTokenKeyCount() int64 {
+	if x != nil && x.TokenKeyCount != nil {
+		return *x.TokenKeyCount
+	}
+	return 0
+}
+
+func (x *HSMInfo) GetUserCount() int64 {
+	if x != nil {
+		return x.UserCount
+	}
+	return 0
+}
+
+func (x *HSMInfo) GetLatencyMs() float64 {
+	if x != nil {
+		return x.LatencyMs
+	}
+	return 0
+}
+
+func (x *HSMInfo) GetTls() string {
+	if x != nil {
+		return x.Tls
+	}
+	return ""
+}
+
+func (x *HSMInfo) GetIdentity() string {
+	if x != nil {
+		return x.Identity
+	}
+	return ""
+}
+
+func (x *HSMInfo) GetDomain() string {
+	if x != nil {
+		return x.Domain
+	}
+	return ""
+}
+
+func (x *HSMInfo) GetRaft() *RaftInfo {
+	if x != nil {
+		return x.Raft
+	}
+	return nil
+}
+
+// DomainInfo is the answer of domain-info: an HSM's id, its identity key
+// (PKIX DER), the domain key's public id and the members' identity keys
+// (protocol.DomainInfo).
+type DomainInfo struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Identity      []byte                 `protobuf:"bytes,2,opt,name=identity,proto3" json:"identity,omitempty"`
+	Domain        string                 `protobuf:"bytes,3,opt,name=domain,proto3" json:"domain,omitempty"`
+	Members       map[string][]byte      `protobuf:"bytes,4,rep,name=members,proto3" json:"members,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DomainInfo) Reset() {
+	*x = DomainInfo{}
+	mi := &file_hsmsh_proto_msgTypes[49]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DomainInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DomainInfo) ProtoMessage() {}
+
+func (x *DomainInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmsh_proto_msgTypes[49]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DomainInfo.ProtoReflect.Descriptor instead.
+func (*DomainInfo) Descriptor() ([]byte, []int) {
+	return file_hsmsh_proto_rawDescGZIP(), []int{49}
+}
+
+func (x *DomainInfo) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *DomainInfo) GetIdentity() []byte {
+	if x != nil {
+		return x.Identity
+	}
+	return nil
+}
+
+func (x *DomainInfo) GetDomain() string {
+	if x != nil {
+		return x.Domain
+	}
+	return ""
+}
+
+func (x *DomainInfo) GetMembers() map[string][]byte {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
+// HandshakeHello is the client's hello, step 1 of the session handshake
+// (authsession.Hello).
+type HandshakeHello struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Client        string                 `protobuf:"bytes,1,opt,name=client,proto3" json:"client,omitempty"`
+	Q1            []byte                 `protobuf:"bytes,2,opt,name=q1,proto3" json:"q1,omitempty"`
+	Sig           []byte                 `protobuf:"bytes,3,opt,name=sig,proto3" json:"sig,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HandshakeHello) Reset() {
+	*x = HandshakeHello{}
+	mi := &file_hsmsh_proto_msgTypes[50]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HandshakeHello) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HandshakeHello) ProtoMessage() {}
+
+func (x *HandshakeHello) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmsh_proto_msgTypes[50]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HandshakeHello.ProtoReflect.Descriptor instead.
+func (*HandshakeHello) Descriptor() ([]byte, []int) {
+	return file_hsmsh_proto_rawDescGZIP(), []int{50}
+}
+
+func (x *HandshakeHello) GetClient() string {
+	if x != nil {
+		return x.Client
+	}
+	return ""
+}
+
+func (x *HandshakeHello) GetQ1() []byte {
+	if x != nil {
+		return x.Q1
+	}
+	return nil
+}
+
+func (x *HandshakeHello) GetSig() []byte {
+	if x != nil {
+		return x.Sig
+	}
+	return nil
+}
+
+// HandshakeArgs is the argument of handshake: the hello, the client's
+// identity key (PKIX DER), the user and the session lifetime asked for.
+// Its answer is a HandshakeReply.
+type HandshakeArgs struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Hello         *HandshakeHello        `protobuf:"bytes,1,opt,name=hello,proto3" json:"hello,omitempty"`
+	ClientKey     []byte                 `protobuf:"bytes,2,opt,name=client_key,json=clientKey,proto3" json:"client_key,omitempty"`
+	User          string                 `protobuf:"bytes,3,opt,name=user,proto3" json:"user,omitempty"`
+	LifetimeNs    int64                  `protobuf:"varint,4,opt,name=lifetime_ns,json=lifetimeNs,proto3" json:"lifetime_ns,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HandshakeArgs) Reset() {
+	*x = HandshakeArgs{}
+	mi := &file_hsmsh_proto_msgTypes[51]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HandshakeArgs) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HandshakeArgs) ProtoMessage() {}
+
+func (x *HandshakeArgs) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmsh_proto_msgTypes[51]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HandshakeArgs.ProtoReflect.Descriptor instead.
+func (*HandshakeArgs) Descriptor() ([]byte, []int) {
+	return file_hsmsh_proto_rawDescGZIP(), []int{51}
+}
+
+func (x *HandshakeArgs) GetHello() *HandshakeHello {
+	if x != nil {
+		return x.Hello
+	}
+	return nil
+}
+
+func (x *HandshakeArgs) GetClientKey() []byte {
+	if x != nil {
+		return x.ClientKey
+	}
+	return nil
+}
+
+func (x *HandshakeArgs) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *HandshakeArgs) GetLifetimeNs() int64 {
+	if x != nil {
+		return x.LifetimeNs
+	}
+	return 0
+}
+
+// HandshakeReply is the answer of handshake, step 2 (authsession.Reply):
+// the HSM's ECDH share, the session key sealed to the client, the
+// session's token, and the HSM's signature over them.
+type HandshakeReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Hsm           string                 `protobuf:"bytes,1,opt,name=hsm,proto3" json:"hsm,omitempty"`
+	Q2            []byte                 `protobuf:"bytes,2,opt,name=q2,proto3" json:"q2,omitempty"`
+	Esk           []byte                 `protobuf:"bytes,3,opt,name=esk,proto3" json:"esk,omitempty"`
+	Ekt           []byte                 `protobuf:"bytes,4,opt,name=ekt,proto3" json:"ekt,omitempty"`
+	Sig           []byte                 `protobuf:"bytes,5,opt,name=sig,proto3" json:"sig,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HandshakeReply) Reset() {
+	*x = HandshakeReply{}
+	mi := &file_hsmsh_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HandshakeReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HandshakeReply) ProtoMessage() {}
+
+func (x *HandshakeReply) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmsh_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HandshakeReply.ProtoReflect.Descriptor instead.
+func (*HandshakeReply) Descriptor() ([]byte, []int) {
+	return file_hsmsh_proto_rawDescGZIP(), []int{52}
+}
+
+func (x *HandshakeReply) GetHsm() string {
+	if x != nil {
+		return x.Hsm
+	}
+	return ""
+}
+
+func (x *HandshakeReply) GetQ2() []byte {
+	if x != nil {
+		return x.Q2
+	}
+	return nil
+}
+
+func (x *HandshakeReply) GetEsk() []byte {
+	if x != nil {
+		return x.Esk
+	}
+	return nil
+}
+
+func (x *HandshakeReply) GetEkt() []byte {
+	if x != nil {
+		return x.Ekt
+	}
+	return nil
+}
+
+func (x *HandshakeReply) GetSig() []byte {
+	if x != nil {
+		return x.Sig
+	}
+	return nil
+}
+
+// AuthArgs is the argument of authenticate: the login sealed under the
+// new session key. Its answer is an Envelope (the sealed verdict).
+type AuthArgs struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Ekt           []byte                 `protobuf:"bytes,1,opt,name=ekt,proto3" json:"ekt,omitempty"`
+	Envelope      *Envelope              `protobuf:"bytes,2,opt,name=envelope,proto3" json:"envelope,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuthArgs) Reset() {
+	*x = AuthArgs{}
+	mi := &file_hsmsh_proto_msgTypes[53]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuthArgs) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuthArgs) ProtoMessage() {}
+
+func (x *AuthArgs) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmsh_proto_msgTypes[53]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuthArgs.ProtoReflect.Descriptor instead.
+func (*AuthArgs) Descriptor() ([]byte, []int) {
+	return file_hsmsh_proto_rawDescGZIP(), []int{53}
+}
+
+func (x *AuthArgs) GetEkt() []byte {
+	if x != nil {
+		return x.Ekt
+	}
+	return nil
+}
+
+func (x *AuthArgs) GetEnvelope() *Envelope {
+	if x != nil {
+		return x.Envelope
+	}
+	return nil
+}
+
+// ActivateArgs is the argument of activate: the built-in admin's first
+// password. It has no answer.
+type ActivateArgs struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Password      string                 `protobuf:"bytes,1,opt,name=password,proto3" json:"password,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ActivateArgs) Reset() {
+	*x = ActivateArgs{}
+	mi := &file_hsmsh_proto_msgTypes[54]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ActivateArgs) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ActivateArgs) ProtoMessage() {}
+
+func (x *ActivateArgs) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmsh_proto_msgTypes[54]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ActivateArgs.ProtoReflect.Descriptor instead.
+func (*ActivateArgs) Descriptor() ([]byte, []int) {
+	return file_hsmsh_proto_rawDescGZIP(), []int{54}
+}
+
+func (x *ActivateArgs) GetPassword() string {
+	if x != nil {
+		return x.Password
+	}
+	return ""
+}
+
+// SyncStats is what one server-side sync pass did: the answer of
+// sync-now, and SyncStatus.last.
+type SyncStats struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	KeysCopied    int64                  `protobuf:"varint,1,opt,name=keys_copied,json=keysCopied,proto3" json:"keys_copied,omitempty"`
+	KeysDeleted   int64                  `protobuf:"varint,2,opt,name=keys_deleted,json=keysDeleted,proto3" json:"keys_deleted,omitempty"`
+	UsersCopied   int64                  `protobuf:"varint,3,opt,name=users_copied,json=usersCopied,proto3" json:"users_copied,omitempty"`
+	Failures      int64                  `protobuf:"varint,4,opt,name=failures,proto3" json:"failures,omitempty"`
+	TookNs        int64                  `protobuf:"varint,5,opt,name=took_ns,json=tookNs,proto3" json:"took_ns,omitempty"`
+	TookMs        float64                `protobuf:"fixed64,6,opt,name=took_ms,json=tookMs,proto3" json:"took_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SyncStats) Reset() {
+	*x = SyncStats{}
+	mi := &file_hsmsh_proto_msgTypes[55]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SyncStats) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SyncStats) ProtoMessage() {}
+
+func (x *SyncStats) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmsh_proto_msgTypes[55]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SyncStats.ProtoReflect.Descriptor instead.
+func (*SyncStats) Descriptor() ([]byte, []int) {
+	return file_hsmsh_proto_rawDescGZIP(), []int{55}
+}
+
+func (x *SyncStats) GetKeysCopied() int64 {
+	if x != nil {
+		return x.KeysCopied
+	}
+	return 0
+}
+
+func (x *SyncStats) GetKeysDeleted() int64 {
+	if x != nil {
+		return x.KeysDeleted
+	}
+	return 0
+}
+
+func (x *SyncStats) GetUsersCopied() int64 {
+	if x != nil {
+		return x.UsersCopied
+	}
+	return 0
+}
+
+func (x *SyncStats) GetFailures() int64 {
+	if x != nil {
+		return x.Failures
+	}
+	return 0
+}
+
+func (x *SyncStats) GetTookNs() int64 {
+	if x != nil {
+		return x.TookNs
+	}
+	return 0
+}
+
+func (x *SyncStats) GetTookMs() float64 {
+	if x != nil {
+		return x.TookMs
+	}
+	return 0
+}
+
+// SyncStatus is the state of server-side sync: the answer of sync-pause,
+// sync-resume and sync-status. next is absent while paused.
+type SyncStatus struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Paused        bool                   `protobuf:"varint,1,opt,name=paused,proto3" json:"paused,omitempty"`
+	IntervalNs    int64                  `protobuf:"varint,2,opt,name=interval_ns,json=intervalNs,proto3" json:"interval_ns,omitempty"`
+	Next          *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=next,proto3" json:"next,omitempty"`
+	Last          *SyncStats             `protobuf:"bytes,4,opt,name=last,proto3" json:"last,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SyncStatus) Reset() {
+	*x = SyncStatus{}
+	mi := &file_hsmsh_proto_msgTypes[56]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SyncStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SyncStatus) ProtoMessage() {}
+
+func (x *SyncStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmsh_proto_msgTypes[56]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SyncStatus.ProtoReflect.Descriptor instead.
+func (*SyncStatus) Descriptor() ([]byte, []int) {
+	return file_hsmsh_proto_rawDescGZIP(), []int{56}
+}
+
+func (x *SyncStatus) GetPaused() bool {
+	if x != nil {
+		return x.Paused
+	}
+	return false
+}
+
+func (x *SyncStatus) GetIntervalNs() int64 {
+	if x != nil {
+		return x.IntervalNs
+	}
+	return 0
+}
+
+func (x *SyncStatus) GetNext() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Next
+	}
+	return nil
+}
+
+func (x *SyncStatus) GetLast() *SyncStats {
+	if x != nil {
+		return x.Last
+	}
+	return nil
 }
 
 var File_hsmsh_proto protoreflect.FileDescriptor
 
 const file_hsmsh_proto_rawDesc = "" +
 	"\n" +
-	"\vhsmsh.proto\x12\bhsmsh.v1\"5\n" +
+	"\vhsmsh.proto\x12\bhsmsh.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"5\n" +
 	"\aRequest\x12\x16\n" +
 	"\x06method\x18\x01 \x01(\tR\x06method\x12\x12\n" +
 	"\x04args\x18\x02 \x01(\fR\x04args\"5\n" +
@@ -879,24 +4783,63 @@ const file_hsmsh_proto_rawDesc = "" +
 	"\bEnvelope\x12\x10\n" +
 	"\x03ekt\x18\x01 \x01(\fR\x03ekt\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x12\n" +
-	"\x04body\x18\x03 \x01(\fR\x04body\"\xd5\x01\n" +
+	"\x04body\x18\x03 \x01(\fR\x04body\"\xd4\a\n" +
 	"\vSessionCall\x12\x10\n" +
 	"\x03hsm\x18\x01 \x01(\tR\x03hsm\x12\x16\n" +
-	"\x06method\x18\x02 \x01(\tR\x06method\x12\x14\n" +
-	"\x04json\x18\x03 \x01(\fH\x00R\x04json\x12(\n" +
+	"\x06method\x18\x02 \x01(\tR\x06method\x12(\n" +
 	"\x04sign\x18\x04 \x01(\v2\x12.hsmsh.v1.SignArgsH\x00R\x04sign\x12.\n" +
 	"\x06verify\x18\x05 \x01(\v2\x14.hsmsh.v1.VerifyArgsH\x00R\x06verify\x12$\n" +
-	"\x03ref\x18\x06 \x01(\v2\x10.hsmsh.v1.KeyRefH\x00R\x03refB\x06\n" +
-	"\x04args\"\xa8\x01\n" +
-	"\rSessionResult\x12\x14\n" +
-	"\x04json\x18\x01 \x01(\fH\x00R\x04json\x12'\n" +
+	"\x03ref\x18\x06 \x01(\v2\x10.hsmsh.v1.KeyRefH\x00R\x03ref\x12&\n" +
+	"\x04text\x18\a \x01(\v2\x10.hsmsh.v1.StringH\x00R\x04text\x124\n" +
+	"\bsnapshot\x18\b \x01(\v2\x16.hsmsh.v1.SnapshotArgsH\x00R\bsnapshot\x124\n" +
+	"\bgenerate\x18\t \x01(\v2\x16.hsmsh.v1.GenerateArgsH\x00R\bgenerate\x125\n" +
+	"\n" +
+	"import_key\x18\n" +
+	" \x01(\v2\x14.hsmsh.v1.ImportArgsH\x00R\timportKey\x12D\n" +
+	"\x0eimport_wrapped\x18\v \x01(\v2\x1b.hsmsh.v1.ImportWrappedArgsH\x00R\rimportWrapped\x128\n" +
+	"\n" +
+	"key_change\x18\f \x01(\v2\x17.hsmsh.v1.KeyChangeArgsH\x00R\tkeyChange\x12(\n" +
+	"\x04user\x18\r \x01(\v2\x12.hsmsh.v1.UserArgsH\x00R\x04user\x12+\n" +
+	"\x05issue\x18\x0e \x01(\v2\x13.hsmsh.v1.IssueArgsH\x00R\x05issue\x12A\n" +
+	"\rdelete_tokens\x18\x0f \x01(\v2\x1a.hsmsh.v1.DeleteTokensArgsH\x00R\fdeleteTokens\x128\n" +
+	"\n" +
+	"set_quorum\x18\x10 \x01(\v2\x17.hsmsh.v1.SetQuorumArgsH\x00R\tsetQuorum\x124\n" +
+	"\bregister\x18\x11 \x01(\v2\x16.hsmsh.v1.RegisterArgsH\x00R\bregister\x12.\n" +
+	"\x06backup\x18\x12 \x01(\v2\x14.hsmsh.v1.BackupArgsH\x00R\x06backup\x12(\n" +
+	"\x04wrap\x18\x13 \x01(\v2\x12.hsmsh.v1.WrapArgsH\x00R\x04wrap\x12.\n" +
+	"\x06unwrap\x18\x14 \x01(\v2\x14.hsmsh.v1.UnwrapArgsH\x00R\x06unwrap\x12(\n" +
+	"\x04mtls\x18\x15 \x01(\v2\x12.hsmsh.v1.MTLSArgsH\x00R\x04mtlsB\x06\n" +
+	"\x04argsJ\x04\b\x03\x10\x04R\x04json\"\xca\x04\n" +
+	"\rSessionResult\x12'\n" +
 	"\x05bytes\x18\x04 \x01(\v2\x0f.hsmsh.v1.BytesH\x00R\x05bytes\x12$\n" +
-	"\x04bool\x18\x05 \x01(\v2\x0e.hsmsh.v1.BoolH\x00R\x04bool\x12\x12\n" +
+	"\x04bool\x18\x05 \x01(\v2\x0e.hsmsh.v1.BoolH\x00R\x04bool\x12%\n" +
+	"\x05count\x18\x06 \x01(\v2\r.hsmsh.v1.IntH\x00R\x05count\x12.\n" +
+	"\bkey_meta\x18\a \x01(\v2\x11.hsmsh.v1.KeyMetaH\x00R\akeyMeta\x125\n" +
+	"\bsnapshot\x18\b \x01(\v2\x17.hsmsh.v1.SnapshotReplyH\x00R\bsnapshot\x121\n" +
+	"\acreated\x18\t \x01(\v2\x15.hsmsh.v1.CreateReplyH\x00R\acreated\x120\n" +
+	"\awrapped\x18\n" +
+	" \x01(\v2\x14.hsmsh.v1.WrappedKeyH\x00R\awrapped\x12(\n" +
+	"\x04user\x18\v \x01(\v2\x12.hsmsh.v1.UserViewH\x00R\x04user\x127\n" +
+	"\vquorum_list\x18\f \x01(\v2\x14.hsmsh.v1.QuorumListH\x00R\n" +
+	"quorumList\x12)\n" +
+	"\x04mtls\x18\r \x01(\v2\x13.hsmsh.v1.MTLSStateH\x00R\x04mtls\x12)\n" +
+	"\x04wrap\x18\x0e \x01(\v2\x13.hsmsh.v1.WrapReplyH\x00R\x04wrap\x12\x12\n" +
 	"\x04code\x18\x02 \x01(\tR\x04code\x12\x14\n" +
 	"\x05error\x18\x03 \x01(\tR\x05errorB\b\n" +
-	"\x06result\"\x1a\n" +
+	"\x06resultJ\x04\b\x01\x10\x02R\x04json\"\x1a\n" +
 	"\x06KeyRef\x12\x10\n" +
-	"\x03ref\x18\x01 \x01(\x04R\x03ref\"\x9e\x01\n" +
+	"\x03ref\x18\x01 \x01(\x04R\x03ref\"\x1d\n" +
+	"\x05Bytes\x12\x14\n" +
+	"\x05value\x18\x01 \x01(\fR\x05value\"\x1c\n" +
+	"\x04Bool\x12\x14\n" +
+	"\x05value\x18\x01 \x01(\bR\x05value\"\x1e\n" +
+	"\x06String\x12\x14\n" +
+	"\x05value\x18\x01 \x01(\tR\x05value\"\x1b\n" +
+	"\x03Int\x12\x14\n" +
+	"\x05value\x18\x01 \x01(\x03R\x05value\":\n" +
+	"\bApproval\x12\x14\n" +
+	"\x05token\x18\x01 \x01(\fR\x05token\x12\x18\n" +
+	"\acommand\x18\x02 \x01(\tR\acommand\"\x9e\x01\n" +
 	"\vSignRequest\x12\x10\n" +
 	"\x03ref\x18\x01 \x01(\x04R\x03ref\x12\x1c\n" +
 	"\tmechanism\x18\x02 \x01(\tR\tmechanism\x12\x12\n" +
@@ -904,21 +4847,359 @@ const file_hsmsh_proto_rawDesc = "" +
 	"\x04data\x18\x04 \x01(\fR\x04data\x12\x16\n" +
 	"\x06digest\x18\x05 \x01(\bR\x06digest\x12\x1f\n" +
 	"\vsalt_length\x18\x06 \x01(\x03R\n" +
-	"saltLength\":\n" +
-	"\bApproval\x12\x14\n" +
-	"\x05token\x18\x01 \x01(\fR\x05token\x12\x18\n" +
-	"\acommand\x18\x02 \x01(\tR\acommand\"c\n" +
+	"saltLength\"c\n" +
 	"\bSignArgs\x12'\n" +
 	"\x03req\x18\x01 \x01(\v2\x15.hsmsh.v1.SignRequestR\x03req\x12.\n" +
 	"\bapproval\x18\x02 \x01(\v2\x12.hsmsh.v1.ApprovalR\bapproval\"G\n" +
 	"\n" +
 	"VerifyArgs\x12'\n" +
 	"\x03req\x18\x01 \x01(\v2\x15.hsmsh.v1.SignRequestR\x03req\x12\x10\n" +
-	"\x03sig\x18\x02 \x01(\fR\x03sig\"\x1d\n" +
-	"\x05Bytes\x12\x14\n" +
-	"\x05value\x18\x01 \x01(\fR\x05value\"\x1c\n" +
-	"\x04Bool\x12\x14\n" +
-	"\x05value\x18\x01 \x01(\bR\x05valueB,Z*github.com/hsmsh/hsmsh/hsmcore/protocol/pbb\x06proto3"
+	"\x03sig\x18\x02 \x01(\fR\x03sig\"\x81\a\n" +
+	"\n" +
+	"Attributes\x12\x19\n" +
+	"\bkey_type\x18\x01 \x01(\tR\akeyType\x12\x14\n" +
+	"\x05label\x18\x02 \x01(\tR\x05label\x12\x0e\n" +
+	"\x02id\x18\x03 \x01(\tR\x02id\x12\x1f\n" +
+	"\vcheck_value\x18\x04 \x01(\tR\n" +
+	"checkValue\x12\x14\n" +
+	"\x05class\x18\x05 \x01(\tR\x05class\x12\x18\n" +
+	"\aencrypt\x18\x06 \x01(\bR\aencrypt\x12\x18\n" +
+	"\adecrypt\x18\a \x01(\bR\adecrypt\x12\x14\n" +
+	"\x05token\x18\b \x01(\bR\x05token\x12)\n" +
+	"\x10always_sensitive\x18\t \x01(\bR\x0falwaysSensitive\x12\x16\n" +
+	"\x06derive\x18\n" +
+	" \x01(\bR\x06derive\x12 \n" +
+	"\vdestroyable\x18\v \x01(\bR\vdestroyable\x12 \n" +
+	"\vextractable\x18\f \x01(\bR\vextractable\x12\x14\n" +
+	"\x05local\x18\r \x01(\bR\x05local\x12\x1e\n" +
+	"\n" +
+	"modifiable\x18\x0e \x01(\bR\n" +
+	"modifiable\x12+\n" +
+	"\x11never_extractable\x18\x0f \x01(\bR\x10neverExtractable\x12\x18\n" +
+	"\aprivate\x18\x10 \x01(\bR\aprivate\x12'\n" +
+	"\x0fmldsa_algorithm\x18\x11 \x01(\tR\x0emldsaAlgorithm\x12\x1c\n" +
+	"\tsensitive\x18\x12 \x01(\bR\tsensitive\x12\x12\n" +
+	"\x04sign\x18\x13 \x01(\bR\x04sign\x12\x18\n" +
+	"\atrusted\x18\x14 \x01(\bR\atrusted\x12\x16\n" +
+	"\x06unwrap\x18\x15 \x01(\bR\x06unwrap\x12\x16\n" +
+	"\x06verify\x18\x16 \x01(\bR\x06verify\x12\x12\n" +
+	"\x04wrap\x18\x17 \x01(\bR\x04wrap\x12*\n" +
+	"\x11wrap_with_trusted\x18\x18 \x01(\bR\x0fwrapWithTrusted\x12(\n" +
+	"\x10key_length_bytes\x18\x19 \x01(\x03R\x0ekeyLengthBytes\x12\x19\n" +
+	"\bec_point\x18\x1a \x01(\tR\aecPoint\x12\x14\n" +
+	"\x05curve\x18\x1b \x01(\tR\x05curve\x12'\n" +
+	"\x0fpublic_exponent\x18\x1c \x01(\tR\x0epublicExponent\x12\x18\n" +
+	"\amodulus\x18\x1d \x01(\tR\amodulus\x12*\n" +
+	"\x11modulus_size_bits\x18\x1e \x01(\x03R\x0fmodulusSizeBits\"\x93\x02\n" +
+	"\aKeyMeta\x12\x10\n" +
+	"\x03ref\x18\x01 \x01(\x04R\x03ref\x124\n" +
+	"\n" +
+	"attributes\x18\x02 \x01(\v2\x14.hsmsh.v1.AttributesR\n" +
+	"attributes\x12\x14\n" +
+	"\x05owner\x18\x03 \x01(\tR\x05owner\x12\x16\n" +
+	"\x06shared\x18\x04 \x03(\tR\x06shared\x12\x1d\n" +
+	"\n" +
+	"use_quorum\x18\x05 \x01(\x03R\tuseQuorum\x12#\n" +
+	"\rmanage_quorum\x18\x06 \x01(\x03R\fmanageQuorum\x124\n" +
+	"\acreated\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\acreated\x12\x18\n" +
+	"\asession\x18\b \x01(\tR\asession\"\x94\x01\n" +
+	"\x06Filter\x12\x15\n" +
+	"\x03ref\x18\x01 \x01(\x04H\x00R\x03ref\x88\x01\x01\x121\n" +
+	"\x05attrs\x18\x02 \x03(\v2\x1b.hsmsh.v1.Filter.AttrsEntryR\x05attrs\x1a8\n" +
+	"\n" +
+	"AttrsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\x06\n" +
+	"\x04_ref\"N\n" +
+	"\fSnapshotArgs\x12(\n" +
+	"\x06filter\x18\x01 \x01(\v2\x10.hsmsh.v1.FilterR\x06filter\x12\x14\n" +
+	"\x05after\x18\x02 \x01(\x04R\x05after\"J\n" +
+	"\rSnapshotReply\x12%\n" +
+	"\x04keys\x18\x01 \x03(\v2\x11.hsmsh.v1.KeyMetaR\x04keys\x12\x12\n" +
+	"\x04more\x18\x02 \x01(\bR\x04more\"\xf0\x06\n" +
+	"\aKeySpec\x12\x12\n" +
+	"\x04type\x18\x01 \x01(\tR\x04type\x12\x14\n" +
+	"\x05label\x18\x02 \x01(\tR\x05label\x12!\n" +
+	"\fpublic_label\x18\x03 \x01(\tR\vpublicLabel\x12#\n" +
+	"\rprivate_label\x18\x04 \x01(\tR\fprivateLabel\x12!\n" +
+	"\flength_bytes\x18\x05 \x01(\x03R\vlengthBytes\x12\x14\n" +
+	"\x05curve\x18\x06 \x01(\tR\x05curve\x12!\n" +
+	"\fmodulus_bits\x18\a \x01(\x03R\vmodulusBits\x12\x1a\n" +
+	"\bexponent\x18\b \x01(\x03R\bexponent\x12!\n" +
+	"\fmldsa_params\x18\t \x01(\tR\vmldsaParams\x12\x18\n" +
+	"\asession\x18\n" +
+	" \x01(\bR\asession\x12A\n" +
+	"\n" +
+	"attributes\x18\v \x03(\v2!.hsmsh.v1.KeySpec.AttributesEntryR\n" +
+	"attributes\x12T\n" +
+	"\x11public_attributes\x18\f \x03(\v2'.hsmsh.v1.KeySpec.PublicAttributesEntryR\x10publicAttributes\x12W\n" +
+	"\x12private_attributes\x18\r \x03(\v2(.hsmsh.v1.KeySpec.PrivateAttributesEntryR\x11privateAttributes\x12\x1d\n" +
+	"\n" +
+	"share_with\x18\x0e \x03(\tR\tshareWith\x12\x1f\n" +
+	"\vmin_servers\x18\x0f \x01(\x03R\n" +
+	"minServers\x12\x1d\n" +
+	"\n" +
+	"use_quorum\x18\x10 \x01(\x03R\tuseQuorum\x12#\n" +
+	"\rmanage_quorum\x18\x11 \x01(\x03R\fmanageQuorum\x1a=\n" +
+	"\x0fAttributesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1aC\n" +
+	"\x15PublicAttributesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1aD\n" +
+	"\x16PrivateAttributesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"q\n" +
+	"\fGenerateArgs\x12%\n" +
+	"\x04spec\x18\x01 \x01(\v2\x11.hsmsh.v1.KeySpecR\x04spec\x12\x10\n" +
+	"\x03ref\x18\x02 \x01(\x04R\x03ref\x12\x12\n" +
+	"\x04wrap\x18\x03 \x01(\bR\x04wrap\x12\x14\n" +
+	"\x05stage\x18\x04 \x01(\bR\x05stage\"\x8a\x02\n" +
+	"\n" +
+	"ImportSpec\x12\x10\n" +
+	"\x03pem\x18\x01 \x01(\fR\x03pem\x12\x14\n" +
+	"\x05label\x18\x02 \x01(\tR\x05label\x12\x14\n" +
+	"\x05class\x18\x03 \x01(\tR\x05class\x12D\n" +
+	"\n" +
+	"attributes\x18\x04 \x03(\v2$.hsmsh.v1.ImportSpec.AttributesEntryR\n" +
+	"attributes\x12\x18\n" +
+	"\asession\x18\x05 \x01(\bR\asession\x12\x1f\n" +
+	"\vmin_servers\x18\x06 \x01(\x03R\n" +
+	"minServers\x1a=\n" +
+	"\x0fAttributesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\\\n" +
+	"\n" +
+	"ImportArgs\x12(\n" +
+	"\x04spec\x18\x01 \x01(\v2\x14.hsmsh.v1.ImportSpecR\x04spec\x12\x10\n" +
+	"\x03ref\x18\x02 \x01(\x04R\x03ref\x12\x12\n" +
+	"\x04wrap\x18\x03 \x01(\bR\x04wrap\"^\n" +
+	"\n" +
+	"WrappedKey\x12\x16\n" +
+	"\x06domain\x18\x01 \x01(\tR\x06domain\x12\x10\n" +
+	"\x03ref\x18\x02 \x01(\x04R\x03ref\x12\x12\n" +
+	"\x04user\x18\x03 \x01(\tR\x04user\x12\x12\n" +
+	"\x04body\x18\x04 \x01(\fR\x04body\"|\n" +
+	"\vCreateReply\x12%\n" +
+	"\x04keys\x18\x01 \x03(\v2\x11.hsmsh.v1.KeyMetaR\x04keys\x12.\n" +
+	"\awrapped\x18\x02 \x03(\v2\x14.hsmsh.v1.WrappedKeyR\awrapped\x12\x16\n" +
+	"\x06staged\x18\x03 \x01(\bR\x06staged\"k\n" +
+	"\x11ImportWrappedArgs\x12&\n" +
+	"\x03key\x18\x01 \x01(\v2\x14.hsmsh.v1.WrappedKeyR\x03key\x12.\n" +
+	"\bapproval\x18\x02 \x01(\v2\x12.hsmsh.v1.ApprovalR\bapproval\"\x9f\x01\n" +
+	"\rKeyChangeArgs\x12\x10\n" +
+	"\x03ref\x18\x01 \x01(\x04R\x03ref\x12\x0e\n" +
+	"\x02op\x18\x02 \x01(\tR\x02op\x12\x12\n" +
+	"\x04user\x18\x03 \x01(\tR\x04user\x12\x12\n" +
+	"\x04name\x18\x04 \x01(\tR\x04name\x12\x14\n" +
+	"\x05value\x18\x05 \x01(\tR\x05value\x12.\n" +
+	"\bapproval\x18\x06 \x01(\v2\x12.hsmsh.v1.ApprovalR\bapproval\"\x9a\x01\n" +
+	"\n" +
+	"WrapParams\x12\x1c\n" +
+	"\tmechanism\x18\x01 \x01(\tR\tmechanism\x12&\n" +
+	"\x0ftag_length_bits\x18\x02 \x01(\x03R\rtagLengthBits\x12\x10\n" +
+	"\x03aad\x18\x03 \x01(\fR\x03aad\x12\x0e\n" +
+	"\x02iv\x18\x04 \x01(\fR\x02iv\x12\x12\n" +
+	"\x04hash\x18\x05 \x01(\tR\x04hash\x12\x10\n" +
+	"\x03mgf\x18\x06 \x01(\tR\x03mgf\"\xee\x01\n" +
+	"\bWrapArgs\x12,\n" +
+	"\x06params\x18\x01 \x01(\v2\x14.hsmsh.v1.WrapParamsR\x06params\x12\x18\n" +
+	"\apayload\x18\x02 \x01(\x04R\apayload\x12\x1a\n" +
+	"\bwrapping\x18\x03 \x01(\x04R\bwrapping\x12=\n" +
+	"\x10payload_approval\x18\x04 \x01(\v2\x12.hsmsh.v1.ApprovalR\x0fpayloadApproval\x12?\n" +
+	"\x11wrapping_approval\x18\x05 \x01(\v2\x12.hsmsh.v1.ApprovalR\x10wrappingApproval\"/\n" +
+	"\tWrapReply\x12\x0e\n" +
+	"\x02iv\x18\x01 \x01(\fR\x02iv\x12\x12\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\"\xfd\x03\n" +
+	"\n" +
+	"UnwrapSpec\x12,\n" +
+	"\x06params\x18\x01 \x01(\v2\x14.hsmsh.v1.WrapParamsR\x06params\x12\x1e\n" +
+	"\n" +
+	"unwrapping\x18\x02 \x01(\x04R\n" +
+	"unwrapping\x12\x12\n" +
+	"\x04data\x18\x03 \x01(\fR\x04data\x12$\n" +
+	"\x0ekey_type_class\x18\x04 \x01(\tR\fkeyTypeClass\x12\x14\n" +
+	"\x05label\x18\x05 \x01(\tR\x05label\x12D\n" +
+	"\n" +
+	"attributes\x18\x06 \x03(\v2$.hsmsh.v1.UnwrapSpec.AttributesEntryR\n" +
+	"attributes\x12\x18\n" +
+	"\asession\x18\a \x01(\bR\asession\x12\x1d\n" +
+	"\n" +
+	"share_with\x18\b \x03(\tR\tshareWith\x12\x1d\n" +
+	"\n" +
+	"use_quorum\x18\t \x01(\x03R\tuseQuorum\x12#\n" +
+	"\rmanage_quorum\x18\n" +
+	" \x01(\x03R\fmanageQuorum\x12\x1f\n" +
+	"\vmin_servers\x18\v \x01(\x03R\n" +
+	"minServers\x12.\n" +
+	"\bapproval\x18\f \x01(\v2\x12.hsmsh.v1.ApprovalR\bapproval\x1a=\n" +
+	"\x0fAttributesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\\\n" +
+	"\n" +
+	"UnwrapArgs\x12(\n" +
+	"\x04spec\x18\x01 \x01(\v2\x14.hsmsh.v1.UnwrapSpecR\x04spec\x12\x10\n" +
+	"\x03ref\x18\x02 \x01(\x04R\x03ref\x12\x12\n" +
+	"\x04wrap\x18\x03 \x01(\bR\x04wrap\"\x86\x01\n" +
+	"\bUserArgs\x12\x1a\n" +
+	"\busername\x18\x01 \x01(\tR\busername\x12\x12\n" +
+	"\x04role\x18\x02 \x01(\tR\x04role\x12\x1a\n" +
+	"\bpassword\x18\x03 \x01(\tR\bpassword\x12.\n" +
+	"\bapproval\x18\x04 \x01(\v2\x12.hsmsh.v1.ApprovalR\bapproval\"\x9d\x01\n" +
+	"\bUserView\x12\x1a\n" +
+	"\busername\x18\x01 \x01(\tR\busername\x12\x12\n" +
+	"\x04role\x18\x02 \x01(\tR\x04role\x12\x16\n" +
+	"\x06locked\x18\x03 \x01(\bR\x06locked\x12\x1d\n" +
+	"\n" +
+	"quorum_key\x18\x04 \x01(\bR\tquorumKey\x12\x10\n" +
+	"\x03mfa\x18\x05 \x01(\bR\x03mfa\x12\x18\n" +
+	"\aupdated\x18\x06 \x01(\x03R\aupdated\"4\n" +
+	"\bUserList\x12(\n" +
+	"\x05users\x18\x01 \x03(\v2\x12.hsmsh.v1.UserViewR\x05users\"A\n" +
+	"\fRegisterArgs\x12\x1d\n" +
+	"\n" +
+	"public_key\x18\x01 \x01(\fR\tpublicKey\x12\x12\n" +
+	"\x04file\x18\x02 \x01(\fR\x04file\"\xe3\x01\n" +
+	"\x0eQuorumSettings\x12<\n" +
+	"\x06values\x18\x01 \x03(\v2$.hsmsh.v1.QuorumSettings.ValuesEntryR\x06values\x12\x1f\n" +
+	"\vgenerated_s\x18\x02 \x01(\x03R\n" +
+	"generatedS\x12\x1d\n" +
+	"\n" +
+	"approved_s\x18\x03 \x01(\x03R\tapprovedS\x12\x18\n" +
+	"\aupdated\x18\x04 \x01(\x03R\aupdated\x1a9\n" +
+	"\vValuesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"\xfa\x01\n" +
+	"\x05Token\x12\x14\n" +
+	"\x05nonce\x18\x01 \x01(\tR\x05nonce\x12#\n" +
+	"\rapproval_data\x18\x02 \x01(\fR\fapprovalData\x12\x18\n" +
+	"\aservice\x18\x03 \x01(\tR\aservice\x12\x1c\n" +
+	"\trequester\x18\x04 \x01(\tR\trequester\x124\n" +
+	"\aexpires\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\aexpires\x12.\n" +
+	"\x04used\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x04used\x12\x18\n" +
+	"\asigners\x18\a \x03(\tR\asigners\"k\n" +
+	"\n" +
+	"QuorumList\x124\n" +
+	"\bsettings\x18\x01 \x01(\v2\x18.hsmsh.v1.QuorumSettingsR\bsettings\x12'\n" +
+	"\x06tokens\x18\x02 \x03(\v2\x0f.hsmsh.v1.TokenR\x06tokens\"\x83\x01\n" +
+	"\tIssueArgs\x12\x18\n" +
+	"\aservice\x18\x01 \x01(\tR\aservice\x12\x1c\n" +
+	"\akey_ref\x18\x02 \x01(\x04H\x00R\x06keyRef\x88\x01\x01\x12\x18\n" +
+	"\acommand\x18\x03 \x01(\tR\acommand\x12\x18\n" +
+	"\acluster\x18\x04 \x01(\tR\aclusterB\n" +
+	"\n" +
+	"\b_key_ref\"$\n" +
+	"\x10DeleteTokensArgs\x12\x10\n" +
+	"\x03all\x18\x01 \x01(\bR\x03all\"\xb3\x01\n" +
+	"\rSetQuorumArgs\x12\x18\n" +
+	"\aservice\x18\x01 \x01(\tR\aservice\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x03R\x05value\x12!\n" +
+	"\fgenerated_ns\x18\x03 \x01(\x03R\vgeneratedNs\x12\x1f\n" +
+	"\vapproved_ns\x18\x04 \x01(\x03R\n" +
+	"approvedNs\x12.\n" +
+	"\bapproval\x18\x05 \x01(\v2\x12.hsmsh.v1.ApprovalR\bapproval\"\xbe\x02\n" +
+	"\n" +
+	"BackupInfo\x12\x16\n" +
+	"\x06format\x18\x01 \x01(\tR\x06format\x12\x18\n" +
+	"\acluster\x18\x02 \x01(\tR\acluster\x12\x10\n" +
+	"\x03hsm\x18\x03 \x01(\tR\x03hsm\x12\x16\n" +
+	"\x06domain\x18\x04 \x01(\tR\x06domain\x124\n" +
+	"\acreated\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\acreated\x12\x12\n" +
+	"\x04keys\x18\x06 \x01(\x03R\x04keys\x12\x14\n" +
+	"\x05users\x18\a \x01(\x03R\x05users\x12\x12\n" +
+	"\x04salt\x18\b \x01(\fR\x04salt\x12\x19\n" +
+	"\bkdf_time\x18\t \x01(\rR\akdfTime\x12$\n" +
+	"\x0ekdf_memory_kib\x18\n" +
+	" \x01(\rR\fkdfMemoryKib\x12\x1f\n" +
+	"\vkdf_threads\x18\v \x01(\rR\n" +
+	"kdfThreads\"\x92\x01\n" +
+	"\n" +
+	"BackupArgs\x12\x18\n" +
+	"\acluster\x18\x01 \x01(\tR\acluster\x12(\n" +
+	"\x04info\x18\x02 \x01(\v2\x14.hsmsh.v1.BackupInfoR\x04info\x12\x10\n" +
+	"\x03key\x18\x03 \x01(\fR\x03key\x12.\n" +
+	"\bapproval\x18\x04 \x01(\v2\x12.hsmsh.v1.ApprovalR\bapproval\"1\n" +
+	"\vTrustAnchor\x12\x10\n" +
+	"\x03ref\x18\x01 \x01(\x03R\x03ref\x12\x10\n" +
+	"\x03der\x18\x02 \x01(\fR\x03der\"l\n" +
+	"\tMTLSState\x12/\n" +
+	"\aanchors\x18\x01 \x03(\v2\x15.hsmsh.v1.TrustAnchorR\aanchors\x12\x14\n" +
+	"\x05level\x18\x02 \x01(\tR\x05level\x12\x18\n" +
+	"\aupdated\x18\x03 \x01(\x03R\aupdated\"}\n" +
+	"\bMTLSArgs\x12\x19\n" +
+	"\bcert_pem\x18\x01 \x01(\fR\acertPem\x12\x10\n" +
+	"\x03ref\x18\x02 \x01(\x03R\x03ref\x12\x14\n" +
+	"\x05level\x18\x03 \x01(\tR\x05level\x12.\n" +
+	"\bapproval\x18\x04 \x01(\v2\x12.hsmsh.v1.ApprovalR\bapproval\"\xcd\x01\n" +
+	"\bRaftInfo\x12\x12\n" +
+	"\x04role\x18\x01 \x01(\tR\x04role\x12\x16\n" +
+	"\x06leader\x18\x02 \x01(\tR\x06leader\x12\x12\n" +
+	"\x04term\x18\x03 \x01(\x04R\x04term\x12!\n" +
+	"\fcommit_index\x18\x04 \x01(\x04R\vcommitIndex\x12#\n" +
+	"\rapplied_index\x18\x05 \x01(\x04R\fappliedIndex\x12!\n" +
+	"\flast_contact\x18\x06 \x01(\tR\vlastContact\x12\x16\n" +
+	"\x06voters\x18\a \x01(\x03R\x06voters\"\xb6\x02\n" +
+	"\aHSMInfo\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
+	"\x05state\x18\x02 \x01(\tR\x05state\x12\x18\n" +
+	"\aaddress\x18\x03 \x01(\tR\aaddress\x12+\n" +
+	"\x0ftoken_key_count\x18\x04 \x01(\x03H\x00R\rtokenKeyCount\x88\x01\x01\x12\x1d\n" +
+	"\n" +
+	"user_count\x18\x05 \x01(\x03R\tuserCount\x12\x1d\n" +
+	"\n" +
+	"latency_ms\x18\x06 \x01(\x01R\tlatencyMs\x12\x10\n" +
+	"\x03tls\x18\a \x01(\tR\x03tls\x12\x1a\n" +
+	"\bidentity\x18\b \x01(\tR\bidentity\x12\x16\n" +
+	"\x06domain\x18\t \x01(\tR\x06domain\x12&\n" +
+	"\x04raft\x18\n" +
+	" \x01(\v2\x12.hsmsh.v1.RaftInfoR\x04raftB\x12\n" +
+	"\x10_token_key_count\"\xc9\x01\n" +
+	"\n" +
+	"DomainInfo\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1a\n" +
+	"\bidentity\x18\x02 \x01(\fR\bidentity\x12\x16\n" +
+	"\x06domain\x18\x03 \x01(\tR\x06domain\x12;\n" +
+	"\amembers\x18\x04 \x03(\v2!.hsmsh.v1.DomainInfo.MembersEntryR\amembers\x1a:\n" +
+	"\fMembersEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\"J\n" +
+	"\x0eHandshakeHello\x12\x16\n" +
+	"\x06client\x18\x01 \x01(\tR\x06client\x12\x0e\n" +
+	"\x02q1\x18\x02 \x01(\fR\x02q1\x12\x10\n" +
+	"\x03sig\x18\x03 \x01(\fR\x03sig\"\x93\x01\n" +
+	"\rHandshakeArgs\x12.\n" +
+	"\x05hello\x18\x01 \x01(\v2\x18.hsmsh.v1.HandshakeHelloR\x05hello\x12\x1d\n" +
+	"\n" +
+	"client_key\x18\x02 \x01(\fR\tclientKey\x12\x12\n" +
+	"\x04user\x18\x03 \x01(\tR\x04user\x12\x1f\n" +
+	"\vlifetime_ns\x18\x04 \x01(\x03R\n" +
+	"lifetimeNs\"h\n" +
+	"\x0eHandshakeReply\x12\x10\n" +
+	"\x03hsm\x18\x01 \x01(\tR\x03hsm\x12\x0e\n" +
+	"\x02q2\x18\x02 \x01(\fR\x02q2\x12\x10\n" +
+	"\x03esk\x18\x03 \x01(\fR\x03esk\x12\x10\n" +
+	"\x03ekt\x18\x04 \x01(\fR\x03ekt\x12\x10\n" +
+	"\x03sig\x18\x05 \x01(\fR\x03sig\"L\n" +
+	"\bAuthArgs\x12\x10\n" +
+	"\x03ekt\x18\x01 \x01(\fR\x03ekt\x12.\n" +
+	"\benvelope\x18\x02 \x01(\v2\x12.hsmsh.v1.EnvelopeR\benvelope\"*\n" +
+	"\fActivateArgs\x12\x1a\n" +
+	"\bpassword\x18\x01 \x01(\tR\bpassword\"\xc0\x01\n" +
+	"\tSyncStats\x12\x1f\n" +
+	"\vkeys_copied\x18\x01 \x01(\x03R\n" +
+	"keysCopied\x12!\n" +
+	"\fkeys_deleted\x18\x02 \x01(\x03R\vkeysDeleted\x12!\n" +
+	"\fusers_copied\x18\x03 \x01(\x03R\vusersCopied\x12\x1a\n" +
+	"\bfailures\x18\x04 \x01(\x03R\bfailures\x12\x17\n" +
+	"\atook_ns\x18\x05 \x01(\x03R\x06tookNs\x12\x17\n" +
+	"\atook_ms\x18\x06 \x01(\x01R\x06tookMs\"\x9e\x01\n" +
+	"\n" +
+	"SyncStatus\x12\x16\n" +
+	"\x06paused\x18\x01 \x01(\bR\x06paused\x12\x1f\n" +
+	"\vinterval_ns\x18\x02 \x01(\x03R\n" +
+	"intervalNs\x12.\n" +
+	"\x04next\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x04next\x12'\n" +
+	"\x04last\x18\x04 \x01(\v2\x13.hsmsh.v1.SyncStatsR\x04lastB,Z*github.com/hsmsh/hsmsh/hsmcore/protocol/pbb\x06proto3"
 
 var (
 	file_hsmsh_proto_rawDescOnce sync.Once
@@ -932,35 +5213,155 @@ func file_hsmsh_proto_rawDescGZIP() []byte {
 	return file_hsmsh_proto_rawDescData
 }
 
-var file_hsmsh_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_hsmsh_proto_msgTypes = make([]protoimpl.MessageInfo, 65)
 var file_hsmsh_proto_goTypes = []any{
-	(*Request)(nil),       // 0: hsmsh.v1.Request
-	(*Error)(nil),         // 1: hsmsh.v1.Error
-	(*Envelope)(nil),      // 2: hsmsh.v1.Envelope
-	(*SessionCall)(nil),   // 3: hsmsh.v1.SessionCall
-	(*SessionResult)(nil), // 4: hsmsh.v1.SessionResult
-	(*KeyRef)(nil),        // 5: hsmsh.v1.KeyRef
-	(*SignRequest)(nil),   // 6: hsmsh.v1.SignRequest
-	(*Approval)(nil),      // 7: hsmsh.v1.Approval
-	(*SignArgs)(nil),      // 8: hsmsh.v1.SignArgs
-	(*VerifyArgs)(nil),    // 9: hsmsh.v1.VerifyArgs
-	(*Bytes)(nil),         // 10: hsmsh.v1.Bytes
-	(*Bool)(nil),          // 11: hsmsh.v1.Bool
+	(*Request)(nil),               // 0: hsmsh.v1.Request
+	(*Error)(nil),                 // 1: hsmsh.v1.Error
+	(*Envelope)(nil),              // 2: hsmsh.v1.Envelope
+	(*SessionCall)(nil),           // 3: hsmsh.v1.SessionCall
+	(*SessionResult)(nil),         // 4: hsmsh.v1.SessionResult
+	(*KeyRef)(nil),                // 5: hsmsh.v1.KeyRef
+	(*Bytes)(nil),                 // 6: hsmsh.v1.Bytes
+	(*Bool)(nil),                  // 7: hsmsh.v1.Bool
+	(*String)(nil),                // 8: hsmsh.v1.String
+	(*Int)(nil),                   // 9: hsmsh.v1.Int
+	(*Approval)(nil),              // 10: hsmsh.v1.Approval
+	(*SignRequest)(nil),           // 11: hsmsh.v1.SignRequest
+	(*SignArgs)(nil),              // 12: hsmsh.v1.SignArgs
+	(*VerifyArgs)(nil),            // 13: hsmsh.v1.VerifyArgs
+	(*Attributes)(nil),            // 14: hsmsh.v1.Attributes
+	(*KeyMeta)(nil),               // 15: hsmsh.v1.KeyMeta
+	(*Filter)(nil),                // 16: hsmsh.v1.Filter
+	(*SnapshotArgs)(nil),          // 17: hsmsh.v1.SnapshotArgs
+	(*SnapshotReply)(nil),         // 18: hsmsh.v1.SnapshotReply
+	(*KeySpec)(nil),               // 19: hsmsh.v1.KeySpec
+	(*GenerateArgs)(nil),          // 20: hsmsh.v1.GenerateArgs
+	(*ImportSpec)(nil),            // 21: hsmsh.v1.ImportSpec
+	(*ImportArgs)(nil),            // 22: hsmsh.v1.ImportArgs
+	(*WrappedKey)(nil),            // 23: hsmsh.v1.WrappedKey
+	(*CreateReply)(nil),           // 24: hsmsh.v1.CreateReply
+	(*ImportWrappedArgs)(nil),     // 25: hsmsh.v1.ImportWrappedArgs
+	(*KeyChangeArgs)(nil),         // 26: hsmsh.v1.KeyChangeArgs
+	(*WrapParams)(nil),            // 27: hsmsh.v1.WrapParams
+	(*WrapArgs)(nil),              // 28: hsmsh.v1.WrapArgs
+	(*WrapReply)(nil),             // 29: hsmsh.v1.WrapReply
+	(*UnwrapSpec)(nil),            // 30: hsmsh.v1.UnwrapSpec
+	(*UnwrapArgs)(nil),            // 31: hsmsh.v1.UnwrapArgs
+	(*UserArgs)(nil),              // 32: hsmsh.v1.UserArgs
+	(*UserView)(nil),              // 33: hsmsh.v1.UserView
+	(*UserList)(nil),              // 34: hsmsh.v1.UserList
+	(*RegisterArgs)(nil),          // 35: hsmsh.v1.RegisterArgs
+	(*QuorumSettings)(nil),        // 36: hsmsh.v1.QuorumSettings
+	(*Token)(nil),                 // 37: hsmsh.v1.Token
+	(*QuorumList)(nil),            // 38: hsmsh.v1.QuorumList
+	(*IssueArgs)(nil),             // 39: hsmsh.v1.IssueArgs
+	(*DeleteTokensArgs)(nil),      // 40: hsmsh.v1.DeleteTokensArgs
+	(*SetQuorumArgs)(nil),         // 41: hsmsh.v1.SetQuorumArgs
+	(*BackupInfo)(nil),            // 42: hsmsh.v1.BackupInfo
+	(*BackupArgs)(nil),            // 43: hsmsh.v1.BackupArgs
+	(*TrustAnchor)(nil),           // 44: hsmsh.v1.TrustAnchor
+	(*MTLSState)(nil),             // 45: hsmsh.v1.MTLSState
+	(*MTLSArgs)(nil),              // 46: hsmsh.v1.MTLSArgs
+	(*RaftInfo)(nil),              // 47: hsmsh.v1.RaftInfo
+	(*HSMInfo)(nil),               // 48: hsmsh.v1.HSMInfo
+	(*DomainInfo)(nil),            // 49: hsmsh.v1.DomainInfo
+	(*HandshakeHello)(nil),        // 50: hsmsh.v1.HandshakeHello
+	(*HandshakeArgs)(nil),         // 51: hsmsh.v1.HandshakeArgs
+	(*HandshakeReply)(nil),        // 52: hsmsh.v1.HandshakeReply
+	(*AuthArgs)(nil),              // 53: hsmsh.v1.AuthArgs
+	(*ActivateArgs)(nil),          // 54: hsmsh.v1.ActivateArgs
+	(*SyncStats)(nil),             // 55: hsmsh.v1.SyncStats
+	(*SyncStatus)(nil),            // 56: hsmsh.v1.SyncStatus
+	nil,                           // 57: hsmsh.v1.Filter.AttrsEntry
+	nil,                           // 58: hsmsh.v1.KeySpec.AttributesEntry
+	nil,                           // 59: hsmsh.v1.KeySpec.PublicAttributesEntry
+	nil,                           // 60: hsmsh.v1.KeySpec.PrivateAttributesEntry
+	nil,                           // 61: hsmsh.v1.ImportSpec.AttributesEntry
+	nil,                           // 62: hsmsh.v1.UnwrapSpec.AttributesEntry
+	nil,                           // 63: hsmsh.v1.QuorumSettings.ValuesEntry
+	nil,                           // 64: hsmsh.v1.DomainInfo.MembersEntry
+	(*timestamppb.Timestamp)(nil), // 65: google.protobuf.Timestamp
 }
 var file_hsmsh_proto_depIdxs = []int32{
-	8,  // 0: hsmsh.v1.SessionCall.sign:type_name -> hsmsh.v1.SignArgs
-	9,  // 1: hsmsh.v1.SessionCall.verify:type_name -> hsmsh.v1.VerifyArgs
+	12, // 0: hsmsh.v1.SessionCall.sign:type_name -> hsmsh.v1.SignArgs
+	13, // 1: hsmsh.v1.SessionCall.verify:type_name -> hsmsh.v1.VerifyArgs
 	5,  // 2: hsmsh.v1.SessionCall.ref:type_name -> hsmsh.v1.KeyRef
-	10, // 3: hsmsh.v1.SessionResult.bytes:type_name -> hsmsh.v1.Bytes
-	11, // 4: hsmsh.v1.SessionResult.bool:type_name -> hsmsh.v1.Bool
-	6,  // 5: hsmsh.v1.SignArgs.req:type_name -> hsmsh.v1.SignRequest
-	7,  // 6: hsmsh.v1.SignArgs.approval:type_name -> hsmsh.v1.Approval
-	6,  // 7: hsmsh.v1.VerifyArgs.req:type_name -> hsmsh.v1.SignRequest
-	8,  // [8:8] is the sub-list for method output_type
-	8,  // [8:8] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	8,  // 3: hsmsh.v1.SessionCall.text:type_name -> hsmsh.v1.String
+	17, // 4: hsmsh.v1.SessionCall.snapshot:type_name -> hsmsh.v1.SnapshotArgs
+	20, // 5: hsmsh.v1.SessionCall.generate:type_name -> hsmsh.v1.GenerateArgs
+	22, // 6: hsmsh.v1.SessionCall.import_key:type_name -> hsmsh.v1.ImportArgs
+	25, // 7: hsmsh.v1.SessionCall.import_wrapped:type_name -> hsmsh.v1.ImportWrappedArgs
+	26, // 8: hsmsh.v1.SessionCall.key_change:type_name -> hsmsh.v1.KeyChangeArgs
+	32, // 9: hsmsh.v1.SessionCall.user:type_name -> hsmsh.v1.UserArgs
+	39, // 10: hsmsh.v1.SessionCall.issue:type_name -> hsmsh.v1.IssueArgs
+	40, // 11: hsmsh.v1.SessionCall.delete_tokens:type_name -> hsmsh.v1.DeleteTokensArgs
+	41, // 12: hsmsh.v1.SessionCall.set_quorum:type_name -> hsmsh.v1.SetQuorumArgs
+	35, // 13: hsmsh.v1.SessionCall.register:type_name -> hsmsh.v1.RegisterArgs
+	43, // 14: hsmsh.v1.SessionCall.backup:type_name -> hsmsh.v1.BackupArgs
+	28, // 15: hsmsh.v1.SessionCall.wrap:type_name -> hsmsh.v1.WrapArgs
+	31, // 16: hsmsh.v1.SessionCall.unwrap:type_name -> hsmsh.v1.UnwrapArgs
+	46, // 17: hsmsh.v1.SessionCall.mtls:type_name -> hsmsh.v1.MTLSArgs
+	6,  // 18: hsmsh.v1.SessionResult.bytes:type_name -> hsmsh.v1.Bytes
+	7,  // 19: hsmsh.v1.SessionResult.bool:type_name -> hsmsh.v1.Bool
+	9,  // 20: hsmsh.v1.SessionResult.count:type_name -> hsmsh.v1.Int
+	15, // 21: hsmsh.v1.SessionResult.key_meta:type_name -> hsmsh.v1.KeyMeta
+	18, // 22: hsmsh.v1.SessionResult.snapshot:type_name -> hsmsh.v1.SnapshotReply
+	24, // 23: hsmsh.v1.SessionResult.created:type_name -> hsmsh.v1.CreateReply
+	23, // 24: hsmsh.v1.SessionResult.wrapped:type_name -> hsmsh.v1.WrappedKey
+	33, // 25: hsmsh.v1.SessionResult.user:type_name -> hsmsh.v1.UserView
+	38, // 26: hsmsh.v1.SessionResult.quorum_list:type_name -> hsmsh.v1.QuorumList
+	45, // 27: hsmsh.v1.SessionResult.mtls:type_name -> hsmsh.v1.MTLSState
+	29, // 28: hsmsh.v1.SessionResult.wrap:type_name -> hsmsh.v1.WrapReply
+	11, // 29: hsmsh.v1.SignArgs.req:type_name -> hsmsh.v1.SignRequest
+	10, // 30: hsmsh.v1.SignArgs.approval:type_name -> hsmsh.v1.Approval
+	11, // 31: hsmsh.v1.VerifyArgs.req:type_name -> hsmsh.v1.SignRequest
+	14, // 32: hsmsh.v1.KeyMeta.attributes:type_name -> hsmsh.v1.Attributes
+	65, // 33: hsmsh.v1.KeyMeta.created:type_name -> google.protobuf.Timestamp
+	57, // 34: hsmsh.v1.Filter.attrs:type_name -> hsmsh.v1.Filter.AttrsEntry
+	16, // 35: hsmsh.v1.SnapshotArgs.filter:type_name -> hsmsh.v1.Filter
+	15, // 36: hsmsh.v1.SnapshotReply.keys:type_name -> hsmsh.v1.KeyMeta
+	58, // 37: hsmsh.v1.KeySpec.attributes:type_name -> hsmsh.v1.KeySpec.AttributesEntry
+	59, // 38: hsmsh.v1.KeySpec.public_attributes:type_name -> hsmsh.v1.KeySpec.PublicAttributesEntry
+	60, // 39: hsmsh.v1.KeySpec.private_attributes:type_name -> hsmsh.v1.KeySpec.PrivateAttributesEntry
+	19, // 40: hsmsh.v1.GenerateArgs.spec:type_name -> hsmsh.v1.KeySpec
+	61, // 41: hsmsh.v1.ImportSpec.attributes:type_name -> hsmsh.v1.ImportSpec.AttributesEntry
+	21, // 42: hsmsh.v1.ImportArgs.spec:type_name -> hsmsh.v1.ImportSpec
+	15, // 43: hsmsh.v1.CreateReply.keys:type_name -> hsmsh.v1.KeyMeta
+	23, // 44: hsmsh.v1.CreateReply.wrapped:type_name -> hsmsh.v1.WrappedKey
+	23, // 45: hsmsh.v1.ImportWrappedArgs.key:type_name -> hsmsh.v1.WrappedKey
+	10, // 46: hsmsh.v1.ImportWrappedArgs.approval:type_name -> hsmsh.v1.Approval
+	10, // 47: hsmsh.v1.KeyChangeArgs.approval:type_name -> hsmsh.v1.Approval
+	27, // 48: hsmsh.v1.WrapArgs.params:type_name -> hsmsh.v1.WrapParams
+	10, // 49: hsmsh.v1.WrapArgs.payload_approval:type_name -> hsmsh.v1.Approval
+	10, // 50: hsmsh.v1.WrapArgs.wrapping_approval:type_name -> hsmsh.v1.Approval
+	27, // 51: hsmsh.v1.UnwrapSpec.params:type_name -> hsmsh.v1.WrapParams
+	62, // 52: hsmsh.v1.UnwrapSpec.attributes:type_name -> hsmsh.v1.UnwrapSpec.AttributesEntry
+	10, // 53: hsmsh.v1.UnwrapSpec.approval:type_name -> hsmsh.v1.Approval
+	30, // 54: hsmsh.v1.UnwrapArgs.spec:type_name -> hsmsh.v1.UnwrapSpec
+	10, // 55: hsmsh.v1.UserArgs.approval:type_name -> hsmsh.v1.Approval
+	33, // 56: hsmsh.v1.UserList.users:type_name -> hsmsh.v1.UserView
+	63, // 57: hsmsh.v1.QuorumSettings.values:type_name -> hsmsh.v1.QuorumSettings.ValuesEntry
+	65, // 58: hsmsh.v1.Token.expires:type_name -> google.protobuf.Timestamp
+	65, // 59: hsmsh.v1.Token.used:type_name -> google.protobuf.Timestamp
+	36, // 60: hsmsh.v1.QuorumList.settings:type_name -> hsmsh.v1.QuorumSettings
+	37, // 61: hsmsh.v1.QuorumList.tokens:type_name -> hsmsh.v1.Token
+	10, // 62: hsmsh.v1.SetQuorumArgs.approval:type_name -> hsmsh.v1.Approval
+	65, // 63: hsmsh.v1.BackupInfo.created:type_name -> google.protobuf.Timestamp
+	42, // 64: hsmsh.v1.BackupArgs.info:type_name -> hsmsh.v1.BackupInfo
+	10, // 65: hsmsh.v1.BackupArgs.approval:type_name -> hsmsh.v1.Approval
+	44, // 66: hsmsh.v1.MTLSState.anchors:type_name -> hsmsh.v1.TrustAnchor
+	10, // 67: hsmsh.v1.MTLSArgs.approval:type_name -> hsmsh.v1.Approval
+	47, // 68: hsmsh.v1.HSMInfo.raft:type_name -> hsmsh.v1.RaftInfo
+	64, // 69: hsmsh.v1.DomainInfo.members:type_name -> hsmsh.v1.DomainInfo.MembersEntry
+	50, // 70: hsmsh.v1.HandshakeArgs.hello:type_name -> hsmsh.v1.HandshakeHello
+	2,  // 71: hsmsh.v1.AuthArgs.envelope:type_name -> hsmsh.v1.Envelope
+	65, // 72: hsmsh.v1.SyncStatus.next:type_name -> google.protobuf.Timestamp
+	55, // 73: hsmsh.v1.SyncStatus.last:type_name -> hsmsh.v1.SyncStats
+	74, // [74:74] is the sub-list for method output_type
+	74, // [74:74] is the sub-list for method input_type
+	74, // [74:74] is the sub-list for extension type_name
+	74, // [74:74] is the sub-list for extension extendee
+	0,  // [0:74] is the sub-list for field type_name
 }
 
 func init() { file_hsmsh_proto_init() }
@@ -969,23 +5370,48 @@ func file_hsmsh_proto_init() {
 		return
 	}
 	file_hsmsh_proto_msgTypes[3].OneofWrappers = []any{
-		(*SessionCall_Json)(nil),
 		(*SessionCall_Sign)(nil),
 		(*SessionCall_Verify)(nil),
 		(*SessionCall_Ref)(nil),
+		(*SessionCall_Text)(nil),
+		(*SessionCall_Snapshot)(nil),
+		(*SessionCall_Generate)(nil),
+		(*SessionCall_ImportKey)(nil),
+		(*SessionCall_ImportWrapped)(nil),
+		(*SessionCall_KeyChange)(nil),
+		(*SessionCall_User)(nil),
+		(*SessionCall_Issue)(nil),
+		(*SessionCall_DeleteTokens)(nil),
+		(*SessionCall_SetQuorum)(nil),
+		(*SessionCall_Register)(nil),
+		(*SessionCall_Backup)(nil),
+		(*SessionCall_Wrap)(nil),
+		(*SessionCall_Unwrap)(nil),
+		(*SessionCall_Mtls)(nil),
 	}
 	file_hsmsh_proto_msgTypes[4].OneofWrappers = []any{
-		(*SessionResult_Json)(nil),
 		(*SessionResult_Bytes)(nil),
 		(*SessionResult_Bool)(nil),
+		(*SessionResult_Count)(nil),
+		(*SessionResult_KeyMeta)(nil),
+		(*SessionResult_Snapshot)(nil),
+		(*SessionResult_Created)(nil),
+		(*SessionResult_Wrapped)(nil),
+		(*SessionResult_User)(nil),
+		(*SessionResult_QuorumList)(nil),
+		(*SessionResult_Mtls)(nil),
+		(*SessionResult_Wrap)(nil),
 	}
+	file_hsmsh_proto_msgTypes[16].OneofWrappers = []any{}
+	file_hsmsh_proto_msgTypes[39].OneofWrappers = []any{}
+	file_hsmsh_proto_msgTypes[48].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hsmsh_proto_rawDesc), len(file_hsmsh_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   12,
+			NumMessages:   65,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
