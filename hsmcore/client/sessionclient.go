@@ -303,7 +303,6 @@ func (e *Embedded) sessionCall(s *clientSession, h node, method string, args, re
 		return fmt.Errorf("encode %s: %w", method, err)
 	}
 	body, err := protocol.EncodeSessionCall(call)
-	clear(call.Args) // it may hold key material, on its way to the HSM
 	if err != nil {
 		return fmt.Errorf("encode %s: %w", method, err)
 	}

@@ -575,14 +575,6 @@ func TestSessionLayer(t *testing.T) {
 	if got, err := DecodeSessionCall(newer); err != nil || got.Method != CallOwns {
 		t.Errorf("a call with an unknown field: %+v, %v", got, err)
 	}
-	// Args and Result are no longer sent: a call that sets them is refused
-	// rather than sent without them.
-	if _, err := EncodeSessionCall(SessionCall{Method: CallOwns, Args: []byte(`"cu1"`)}); err == nil {
-		t.Error("a session call with JSON arguments encoded")
-	}
-	if _, err := EncodeSessionResult(SessionResult{Result: []byte(`true`)}); err == nil {
-		t.Error("a session result with a JSON answer encoded")
-	}
 	for _, m := range []string{CallActivate, CallEnveloped, CallPropose, CallLatency, "no-such-call"} {
 		if _, err := NewSessionCall("hsm-1", m, nil); err == nil || !strings.Contains(err.Error(), "is not a session call") {
 			t.Errorf("%s as a session call: %v", m, err)
@@ -715,7 +707,7 @@ func TestSessionLayerTyped(t *testing.T) {
 		t.Fatal(err)
 	}
 	d, err := DecodeSessionCall(b)
-	if err != nil || d.HSM != "hsm-3" || d.Method != CallSign || d.Args != nil {
+	if err != nil || d.HSM != "hsm-3" || d.Method != CallSign {
 		t.Fatalf("decoded %+v, %v", d, err)
 	}
 	var got SignArgs
@@ -740,9 +732,9 @@ func TestSessionLayerTyped(t *testing.T) {
 			t.Errorf("sign arguments read as %s: %v, want %q", tt.method, err, tt.want)
 		}
 	}
-	// A typed call with no message, or with JSON instead.
-	if err := (SessionCall{Method: CallSign, Args: []byte(`{}`)}).DecodeArgs(new(SignArgs)); err == nil || !strings.Contains(err.Error(), "carries none") {
-		t.Errorf("sign with JSON arguments: %v", err)
+	// A typed call with no message.
+	if err := (SessionCall{Method: CallSign}).DecodeArgs(new(SignArgs)); err == nil || !strings.Contains(err.Error(), "carries none") {
+		t.Errorf("sign with no arguments: %v", err)
 	}
 	// A message the session layer has no field for.
 	if _, err := EncodeSessionCall(SessionCall{Method: CallSign, msg: &pb.HSMInfo{}}); err == nil || !strings.Contains(err.Error(), "cannot carry a HSMInfo") {

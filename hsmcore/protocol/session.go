@@ -63,25 +63,18 @@ type SessionCall struct {
 	// the session has not seen it.
 	HSM    string
 	Method string
-	// Args is what carried the JSON arguments of session calls before
-	// every session call was typed; nothing sets it now. A call's
-	// arguments are a message of hsmsh.proto, set by NewSessionCall and
-	// read by DecodeArgs: EncodeSessionCall refuses a call with Args, and
-	// DecodeArgs finds no arguments in them.
-	Args []byte
-	msg  proto.Message
+	// msg is the call's arguments, a message of hsmsh.proto, set by
+	// NewSessionCall and read by DecodeArgs.
+	msg proto.Message
 }
 
 // SessionResult is the sealed answer to a command: its result, or its
 // error with the code the client library matches on (hsmsh.proto's
 // SessionResult: EncodeSessionResult).
 type SessionResult struct {
-	// Result is what carried the JSON answers of session calls before
-	// every session call was typed; nothing sets it now. A call's answer
-	// is a message of hsmsh.proto, set by NewSessionResult and read by
-	// DecodeAnswer: EncodeSessionResult refuses a result with Result.
-	Result []byte
-	Code   string
-	Error  string
-	msg    proto.Message
+	Code  string
+	Error string
+	// msg is the answer, a message of hsmsh.proto, set by
+	// NewSessionResult and read by DecodeAnswer.
+	msg proto.Message
 }

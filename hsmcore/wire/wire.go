@@ -14,11 +14,13 @@ import (
 	"io"
 )
 
-// Version is the protocol version this hsmsh speaks. 2: the payloads are
-// protocol buffers (hsmcore/protocol/hsmsh.proto); version 1's were JSON,
-// and a peer of either version is told to run the same hsmsh on both
-// sides rather than fed frames it cannot read.
-const Version = 2
+// Version is the protocol version this hsmsh speaks. 3: every call but
+// the peer calls is a message of hsmcore/protocol/hsmsh.proto; version 2
+// had the frames and key use in protocol buffers and the administration
+// calls as JSON inside them, version 1 was JSON throughout. A peer of
+// another version is told to run the same hsmsh on both sides rather
+// than fed frames it cannot read.
+const Version = 3
 
 // HeaderSize is the size of a frame header.
 const HeaderSize = 12
